@@ -1,0 +1,480 @@
+//! Reading the four challenge CSVs into compact, validated records.
+//!
+//! Files are streamed row by row. Bad rows are skipped and counted by reason, with
+//! the first few quoted by file and line; only a missing required file or column, or
+//! a required file without a single usable row, stops the run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasher, Hasher};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Name of the course views file (required).
+pub const VIEWS: &str = "user_course_views.csv";
+/// Name of the course tags file (required).
+pub const COURSE_TAGS: &str = "course_tags.csv";
+/// Name of the interests file (optional).
+pub const INTERESTS: &str = "user_interests.csv";
+/// Name of the assessment scores file (optional).
+pub const ASSESSMENTS: &str = "user_assessment_scores.csv";
+
+/// How many malformed rows each file quotes in the report.
+const EXAMPLES: usize = 5;
+
+/// A problem that makes the input unusable: the run stops and publishes nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A required file is absent.
+    #[error("required file {file} is missing from {dir}")]
+    MissingFile {
+        /// File name.
+        file: &'static str,
+        /// Folder searched.
+        dir: PathBuf,
+    },
+    /// A required column is absent from a file's header.
+    #[error("{file} has no column {column:?} (header: {header:?})")]
+    MissingColumn {
+        /// File name.
+        file: &'static str,
+        /// Column expected.
+        column: &'static str,
+        /// The header found.
+        header: Vec<String>,
+    },
+    /// A required file has no usable row.
+    #[error("{file} has no usable rows ({rows} read, all skipped)")]
+    Unusable {
+        /// File name.
+        file: &'static str,
+        /// Rows read.
+        rows: u64,
+    },
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// File name.
+        file: &'static str,
+        /// Underlying error.
+        source: csv::Error,
+    },
+}
+
+/// Why a row was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Not the header's number of fields.
+    WrongFieldCount,
+    /// `user_handle` is not a non-negative integer.
+    BadHandle,
+    /// `view_time_seconds` is not an integer.
+    BadSeconds,
+    /// `view_time_seconds` is negative.
+    NegativeSeconds,
+    /// An assessment score is not an integer in 0..=1000.
+    BadScore,
+    /// A required text field (course id, tag) is empty.
+    EmptyField,
+    /// The row repeats an earlier row exactly.
+    Duplicate,
+}
+
+impl SkipReason {
+    fn describe(self) -> &'static str {
+        match self {
+            SkipReason::WrongFieldCount => "wrong number of fields",
+            SkipReason::BadHandle => "user_handle is not a non-negative integer",
+            SkipReason::BadSeconds => "view_time_seconds is not an integer",
+            SkipReason::NegativeSeconds => "view_time_seconds is negative",
+            SkipReason::BadScore => "score is not an integer in 0..=1000",
+            SkipReason::EmptyField => "empty required field",
+            SkipReason::Duplicate => "duplicate of an earlier row",
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FileReport {
+    /// File name.
+    pub file: String,
+    /// Whether the file was present.
+    pub present: bool,
+    /// Data rows read (header excluded).
+    pub rows: u64,
+    /// Rows used.
+    pub used: u64,
+    /// Rows skipped, by reason.
+    pub skipped: BTreeMap<SkipReason, u64>,
+    /// File-specific observations that did not skip the row (e.g. empty tags, case variants).
+    pub quirks: BTreeMap<&'static str, u64>,
+    /// The first few skipped rows: `file:line: reason`.
+    pub examples: Vec<String>,
+}
+
+impl FileReport {
+    fn new(file: &str) -> Self {
+        FileReport { file: file.into(), ..Default::default() }
+    }
+
+    fn skip(&mut self, line: u64, reason: SkipReason) {
+        *self.skipped.entry(reason).or_default() += 1;
+        if self.examples.len() < EXAMPLES && reason != SkipReason::Duplicate {
+            self.examples.push(format!("{}:{line}: {}", self.file, reason.describe()));
+        }
+    }
+
+    fn quirk(&mut self, what: &'static str) {
+        *self.quirks.entry(what).or_default() += 1;
+    }
+
+    /// Total rows skipped.
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.values().sum()
+    }
+}
+
+/// Interned strings with dense ids (tags, courses).
+#[derive(Clone, Debug, Default)]
+pub struct Vocab {
+    /// Names by id.
+    pub names: Vec<String>,
+    ids: HashMap<String, u32>,
+}
+
+impl Vocab {
+    /// The id of `name`, adding it when new.
+    pub fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// The id of `name`, if known.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    /// Number of names.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// One usable view row: who watched which course for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    /// User handle.
+    pub user: u64,
+    /// Course id (index into [`Dataset::courses`]).
+    pub course: u32,
+    /// Seconds watched.
+    pub seconds: u32,
+}
+
+/// Everything read from a data folder.
+#[derive(Debug, Default)]
+pub struct Dataset {
+    /// Tag vocabulary, lower-cased (course tags, interests and assessment tags).
+    pub tags: Vocab,
+    /// Course vocabulary (ids as in the files).
+    pub courses: Vocab,
+    /// Tags of each course, by course id; empty for courses without tags.
+    pub course_tags: Vec<Vec<u32>>,
+    /// Usable view rows.
+    pub views: Vec<View>,
+    /// Deduplicated (user, interest tag) pairs.
+    pub interests: Vec<(u64, u32)>,
+    /// Deduplicated (user, assessment tag, score) triples; the latest row wins.
+    pub assessments: Vec<(u64, u32, u16)>,
+    /// One report per file.
+    pub reports: Vec<FileReport>,
+}
+
+/// Reads a data folder: views and course tags are required, interests and assessments optional.
+pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
+    let mut ds = Dataset::default();
+    for required in [VIEWS, COURSE_TAGS] {
+        if !dir.join(required).is_file() {
+            return Err(IngestError::MissingFile { file: required, dir: dir.to_owned() });
+        }
+    }
+    read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
+    read_views(&dir.join(VIEWS), &mut ds)?;
+    read_interests(&dir.join(INTERESTS), &mut ds)?;
+    read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
+    Ok(ds)
+}
+
+/// An open CSV file with its required columns located.
+struct Table {
+    file: &'static str,
+    reader: csv::Reader<std::fs::File>,
+    columns: Vec<usize>,
+    width: usize,
+}
+
+impl Table {
+    fn open(path: &Path, file: &'static str, required: &[&'static str]) -> Result<Table, IngestError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .flexible(true)
+            .from_path(path)
+            .map_err(|source| IngestError::Read { file, source })?;
+        let header: Vec<String> = reader
+            .headers()
+            .map_err(|source| IngestError::Read { file, source })?
+            .iter()
+            .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
+            .collect();
+        let mut columns = Vec::with_capacity(required.len());
+        for &column in required {
+            match header.iter().position(|h| h == column) {
+                Some(i) => columns.push(i),
+                None => return Err(IngestError::MissingColumn { file, column, header }),
+            }
+        }
+        Ok(Table { file, reader, columns, width: header.len() })
+    }
+
+    /// Calls `f(line, fields)` for each row with the right field count; counts the others.
+    fn for_each(
+        mut self,
+        report: &mut FileReport,
+        mut f: impl FnMut(u64, &[&[u8]], &mut FileReport),
+    ) -> Result<(), IngestError> {
+        let mut record = csv::ByteRecord::new();
+        report.present = true;
+        loop {
+            match self.reader.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(source) => return Err(IngestError::Read { file: self.file, source }),
+            }
+            report.rows += 1;
+            let line = record.position().map_or(0, |p| p.line());
+            if record.len() != self.width {
+                // A lone empty line is not a row worth reporting.
+                if record.len() == 1 && record[0].is_empty() {
+                    report.rows -= 1;
+                    continue;
+                }
+                report.skip(line, SkipReason::WrongFieldCount);
+                continue;
+            }
+            let mut fields: [&[u8]; 8] = [&[]; 8];
+            for (slot, &i) in fields.iter_mut().zip(&self.columns) {
+                *slot = &record[i];
+            }
+            f(line, &fields[..self.columns.len()], report);
+        }
+        Ok(())
+    }
+}
+
+fn text(field: &[u8]) -> String {
+    String::from_utf8_lossy(field).trim().to_owned()
+}
+
+fn parse_u64(field: &[u8]) -> Option<u64> {
+    std::str::from_utf8(field).ok()?.trim().parse().ok()
+}
+
+fn parse_i64(field: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(field).ok()?.trim();
+    // Accept "12.0"-style integers written by spreadsheets, nothing fractional.
+    s.parse::<i64>().ok().or_else(|| s.strip_suffix(".0").and_then(|t| t.parse().ok()))
+}
+
+/// Hash of a whole row, to detect exact duplicates in bounded memory (8 bytes a row).
+fn row_hash(state: &std::hash::RandomState, fields: &[&[u8]]) -> u64 {
+    let mut h = state.build_hasher();
+    for f in fields {
+        h.write(f);
+        h.write_u8(0x1f);
+    }
+    h.finish()
+}
+
+/// Lower-cases a tag; notes when the spelling differed only by case.
+fn normalise_tag(raw: &[u8], report: &mut FileReport) -> Option<String> {
+    let tag = text(raw);
+    if tag.is_empty() {
+        return None;
+    }
+    let lower = tag.to_lowercase();
+    if lower != tag {
+        report.quirk("tags_with_upper_case_merged");
+    }
+    Some(lower)
+}
+
+fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
+    let mut report = FileReport::new(COURSE_TAGS);
+    let table = Table::open(path, COURSE_TAGS, &["course_id", "course_tags"])?;
+    let hasher = std::hash::RandomState::new();
+    let mut seen = HashSet::new();
+    table.for_each(&mut report, |line, f, report| {
+        let course = text(f[0]);
+        if course.is_empty() {
+            return report.skip(line, SkipReason::EmptyField);
+        }
+        if !seen.insert(row_hash(&hasher, f)) {
+            return report.skip(line, SkipReason::Duplicate);
+        }
+        if course.contains([',', '"']) {
+            report.quirk("quoted_fields_with_commas_or_quotes");
+        }
+        let id = ds.courses.intern(&course) as usize;
+        if ds.course_tags.len() <= id {
+            ds.course_tags.resize(id + 1, Vec::new());
+        }
+        report.used += 1;
+        match normalise_tag(f[1], report) {
+            None => report.quirk("empty_tags"),
+            Some(tag) => {
+                let t = ds.tags.intern(&tag);
+                if ds.course_tags[id].contains(&t) {
+                    report.quirk("tags_repeated_for_a_course_after_case_folding");
+                } else {
+                    ds.course_tags[id].push(t);
+                }
+            }
+        }
+    })?;
+    let untagged = ds.course_tags.iter().filter(|t| t.is_empty()).count() as u64;
+    report.quirks.insert("courses_without_tags", untagged);
+    if report.used == 0 {
+        return Err(IngestError::Unusable { file: COURSE_TAGS, rows: report.rows });
+    }
+    ds.reports.push(report);
+    Ok(())
+}
+
+fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
+    let mut report = FileReport::new(VIEWS);
+    let table = Table::open(
+        path,
+        VIEWS,
+        &["user_handle", "view_date", "course_id", "author_handle", "level", "view_time_seconds"],
+    )?;
+    let hasher = std::hash::RandomState::new();
+    let mut seen = HashSet::new();
+    let known_courses = ds.courses.len();
+    table.for_each(&mut report, |line, f, report| {
+        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
+        let seconds = match parse_i64(f[5]) {
+            None => return report.skip(line, SkipReason::BadSeconds),
+            Some(s) if s < 0 => return report.skip(line, SkipReason::NegativeSeconds),
+            Some(s) => s.min(u32::MAX as i64) as u32,
+        };
+        let course = text(f[2]);
+        if course.is_empty() {
+            return report.skip(line, SkipReason::EmptyField);
+        }
+        if !seen.insert(row_hash(&hasher, f)) {
+            return report.skip(line, SkipReason::Duplicate);
+        }
+        let id = match ds.courses.get(&course) {
+            Some(id) => id,
+            None => {
+                report.quirk("views_of_courses_missing_from_course_tags");
+                ds.courses.intern(&course)
+            }
+        };
+        if (id as usize) < known_courses && ds.course_tags[id as usize].is_empty() {
+            report.quirk("views_of_courses_without_tags");
+        }
+        if seconds == 0 {
+            report.quirk("zero_second_views");
+        }
+        report.used += 1;
+        ds.views.push(View { user, course: id, seconds });
+    })?;
+    ds.course_tags.resize(ds.courses.len(), Vec::new());
+    if report.used == 0 {
+        return Err(IngestError::Unusable { file: VIEWS, rows: report.rows });
+    }
+    ds.reports.push(report);
+    Ok(())
+}
+
+fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
+    let mut report = FileReport::new(INTERESTS);
+    if !path.is_file() {
+        ds.reports.push(report);
+        return Ok(());
+    }
+    let table = Table::open(path, INTERESTS, &["user_handle", "interest_tag", "date_followed"])?;
+    let hasher = std::hash::RandomState::new();
+    let mut seen_rows = HashSet::new();
+    let mut pairs = Vec::new();
+    table.for_each(&mut report, |line, f, report| {
+        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
+        let Some(tag) = normalise_tag(f[1], report) else { return report.skip(line, SkipReason::EmptyField) };
+        // Exact duplicates (same user, tag and date) are a known quirk of this file.
+        if !seen_rows.insert(row_hash(&hasher, f)) {
+            return report.skip(line, SkipReason::Duplicate);
+        }
+        report.used += 1;
+        pairs.push((user, ds.tags.intern(&tag)));
+    })?;
+    pairs.sort_unstable();
+    let before = pairs.len();
+    pairs.dedup();
+    report.quirks.insert("same_interest_followed_again", (before - pairs.len()) as u64);
+    ds.interests = pairs;
+    ds.reports.push(report);
+    Ok(())
+}
+
+fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
+    let mut report = FileReport::new(ASSESSMENTS);
+    if !path.is_file() {
+        ds.reports.push(report);
+        return Ok(());
+    }
+    let table = Table::open(
+        path,
+        ASSESSMENTS,
+        &["user_handle", "assessment_tag", "user_assessment_date", "user_assessment_score"],
+    )?;
+    let hasher = std::hash::RandomState::new();
+    let mut seen = HashSet::new();
+    // (user, tag) -> (date, score): the latest assessment wins.
+    let mut latest: HashMap<(u64, u32), (String, u16)> = HashMap::new();
+    table.for_each(&mut report, |line, f, report| {
+        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
+        let Some(tag) = normalise_tag(f[1], report) else { return report.skip(line, SkipReason::EmptyField) };
+        let score = match parse_i64(f[3]) {
+            Some(s) if (0..=1000).contains(&s) => s as u16,
+            _ => return report.skip(line, SkipReason::BadScore),
+        };
+        if !seen.insert(row_hash(&hasher, f)) {
+            return report.skip(line, SkipReason::Duplicate);
+        }
+        report.used += 1;
+        let date = text(f[2]);
+        let tag = ds.tags.intern(&tag);
+        let slot = latest.entry((user, tag)).or_insert_with(|| (date.clone(), score));
+        if date > slot.0 {
+            *slot = (date, score);
+            report.quirk("repeated_assessments_latest_kept");
+        }
+    })?;
+    let mut triples: Vec<(u64, u32, u16)> = latest.into_iter().map(|((u, t), (_, s))| (u, t, s)).collect();
+    triples.sort_unstable();
+    ds.assessments = triples;
+    ds.reports.push(report);
+    Ok(())
+}

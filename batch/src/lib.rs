@@ -1,0 +1,10 @@
+//! Kindred's training job as a library: ingest the CSVs, build the weighted user x tag
+//! matrix, factorise it with a truncated SVD, index the user embeddings with HNSW and
+//! publish the versioned model through `kindred_core`.
+
+pub mod index;
+pub mod ingest;
+pub mod matrix;
+pub mod report;
+pub mod svd;
+pub mod train;

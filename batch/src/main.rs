@@ -1,0 +1,182 @@
+//! `kindred-batch`: trains and publishes Kindred models.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use kindred_batch::matrix::{BlockWeighting, Transform};
+use kindred_batch::{report, train};
+use kindred_core::registry;
+use kindred_core::store::Store;
+
+/// Kindred's training job: reads the course-view, course-tag, interest and assessment CSVs,
+/// builds user embeddings with a truncated SVD, indexes them with HNSW and publishes a
+/// versioned model to a local folder or S3.
+#[derive(Parser, Debug)]
+#[command(name = "kindred-batch", version, about, long_about = None)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "KINDRED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model from a data folder and publish it as the store's current version.
+    Train(TrainArgs),
+    // GENERATE-VARIANT
+    /// Show the store's current version and its manifest.
+    Show {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// Folder with user_course_views.csv and course_tags.csv (required) and
+    /// user_interests.csv and user_assessment_scores.csv (optional).
+    #[arg(long, env = "KINDRED_DATA")]
+    data: PathBuf,
+    /// Model store: a folder or s3://bucket/prefix (S3 honours AWS_ENDPOINT_URL).
+    #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+    store: String,
+    /// SVD rank, i.e. the embedding dimension.
+    #[arg(long, env = "KINDRED_RANK", default_value_t = 64)]
+    rank: usize,
+    /// Embeddings are U Σ^power: 1 keeps the matrix geometry, 0 is the seed's cosine on U.
+    #[arg(long, env = "KINDRED_SINGULAR_POWER", default_value_t = 1.0)]
+    power: f64,
+    /// Transform of the average view seconds per tag.
+    #[arg(long, env = "KINDRED_VIEW_TRANSFORM", value_enum, default_value_t = Transform::Log1p)]
+    view_transform: Transform,
+    /// Disable inverse-document-frequency weighting of view tags.
+    #[arg(long, env = "KINDRED_NO_VIEW_IDF")]
+    no_view_idf: bool,
+    /// Weight of the interests block relative to views (0 leaves interests out).
+    #[arg(long, env = "KINDRED_INTEREST_WEIGHT", default_value_t = 0.0)]
+    interest_weight: f32,
+    /// Weight of the assessments block relative to views (0 leaves assessments out).
+    #[arg(long, env = "KINDRED_ASSESSMENT_WEIGHT", default_value_t = 0.0)]
+    assessment_weight: f32,
+    /// HNSW efConstruction.
+    #[arg(long, env = "KINDRED_EF_CONSTRUCTION", default_value_t = 64)]
+    ef_construction: usize,
+    /// HNSW ef at search time (also caps how many neighbours one query can return).
+    #[arg(long, env = "KINDRED_EF_SEARCH", default_value_t = 64)]
+    ef_search: usize,
+    /// Use HNSW's neighbour-selection heuristic (slower build).
+    #[arg(long, env = "KINDRED_HNSW_HEURISTIC")]
+    heuristic: bool,
+    /// Seed for the index build and the recall sample.
+    #[arg(long, env = "KINDRED_SEED", default_value_t = 42)]
+    seed: u64,
+    /// Users sampled to measure the index's recall@10 against exact search.
+    #[arg(long, env = "KINDRED_RECALL_SAMPLE", default_value_t = 1000)]
+    recall_sample: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long, env = "KINDRED_THREADS")]
+    threads: Option<usize>,
+    /// Train and report, but publish nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also write the run summary as JSON to this file.
+    #[arg(long, env = "KINDRED_SUMMARY_JSON")]
+    summary_json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KINDRED_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Train(args) => run_train(args).await,
+        // GENERATE-RUN
+        Command::Show { store } => {
+            let store = Store::open(&store).await?;
+            match registry::read_pointer(&store).await? {
+                None => println!("no model published in {}", kindred_core::ObjectStore::location(&store)),
+                Some((pointer, _)) => {
+                    let model = registry::load_version(&store, &pointer.version, Some(&pointer.manifest_sha256)).await?;
+                    let mut manifest = serde_json::to_value(&model.manifest)?;
+                    if let Some(m) = manifest.as_object_mut() {
+                        m.remove("training");
+                    }
+                    println!("current: {} (verified, {} users)", pointer.version, model.len());
+                    println!("{}", serde_json::to_string_pretty(&manifest)?);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let mut cfg = train::default_config(args.data);
+    cfg.rank = args.rank;
+    cfg.power = args.power;
+    cfg.views = BlockWeighting { transform: args.view_transform, idf: !args.no_view_idf, weight: 1.0 };
+    cfg.interests.weight = args.interest_weight;
+    cfg.assessments.weight = args.assessment_weight;
+    cfg.hnsw.ef_construction = args.ef_construction;
+    cfg.hnsw.ef_search = args.ef_search;
+    cfg.hnsw.heuristic = args.heuristic;
+    cfg.hnsw.seed = args.seed;
+    cfg.recall_sample = args.recall_sample;
+    if let Some(t) = args.threads {
+        cfg.threads = t.max(1);
+    }
+    anyhow::ensure!(cfg.rank >= 1, "--rank must be at least 1");
+    // Open the store before the long computation so a bad location fails fast.
+    let store = if args.dry_run { None } else { Some(Store::open(&args.store).await?) };
+
+    let version = registry::new_version_name();
+    let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_vec_pretty(&trained.summary)?)?;
+    }
+    let published = match &store {
+        None => None,
+        Some(store) => {
+            let p = registry::publish(store, trained.manifest, trained.artifacts).await?;
+            Some((p.version, kindred_core::ObjectStore::location(store)))
+        }
+    };
+    print!("{}", report::render(&trained.summary, published.as_ref().map(|(v, s)| (v.as_str(), s.as_str()))));
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! The sparse user x feature matrix the SVD factorises.
+//!
+//! The core block is the seed's signal: for each user and course tag, the average
+//! `view_time_seconds` over the user's view rows of courses carrying that tag. Further
+//! blocks (interests, assessments) are stacked beside it. Each block is weighted on its
+//! own (value transform, inverse document frequency), L2-normalised per user and scaled
+//! by the block's weight, so no block dominates merely through its units.
+
+use serde::{Deserialize, Serialize};
+
+/// A compressed sparse row matrix with `f32` values.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Csr {
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Row `r` holds entries `indptr[r]..indptr[r + 1]`.
+    pub indptr: Vec<usize>,
+    /// Column of each entry, increasing within a row.
+    pub indices: Vec<u32>,
+    /// Value of each entry.
+    pub values: Vec<f32>,
+}
+
+impl Csr {
+    /// Builds a matrix from `(row, col, value)` triples sorted by row then column, without repeats.
+    pub fn from_sorted_triples(rows: usize, cols: usize, triples: &[(u32, u32, f32)]) -> Csr {
+        let mut indptr = vec![0usize; rows + 1];
+        for &(r, _, _) in triples {
+            indptr[r as usize + 1] += 1;
+        }
+        for r in 0..rows {
+            indptr[r + 1] += indptr[r];
+        }
+        Csr {
+            rows,
+            cols,
+            indptr,
+            indices: triples.iter().map(|t| t.1).collect(),
+            values: triples.iter().map(|t| t.2).collect(),
+        }
+    }
+
+    /// Entries of row `r` as (column, value).
+    pub fn row(&self, r: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
+        let span = self.indptr[r]..self.indptr[r + 1];
+        self.indices[span.clone()].iter().copied().zip(self.values[span].iter().copied())
+    }
+
+    /// Number of stored entries.
+    pub fn nnz(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Number of stored entries in row `r`.
+    pub fn row_nnz(&self, r: usize) -> usize {
+        self.indptr[r + 1] - self.indptr[r]
+    }
+
+    /// Sum of squared values (squared Frobenius norm).
+    pub fn sq_norm(&self) -> f64 {
+        self.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+    }
+}
+
+/// How a block's raw values become matrix values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// The raw value (the seed's choice for view seconds).
+    Raw,
+    /// `ln(1 + value)`: tames the heavy right tail of view seconds.
+    Log1p,
+    /// 1 for any present entry.
+    Binary,
+}
+
+impl Transform {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Transform::Raw => v,
+            Transform::Log1p => v.max(0.0).ln_1p(),
+            Transform::Binary => 1.0,
+        }
+    }
+}
+
+/// Weighting of one block.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BlockWeighting {
+    /// Value transform.
+    pub transform: Transform,
+    /// Multiply each column by `ln(1 + users / users_with_entry)`.
+    pub idf: bool,
+    /// Scale of the block after per-user L2 normalisation (0 drops the block).
+    pub weight: f32,
+}
+
+/// One block of features: entries keyed by (row, tag), before weighting.
+#[derive(Clone, Debug)]
+pub struct Block {
+    /// Name, for reports ("views", "interests", "assessments").
+    pub name: &'static str,
+    /// `(row, tag, value)` triples, sorted by row then tag, no repeats.
+    pub entries: Vec<(u32, u32, f32)>,
+    /// Weighting applied.
+    pub weighting: BlockWeighting,
+}
+
+/// What a matrix column stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Column {
+    /// Index of the block in the list given to [`assemble`].
+    pub block: usize,
+    /// Tag id.
+    pub tag: u32,
+}
+
+/// Averages `(row, tag, seconds)` observations per (row, tag): the seed's value.
+/// The input is sorted in place.
+pub fn average_by_row_and_tag(observations: &mut [(u32, u32, u32)]) -> Vec<(u32, u32, f32)> {
+    observations.sort_unstable_by_key(|o| (o.0, o.1));
+    let mut out: Vec<(u32, u32, f32)> = Vec::new();
+    let mut i = 0;
+    while i < observations.len() {
+        let (r, t, _) = observations[i];
+        let mut sum = 0u64;
+        let mut n = 0u64;
+        while i < observations.len() && observations[i].0 == r && observations[i].1 == t {
+            sum += u64::from(observations[i].2);
+            n += 1;
+            i += 1;
+        }
+        out.push((r, t, (sum as f64 / n as f64) as f32));
+    }
+    out
+}
+
+/// Applies each block's weighting and stacks the blocks side by side.
+///
+/// Only tags that occur in a block get a column in it. Returns the matrix and what
+/// each column stands for.
+pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
+    let mut columns = Vec::new();
+    let mut triples: Vec<(u32, u32, f32)> = Vec::new();
+    for (b, block) in blocks.iter().enumerate() {
+        if block.weighting.weight == 0.0 || block.entries.is_empty() {
+            continue;
+        }
+        // Compact the block's tags into consecutive columns.
+        let max_tag = block.entries.iter().map(|e| e.1).max().unwrap_or(0) as usize;
+        let mut col_of = vec![u32::MAX; max_tag + 1];
+        let first = columns.len() as u32;
+        for &(_, t, _) in &block.entries {
+            if col_of[t as usize] == u32::MAX {
+                col_of[t as usize] = columns.len() as u32;
+                columns.push(Column { block: b, tag: t });
+            }
+        }
+        let mut df = vec![0u32; columns.len() - first as usize];
+        for &(_, t, _) in &block.entries {
+            df[(col_of[t as usize] - first) as usize] += 1;
+        }
+        let block_rows = {
+            let mut rows_seen: Vec<u32> = block.entries.iter().map(|e| e.0).collect();
+            rows_seen.dedup();
+            rows_seen.len() as f32
+        };
+        let w = block.weighting;
+        let idf: Vec<f32> = df.iter().map(|&d| if w.idf { (1.0 + block_rows / d as f32).ln() } else { 1.0 }).collect();
+        // Per row: transform, idf, L2 normalise, scale.
+        let mut start = 0;
+        while start < block.entries.len() {
+            let r = block.entries[start].0;
+            let mut end = start;
+            while end < block.entries.len() && block.entries[end].0 == r {
+                end += 1;
+            }
+            let vals: Vec<(u32, f32)> = block.entries[start..end]
+                .iter()
+                .map(|&(_, t, v)| {
+                    let c = col_of[t as usize];
+                    (c, w.transform.apply(v) * idf[(c - first) as usize])
+                })
+                .collect();
+            let norm = vals.iter().map(|v| v.1 * v.1).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                triples.extend(vals.into_iter().filter(|v| v.1 != 0.0).map(|(c, v)| (r, c, v / norm * w.weight)));
+            }
+            start = end;
+        }
+    }
+    triples.sort_unstable_by_key(|t| (t.0, t.1));
+    let csr = Csr::from_sorted_triples(rows, columns.len(), &triples);
+    (csr, columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_value_is_the_mean_seconds_per_user_and_tag() {
+        // Given user 0 watched two python courses (100 s and 300 s) and one sql course (50 s),
+        // and user 1 watched one python course for 10 s,
+        let mut obs = vec![(0, 7, 100), (1, 7, 10), (0, 3, 50), (0, 7, 300)];
+        // when averaged,
+        let avg = average_by_row_and_tag(&mut obs);
+        // then each (user, tag) holds its mean seconds.
+        assert_eq!(avg, vec![(0, 3, 50.0), (0, 7, 200.0), (1, 7, 10.0)]);
+    }
+
+    #[test]
+    fn assemble_normalises_each_block_per_row_and_stacks_columns() {
+        let raw = BlockWeighting { transform: Transform::Raw, idf: false, weight: 1.0 };
+        let views = Block { name: "views", entries: vec![(0, 5, 3.0), (0, 9, 4.0), (1, 9, 2.0)], weighting: raw };
+        let interests = Block {
+            name: "interests",
+            entries: vec![(1, 5, 1.0), (1, 6, 1.0)],
+            weighting: BlockWeighting { transform: Transform::Binary, idf: false, weight: 0.5 },
+        };
+        let (m, cols) = assemble(3, &[views, interests]);
+        assert_eq!(m.cols, 4);
+        assert_eq!(cols, vec![
+            Column { block: 0, tag: 5 },
+            Column { block: 0, tag: 9 },
+            Column { block: 1, tag: 5 },
+            Column { block: 1, tag: 6 },
+        ]);
+        // Row 0: (3, 4) / 5.
+        assert_eq!(m.row(0).collect::<Vec<_>>(), vec![(0, 0.6), (1, 0.8)]);
+        // Row 1: views (2)/2 = 1; interests (1, 1)/sqrt(2) * 0.5.
+        let r1: Vec<_> = m.row(1).collect();
+        assert_eq!(r1[0], (1, 1.0));
+        assert!((r1[1].1 - 0.5 / 2f32.sqrt()).abs() < 1e-6 && r1[1].0 == 2);
+        // Row 2 has no entries.
+        assert_eq!(m.row_nnz(2), 0);
+    }
+
+    #[test]
+    fn idf_downweights_a_tag_everyone_has() {
+        let w = BlockWeighting { transform: Transform::Binary, idf: true, weight: 1.0 };
+        let b = Block { name: "interests", entries: vec![(0, 1, 1.0), (0, 2, 1.0), (1, 1, 1.0)], weighting: w };
+        let (m, _) = assemble(2, &[b]);
+        let r0: Vec<_> = m.row(0).collect();
+        // Tag 1 is in both rows (idf ln 2), tag 2 in one (idf ln 3).
+        assert!(r0[0].1 < r0[1].1);
+    }
+}

@@ -1,0 +1,158 @@
+//! Ingest and matrix tests on the hand-made `data/fixtures/quirks` data set.
+
+use std::path::{Path, PathBuf};
+
+use kindred_batch::ingest::{self, IngestError, SkipReason};
+use kindred_batch::matrix::{BlockWeighting, Transform};
+use kindred_batch::train;
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/quirks")
+}
+
+fn report<'a>(ds: &'a ingest::Dataset, file: &str) -> &'a ingest::FileReport {
+    ds.reports.iter().find(|r| r.file == file).unwrap()
+}
+
+#[test]
+fn every_views_quirk_is_handled_and_counted() {
+    // Given the quirks fixture, when it is read,
+    let ds = ingest::read_dir(&fixture()).unwrap();
+    let views = report(&ds, ingest::VIEWS);
+    // then malformed rows are skipped and counted by reason,
+    assert_eq!(views.rows, 14);
+    assert_eq!(views.used, 9);
+    assert_eq!(views.skipped[&SkipReason::Duplicate], 1);
+    assert_eq!(views.skipped[&SkipReason::BadHandle], 1);
+    assert_eq!(views.skipped[&SkipReason::BadSeconds], 1);
+    assert_eq!(views.skipped[&SkipReason::NegativeSeconds], 1);
+    assert_eq!(views.skipped[&SkipReason::WrongFieldCount], 1);
+    // with file and line of the first few,
+    assert_eq!(views.examples, vec![
+        "user_course_views.csv:10: user_handle is not a non-negative integer",
+        "user_course_views.csv:11: view_time_seconds is not an integer",
+        "user_course_views.csv:12: view_time_seconds is negative",
+        "user_course_views.csv:13: wrong number of fields",
+    ]);
+    // and the quirks that do not skip a row are counted too.
+    assert_eq!(views.quirks["views_of_courses_without_tags"], 1);
+    assert_eq!(views.quirks["views_of_courses_missing_from_course_tags"], 1);
+    assert_eq!(views.quirks["zero_second_views"], 1);
+}
+
+#[test]
+fn course_tags_quirks_are_counted_and_case_is_folded() {
+    let ds = ingest::read_dir(&fixture()).unwrap();
+    let tags = report(&ds, ingest::COURSE_TAGS);
+    assert_eq!(tags.quirks["empty_tags"], 1);
+    assert_eq!(tags.quirks["courses_without_tags"], 1);
+    assert_eq!(tags.quirks["tags_with_upper_case_merged"], 1);
+    assert_eq!(tags.quirks["quoted_fields_with_commas_or_quotes"], 1);
+    // "SQL" and "sql" are one tag.
+    let sql = ds.tags.get("sql").unwrap();
+    assert!(ds.tags.get("SQL").is_none());
+    let basics = ds.courses.get("sql-basics").unwrap() as usize;
+    assert_eq!(ds.course_tags[basics], vec![sql]);
+    // The quoted course id keeps its comma and quotes.
+    assert!(ds.courses.get("comma, \"quoted\" course").is_some());
+}
+
+#[test]
+fn interests_and_assessments_are_deduplicated() {
+    let ds = ingest::read_dir(&fixture()).unwrap();
+    let interests = report(&ds, ingest::INTERESTS);
+    assert_eq!(interests.skipped[&SkipReason::Duplicate], 1);
+    assert_eq!(interests.skipped[&SkipReason::EmptyField], 1);
+    assert_eq!(interests.quirks["same_interest_followed_again"], 1);
+    let python = ds.tags.get("python").unwrap();
+    assert_eq!(ds.interests.iter().filter(|i| i.0 == 1).collect::<Vec<_>>(), vec![&(1, python)]);
+    // The later of two assessments of the same tag wins; a bad score is skipped.
+    assert_eq!(ds.assessments, vec![(1, python, 250)]);
+    assert_eq!(report(&ds, ingest::ASSESSMENTS).skipped[&SkipReason::BadScore], 1);
+}
+
+#[test]
+fn the_views_block_holds_hand_computed_mean_seconds() {
+    // Given the fixture and the seed's raw weighting,
+    let ds = ingest::read_dir(&fixture()).unwrap();
+    let mut cfg = train::default_config(fixture());
+    cfg.views = BlockWeighting { transform: Transform::Raw, idf: false, weight: 1.0 };
+    // when the matrix is built,
+    let built = train::build_matrix(&ds, &cfg);
+    // then users 1, 2, 3, 5 and 6 are seen (7's only row was empty),
+    assert_eq!(built.handles, vec![1, 2, 3, 5, 6]);
+    let tag = |name: &str| ds.tags.get(name).unwrap();
+    let mut got: Vec<(u64, &str, f32)> = built.blocks[0]
+        .entries
+        .iter()
+        .map(|&(r, t, v)| (built.handles[r as usize], ds.tags.names[t as usize].as_str(), v))
+        .collect();
+    got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    // and the views block holds the mean seconds per user and tag, computed by hand.
+    assert_eq!(got, vec![
+        (1, "data-science", 200.0),
+        (1, "python", 200.0),
+        (1, "sql", 50.0),
+        (2, "python", 60.0),
+        (2, "sql", 1000.0),
+        (5, "sql", 100.0),
+    ]);
+    let _ = tag("python");
+    // Summaries: user 2 viewed 3 courses (one untagged), top tag sql at 1000 s.
+    let s2 = &built.summaries[1];
+    assert_eq!(s2.courses, 3);
+    assert_eq!(s2.top_tags[0], (tag("sql"), 1000.0));
+    // User 3 viewed a course unknown to course_tags: a course but no tag.
+    assert_eq!((built.summaries[2].courses, built.summaries[2].tags_viewed), (1, 0));
+    // Row normalisation: user 1's views row has unit length.
+    let norm: f32 = built.csr.row(0).map(|(_, v)| v * v).sum::<f32>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-6);
+}
+
+fn copy_fixture(to: &Path) {
+    for f in [ingest::VIEWS, ingest::COURSE_TAGS, ingest::INTERESTS, ingest::ASSESSMENTS] {
+        std::fs::copy(fixture().join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn a_missing_required_column_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    let views = dir.path().join(ingest::VIEWS);
+    let text = std::fs::read_to_string(&views).unwrap().replacen("\"view_time_seconds\"", "\"seconds\"", 1);
+    std::fs::write(&views, text).unwrap();
+    match ingest::read_dir(dir.path()) {
+        Err(IngestError::MissingColumn { file, column, .. }) => {
+            assert_eq!((file, column), (ingest::VIEWS, "view_time_seconds"));
+        }
+        other => panic!("expected a missing column, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_required_file_stops_the_run_but_optional_files_may_be_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    std::fs::remove_file(dir.path().join(ingest::INTERESTS)).unwrap();
+    std::fs::remove_file(dir.path().join(ingest::ASSESSMENTS)).unwrap();
+    let ds = ingest::read_dir(dir.path()).unwrap();
+    assert!(!report(&ds, ingest::INTERESTS).present);
+    std::fs::remove_file(dir.path().join(ingest::COURSE_TAGS)).unwrap();
+    assert!(matches!(
+        ingest::read_dir(dir.path()),
+        Err(IngestError::MissingFile { file: ingest::COURSE_TAGS, .. })
+    ));
+}
+
+#[test]
+fn a_file_of_only_malformed_rows_is_unusable() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    std::fs::write(
+        dir.path().join(ingest::VIEWS),
+        "\"user_handle\",\"view_date\",\"course_id\",\"author_handle\",\"level\",\"view_time_seconds\"\nx,y\n",
+    )
+    .unwrap();
+    assert!(matches!(ingest::read_dir(dir.path()), Err(IngestError::Unusable { file: ingest::VIEWS, rows: 1 })));
+}

@@ -1,0 +1,375 @@
+//! The model format: what one published version holds and how it is verified.
+//!
+//! A version is a folder `models/<version>/` with three objects:
+//!
+//! | object | encoding | content |
+//! |---|---|---|
+//! | `manifest.json` | JSON | [`Manifest`]: format version, parameters, counts, quality figures, size and SHA-256 of every artifact |
+//! | `users.bin` | bincode 2 | [`UserTable`]: tag vocabulary and one [`UserSummary`] per user |
+//! | `index.bin` | bincode 2 | [`Index`]: the HNSW graph over the users' unit embeddings |
+//!
+//! Row `i` of the user table is point `i` of the index, so a user's embedding is read
+//! from the index itself and stored only once.
+
+use std::collections::HashMap;
+
+use instant_distance::{Hnsw, Point, PointId};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Format version written by this build; loaders refuse any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// Largest artifact this build reads (also the bincode decode limit).
+pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
+/// Largest manifest this build reads.
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Object name of the manifest inside a version folder.
+pub const MANIFEST: &str = "manifest.json";
+/// Object name of the user table inside a version folder.
+pub const USERS: &str = "users.bin";
+/// Object name of the index inside a version folder.
+pub const INDEX: &str = "index.bin";
+
+/// A unit-length user embedding; distance is `1 - cosine`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Embedding(pub Vec<f32>);
+
+impl Embedding {
+    /// Builds an embedding scaled to unit length (a zero vector stays zero).
+    pub fn normalized(mut values: Vec<f32>) -> Self {
+        let norm = dot(&values, &values).sqrt();
+        if norm > 0.0 {
+            values.iter_mut().for_each(|v| *v /= norm);
+        }
+        Embedding(values)
+    }
+
+    /// Cosine similarity with another unit embedding.
+    pub fn cosine(&self, other: &Embedding) -> f32 {
+        dot(&self.0, &other.0)
+    }
+}
+
+impl Point for Embedding {
+    fn distance(&self, other: &Self) -> f32 {
+        1.0 - dot(&self.0, &other.0)
+    }
+}
+
+/// Dot product written so the compiler vectorises it (eight independent lanes).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, ra) = a.as_chunks::<8>();
+    let (cb, rb) = b.as_chunks::<8>();
+    for (x, y) in ca.iter().zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The HNSW index over user embeddings; point `i` is row `i` of the [`UserTable`].
+pub type Index = Hnsw<Embedding>;
+
+/// Size and digest of one artifact, as recorded in the manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactEntry {
+    /// Object name inside the version folder.
+    pub name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+}
+
+impl ArtifactEntry {
+    /// Describes `bytes` as the artifact `name`.
+    pub fn describe(name: &str, bytes: &[u8]) -> Self {
+        ArtifactEntry { name: name.to_owned(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) }
+    }
+
+    /// Checks `bytes` against this entry's size and digest.
+    pub fn verify(&self, bytes: &[u8]) -> Result<()> {
+        if bytes.len() as u64 != self.bytes {
+            return Err(Error::SizeMismatch {
+                name: self.name.clone(),
+                expected: self.bytes,
+                received: bytes.len() as u64,
+            });
+        }
+        let digest = sha256_hex(bytes);
+        if digest != self.sha256 {
+            return Err(Error::ChecksumMismatch {
+                name: self.name.clone(),
+                expected: self.sha256.clone(),
+                received: digest,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Parameters of the HNSW index build.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HnswParams {
+    /// `efConstruction`: candidate list size while building.
+    pub ef_construction: usize,
+    /// `ef`: candidate list size while searching (fixed at build time).
+    pub ef_search: usize,
+    /// Whether the neighbour-selection heuristic was used.
+    pub heuristic: bool,
+    /// Random seed of the layer assignment.
+    pub seed: u64,
+}
+
+/// Everything a loader needs to know about a version before trusting its artifacts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Model format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// The version's name (also its folder name).
+    pub version: String,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Number of users (rows of the user table, points of the index).
+    pub users: u64,
+    /// Size of the tag vocabulary.
+    pub tags: u64,
+    /// Embedding dimension (SVD rank actually used).
+    pub dimensions: u64,
+    /// Share of the weighted matrix's squared Frobenius norm kept by the truncated SVD.
+    pub explained_variance: f64,
+    /// Recall@10 of the index against exact search, on a sample of users.
+    pub recall_at_10: f64,
+    /// Index build parameters.
+    pub hnsw: HnswParams,
+    /// Size and SHA-256 of every artifact.
+    pub artifacts: Vec<ArtifactEntry>,
+    /// The training run's summary (parameters, ingest counts, timings); free-form.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl Manifest {
+    /// The entry of artifact `name`.
+    pub fn artifact(&self, name: &str) -> Result<&ArtifactEntry> {
+        self.artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Error::Inconsistent(format!("manifest lists no artifact {name}")))
+    }
+
+    /// Parses and validates a manifest (format version, size limits).
+    pub fn parse(bytes: &[u8]) -> Result<Manifest> {
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(Error::TooLarge {
+                name: MANIFEST.into(),
+                size: bytes.len() as u64,
+                limit: MAX_MANIFEST_BYTES,
+            });
+        }
+        // Read the format version first so that a future format gives a clear error.
+        #[derive(Deserialize)]
+        struct Head {
+            format_version: u32,
+        }
+        let head: Head = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Decode { name: MANIFEST.into(), message: e.to_string() })?;
+        if head.format_version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat { expected: FORMAT_VERSION, received: head.format_version });
+        }
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| Error::Decode { name: MANIFEST.into(), message: e.to_string() })?;
+        for a in &manifest.artifacts {
+            if a.bytes > MAX_ARTIFACT_BYTES {
+                return Err(Error::TooLarge { name: a.name.clone(), size: a.bytes, limit: MAX_ARTIFACT_BYTES });
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+/// What the API shows about one user.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserSummary {
+    /// The user's handle.
+    pub handle: u64,
+    /// Top course tags by total view time: (tag id, average view seconds per view row).
+    pub top_tags: Vec<(u32, f32)>,
+    /// Number of distinct courses viewed.
+    pub courses: u32,
+    /// Number of distinct course tags viewed.
+    pub tags_viewed: u32,
+    /// Interest tag ids (deduplicated, at most a few dozen).
+    pub interests: Vec<u32>,
+    /// Assessments: (tag id, score).
+    pub assessments: Vec<(u32, u16)>,
+}
+
+/// The per-user metadata of a model; row `i` is point `i` of the [`Index`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserTable {
+    /// Tag vocabulary (course tags, interests and assessment tags share it).
+    pub tags: Vec<String>,
+    /// One summary per user, in index point order.
+    pub users: Vec<UserSummary>,
+}
+
+/// A verified, decoded model version ready for queries.
+pub struct Model {
+    /// The version's manifest.
+    pub manifest: Manifest,
+    /// Per-user metadata.
+    pub users: UserTable,
+    /// The HNSW index.
+    pub index: Index,
+    by_handle: HashMap<u64, u32>,
+}
+
+impl Model {
+    /// Assembles a model and checks that its parts agree with each other and the manifest.
+    pub fn from_parts(manifest: Manifest, users: UserTable, index: Index) -> Result<Model> {
+        let n = users.users.len();
+        if manifest.users != n as u64 {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} users, user table has {n}",
+                manifest.users
+            )));
+        }
+        let points = index.iter().count();
+        if points != n {
+            return Err(Error::Inconsistent(format!("index has {points} points, user table has {n}")));
+        }
+        if manifest.tags != users.tags.len() as u64 {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} tags, user table has {}",
+                manifest.tags,
+                users.tags.len()
+            )));
+        }
+        let dims = manifest.dimensions as usize;
+        for (_, p) in index.iter() {
+            if p.0.len() != dims {
+                return Err(Error::InvalidVecDimension { expected: dims, received: p.0.len() });
+            }
+        }
+        let tag_count = users.tags.len() as u32;
+        let mut by_handle = HashMap::with_capacity(n);
+        for (row, u) in users.users.iter().enumerate() {
+            let bad_tag = u.top_tags.iter().map(|t| t.0).chain(u.interests.iter().copied())
+                .chain(u.assessments.iter().map(|a| a.0))
+                .any(|t| t >= tag_count);
+            if bad_tag {
+                return Err(Error::Inconsistent(format!("user {} refers to an unknown tag", u.handle)));
+            }
+            if by_handle.insert(u.handle, row as u32).is_some() {
+                return Err(Error::Inconsistent(format!("user {} appears twice", u.handle)));
+            }
+        }
+        Ok(Model { manifest, users, index, by_handle })
+    }
+
+    /// Row (= index point) of a user, if the model knows them.
+    pub fn row_of(&self, handle: u64) -> Option<u32> {
+        self.by_handle.get(&handle).copied()
+    }
+
+    /// The embedding of the user at `row`.
+    pub fn embedding(&self, row: u32) -> &Embedding {
+        &self.index[PointId::from(row)]
+    }
+
+    /// Number of users.
+    pub fn len(&self) -> usize {
+        self.users.users.len()
+    }
+
+    /// True when the model has no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.users.is_empty()
+    }
+
+    /// Name of tag `id`.
+    pub fn tag(&self, id: u32) -> &str {
+        &self.users.tags[id as usize]
+    }
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<{ MAX_ARTIFACT_BYTES as usize }>()
+}
+
+/// Encodes an artifact with bincode 2.
+pub fn encode<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| Error::Encode { name: name.into(), message: e.to_string() })
+}
+
+/// Decodes an artifact with bincode 2 under [`MAX_ARTIFACT_BYTES`]; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
+        .map_err(|e| Error::Decode { name: name.into(), message: e.to_string() })?;
+    if used != bytes.len() {
+        return Err(Error::Decode {
+            name: name.into(),
+            message: format!("{} trailing bytes", bytes.len() - used),
+        });
+    }
+    Ok(value)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut s = String::with_capacity(64);
+    for b in digest {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_matches_naive_sum_for_odd_lengths() {
+        let a: Vec<f32> = (0..19).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..19).map(|i| 1.0 - i as f32 * 0.1).collect();
+        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+        assert!((dot(&a, &b) - naive).abs() < 1e-4);
+    }
+
+    #[test]
+    fn verify_detects_a_flipped_byte_and_truncation() {
+        let bytes = b"kindred artifact".to_vec();
+        let entry = ArtifactEntry::describe("x.bin", &bytes);
+        assert!(entry.verify(&bytes).is_ok());
+        let mut flipped = bytes.clone();
+        flipped[3] ^= 1;
+        assert!(matches!(entry.verify(&flipped), Err(Error::ChecksumMismatch { .. })));
+        assert!(matches!(entry.verify(&bytes[..5]), Err(Error::SizeMismatch { expected: 16, received: 5, .. })));
+    }
+
+    #[test]
+    fn manifest_with_another_format_version_is_refused() {
+        let json = br#"{"format_version": 99, "anything": true}"#;
+        assert!(matches!(
+            Manifest::parse(json),
+            Err(Error::UnsupportedFormat { expected: FORMAT_VERSION, received: 99 })
+        ));
+    }
+
+    #[test]
+    fn decode_refuses_trailing_bytes() {
+        let mut bytes = encode("t", &vec![1u32, 2, 3]).unwrap();
+        assert_eq!(decode::<Vec<u32>>("t", &bytes).unwrap(), vec![1, 2, 3]);
+        bytes.push(0);
+        assert!(decode::<Vec<u32>>("t", &bytes).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! Publishing model versions and loading the current one.
+//!
+//! Layout inside a store:
+//!
+//! ```text
+//! current.json                  pointer: {"version": ..., "manifest_sha256": ...}
+//! models/<version>/manifest.json
+//! models/<version>/users.bin
+//! models/<version>/index.bin
+//! ```
+//!
+//! Versions are immutable (written with "if absent") and named so that they sort by
+//! creation time. The pointer is written last, conditionally on the pointer the
+//! publisher read at the start, and never moves to an older version: a crash at any
+//! point leaves the previous version current, and two concurrent runs cannot roll the
+//! pointer back.
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::artifact::{self, ArtifactEntry, Index, Manifest, Model, UserTable, INDEX, MANIFEST, USERS};
+use crate::error::{Error, Result};
+use crate::store::{ObjectStore, Precondition};
+
+/// Key of the pointer object.
+pub const POINTER: &str = "current.json";
+/// Largest pointer object accepted.
+const MAX_POINTER_BYTES: usize = 64 * 1024;
+
+/// The pointer to the current version.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// Current version name.
+    pub version: String,
+    /// SHA-256 of that version's manifest, checked when loading.
+    pub manifest_sha256: String,
+    /// When the pointer was written (RFC 3339).
+    pub updated_at: String,
+}
+
+/// Key of an object inside a version folder.
+pub fn version_key(version: &str, name: &str) -> String {
+    format!("models/{version}/{name}")
+}
+
+/// A new version name: UTC time to the millisecond plus a random suffix, sortable by time.
+pub fn new_version_name() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (date, time) = civil(now.as_secs());
+    let millis = now.subsec_millis();
+    let noise = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(now.as_nanos());
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    };
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{millis:03}Z-{noise:08x}",
+        date.0, date.1, date.2, time.0, time.1, time.2
+    )
+}
+
+/// Current time as RFC 3339 UTC (`2026-11-28T18:04:32Z`).
+pub fn now_rfc3339() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let ((y, mo, d), (h, mi, s)) = civil(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// Splits Unix seconds into a civil UTC date and time (Howard Hinnant's algorithm).
+fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    ((y, m, d), ((rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32))
+}
+
+/// Reads the pointer and its entity tag; `Ok(None)` when nothing was published.
+pub async fn read_pointer<S: ObjectStore>(store: &S) -> Result<Option<(Pointer, String)>> {
+    let Some(obj) = store.get(POINTER).await? else { return Ok(None) };
+    if obj.bytes.len() > MAX_POINTER_BYTES {
+        return Err(Error::TooLarge { name: POINTER.into(), size: obj.bytes.len() as u64, limit: MAX_POINTER_BYTES as u64 });
+    }
+    let pointer = serde_json::from_slice(&obj.bytes)
+        .map_err(|e| Error::Decode { name: POINTER.into(), message: e.to_string() })?;
+    Ok(Some((pointer, obj.etag)))
+}
+
+/// What a successful publish did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Published {
+    /// The version now current.
+    pub version: String,
+    /// The version it replaced, if any.
+    pub previous: Option<String>,
+    /// The manifest as written (with artifact sizes and digests).
+    pub manifest: Manifest,
+}
+
+/// Publishes a version: every artifact, then the manifest, then the pointer.
+///
+/// `manifest.artifacts` is filled in here from `artifacts`. Steps that fail leave the
+/// previous version current; a version older than the current one is written but not
+/// made current ([`Error::StaleVersion`]); a concurrent publisher that moved the pointer
+/// first makes this one fail with [`Error::PointerRace`] unless ours is newer.
+pub async fn publish<S: ObjectStore>(
+    store: &S,
+    mut manifest: Manifest,
+    artifacts: Vec<(&str, Vec<u8>)>,
+) -> Result<Published> {
+    let version = manifest.version.clone();
+    let start = read_pointer(store).await?;
+    manifest.artifacts = artifacts.iter().map(|(name, bytes)| ArtifactEntry::describe(name, bytes)).collect();
+    for (name, bytes) in artifacts {
+        store.put(&version_key(&version, name), bytes, Precondition::IfAbsent).await?;
+    }
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| Error::Encode { name: MANIFEST.into(), message: e.to_string() })?;
+    let pointer = Pointer {
+        version: version.clone(),
+        manifest_sha256: artifact::sha256_hex(&manifest_bytes),
+        updated_at: now_rfc3339(),
+    };
+    store.put(&version_key(&version, MANIFEST), manifest_bytes, Precondition::IfAbsent).await?;
+    let pointer_bytes = serde_json::to_vec_pretty(&pointer)
+        .map_err(|e| Error::Encode { name: POINTER.into(), message: e.to_string() })?;
+
+    let mut current = start;
+    for _attempt in 0..5 {
+        let (condition, previous) = match &current {
+            None => (Precondition::IfAbsent, None),
+            Some((p, etag)) => {
+                if p.version >= version {
+                    return Err(Error::StaleVersion { current: p.version.clone(), candidate: version });
+                }
+                (Precondition::IfMatch(etag.clone()), Some(p.version.clone()))
+            }
+        };
+        match store.put(POINTER, pointer_bytes.clone(), condition).await {
+            Ok(()) => {
+                info!(version, previous = previous.as_deref().unwrap_or("none"), "published");
+                return Ok(Published { version, previous, manifest });
+            }
+            Err(Error::PreconditionFailed { .. }) => {
+                // Someone else moved the pointer. If theirs is older, retry on top of it;
+                // if newer, `StaleVersion` above ends the loop.
+                current = read_pointer(store).await?;
+                warn!(version, now = ?current.as_ref().map(|c| &c.0.version), "pointer changed while publishing");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::PointerRace { current: current.map(|c| c.0.version) })
+}
+
+/// Loads and verifies one version. `manifest_sha256`, when given, must match the manifest.
+///
+/// Verification: manifest digest and format version, each artifact's size and SHA-256,
+/// bincode decoding under a size limit, and consistency between the parts.
+pub async fn load_version<S: ObjectStore>(store: &S, version: &str, manifest_sha256: Option<&str>) -> Result<Model> {
+    let key = version_key(version, MANIFEST);
+    let obj = store.get(&key).await?.ok_or(Error::MissingArtifact { key })?;
+    if let Some(expected) = manifest_sha256 {
+        ArtifactEntry { name: MANIFEST.into(), bytes: obj.bytes.len() as u64, sha256: expected.into() }
+            .verify(&obj.bytes)
+            .or_else(|e| match e {
+                // The pointer does not record the size; only the digest counts.
+                Error::SizeMismatch { .. } => Ok(()),
+                e => Err(e),
+            })?;
+    }
+    let manifest = Manifest::parse(&obj.bytes)?;
+    if manifest.version != version {
+        return Err(Error::Inconsistent(format!("manifest of {version} names version {}", manifest.version)));
+    }
+    let users_bytes = fetch_verified(store, &manifest, USERS).await?;
+    let index_bytes = fetch_verified(store, &manifest, INDEX).await?;
+    tokio::task::spawn_blocking(move || {
+        let users: UserTable = artifact::decode(USERS, &users_bytes)?;
+        drop(users_bytes);
+        let index: Index = artifact::decode(INDEX, &index_bytes)?;
+        drop(index_bytes);
+        Model::from_parts(manifest, users, index)
+    })
+    .await
+    .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?
+}
+
+async fn fetch_verified<S: ObjectStore>(store: &S, manifest: &Manifest, name: &str) -> Result<Vec<u8>> {
+    let entry = manifest.artifact(name)?;
+    let key = version_key(&manifest.version, name);
+    let obj = store.get(&key).await?.ok_or(Error::MissingArtifact { key })?;
+    entry.verify(&obj.bytes)?;
+    Ok(obj.bytes)
+}
+
+/// Loads the current version; [`Error::NoModel`] when nothing was published.
+pub async fn load_current<S: ObjectStore>(store: &S) -> Result<Model> {
+    let (pointer, _) = read_pointer(store).await?.ok_or(Error::NoModel)?;
+    load_version(store, &pointer.version, Some(&pointer.manifest_sha256)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_are_right() {
+        assert_eq!(civil(0), ((1970, 1, 1), (0, 0, 0)));
+        // 2026-11-28T18:04:32Z
+        assert_eq!(civil(1_795_889_072), ((2026, 11, 28), (18, 4, 32)));
+        // A leap day.
+        assert_eq!(civil(951_782_400), ((2000, 2, 29), (0, 0, 0)));
+    }
+
+    #[test]
+    fn version_names_sort_by_time() {
+        let a = new_version_name();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let b = new_version_name();
+        assert!(a < b, "{a} !< {b}");
+        assert_eq!(a.len(), "20261128T180432123Z-0123abcd".len());
+    }
+}

@@ -1,0 +1,317 @@
+//! Object storage for models: a local folder or an S3 bucket and prefix.
+//!
+//! The trait is deliberately small (get, put with an optional precondition) so the
+//! registry logic above it is the same for both backends and easy to test.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+
+use crate::error::{Error, Result};
+
+/// An object read from a store, with its entity tag for conditional writes.
+#[derive(Clone, Debug)]
+pub struct Object {
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// Entity tag: S3's ETag, or the SHA-256 of the content for a local folder.
+    pub etag: String,
+}
+
+/// Condition a write must meet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    None,
+    /// Write only if the object does not exist yet.
+    IfAbsent,
+    /// Write only if the object still has this entity tag.
+    IfMatch(String),
+}
+
+/// The operations Kindred needs from object storage.
+pub trait ObjectStore: Send + Sync {
+    /// Reads `key`; `Ok(None)` when it does not exist.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Object>>> + Send;
+    /// Writes `key` atomically (readers see the old or the new content, never a part).
+    /// A failed precondition is [`Error::PreconditionFailed`].
+    fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> impl Future<Output = Result<()>> + Send;
+    /// Human-readable location, for logs and summaries.
+    fn location(&self) -> String;
+}
+
+/// A store chosen at run time from its location string.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// A folder on the local file system.
+    Local(LocalStore),
+    /// A bucket and prefix on S3 (or an S3-compatible endpoint such as LocalStack).
+    S3(S3Store),
+}
+
+impl Store {
+    /// Opens a store from `./folder`, `/abs/folder`, `file:///abs/folder` or `s3://bucket/prefix`.
+    ///
+    /// For S3 the standard AWS configuration applies (credentials, region, `AWS_ENDPOINT_URL`);
+    /// when an endpoint is set, path-style addressing is used so LocalStack works.
+    pub async fn open(location: &str) -> Result<Store> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::InvalidStore { location: location.into(), reason: "missing bucket name".into() });
+            }
+            return Ok(Store::S3(S3Store::connect(bucket, prefix).await));
+        }
+        let path = location.strip_prefix("file://").unwrap_or(location);
+        if path.is_empty() {
+            return Err(Error::InvalidStore { location: location.into(), reason: "empty path".into() });
+        }
+        if location.contains("://") && !location.starts_with("file://") {
+            return Err(Error::InvalidStore {
+                location: location.into(),
+                reason: "only s3:// and local paths are supported".into(),
+            });
+        }
+        Ok(Store::Local(LocalStore::new(path)))
+    }
+}
+
+impl ObjectStore for Store {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        match self {
+            Store::Local(s) => s.get(key).await,
+            Store::S3(s) => s.get(key).await,
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
+        match self {
+            Store::Local(s) => s.put(key, bytes, condition).await,
+            Store::S3(s) => s.put(key, bytes, condition).await,
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Store::Local(s) => s.location(),
+            Store::S3(s) => s.location(),
+        }
+    }
+}
+
+/// A folder on the local file system. Writes go to a temporary file renamed into place.
+///
+/// Conditional writes compare the current content's digest just before the rename:
+/// safe against a stale writer, but not a lock between processes racing in the same
+/// millisecond. Use S3 when several hosts publish to one store.
+#[derive(Clone, Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStore { root: root.into() }
+    }
+
+    /// The folder holding the store.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(Error::store(key, "invalid object key"));
+        }
+        Ok(self.root.join(key))
+    }
+}
+
+impl ObjectStore for LocalStore {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        let path = self.path(key)?;
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => {
+                let etag = crate::artifact::sha256_hex(&bytes);
+                Ok(Some(Object { bytes, etag }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
+        let path = self.path(key)?;
+        let dir = path.parent().expect("a key has a parent folder");
+        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let tmp = dir.join(format!(".{}.tmp-{}-{nanos}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
+        tokio::fs::write(&tmp, &bytes).await.map_err(|e| Error::io(&tmp, e))?;
+        let file = tokio::fs::File::open(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
+        file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
+        if condition != Precondition::None {
+            let current = self.get(key).await?;
+            let holds = match (&condition, &current) {
+                (Precondition::IfAbsent, None) => true,
+                (Precondition::IfMatch(tag), Some(obj)) => &obj.etag == tag,
+                _ => false,
+            };
+            if !holds {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(Error::PreconditionFailed { key: key.into() });
+            }
+        }
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| Error::io(&path, e))
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// A bucket and key prefix on S3.
+#[derive(Clone, Debug)]
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// Connects with the standard AWS configuration chain. Path-style addressing is used
+    /// when `AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3` is set (LocalStack, MinIO).
+    pub async fn connect(bucket: &str, prefix: &str) -> S3Store {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .operation_attempt_timeout(Duration::from_secs(300))
+            .build();
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2))
+            .load()
+            .await;
+        let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+            .iter()
+            .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
+        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
+        S3Store::with_client(aws_sdk_s3::Client::from_conf(config), bucket, prefix)
+    }
+
+    /// Wraps an existing client.
+    pub fn with_client(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> S3Store {
+        S3Store { client, bucket: bucket.into(), prefix: prefix.trim_matches('/').into() }
+    }
+
+    /// The underlying client (for tests and set-up).
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// The bucket name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) }
+    }
+}
+
+fn status_of<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Option<u16> {
+    err.raw_response().map(|r| r.status().as_u16())
+}
+
+impl ObjectStore for S3Store {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        let full = self.key(key);
+        let out = match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+            Ok(out) => out,
+            Err(err) => {
+                let missing = err.as_service_error().is_some_and(|e| e.is_no_such_key() || e.code() == Some("NoSuchKey"))
+                    || status_of(&err) == Some(404);
+                if missing {
+                    return Ok(None);
+                }
+                return Err(Error::store(&full, DisplayErrorContext(&err)));
+            }
+        };
+        let etag = out.e_tag().unwrap_or_default().to_owned();
+        let body = out.body.collect().await.map_err(|e| Error::store(&full, e))?;
+        Ok(Some(Object { bytes: body.into_bytes().to_vec(), etag }))
+    }
+
+    async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
+        let full = self.key(key);
+        let mut req = self.client.put_object().bucket(&self.bucket).key(&full).body(ByteStream::from(bytes));
+        match condition {
+            Precondition::None => {}
+            Precondition::IfAbsent => req = req.if_none_match("*"),
+            Precondition::IfMatch(tag) => req = req.if_match(tag),
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let code = err.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_owned();
+                if matches!(status_of(&err), Some(412) | Some(409))
+                    || code == "PreconditionFailed"
+                    || code == "ConditionalRequestConflict"
+                {
+                    Err(Error::PreconditionFailed { key: full })
+                } else {
+                    Err(Error::store(&full, DisplayErrorContext(&err)))
+                }
+            }
+        }
+    }
+
+    fn location(&self) -> String {
+        if self.prefix.is_empty() {
+            format!("s3://{}", self.bucket)
+        } else {
+            format!("s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_conditional_writes_follow_the_etag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        // Given an absent object, IfAbsent succeeds once and then fails.
+        store.put("a/current.json", b"v1".to_vec(), Precondition::IfAbsent).await.unwrap();
+        let err = store.put("a/current.json", b"v2".to_vec(), Precondition::IfAbsent).await.unwrap_err();
+        assert!(matches!(err, Error::PreconditionFailed { .. }));
+        // When the etag matches the write goes through; a stale etag is refused.
+        let v1 = store.get("a/current.json").await.unwrap().unwrap();
+        store.put("a/current.json", b"v2".to_vec(), Precondition::IfMatch(v1.etag.clone())).await.unwrap();
+        let err = store.put("a/current.json", b"v3".to_vec(), Precondition::IfMatch(v1.etag)).await.unwrap_err();
+        assert!(matches!(err, Error::PreconditionFailed { .. }));
+        assert_eq!(store.get("a/current.json").await.unwrap().unwrap().bytes, b"v2");
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn local_keys_cannot_escape_the_root() {
+        let store = LocalStore::new("/tmp/kindred-never");
+        assert!(store.get("../etc/passwd").await.is_err());
+        assert!(store.get("a//b").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn store_locations_parse() {
+        assert!(matches!(Store::open("./trained_model").await.unwrap(), Store::Local(_)));
+        assert!(matches!(Store::open("file:///tmp/x").await.unwrap(), Store::Local(_)));
+        assert!(Store::open("s3://").await.is_err());
+        assert!(Store::open("gs://bucket").await.is_err());
+    }
+}

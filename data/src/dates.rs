@@ -1,0 +1,118 @@
+//! Calendar helpers: proleptic Gregorian dates as day numbers, and tables of
+//! preformatted `YYYY-MM-DD` strings so hot loops never format dates.
+
+use std::fmt;
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's `days_from_civil`).
+pub(crate) const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = month as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date `(year, month, day)` of a day number (inverse of [`days_from_civil`]).
+pub(crate) const fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    (year, month, day)
+}
+
+/// An inclusive range of days with each day's `YYYY-MM-DD` string precomputed.
+#[derive(Clone, Debug)]
+pub(crate) struct DayTable {
+    labels: Vec<String>,
+}
+
+impl DayTable {
+    /// All days from `first` to `last` inclusive (day numbers, `first <= last`).
+    pub(crate) fn new(first: i64, last: i64) -> Self {
+        let labels = (first..=last)
+            .map(|d| {
+                let (y, m, day) = civil_from_days(d);
+                format!("{y:04}-{m:02}-{day:02}")
+            })
+            .collect();
+        Self { labels }
+    }
+
+    /// Number of days in the table.
+    pub(crate) fn len(&self) -> u32 {
+        self.labels.len() as u32
+    }
+
+    /// The label of the `offset`-th day of the table.
+    pub(crate) fn label(&self, offset: u32) -> &str {
+        &self.labels[offset as usize]
+    }
+
+    /// A timestamp `offset` days into the table plus `second` of that day,
+    /// displayed as `YYYY-MM-DD HH:MM:SS`.
+    pub(crate) fn timestamp(&self, offset: u32, second: u32) -> Timestamp<'_> {
+        Timestamp {
+            date: self.label(offset),
+            second,
+        }
+    }
+}
+
+/// A date label and a second of the day; displays as `YYYY-MM-DD HH:MM:SS`.
+pub(crate) struct Timestamp<'a> {
+    date: &'a str,
+    second: u32,
+}
+
+impl fmt::Display for Timestamp<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.second;
+        write!(
+            f,
+            "{} {:02}:{:02}:{:02}",
+            self.date,
+            s / 3600,
+            s / 60 % 60,
+            s % 60
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_known_dates_when_converting_then_day_numbers_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2017, 1, 1), 17_167);
+        assert_eq!(civil_from_days(17_167), (2017, 1, 1));
+        assert_eq!(civil_from_days(days_from_civil(2016, 2, 29)), (2016, 2, 29));
+        let first = days_from_civil(2016, 7, 13);
+        let last = days_from_civil(2017, 11, 28);
+        for d in first..=last {
+            let (y, m, day) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, day), d);
+        }
+    }
+
+    #[test]
+    fn given_a_table_of_2017_then_it_has_365_labels_and_formats_timestamps() {
+        let t = DayTable::new(days_from_civil(2017, 1, 1), days_from_civil(2017, 12, 31));
+        assert_eq!(t.len(), 365);
+        assert_eq!(t.label(0), "2017-01-01");
+        assert_eq!(t.label(364), "2017-12-31");
+        assert_eq!(
+            t.timestamp(58, 3_600 * 19 + 3 * 60 + 38).to_string(),
+            "2017-02-28 19:03:38"
+        );
+    }
+}
