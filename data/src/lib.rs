@@ -24,6 +24,8 @@
 //! # anyhow::Ok(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod assessments;
 mod catalog;
 mod cohorts;

@@ -1,6 +1,7 @@
 //! `kindred-datagen`: writes a synthetic Pluralsight-challenge data set with
 //! planted cohorts and a ground-truth file.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,6 +12,12 @@ use kindred_datagen::{GenConfig, GenReport, existing_outputs, generate};
 
 const DEFAULT: GenConfig = GenConfig::DEFAULT;
 
+const EXAMPLES: &str = "Examples:
+  kindred-datagen --out data/generated
+      10,000 users over a synthetic catalogue of about 6,000 courses
+  kindred-datagen --out /tmp/gen1m --users 1000000 --course-tags course_tags.csv
+      a million users over the real challenge catalogue";
+
 /// Generate the four Pluralsight-challenge CSVs (course views, course tags,
 /// interests, assessment scores) with a planted cohort structure.
 ///
@@ -19,7 +26,7 @@ const DEFAULT: GenConfig = GenConfig::DEFAULT;
 /// ground_truth.csv (each user's primary and secondary cohort, primary share
 /// and watch multiplier) and generator.json (the options and a report).
 #[derive(Debug, Parser)]
-#[command(name = "kindred-datagen", version, about, long_about)]
+#[command(name = "kindred-datagen", version, about, long_about, after_help = EXAMPLES)]
 struct Cli {
     /// Folder to write into (created if missing).
     #[arg(long, value_name = "DIR", env = "KINDRED_DATA_OUT")]
@@ -125,51 +132,64 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let started = Instant::now();
     let report = generate(&cfg, &cli.out)?;
-    print_summary(&cfg, &report, cli, started.elapsed().as_secs_f64());
-    Ok(())
+    let printed = print_summary(&cfg, &report, cli, started.elapsed().as_secs_f64());
+    match printed {
+        // The data is written; a closed stdout (`| head`) is not an error.
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
-fn print_summary(cfg: &GenConfig, r: &GenReport, cli: &Cli, seconds: f64) {
+/// Prints what was written, one line per file.
+fn print_summary(cfg: &GenConfig, r: &GenReport, cli: &Cli, seconds: f64) -> io::Result<()> {
+    let mut out = io::stdout().lock();
     let pct = |part: u64, whole: u64| 100.0 * part as f64 / whole.max(1) as f64;
-    println!(
+    writeln!(
+        out,
         "kindred-datagen: {} users (seed {}, {} cohorts) written to {} in {seconds:.1} s",
         thousands(r.users),
         cfg.seed,
         cfg.cohorts,
         cli.out.display()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  user_course_views.csv       {:>12} rows  {} users with views ({:.1}%), {} long watchers",
         thousands(r.view_rows),
         thousands(r.users_with_views),
         pct(r.users_with_views, r.users),
         thousands(r.long_watchers)
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  course_tags.csv             {:>12} rows  {} courses, {} tags, {} authors ({})",
         thousands(r.course_tag_rows),
         thousands(r.courses),
         thousands(r.course_tags),
         thousands(r.authors),
         r.course_tags_source
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  user_interests.csv          {:>12} rows  {} tags, {:.1}% duplicate rows",
         thousands(r.interest_rows),
         thousands(r.interest_tags),
         pct(r.interest_duplicate_rows, r.interest_rows)
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  user_assessment_scores.csv  {:>12} rows  {} users ({:.1}%), {} tags",
         thousands(r.assessment_rows),
         thousands(r.users_with_assessments),
         pct(r.users_with_assessments, r.users),
         r.assessment_tags
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  ground_truth.csv            {:>12} rows",
         thousands(r.ground_truth_rows)
-    );
+    )?;
+    Ok(())
 }
 
 /// `1234567` -> `1,234,567`.
