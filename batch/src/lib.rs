@@ -2,6 +2,7 @@
 //! matrix, factorise it with a truncated SVD, index the user embeddings with HNSW and
 //! publish the versioned model through `kindred_core`.
 
+pub mod eval;
 pub mod index;
 pub mod ingest;
 pub mod matrix;

@@ -32,7 +32,6 @@ enum LogFormat {
 enum Command {
     /// Train a model from a data folder and publish it as the store's current version.
     Train(TrainArgs),
-    // GENERATE-VARIANT
     /// Show the store's current version and its manifest.
     Show {
         /// Model store: a folder or s3://bucket/prefix.
@@ -63,7 +62,7 @@ struct TrainArgs {
     #[arg(long, env = "KINDRED_NO_VIEW_IDF")]
     no_view_idf: bool,
     /// Weight of the interests block relative to views (0 leaves interests out).
-    #[arg(long, env = "KINDRED_INTEREST_WEIGHT", default_value_t = 0.0)]
+    #[arg(long, env = "KINDRED_INTEREST_WEIGHT", default_value_t = 1.0)]
     interest_weight: f32,
     /// Weight of the assessments block relative to views (0 leaves assessments out).
     #[arg(long, env = "KINDRED_ASSESSMENT_WEIGHT", default_value_t = 0.0)]
@@ -126,7 +125,6 @@ fn init_logs(format: LogFormat) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => run_train(args).await,
-        // GENERATE-RUN
         Command::Show { store } => {
             let store = Store::open(&store).await?;
             match registry::read_pointer(&store).await? {
@@ -172,11 +170,13 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     let published = match &store {
         None => None,
-        Some(store) => {
-            let p = registry::publish(store, trained.manifest, trained.artifacts).await?;
-            Some((p.version, kindred_core::ObjectStore::location(store)))
-        }
+        Some(store) => Some((registry::publish(store, trained.manifest, trained.artifacts).await?, kindred_core::ObjectStore::location(store))),
     };
-    print!("{}", report::render(&trained.summary, published.as_ref().map(|(v, s)| (v.as_str(), s.as_str()))));
+    print!("{}", report::render(&trained.summary, published.as_ref().map(|(p, s)| (p.version.as_str(), s.as_str()))));
+    if let Some((p, _)) = &published {
+        for a in &p.manifest.artifacts {
+            println!("    {:<12} {:>12} bytes  sha256 {}", a.name, a.bytes, a.sha256);
+        }
+    }
     Ok(())
 }

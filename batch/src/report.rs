@@ -36,6 +36,9 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
     let total: f64 = s.stages.iter().map(|t| t.seconds).sum();
     let stages: Vec<String> = s.stages.iter().map(|t| format!("{} {:.2}s", t.stage, t.seconds)).collect();
     let _ = writeln!(out, "  stages: {} (total {total:.2}s)", stages.join(", "));
+    if let Some(rss) = s.peak_rss_mib {
+        let _ = writeln!(out, "  peak memory: {rss:.0} MiB resident");
+    }
     match published {
         Some((version, store)) => {
             let _ = writeln!(out, "  published: version {version} to {store}");

@@ -83,6 +83,8 @@ pub struct RunSummary {
     pub recall_sample: usize,
     /// Stage timings.
     pub stages: Vec<StageTime>,
+    /// Peak resident memory of the process so far, MiB (Linux only).
+    pub peak_rss_mib: Option<f64>,
     /// The configuration used.
     pub config: TrainConfig,
 }
@@ -195,6 +197,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         recall_at_10: recall,
         recall_sample: sample.len(),
         stages: stages.times,
+        peak_rss_mib: peak_rss_mib(),
         config: cfg.clone(),
     };
     let manifest = Manifest {
@@ -310,7 +313,7 @@ pub fn default_config(data: PathBuf) -> TrainConfig {
         rank: 64,
         power: 1.0,
         views: BlockWeighting { transform: Transform::Log1p, idf: true, weight: 1.0 },
-        interests: BlockWeighting { transform: Transform::Binary, idf: true, weight: 0.0 },
+        interests: BlockWeighting { transform: Transform::Binary, idf: true, weight: 1.0 },
         assessments: BlockWeighting { transform: Transform::Raw, idf: false, weight: 0.0 },
         hnsw: HnswParams { ef_construction: 64, ef_search: 64, heuristic: false, seed: 42 },
         recall_sample: 1000,
@@ -318,4 +321,12 @@ pub fn default_config(data: PathBuf) -> TrainConfig {
         summary_tags: 5,
         summary_interests: 20,
     }
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status` (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }

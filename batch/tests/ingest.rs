@@ -104,9 +104,15 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
     assert_eq!(s2.top_tags[0], (tag("sql"), 1000.0));
     // User 3 viewed a course unknown to course_tags: a course but no tag.
     assert_eq!((built.summaries[2].courses, built.summaries[2].tags_viewed), (1, 0));
-    // Row normalisation: user 1's views row has unit length.
-    let norm: f32 = built.csr.row(0).map(|(_, v)| v * v).sum::<f32>().sqrt();
-    assert!((norm - 1.0).abs() < 1e-6);
+    // Each block is normalised per user: user 1's views part and interests part have unit
+    // length times the block weight (1 for both by default).
+    let block_norm = |block: usize| -> f32 {
+        built.csr.row(0).filter(|(c, _)| built.columns[*c as usize].block == block).map(|(_, v)| v * v).sum::<f32>().sqrt()
+    };
+    assert!((block_norm(0) - 1.0).abs() < 1e-6);
+    assert!((block_norm(1) - cfg.interests.weight).abs() < 1e-6);
+    // User 6 has only an interest: a row all the same.
+    assert!(built.csr.row_nnz(4) > 0);
 }
 
 fn copy_fixture(to: &Path) {
