@@ -114,7 +114,11 @@ fn main() -> ExitCode {
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KINDRED_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| {
+            // Stage logs when nobody watches a spinner (CI, containers); quiet on a terminal.
+            let level = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { "warn" } else { "info" };
+            tracing_subscriber::EnvFilter::new(level)
+        });
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

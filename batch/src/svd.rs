@@ -118,7 +118,7 @@ pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdErr
 /// Oversampling of the subspace iteration beyond the requested rank.
 const OVERSAMPLE: usize = 16;
 /// Subspace iterations (each one multiplies by `G = AᵀA`, i.e. twice by `A`).
-const ITERATIONS: usize = 8;
+const ITERATIONS: usize = 6;
 
 /// The `k` largest eigenvalues (descending) and their eigenvectors (as columns) of the
 /// symmetric positive semi-definite `g`.
