@@ -11,11 +11,18 @@ use kindred_core::{Model, query};
 /// Cohort precision@k of the model's index (approximate search, as served) over `rows`,
 /// with `cohort_of` mapping a handle to its planted cohort. Users without a known cohort
 /// are skipped. Returns (precision, chance level).
-pub fn cohort_precision(model: &Model, cohort_of: &HashMap<u64, u32>, rows: &[u32], k: usize) -> (f64, f64) {
+pub fn cohort_precision(
+    model: &Model,
+    cohort_of: &HashMap<u64, u32>,
+    rows: &[u32],
+    k: usize,
+) -> (f64, f64) {
     let mut hits = 0usize;
     let mut total = 0usize;
     for &row in rows {
-        let Some(c) = cohort_of.get(&model.users.users[row as usize].handle) else { continue };
+        let Some(c) = cohort_of.get(&model.users.users[row as usize].handle) else {
+            continue;
+        };
         for n in query::similar_users(model, row, k) {
             total += 1;
             if cohort_of.get(&model.users.users[n.row as usize].handle) == Some(c) {
@@ -33,6 +40,17 @@ pub fn cohort_precision(model: &Model, cohort_of: &HashMap<u64, u32>, rows: &[u3
         }
     }
     let pairs: u64 = sizes.values().map(|s| s * s.saturating_sub(1)).sum();
-    let chance = if n > 1 { pairs as f64 / (n * (n - 1)) as f64 } else { 0.0 };
-    (if total > 0 { hits as f64 / total as f64 } else { 0.0 }, chance)
+    let chance = if n > 1 {
+        pairs as f64 / (n * (n - 1)) as f64
+    } else {
+        0.0
+    };
+    (
+        if total > 0 {
+            hits as f64 / total as f64
+        } else {
+            0.0
+        },
+        chance,
+    )
 }

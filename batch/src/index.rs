@@ -54,7 +54,10 @@ pub fn recall(index: &Index, rows: &[u32], k: usize, threads: usize) -> f64 {
             .chunks(chunk)
             .map(|part| scope.spawn(move || (query::recall_at_k(index, part, k), part.len())))
             .collect();
-        handles.into_iter().map(|h| h.join().expect("recall worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("recall worker panicked"))
+            .collect()
     });
     parts.iter().map(|(r, n)| r * *n as f64).sum::<f64>() / rows.len() as f64
 }
@@ -72,7 +75,9 @@ mod tests {
             state ^= state << 17;
             (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
         };
-        let centres: Vec<Vec<f32>> = (0..clusters).map(|_| (0..dims).map(|_| unif()).collect()).collect();
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dims).map(|_| unif()).collect())
+            .collect();
         (0..n)
             .map(|i| {
                 let c = &centres[i % clusters];
@@ -85,14 +90,22 @@ mod tests {
     fn recall_at_10_against_exact_search_is_high_on_clustered_data() {
         // Given 3,000 seeded clustered 32-d points,
         let points = clustered(3000, 32, 30, 7);
-        let params = HnswParams { ef_construction: 64, ef_search: 64, heuristic: false, seed: 1 };
+        let params = HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: false,
+            seed: 1,
+        };
         // when indexed,
         let (index, order) = build(points.clone(), &params);
         // then every input is a point exactly once,
         let mut seen = order.clone();
         seen.sort_unstable();
         assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
-        assert_eq!(index[instant_distance::PointId::from(5)], points[order[5] as usize]);
+        assert_eq!(
+            index[instant_distance::PointId::from(5)],
+            points[order[5] as usize]
+        );
         // and recall@10 on a 1,000-user sample is at least 0.95.
         let sample = sample_rows(3000, 1000, 3);
         let r = recall(&index, &sample, 10, 2);

@@ -116,13 +116,17 @@ pub struct FileReport {
 
 impl FileReport {
     fn new(file: &str) -> Self {
-        FileReport { file: file.into(), ..Default::default() }
+        FileReport {
+            file: file.into(),
+            ..Default::default()
+        }
     }
 
     fn skip(&mut self, line: u64, reason: SkipReason) {
         *self.skipped.entry(reason).or_default() += 1;
         if self.examples.len() < EXAMPLES && reason != SkipReason::Duplicate {
-            self.examples.push(format!("{}:{line}: {}", self.file, reason.describe()));
+            self.examples
+                .push(format!("{}:{line}: {}", self.file, reason.describe()));
         }
     }
 
@@ -207,7 +211,10 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
     let mut ds = Dataset::default();
     for required in [VIEWS, COURSE_TAGS] {
         if !dir.join(required).is_file() {
-            return Err(IngestError::MissingFile { file: required, dir: dir.to_owned() });
+            return Err(IngestError::MissingFile {
+                file: required,
+                dir: dir.to_owned(),
+            });
         }
     }
     read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
@@ -226,7 +233,11 @@ struct Table {
 }
 
 impl Table {
-    fn open(path: &Path, file: &'static str, required: &[&'static str]) -> Result<Table, IngestError> {
+    fn open(
+        path: &Path,
+        file: &'static str,
+        required: &[&'static str],
+    ) -> Result<Table, IngestError> {
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)
             .from_path(path)
@@ -241,10 +252,21 @@ impl Table {
         for &column in required {
             match header.iter().position(|h| h == column) {
                 Some(i) => columns.push(i),
-                None => return Err(IngestError::MissingColumn { file, column, header }),
+                None => {
+                    return Err(IngestError::MissingColumn {
+                        file,
+                        column,
+                        header,
+                    });
+                }
             }
         }
-        Ok(Table { file, reader, columns, width: header.len() })
+        Ok(Table {
+            file,
+            reader,
+            columns,
+            width: header.len(),
+        })
     }
 
     /// Calls `f(line, fields)` for each row with the right field count; counts the others.
@@ -259,7 +281,12 @@ impl Table {
             match self.reader.read_byte_record(&mut record) {
                 Ok(true) => {}
                 Ok(false) => break,
-                Err(source) => return Err(IngestError::Read { file: self.file, source }),
+                Err(source) => {
+                    return Err(IngestError::Read {
+                        file: self.file,
+                        source,
+                    });
+                }
             }
             report.rows += 1;
             let line = record.position().map_or(0, |p| p.line());
@@ -293,7 +320,9 @@ fn parse_u64(field: &[u8]) -> Option<u64> {
 fn parse_i64(field: &[u8]) -> Option<i64> {
     let s = std::str::from_utf8(field).ok()?.trim();
     // Accept "12.0"-style integers written by spreadsheets, nothing fractional.
-    s.parse::<i64>().ok().or_else(|| s.strip_suffix(".0").and_then(|t| t.parse().ok()))
+    s.parse::<i64>()
+        .ok()
+        .or_else(|| s.strip_suffix(".0").and_then(|t| t.parse().ok()))
 }
 
 /// Hash of a whole row, to detect exact duplicates in bounded memory (8 bytes a row).
@@ -355,7 +384,10 @@ fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let untagged = ds.course_tags.iter().filter(|t| t.is_empty()).count() as u64;
     report.quirks.insert("courses_without_tags", untagged);
     if report.used == 0 {
-        return Err(IngestError::Unusable { file: COURSE_TAGS, rows: report.rows });
+        return Err(IngestError::Unusable {
+            file: COURSE_TAGS,
+            rows: report.rows,
+        });
     }
     ds.reports.push(report);
     Ok(())
@@ -366,13 +398,22 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let table = Table::open(
         path,
         VIEWS,
-        &["user_handle", "view_date", "course_id", "author_handle", "level", "view_time_seconds"],
+        &[
+            "user_handle",
+            "view_date",
+            "course_id",
+            "author_handle",
+            "level",
+            "view_time_seconds",
+        ],
     )?;
     let hasher = std::hash::RandomState::new();
     let mut seen = HashSet::new();
     let known_courses = ds.courses.len();
     table.for_each(&mut report, |line, f, report| {
-        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
+        let Some(user) = parse_u64(f[0]) else {
+            return report.skip(line, SkipReason::BadHandle);
+        };
         let seconds = match parse_i64(f[5]) {
             None => return report.skip(line, SkipReason::BadSeconds),
             Some(s) if s < 0 => return report.skip(line, SkipReason::NegativeSeconds),
@@ -399,11 +440,18 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             report.quirk("zero_second_views");
         }
         report.used += 1;
-        ds.views.push(View { user, course: id, seconds });
+        ds.views.push(View {
+            user,
+            course: id,
+            seconds,
+        });
     })?;
     ds.course_tags.resize(ds.courses.len(), Vec::new());
     if report.used == 0 {
-        return Err(IngestError::Unusable { file: VIEWS, rows: report.rows });
+        return Err(IngestError::Unusable {
+            file: VIEWS,
+            rows: report.rows,
+        });
     }
     ds.reports.push(report);
     Ok(())
@@ -415,13 +463,21 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         ds.reports.push(report);
         return Ok(());
     }
-    let table = Table::open(path, INTERESTS, &["user_handle", "interest_tag", "date_followed"])?;
+    let table = Table::open(
+        path,
+        INTERESTS,
+        &["user_handle", "interest_tag", "date_followed"],
+    )?;
     let hasher = std::hash::RandomState::new();
     let mut seen_rows = HashSet::new();
     let mut pairs = Vec::new();
     table.for_each(&mut report, |line, f, report| {
-        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
-        let Some(tag) = normalise_tag(f[1], report) else { return report.skip(line, SkipReason::EmptyField) };
+        let Some(user) = parse_u64(f[0]) else {
+            return report.skip(line, SkipReason::BadHandle);
+        };
+        let Some(tag) = normalise_tag(f[1], report) else {
+            return report.skip(line, SkipReason::EmptyField);
+        };
         // Exact duplicates (same user, tag and date) are a known quirk of this file.
         if !seen_rows.insert(row_hash(&hasher, f)) {
             return report.skip(line, SkipReason::Duplicate);
@@ -432,7 +488,10 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     pairs.sort_unstable();
     let before = pairs.len();
     pairs.dedup();
-    report.quirks.insert("same_interest_followed_again", (before - pairs.len()) as u64);
+    report.quirks.insert(
+        "same_interest_followed_again",
+        (before - pairs.len()) as u64,
+    );
     ds.interests = pairs;
     ds.reports.push(report);
     Ok(())
@@ -447,15 +506,24 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let table = Table::open(
         path,
         ASSESSMENTS,
-        &["user_handle", "assessment_tag", "user_assessment_date", "user_assessment_score"],
+        &[
+            "user_handle",
+            "assessment_tag",
+            "user_assessment_date",
+            "user_assessment_score",
+        ],
     )?;
     let hasher = std::hash::RandomState::new();
     let mut seen = HashSet::new();
     // (user, tag) -> (date, score): the latest assessment wins.
     let mut latest: HashMap<(u64, u32), (String, u16)> = HashMap::new();
     table.for_each(&mut report, |line, f, report| {
-        let Some(user) = parse_u64(f[0]) else { return report.skip(line, SkipReason::BadHandle) };
-        let Some(tag) = normalise_tag(f[1], report) else { return report.skip(line, SkipReason::EmptyField) };
+        let Some(user) = parse_u64(f[0]) else {
+            return report.skip(line, SkipReason::BadHandle);
+        };
+        let Some(tag) = normalise_tag(f[1], report) else {
+            return report.skip(line, SkipReason::EmptyField);
+        };
         let score = match parse_i64(f[3]) {
             Some(s) if (0..=1000).contains(&s) => s as u16,
             _ => return report.skip(line, SkipReason::BadScore),
@@ -466,13 +534,18 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         report.used += 1;
         let date = text(f[2]);
         let tag = ds.tags.intern(&tag);
-        let slot = latest.entry((user, tag)).or_insert_with(|| (date.clone(), score));
+        let slot = latest
+            .entry((user, tag))
+            .or_insert_with(|| (date.clone(), score));
         if date > slot.0 {
             *slot = (date, score);
             report.quirk("repeated_assessments_latest_kept");
         }
     })?;
-    let mut triples: Vec<(u64, u32, u16)> = latest.into_iter().map(|((u, t), (_, s))| (u, t, s)).collect();
+    let mut triples: Vec<(u64, u32, u16)> = latest
+        .into_iter()
+        .map(|((u, t), (_, s))| (u, t, s))
+        .collect();
     triples.sort_unstable();
     ds.assessments = triples;
     ds.reports.push(report);

@@ -96,7 +96,10 @@ struct TrainArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -113,13 +116,18 @@ fn main() -> ExitCode {
 }
 
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KINDRED_LOG")
-        .unwrap_or_else(|_| {
-            // Stage logs when nobody watches a spinner (CI, containers); quiet on a terminal.
-            let level = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { "warn" } else { "info" };
-            tracing_subscriber::EnvFilter::new(level)
-        });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KINDRED_LOG").unwrap_or_else(|_| {
+        // Stage logs when nobody watches a spinner (CI, containers); quiet on a terminal.
+        let level = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            "warn"
+        } else {
+            "info"
+        };
+        tracing_subscriber::EnvFilter::new(level)
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -132,14 +140,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Show { store } => {
             let store = Store::open(&store).await?;
             match registry::read_pointer(&store).await? {
-                None => println!("no model published in {}", kindred_core::ObjectStore::location(&store)),
+                None => println!(
+                    "no model published in {}",
+                    kindred_core::ObjectStore::location(&store)
+                ),
                 Some((pointer, _)) => {
-                    let model = registry::load_version(&store, &pointer.version, Some(&pointer.manifest_sha256)).await?;
+                    let model = registry::load_version(
+                        &store,
+                        &pointer.version,
+                        Some(&pointer.manifest_sha256),
+                    )
+                    .await?;
                     let mut manifest = serde_json::to_value(&model.manifest)?;
                     if let Some(m) = manifest.as_object_mut() {
                         m.remove("training");
                     }
-                    println!("current: {} (verified, {} users)", pointer.version, model.len());
+                    println!(
+                        "current: {} (verified, {} users)",
+                        pointer.version,
+                        model.len()
+                    );
                     println!("{}", serde_json::to_string_pretty(&manifest)?);
                 }
             }
@@ -152,7 +172,11 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let mut cfg = train::default_config(args.data);
     cfg.rank = args.rank;
     cfg.power = args.power;
-    cfg.views = BlockWeighting { transform: args.view_transform, idf: !args.no_view_idf, weight: 1.0 };
+    cfg.views = BlockWeighting {
+        transform: args.view_transform,
+        idf: !args.no_view_idf,
+        weight: 1.0,
+    };
     cfg.interests.weight = args.interest_weight;
     cfg.assessments.weight = args.assessment_weight;
     cfg.hnsw.ef_construction = args.ef_construction;
@@ -165,7 +189,11 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(cfg.rank >= 1, "--rank must be at least 1");
     // Open the store before the long computation so a bad location fails fast.
-    let store = if args.dry_run { None } else { Some(Store::open(&args.store).await?) };
+    let store = if args.dry_run {
+        None
+    } else {
+        Some(Store::open(&args.store).await?)
+    };
 
     let version = registry::new_version_name();
     let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
@@ -174,12 +202,26 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     let published = match &store {
         None => None,
-        Some(store) => Some((registry::publish(store, trained.manifest, trained.artifacts).await?, kindred_core::ObjectStore::location(store))),
+        Some(store) => Some((
+            registry::publish(store, trained.manifest, trained.artifacts).await?,
+            kindred_core::ObjectStore::location(store),
+        )),
     };
-    print!("{}", report::render(&trained.summary, published.as_ref().map(|(p, s)| (p.version.as_str(), s.as_str()))));
+    print!(
+        "{}",
+        report::render(
+            &trained.summary,
+            published
+                .as_ref()
+                .map(|(p, s)| (p.version.as_str(), s.as_str()))
+        )
+    );
     if let Some((p, _)) = &published {
         for a in &p.manifest.artifacts {
-            println!("    {:<12} {:>12} bytes  sha256 {}", a.name, a.bytes, a.sha256);
+            println!(
+                "    {:<12} {:>12} bytes  sha256 {}",
+                a.name, a.bytes, a.sha256
+            );
         }
     }
     Ok(())

@@ -45,7 +45,10 @@ impl Csr {
     /// Entries of row `r` as (column, value).
     pub fn row(&self, r: usize) -> impl Iterator<Item = (u32, f32)> + '_ {
         let span = self.indptr[r]..self.indptr[r + 1];
-        self.indices[span.clone()].iter().copied().zip(self.values[span].iter().copied())
+        self.indices[span.clone()]
+            .iter()
+            .copied()
+            .zip(self.values[span].iter().copied())
     }
 
     /// Number of stored entries.
@@ -60,7 +63,10 @@ impl Csr {
 
     /// Sum of squared values (squared Frobenius norm).
     pub fn sq_norm(&self) -> f64 {
-        self.values.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+        self.values
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum()
     }
 }
 
@@ -168,7 +174,16 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
             rows_seen.len() as f32
         };
         let w = block.weighting;
-        let idf: Vec<f32> = df.iter().map(|&d| if w.idf { (1.0 + block_rows / d as f32).ln() } else { 1.0 }).collect();
+        let idf: Vec<f32> = df
+            .iter()
+            .map(|&d| {
+                if w.idf {
+                    (1.0 + block_rows / d as f32).ln()
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         // Per row: transform, idf, L2 normalise, scale.
         let mut start = 0;
         while start < block.entries.len() {
@@ -186,7 +201,11 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
                 .collect();
             let norm = vals.iter().map(|v| v.1 * v.1).sum::<f32>().sqrt();
             if norm > 0.0 {
-                triples.extend(vals.into_iter().filter(|v| v.1 != 0.0).map(|(c, v)| (r, c, v / norm * w.weight)));
+                triples.extend(
+                    vals.into_iter()
+                        .filter(|v| v.1 != 0.0)
+                        .map(|(c, v)| (r, c, v / norm * w.weight)),
+                );
             }
             start = end;
         }
@@ -213,21 +232,36 @@ mod tests {
 
     #[test]
     fn assemble_normalises_each_block_per_row_and_stacks_columns() {
-        let raw = BlockWeighting { transform: Transform::Raw, idf: false, weight: 1.0 };
-        let views = Block { name: "views", entries: vec![(0, 5, 3.0), (0, 9, 4.0), (1, 9, 2.0)], weighting: raw };
+        let raw = BlockWeighting {
+            transform: Transform::Raw,
+            idf: false,
+            weight: 1.0,
+        };
+        let views = Block {
+            name: "views",
+            entries: vec![(0, 5, 3.0), (0, 9, 4.0), (1, 9, 2.0)],
+            weighting: raw,
+        };
         let interests = Block {
             name: "interests",
             entries: vec![(1, 5, 1.0), (1, 6, 1.0)],
-            weighting: BlockWeighting { transform: Transform::Binary, idf: false, weight: 0.5 },
+            weighting: BlockWeighting {
+                transform: Transform::Binary,
+                idf: false,
+                weight: 0.5,
+            },
         };
         let (m, cols) = assemble(3, &[views, interests]);
         assert_eq!(m.cols, 4);
-        assert_eq!(cols, vec![
-            Column { block: 0, tag: 5 },
-            Column { block: 0, tag: 9 },
-            Column { block: 1, tag: 5 },
-            Column { block: 1, tag: 6 },
-        ]);
+        assert_eq!(
+            cols,
+            vec![
+                Column { block: 0, tag: 5 },
+                Column { block: 0, tag: 9 },
+                Column { block: 1, tag: 5 },
+                Column { block: 1, tag: 6 },
+            ]
+        );
         // Row 0: (3, 4) / 5.
         assert_eq!(m.row(0).collect::<Vec<_>>(), vec![(0, 0.6), (1, 0.8)]);
         // Row 1: views (2)/2 = 1; interests (1, 1)/sqrt(2) * 0.5.
@@ -240,8 +274,16 @@ mod tests {
 
     #[test]
     fn idf_downweights_a_tag_everyone_has() {
-        let w = BlockWeighting { transform: Transform::Binary, idf: true, weight: 1.0 };
-        let b = Block { name: "interests", entries: vec![(0, 1, 1.0), (0, 2, 1.0), (1, 1, 1.0)], weighting: w };
+        let w = BlockWeighting {
+            transform: Transform::Binary,
+            idf: true,
+            weight: 1.0,
+        };
+        let b = Block {
+            name: "interests",
+            entries: vec![(0, 1, 1.0), (0, 2, 1.0), (1, 1, 1.0)],
+            weighting: w,
+        };
         let (m, _) = assemble(2, &[b]);
         let r0: Vec<_> = m.row(0).collect();
         // Tag 1 is in both rows (idf ln 2), tag 2 in one (idf ln 3).

@@ -14,9 +14,20 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
             let _ = writeln!(out, "    {:<28} absent (optional)", f.file);
             continue;
         }
-        let _ = writeln!(out, "    {:<28} {:>10} rows read, {:>10} used, {:>8} skipped", f.file, f.rows, f.used, f.skipped_total());
+        let _ = writeln!(
+            out,
+            "    {:<28} {:>10} rows read, {:>10} used, {:>8} skipped",
+            f.file,
+            f.rows,
+            f.used,
+            f.skipped_total()
+        );
         for (reason, n) in &f.skipped {
-            let _ = writeln!(out, "      skipped {:<26} {n:>8}", format!("{reason:?}").to_lowercase());
+            let _ = writeln!(
+                out,
+                "      skipped {:<26} {n:>8}",
+                format!("{reason:?}").to_lowercase()
+            );
         }
         for (quirk, n) in &f.quirks {
             let _ = writeln!(out, "      {quirk:<34} {n:>8}");
@@ -25,16 +36,37 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
             let _ = writeln!(out, "      e.g. {e}");
         }
     }
-    let _ = writeln!(out, "  users: {} seen, {} with views, {} in the model, {} without usable signal",
-        s.users_seen, s.users_with_views, s.users_in_model, s.users_without_signal);
+    let _ = writeln!(
+        out,
+        "  users: {} seen, {} with views, {} in the model, {} without usable signal",
+        s.users_seen, s.users_with_views, s.users_in_model, s.users_without_signal
+    );
     let mut cols: Vec<_> = s.columns.iter().collect();
     cols.sort();
     let cols: Vec<String> = cols.iter().map(|(b, n)| format!("{b} {n}")).collect();
-    let _ = writeln!(out, "  tags: {} in the vocabulary; matrix columns: {}; non-zeros: {}", s.tags, cols.join(", "), s.nonzeros);
-    let _ = writeln!(out, "  svd: rank {}, explained variance {:.3}", s.rank, s.explained_variance);
-    let _ = writeln!(out, "  index: recall@10 {:.4} against exact search on {} users", s.recall_at_10, s.recall_sample);
+    let _ = writeln!(
+        out,
+        "  tags: {} in the vocabulary; matrix columns: {}; non-zeros: {}",
+        s.tags,
+        cols.join(", "),
+        s.nonzeros
+    );
+    let _ = writeln!(
+        out,
+        "  svd: rank {}, explained variance {:.3}",
+        s.rank, s.explained_variance
+    );
+    let _ = writeln!(
+        out,
+        "  index: recall@10 {:.4} against exact search on {} users",
+        s.recall_at_10, s.recall_sample
+    );
     let total: f64 = s.stages.iter().map(|t| t.seconds).sum();
-    let stages: Vec<String> = s.stages.iter().map(|t| format!("{} {:.2}s", t.stage, t.seconds)).collect();
+    let stages: Vec<String> = s
+        .stages
+        .iter()
+        .map(|t| format!("{} {:.2}s", t.stage, t.seconds))
+        .collect();
     let _ = writeln!(out, "  stages: {} (total {total:.2}s)", stages.join(", "));
     if let Some(rss) = s.peak_rss_mib {
         let _ = writeln!(out, "  peak memory: {rss:.0} MiB resident");

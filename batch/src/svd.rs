@@ -79,7 +79,10 @@ pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().expect("gram worker panicked")).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("gram worker panicked"))
+            .collect()
     });
     let mut g = Array2::<f64>::zeros((n, n));
     for part in partials {
@@ -99,7 +102,11 @@ pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
 /// The top `rank` singular triplets of `a` (rank is capped at the number of columns).
 pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdError> {
     if a.cols == 0 || a.nnz() == 0 {
-        return Err(SvdError::Empty { rows: a.rows, cols: a.cols, nnz: a.nnz() });
+        return Err(SvdError::Empty {
+            rows: a.rows,
+            cols: a.cols,
+            nnz: a.nnz(),
+        });
     }
     let start = std::time::Instant::now();
     let g = gram(a, threads);
@@ -107,12 +114,24 @@ pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdErr
     let total: f64 = g.diag().sum();
     let k = rank.min(a.cols);
     let (eigenvalues, eigenvectors) = top_eigenpairs(&g, k)?;
-    tracing::debug!(gram_seconds, eigen_seconds = start.elapsed().as_secs_f64() - gram_seconds, "svd");
+    tracing::debug!(
+        gram_seconds,
+        eigen_seconds = start.elapsed().as_secs_f64() - gram_seconds,
+        "svd"
+    );
     let singular_values: Vec<f64> = eigenvalues.iter().map(|&l| l.max(0.0).sqrt()).collect();
     let v = eigenvectors;
     let kept: f64 = singular_values.iter().map(|s| s * s).sum();
-    let explained_variance = if total > 0.0 { (kept / total).min(1.0) } else { 0.0 };
-    Ok(Svd { singular_values, v, explained_variance })
+    let explained_variance = if total > 0.0 {
+        (kept / total).min(1.0)
+    } else {
+        0.0
+    };
+    Ok(Svd {
+        singular_values,
+        v,
+        explained_variance,
+    })
 }
 
 /// Oversampling of the subspace iteration beyond the requested rank.
@@ -142,7 +161,8 @@ pub fn top_eigenpairs(g: &Array2<f64>, k: usize) -> Result<(Vec<f64>, Array2<f64
     let top: Array1<f64> = (0..k).map(|j| values[m - 1 - j]).collect();
     let mut v = Array2::<f64>::zeros((n, k));
     for j in 0..k {
-        v.slice_mut(s![.., j]).assign(&vectors.slice(s![.., m - 1 - j]));
+        v.slice_mut(s![.., j])
+            .assign(&vectors.slice(s![.., m - 1 - j]));
     }
     Ok((top.to_vec(), v))
 }
@@ -180,7 +200,10 @@ pub fn embed(a: &Csr, svd: &Svd, power: f64) -> Vec<Vec<f32>> {
                     *slot += f64::from(val) * x;
                 }
             }
-            acc.iter().zip(&scale).map(|(x, s)| (x * s) as f32).collect()
+            acc.iter()
+                .zip(&scale)
+                .map(|(x, s)| (x * s) as f32)
+                .collect()
         })
         .collect()
 }
@@ -203,7 +226,13 @@ mod tests {
 
     #[test]
     fn singular_values_match_lapack_svd_on_a_known_matrix() {
-        let d = array![[3.0, 1.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 1.0], [0.0, 2.0, 0.0]];
+        let d = array![
+            [3.0, 1.0, 0.0],
+            [1.0, 3.0, 0.0],
+            [0.0, 0.0, 2.0],
+            [1.0, 0.0, 1.0],
+            [0.0, 2.0, 0.0]
+        ];
         let a = csr_from_dense(&d);
         let ours = truncated_svd(&a, 3, 2).unwrap();
         let (_, reference, _) = d.svd(false, false).unwrap();
@@ -232,7 +261,11 @@ mod tests {
         for r in 0..6 {
             for c in 0..4 {
                 let rec: f64 = (0..4).map(|j| f64::from(e[r][j]) * svd.v[[c, j]]).sum();
-                assert!((rec - d[[r, c]]).abs() < 1e-4, "A[{r},{c}] = {} but got {rec}", d[[r, c]]);
+                assert!(
+                    (rec - d[[r, c]]).abs() < 1e-4,
+                    "A[{r},{c}] = {} but got {rec}",
+                    d[[r, c]]
+                );
             }
         }
         // and a rank-2 truncation keeps exactly the top two squared singular values.
@@ -271,15 +304,24 @@ mod tests {
         // then the eigenvalues match the full decomposition's largest ones,
         for (j, l) in fast.iter().enumerate() {
             let exact = all[all.len() - 1 - j];
-            assert!((l - exact).abs() <= 1e-6 * exact, "eigenvalue {j}: {l} vs {exact}");
+            assert!(
+                (l - exact).abs() <= 1e-6 * exact,
+                "eigenvalue {j}: {l} vs {exact}"
+            );
         }
         // and the vectors are orthonormal eigenvectors.
         let vtv = v.t().dot(&v);
         let gv = g.dot(&v);
         for j in 0..16 {
             assert!((vtv[[j, j]] - 1.0).abs() < 1e-9);
-            let residual = (&gv.column(j) - &(&v.column(j) * fast[j])).mapv(|x| x * x).sum().sqrt();
-            assert!(residual < 1e-5 * fast[0], "residual {residual} for vector {j}");
+            let residual = (&gv.column(j) - &(&v.column(j) * fast[j]))
+                .mapv(|x| x * x)
+                .sum()
+                .sqrt();
+            assert!(
+                residual < 1e-5 * fast[0],
+                "residual {residual} for vector {j}"
+            );
         }
     }
 
@@ -291,7 +333,10 @@ mod tests {
         let u = embed(&a, &svd, 0.0);
         for i in 0..2 {
             for j in 0..2 {
-                let dotp: f64 = u.iter().map(|row| f64::from(row[i]) * f64::from(row[j])).sum();
+                let dotp: f64 = u
+                    .iter()
+                    .map(|row| f64::from(row[i]) * f64::from(row[j]))
+                    .sum();
                 let want = if i == j { 1.0 } else { 0.0 };
                 assert!((dotp - want).abs() < 1e-5);
             }

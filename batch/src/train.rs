@@ -7,7 +7,9 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kindred_core::artifact::{self, Embedding, HnswParams, Manifest, UserSummary, UserTable, FORMAT_VERSION};
+use kindred_core::artifact::{
+    self, Embedding, FORMAT_VERSION, HnswParams, Manifest, UserSummary, UserTable,
+};
 use serde::Serialize;
 use tracing::info;
 
@@ -144,11 +146,21 @@ impl Stages {
 
 /// Trains a model from `cfg.data`; `version` names it.
 pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
-    let mut stages = Stages { times: Vec::new(), tty: std::io::stderr().is_terminal() };
+    let mut stages = Stages {
+        times: Vec::new(),
+        tty: std::io::stderr().is_terminal(),
+    };
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
 
     let built = stages.run("matrix", || build_matrix(&ds, cfg));
-    let Built { handles, blocks, csr, columns, summaries, users_with_views } = built;
+    let Built {
+        handles,
+        blocks,
+        csr,
+        columns,
+        summaries,
+        users_with_views,
+    } = built;
     drop(blocks);
     let svd = stages.run("svd", || svd::truncated_svd(&csr, cfg.rank, cfg.threads))?;
     let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power));
@@ -168,9 +180,14 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let recall = stages.run("recall", || index::recall(&index, &sample, 10, cfg.threads));
 
     let mut summaries = summaries;
-    let users: Vec<UserSummary> =
-        order.iter().map(|&i| std::mem::take(&mut summaries[kept[i as usize]])).collect();
-    let table = UserTable { tags: ds.tags.names.clone(), users };
+    let users: Vec<UserSummary> = order
+        .iter()
+        .map(|&i| std::mem::take(&mut summaries[kept[i as usize]]))
+        .collect();
+    let table = UserTable {
+        tags: ds.tags.names.clone(),
+        users,
+    };
     let artifacts = stages.run("encode", || -> Result<_, kindred_core::Error> {
         Ok(vec![
             (artifact::USERS, artifact::encode(artifact::USERS, &table)?),
@@ -180,7 +197,9 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
 
     let mut col_counts = HashMap::new();
     for c in &columns {
-        *col_counts.entry(["views", "interests", "assessments"][c.block]).or_default() += 1;
+        *col_counts
+            .entry(["views", "interests", "assessments"][c.block])
+            .or_default() += 1;
     }
     let summary = RunSummary {
         files: ds.reports.clone(),
@@ -213,7 +232,11 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
     };
-    Ok(Trained { manifest, artifacts, summary })
+    Ok(Trained {
+        manifest,
+        artifacts,
+        summary,
+    })
 }
 
 /// The matrix stage's output.
@@ -243,7 +266,11 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         .collect();
     handles.sort_unstable();
     handles.dedup();
-    let row_of: HashMap<u64, u32> = handles.iter().enumerate().map(|(r, &h)| (h, r as u32)).collect();
+    let row_of: HashMap<u64, u32> = handles
+        .iter()
+        .enumerate()
+        .map(|(r, &h)| (h, r as u32))
+        .collect();
     let rows = handles.len();
 
     // Views: one observation per (view row, tag of its course); courses per user.
@@ -261,8 +288,13 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
     user_courses.sort_unstable();
     user_courses.dedup();
 
-    let mut summaries: Vec<UserSummary> =
-        handles.iter().map(|&handle| UserSummary { handle, ..Default::default() }).collect();
+    let mut summaries: Vec<UserSummary> = handles
+        .iter()
+        .map(|&handle| UserSummary {
+            handle,
+            ..Default::default()
+        })
+        .collect();
     for &(r, _) in &user_courses {
         summaries[r as usize].courses += 1;
     }
@@ -273,12 +305,17 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         s.top_tags.push((t, avg));
     }
     for s in &mut summaries {
-        s.top_tags.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        s.top_tags
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         s.top_tags.truncate(cfg.summary_tags);
     }
 
     let interest_entries: Vec<(u32, u32, f32)> = {
-        let mut e: Vec<_> = ds.interests.iter().map(|&(u, t)| (row_of[&u], t, 1.0)).collect();
+        let mut e: Vec<_> = ds
+            .interests
+            .iter()
+            .map(|&(u, t)| (row_of[&u], t, 1.0))
+            .collect();
         e.sort_unstable_by_key(|x| (x.0, x.1));
         e
     };
@@ -289,7 +326,11 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         }
     }
     let assessment_entries: Vec<(u32, u32, f32)> = {
-        let mut e: Vec<_> = ds.assessments.iter().map(|&(u, t, s)| (row_of[&u], t, f32::from(s))).collect();
+        let mut e: Vec<_> = ds
+            .assessments
+            .iter()
+            .map(|&(u, t, s)| (row_of[&u], t, f32::from(s)))
+            .collect();
         e.sort_unstable_by_key(|x| (x.0, x.1));
         e
     };
@@ -298,12 +339,31 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
     }
 
     let blocks = vec![
-        Block { name: "views", entries: view_entries, weighting: cfg.views },
-        Block { name: "interests", entries: interest_entries, weighting: cfg.interests },
-        Block { name: "assessments", entries: assessment_entries, weighting: cfg.assessments },
+        Block {
+            name: "views",
+            entries: view_entries,
+            weighting: cfg.views,
+        },
+        Block {
+            name: "interests",
+            entries: interest_entries,
+            weighting: cfg.interests,
+        },
+        Block {
+            name: "assessments",
+            entries: assessment_entries,
+            weighting: cfg.assessments,
+        },
     ];
     let (csr, columns) = matrix::assemble(rows, &blocks);
-    Built { handles, blocks, csr, columns, summaries, users_with_views }
+    Built {
+        handles,
+        blocks,
+        csr,
+        columns,
+        summaries,
+        users_with_views,
+    }
 }
 
 /// The default configuration (as documented in the README) for a data folder.
@@ -312,10 +372,27 @@ pub fn default_config(data: PathBuf) -> TrainConfig {
         data,
         rank: 64,
         power: 1.0,
-        views: BlockWeighting { transform: Transform::Log1p, idf: true, weight: 1.0 },
-        interests: BlockWeighting { transform: Transform::Binary, idf: true, weight: 1.0 },
-        assessments: BlockWeighting { transform: Transform::Raw, idf: false, weight: 0.0 },
-        hnsw: HnswParams { ef_construction: 64, ef_search: 64, heuristic: false, seed: 42 },
+        views: BlockWeighting {
+            transform: Transform::Log1p,
+            idf: true,
+            weight: 1.0,
+        },
+        interests: BlockWeighting {
+            transform: Transform::Binary,
+            idf: true,
+            weight: 1.0,
+        },
+        assessments: BlockWeighting {
+            transform: Transform::Raw,
+            idf: false,
+            weight: 0.0,
+        },
+        hnsw: HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: false,
+            seed: 42,
+        },
         recall_sample: 1000,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         summary_tags: 5,

@@ -28,12 +28,15 @@ fn every_views_quirk_is_handled_and_counted() {
     assert_eq!(views.skipped[&SkipReason::NegativeSeconds], 1);
     assert_eq!(views.skipped[&SkipReason::WrongFieldCount], 1);
     // with file and line of the first few,
-    assert_eq!(views.examples, vec![
-        "user_course_views.csv:10: user_handle is not a non-negative integer",
-        "user_course_views.csv:11: view_time_seconds is not an integer",
-        "user_course_views.csv:12: view_time_seconds is negative",
-        "user_course_views.csv:13: wrong number of fields",
-    ]);
+    assert_eq!(
+        views.examples,
+        vec![
+            "user_course_views.csv:10: user_handle is not a non-negative integer",
+            "user_course_views.csv:11: view_time_seconds is not an integer",
+            "user_course_views.csv:12: view_time_seconds is negative",
+            "user_course_views.csv:13: wrong number of fields",
+        ]
+    );
     // and the quirks that do not skip a row are counted too.
     assert_eq!(views.quirks["views_of_courses_without_tags"], 1);
     assert_eq!(views.quirks["views_of_courses_missing_from_course_tags"], 1);
@@ -65,10 +68,16 @@ fn interests_and_assessments_are_deduplicated() {
     assert_eq!(interests.skipped[&SkipReason::EmptyField], 1);
     assert_eq!(interests.quirks["same_interest_followed_again"], 1);
     let python = ds.tags.get("python").unwrap();
-    assert_eq!(ds.interests.iter().filter(|i| i.0 == 1).collect::<Vec<_>>(), vec![&(1, python)]);
+    assert_eq!(
+        ds.interests.iter().filter(|i| i.0 == 1).collect::<Vec<_>>(),
+        vec![&(1, python)]
+    );
     // The later of two assessments of the same tag wins; a bad score is skipped.
     assert_eq!(ds.assessments, vec![(1, python, 250)]);
-    assert_eq!(report(&ds, ingest::ASSESSMENTS).skipped[&SkipReason::BadScore], 1);
+    assert_eq!(
+        report(&ds, ingest::ASSESSMENTS).skipped[&SkipReason::BadScore],
+        1
+    );
 }
 
 #[test]
@@ -76,7 +85,11 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
     // Given the fixture and the seed's raw weighting,
     let ds = ingest::read_dir(&fixture()).unwrap();
     let mut cfg = train::default_config(fixture());
-    cfg.views = BlockWeighting { transform: Transform::Raw, idf: false, weight: 1.0 };
+    cfg.views = BlockWeighting {
+        transform: Transform::Raw,
+        idf: false,
+        weight: 1.0,
+    };
     // when the matrix is built,
     let built = train::build_matrix(&ds, &cfg);
     // then users 1, 2, 3, 5 and 6 are seen (7's only row was empty),
@@ -85,29 +98,47 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
     let mut got: Vec<(u64, &str, f32)> = built.blocks[0]
         .entries
         .iter()
-        .map(|&(r, t, v)| (built.handles[r as usize], ds.tags.names[t as usize].as_str(), v))
+        .map(|&(r, t, v)| {
+            (
+                built.handles[r as usize],
+                ds.tags.names[t as usize].as_str(),
+                v,
+            )
+        })
         .collect();
     got.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     // and the views block holds the mean seconds per user and tag, computed by hand.
-    assert_eq!(got, vec![
-        (1, "data-science", 200.0),
-        (1, "python", 200.0),
-        (1, "sql", 50.0),
-        (2, "python", 60.0),
-        (2, "sql", 1000.0),
-        (5, "sql", 100.0),
-    ]);
+    assert_eq!(
+        got,
+        vec![
+            (1, "data-science", 200.0),
+            (1, "python", 200.0),
+            (1, "sql", 50.0),
+            (2, "python", 60.0),
+            (2, "sql", 1000.0),
+            (5, "sql", 100.0),
+        ]
+    );
     let _ = tag("python");
     // Summaries: user 2 viewed 3 courses (one untagged), top tag sql at 1000 s.
     let s2 = &built.summaries[1];
     assert_eq!(s2.courses, 3);
     assert_eq!(s2.top_tags[0], (tag("sql"), 1000.0));
     // User 3 viewed a course unknown to course_tags: a course but no tag.
-    assert_eq!((built.summaries[2].courses, built.summaries[2].tags_viewed), (1, 0));
+    assert_eq!(
+        (built.summaries[2].courses, built.summaries[2].tags_viewed),
+        (1, 0)
+    );
     // Each block is normalised per user: user 1's views part and interests part have unit
     // length times the block weight (1 for both by default).
     let block_norm = |block: usize| -> f32 {
-        built.csr.row(0).filter(|(c, _)| built.columns[*c as usize].block == block).map(|(_, v)| v * v).sum::<f32>().sqrt()
+        built
+            .csr
+            .row(0)
+            .filter(|(c, _)| built.columns[*c as usize].block == block)
+            .map(|(_, v)| v * v)
+            .sum::<f32>()
+            .sqrt()
     };
     assert!((block_norm(0) - 1.0).abs() < 1e-6);
     assert!((block_norm(1) - cfg.interests.weight).abs() < 1e-6);
@@ -116,7 +147,12 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
 }
 
 fn copy_fixture(to: &Path) {
-    for f in [ingest::VIEWS, ingest::COURSE_TAGS, ingest::INTERESTS, ingest::ASSESSMENTS] {
+    for f in [
+        ingest::VIEWS,
+        ingest::COURSE_TAGS,
+        ingest::INTERESTS,
+        ingest::ASSESSMENTS,
+    ] {
         std::fs::copy(fixture().join(f), to.join(f)).unwrap();
     }
 }
@@ -126,7 +162,11 @@ fn a_missing_required_column_stops_the_run() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
     let views = dir.path().join(ingest::VIEWS);
-    let text = std::fs::read_to_string(&views).unwrap().replacen("\"view_time_seconds\"", "\"seconds\"", 1);
+    let text = std::fs::read_to_string(&views).unwrap().replacen(
+        "\"view_time_seconds\"",
+        "\"seconds\"",
+        1,
+    );
     std::fs::write(&views, text).unwrap();
     match ingest::read_dir(dir.path()) {
         Err(IngestError::MissingColumn { file, column, .. }) => {
@@ -147,7 +187,10 @@ fn a_missing_required_file_stops_the_run_but_optional_files_may_be_absent() {
     std::fs::remove_file(dir.path().join(ingest::COURSE_TAGS)).unwrap();
     assert!(matches!(
         ingest::read_dir(dir.path()),
-        Err(IngestError::MissingFile { file: ingest::COURSE_TAGS, .. })
+        Err(IngestError::MissingFile {
+            file: ingest::COURSE_TAGS,
+            ..
+        })
     ));
 }
 
@@ -160,5 +203,11 @@ fn a_file_of_only_malformed_rows_is_unusable() {
         "\"user_handle\",\"view_date\",\"course_id\",\"author_handle\",\"level\",\"view_time_seconds\"\nx,y\n",
     )
     .unwrap();
-    assert!(matches!(ingest::read_dir(dir.path()), Err(IngestError::Unusable { file: ingest::VIEWS, rows: 1 })));
+    assert!(matches!(
+        ingest::read_dir(dir.path()),
+        Err(IngestError::Unusable {
+            file: ingest::VIEWS,
+            rows: 1
+        })
+    ));
 }

@@ -9,7 +9,11 @@ use kindred_core::store::{LocalStore, Object, ObjectStore, Precondition, S3Store
 use kindred_core::{Error, query};
 
 fn generate(dir: &Path, users: u64, seed: u64) {
-    let cfg = kindred_datagen::GenConfig { users, seed, ..Default::default() };
+    let cfg = kindred_datagen::GenConfig {
+        users,
+        seed,
+        ..Default::default()
+    };
     kindred_datagen::generate(&cfg, dir).unwrap();
 }
 
@@ -33,7 +37,10 @@ impl ObjectStore for CrashingStore {
     }
     async fn put(&self, key: &str, bytes: Vec<u8>, c: Precondition) -> kindred_core::Result<()> {
         if self.writes.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(Error::Store { key: key.into(), message: "simulated crash".into() });
+            return Err(Error::Store {
+                key: key.into(),
+                message: "simulated crash".into(),
+            });
         }
         self.inner.put(key, bytes, c).await
     }
@@ -50,9 +57,15 @@ async fn a_published_model_reads_back_verified_and_answers_queries() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(store_dir.path());
     let trained = train_on(data.path(), &registry::new_version_name());
-    assert!(trained.summary.recall_at_10 >= 0.9, "recall {}", trained.summary.recall_at_10);
+    assert!(
+        trained.summary.recall_at_10 >= 0.9,
+        "recall {}",
+        trained.summary.recall_at_10
+    );
     assert!(trained.summary.explained_variance > 0.0 && trained.summary.explained_variance <= 1.0);
-    let published = registry::publish(&store, trained.manifest, trained.artifacts).await.unwrap();
+    let published = registry::publish(&store, trained.manifest, trained.artifacts)
+        .await
+        .unwrap();
     assert_eq!(published.previous, None);
     // when the current version is loaded,
     let model = registry::load_current(&store).await.unwrap();
@@ -76,21 +89,36 @@ async fn an_interrupted_publish_leaves_the_previous_version_current() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(store_dir.path());
     let first = train_on(data.path(), "20260101T000000000Z-00000001");
-    registry::publish(&store, first.manifest, first.artifacts).await.unwrap();
+    registry::publish(&store, first.manifest, first.artifacts)
+        .await
+        .unwrap();
     // Writes are users.bin, index.bin, manifest.json, then the pointer: crash at each.
     for fail_at in 1..=4 {
-        let crashing = CrashingStore { inner: store.clone(), fail_at, writes: AtomicUsize::new(0) };
+        let crashing = CrashingStore {
+            inner: store.clone(),
+            fail_at,
+            writes: AtomicUsize::new(0),
+        };
         let version = format!("20260101T00000{fail_at}000Z-00000002");
         let next = train_on(data.path(), &version);
-        assert!(registry::publish(&crashing, next.manifest, next.artifacts).await.is_err());
+        assert!(
+            registry::publish(&crashing, next.manifest, next.artifacts)
+                .await
+                .is_err()
+        );
         let (pointer, _) = registry::read_pointer(&store).await.unwrap().unwrap();
-        assert_eq!(pointer.version, "20260101T000000000Z-00000001", "crash at write {fail_at}");
+        assert_eq!(
+            pointer.version, "20260101T000000000Z-00000001",
+            "crash at write {fail_at}"
+        );
         let model = registry::load_current(&store).await.unwrap();
         assert_eq!(model.manifest.version, "20260101T000000000Z-00000001");
     }
     // The next run succeeds.
     let last = train_on(data.path(), "20260101T000009000Z-00000003");
-    let p = registry::publish(&store, last.manifest, last.artifacts).await.unwrap();
+    let p = registry::publish(&store, last.manifest, last.artifacts)
+        .await
+        .unwrap();
     assert_eq!(p.previous.as_deref(), Some("20260101T000000000Z-00000001"));
 }
 
@@ -101,15 +129,25 @@ async fn a_tampered_artifact_is_refused() {
     let store_dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(store_dir.path());
     let t = train_on(data.path(), &registry::new_version_name());
-    let p = registry::publish(&store, t.manifest, t.artifacts).await.unwrap();
-    let path = store_dir.path().join(registry::version_key(&p.version, "users.bin"));
+    let p = registry::publish(&store, t.manifest, t.artifacts)
+        .await
+        .unwrap();
+    let path = store_dir
+        .path()
+        .join(registry::version_key(&p.version, "users.bin"));
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
-    assert!(matches!(registry::load_current(&store).await, Err(Error::ChecksumMismatch { .. })));
+    assert!(matches!(
+        registry::load_current(&store).await,
+        Err(Error::ChecksumMismatch { .. })
+    ));
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
-    assert!(matches!(registry::load_current(&store).await, Err(Error::SizeMismatch { .. })));
+    assert!(matches!(
+        registry::load_current(&store).await,
+        Err(Error::SizeMismatch { .. })
+    ));
 }
 
 #[tokio::test]
@@ -120,8 +158,12 @@ async fn an_older_run_finishing_late_cannot_roll_the_pointer_back() {
     let store = LocalStore::new(store_dir.path());
     let newer = train_on(data.path(), "20260102T000000000Z-0000000b");
     let older = train_on(data.path(), "20260101T000000000Z-0000000a");
-    registry::publish(&store, newer.manifest, newer.artifacts).await.unwrap();
-    let err = registry::publish(&store, older.manifest, older.artifacts).await.unwrap_err();
+    registry::publish(&store, newer.manifest, newer.artifacts)
+        .await
+        .unwrap();
+    let err = registry::publish(&store, older.manifest, older.artifacts)
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::StaleVersion { .. }), "{err}");
     let (pointer, _) = registry::read_pointer(&store).await.unwrap().unwrap();
     assert_eq!(pointer.version, "20260102T000000000Z-0000000b");
@@ -130,7 +172,11 @@ async fn an_older_run_finishing_late_cannot_roll_the_pointer_back() {
 #[test]
 fn the_cli_refuses_a_folder_without_required_files_and_publishes_nothing() {
     let data = tempfile::tempdir().unwrap();
-    std::fs::write(data.path().join("course_tags.csv"), "\"course_id\",\"course_tags\"\n\"a\",\"b\"\n").unwrap();
+    std::fs::write(
+        data.path().join("course_tags.csv"),
+        "\"course_id\",\"course_tags\"\n\"a\",\"b\"\n",
+    )
+    .unwrap();
     let store = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kindred-batch"))
         .args(["train", "--data"])
@@ -141,7 +187,10 @@ fn the_cli_refuses_a_folder_without_required_files_and_publishes_nothing() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("user_course_views.csv is missing"), "{stderr}");
+    assert!(
+        stderr.contains("user_course_views.csv is missing"),
+        "{stderr}"
+    );
     assert!(!store.path().join(POINTER).exists());
     assert_eq!(std::fs::read_dir(store.path()).unwrap().count(), 0);
 }
@@ -159,9 +208,22 @@ fn the_cli_trains_and_publishes_with_a_summary() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    for needle in ["rows read", "explained variance", "recall@10", "stages:", "published: version"] {
-        assert!(stdout.contains(needle), "summary lacks {needle:?}:\n{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "rows read",
+        "explained variance",
+        "recall@10",
+        "stages:",
+        "published: version",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "summary lacks {needle:?}:\n{stdout}"
+        );
     }
     assert!(store.path().join(POINTER).exists());
 }
@@ -170,7 +232,8 @@ fn the_cli_trains_and_publishes_with_a_summary() {
 #[tokio::test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
 async fn publishes_to_s3_and_reads_back() {
-    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT").expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
+    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
+        .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
     // SAFETY: set before any S3 client is built, in a test that owns these variables.
     unsafe {
         std::env::set_var("AWS_ENDPOINT_URL", &endpoint);
@@ -180,24 +243,47 @@ async fn publishes_to_s3_and_reads_back() {
     }
     let bucket = format!("kindred-test-{}", std::process::id());
     let store = S3Store::connect(&bucket, "batch-it").await;
-    store.client().create_bucket().bucket(&bucket).send().await.unwrap();
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
     // Given nothing published, the store has no model.
-    assert!(matches!(registry::load_current(&store).await, Err(Error::NoModel)));
+    assert!(matches!(
+        registry::load_current(&store).await,
+        Err(Error::NoModel)
+    ));
     let data = tempfile::tempdir().unwrap();
     generate(data.path(), 600, 6);
     // When two versions are published one after the other,
     let v1 = train_on(data.path(), &registry::new_version_name());
-    let p1 = registry::publish(&store, v1.manifest, v1.artifacts).await.unwrap();
+    let p1 = registry::publish(&store, v1.manifest, v1.artifacts)
+        .await
+        .unwrap();
     let v2 = train_on(data.path(), &registry::new_version_name());
-    let p2 = registry::publish(&store, v2.manifest, v2.artifacts).await.unwrap();
+    let p2 = registry::publish(&store, v2.manifest, v2.artifacts)
+        .await
+        .unwrap();
     // then the second replaced the first and reads back verified,
     assert_eq!(p2.previous.as_deref(), Some(p1.version.as_str()));
     let model = registry::load_current(&store).await.unwrap();
     assert_eq!(model.manifest.version, p2.version);
     // and S3's conditional write refuses a stale entity tag.
     let (_, etag) = registry::read_pointer(&store).await.unwrap().unwrap();
-    store.put(POINTER, b"{}".to_vec(), Precondition::IfMatch("\"0000\"".into())).await.unwrap_err();
-    store.put(POINTER, b"{}".to_vec(), Precondition::IfAbsent).await.unwrap_err();
+    store
+        .put(
+            POINTER,
+            b"{}".to_vec(),
+            Precondition::IfMatch("\"0000\"".into()),
+        )
+        .await
+        .unwrap_err();
+    store
+        .put(POINTER, b"{}".to_vec(), Precondition::IfAbsent)
+        .await
+        .unwrap_err();
     let (_, etag_after) = registry::read_pointer(&store).await.unwrap().unwrap();
     assert_eq!(etag, etag_after);
     // The CLI publishes a third version with the s3:// location.
@@ -207,7 +293,11 @@ async fn publishes_to_s3_and_reads_back() {
         .args(["--store", &format!("s3://{bucket}/batch-it")])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let model = registry::load_current(&store).await.unwrap();
     assert_ne!(model.manifest.version, p2.version);
 }

@@ -11,8 +11,8 @@ use std::time::Instant;
 use clap::Parser;
 use kindred_batch::matrix::{BlockWeighting, Transform};
 use kindred_batch::{eval, index, train};
-use kindred_core::artifact::{self, Index, UserTable};
 use kindred_core::Model;
+use kindred_core::artifact::{self, Index, UserTable};
 
 /// Compare weightings of the training matrix on a generated data set with ground truth.
 #[derive(Parser, Debug)]
@@ -29,41 +29,78 @@ struct Cli {
     sample: usize,
 }
 
-fn variants() -> Vec<(&'static str, Box<dyn Fn(&mut train::TrainConfig)>)> {
-    let views = |t, idf| BlockWeighting { transform: t, idf, weight: 1.0 };
+/// A named change to the default configuration.
+type Variant = (&'static str, Box<dyn Fn(&mut train::TrainConfig)>);
+
+fn variants() -> Vec<Variant> {
+    let views = |t, idf| BlockWeighting {
+        transform: t,
+        idf,
+        weight: 1.0,
+    };
     // Every variant starts from the default configuration (views log1p + idf, interests 1.0).
     vec![
-        ("seed-like: views raw, U, rank 50", Box::new(move |c: &mut train::TrainConfig| {
-            c.views = views(Transform::Raw, false);
-            c.interests.weight = 0.0;
-            c.power = 0.0;
-            c.rank = 50;
-        })),
-        ("views raw, U Σ", Box::new(move |c| {
-            c.views = views(Transform::Raw, false);
-            c.interests.weight = 0.0;
-        })),
-        ("views log1p, U Σ", Box::new(move |c| {
-            c.views = views(Transform::Log1p, false);
-            c.interests.weight = 0.0;
-        })),
-        ("views log1p + idf, U", Box::new(move |c| {
-            c.interests.weight = 0.0;
-            c.power = 0.0;
-        })),
-        ("views log1p + idf, U Σ^0.5", Box::new(move |c| {
-            c.interests.weight = 0.0;
-            c.power = 0.5;
-        })),
-        ("views log1p + idf, U Σ", Box::new(move |c| c.interests.weight = 0.0)),
-        ("views binary + idf, U Σ", Box::new(move |c| {
-            c.views = views(Transform::Binary, true);
-            c.interests.weight = 0.0;
-        })),
-        ("views + interests 0.5", Box::new(move |c| c.interests.weight = 0.5)),
+        (
+            "seed-like: views raw, U, rank 50",
+            Box::new(move |c: &mut train::TrainConfig| {
+                c.views = views(Transform::Raw, false);
+                c.interests.weight = 0.0;
+                c.power = 0.0;
+                c.rank = 50;
+            }),
+        ),
+        (
+            "views raw, U Σ",
+            Box::new(move |c| {
+                c.views = views(Transform::Raw, false);
+                c.interests.weight = 0.0;
+            }),
+        ),
+        (
+            "views log1p, U Σ",
+            Box::new(move |c| {
+                c.views = views(Transform::Log1p, false);
+                c.interests.weight = 0.0;
+            }),
+        ),
+        (
+            "views log1p + idf, U",
+            Box::new(move |c| {
+                c.interests.weight = 0.0;
+                c.power = 0.0;
+            }),
+        ),
+        (
+            "views log1p + idf, U Σ^0.5",
+            Box::new(move |c| {
+                c.interests.weight = 0.0;
+                c.power = 0.5;
+            }),
+        ),
+        (
+            "views log1p + idf, U Σ",
+            Box::new(move |c| c.interests.weight = 0.0),
+        ),
+        (
+            "views binary + idf, U Σ",
+            Box::new(move |c| {
+                c.views = views(Transform::Binary, true);
+                c.interests.weight = 0.0;
+            }),
+        ),
+        (
+            "views + interests 0.5",
+            Box::new(move |c| c.interests.weight = 0.5),
+        ),
         ("views + interests 1.0 (default)", Box::new(|_| {})),
-        ("views + interests 2.0", Box::new(move |c| c.interests.weight = 2.0)),
-        ("default + assessments 0.5", Box::new(move |c| c.assessments.weight = 0.5)),
+        (
+            "views + interests 2.0",
+            Box::new(move |c| c.interests.weight = 2.0),
+        ),
+        (
+            "default + assessments 0.5",
+            Box::new(move |c| c.assessments.weight = 0.5),
+        ),
     ]
 }
 
@@ -71,8 +108,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let truth = kindred_datagen::read_ground_truth(&cli.data.join("ground_truth.csv"))?;
     let cohort_of: HashMap<u64, u32> = truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
-    println!("data: {} ({} users in ground truth)", cli.data.display(), truth.len());
-    println!("{:<46} {:>9} {:>7} {:>9} {:>8} {:>8}", "variant", "prec@10", "chance", "recall@10", "expl.var", "train s");
+    println!(
+        "data: {} ({} users in ground truth)",
+        cli.data.display(),
+        truth.len()
+    );
+    println!(
+        "{:<46} {:>9} {:>7} {:>9} {:>8} {:>8}",
+        "variant", "prec@10", "chance", "recall@10", "expl.var", "train s"
+    );
     for (i, (name, apply)) in variants().into_iter().enumerate() {
         if !cli.only.is_empty() && !cli.only.iter().any(|o| o == &i.to_string()) {
             continue;
@@ -91,7 +135,12 @@ fn main() -> anyhow::Result<()> {
         let (precision, chance) = eval::cohort_precision(&model, &cohort_of, &rows, 10);
         println!(
             "{:<46} {:>9.3} {:>7.3} {:>9.4} {:>8.3} {:>8.2}",
-            name, precision, chance, trained.summary.recall_at_10, trained.summary.explained_variance, secs
+            name,
+            precision,
+            chance,
+            trained.summary.recall_at_10,
+            trained.summary.explained_variance,
+            secs
         );
     }
     Ok(())

@@ -89,7 +89,11 @@ pub struct ArtifactEntry {
 impl ArtifactEntry {
     /// Describes `bytes` as the artifact `name`.
     pub fn describe(name: &str, bytes: &[u8]) -> Self {
-        ArtifactEntry { name: name.to_owned(), bytes: bytes.len() as u64, sha256: sha256_hex(bytes) }
+        ArtifactEntry {
+            name: name.to_owned(),
+            bytes: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        }
     }
 
     /// Checks `bytes` against this entry's size and digest.
@@ -177,16 +181,27 @@ impl Manifest {
         struct Head {
             format_version: u32,
         }
-        let head: Head = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Decode { name: MANIFEST.into(), message: e.to_string() })?;
+        let head: Head = serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+            name: MANIFEST.into(),
+            message: e.to_string(),
+        })?;
         if head.format_version != FORMAT_VERSION {
-            return Err(Error::UnsupportedFormat { expected: FORMAT_VERSION, received: head.format_version });
+            return Err(Error::UnsupportedFormat {
+                expected: FORMAT_VERSION,
+                received: head.format_version,
+            });
         }
-        let manifest: Manifest = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Decode { name: MANIFEST.into(), message: e.to_string() })?;
+        let manifest: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::Decode {
+            name: MANIFEST.into(),
+            message: e.to_string(),
+        })?;
         for a in &manifest.artifacts {
             if a.bytes > MAX_ARTIFACT_BYTES {
-                return Err(Error::TooLarge { name: a.name.clone(), size: a.bytes, limit: MAX_ARTIFACT_BYTES });
+                return Err(Error::TooLarge {
+                    name: a.name.clone(),
+                    size: a.bytes,
+                    limit: MAX_ARTIFACT_BYTES,
+                });
             }
         }
         Ok(manifest)
@@ -242,7 +257,9 @@ impl Model {
         }
         let points = index.iter().count();
         if points != n {
-            return Err(Error::Inconsistent(format!("index has {points} points, user table has {n}")));
+            return Err(Error::Inconsistent(format!(
+                "index has {points} points, user table has {n}"
+            )));
         }
         if manifest.tags != users.tags.len() as u64 {
             return Err(Error::Inconsistent(format!(
@@ -254,23 +271,41 @@ impl Model {
         let dims = manifest.dimensions as usize;
         for (_, p) in index.iter() {
             if p.0.len() != dims {
-                return Err(Error::InvalidVecDimension { expected: dims, received: p.0.len() });
+                return Err(Error::InvalidVecDimension {
+                    expected: dims,
+                    received: p.0.len(),
+                });
             }
         }
         let tag_count = users.tags.len() as u32;
         let mut by_handle = HashMap::with_capacity(n);
         for (row, u) in users.users.iter().enumerate() {
-            let bad_tag = u.top_tags.iter().map(|t| t.0).chain(u.interests.iter().copied())
+            let bad_tag = u
+                .top_tags
+                .iter()
+                .map(|t| t.0)
+                .chain(u.interests.iter().copied())
                 .chain(u.assessments.iter().map(|a| a.0))
                 .any(|t| t >= tag_count);
             if bad_tag {
-                return Err(Error::Inconsistent(format!("user {} refers to an unknown tag", u.handle)));
+                return Err(Error::Inconsistent(format!(
+                    "user {} refers to an unknown tag",
+                    u.handle
+                )));
             }
             if by_handle.insert(u.handle, row as u32).is_some() {
-                return Err(Error::Inconsistent(format!("user {} appears twice", u.handle)));
+                return Err(Error::Inconsistent(format!(
+                    "user {} appears twice",
+                    u.handle
+                )));
             }
         }
-        Ok(Model { manifest, users, index, by_handle })
+        Ok(Model {
+            manifest,
+            users,
+            index,
+            by_handle,
+        })
     }
 
     /// Row (= index point) of a user, if the model knows them.
@@ -305,14 +340,19 @@ fn bincode_config() -> impl bincode::config::Config {
 
 /// Encodes an artifact with bincode 2.
 pub fn encode<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
-    bincode::serde::encode_to_vec(value, bincode_config())
-        .map_err(|e| Error::Encode { name: name.into(), message: e.to_string() })
+    bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| Error::Encode {
+        name: name.into(),
+        message: e.to_string(),
+    })
 }
 
 /// Decodes an artifact with bincode 2 under [`MAX_ARTIFACT_BYTES`]; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, bincode_config())
-        .map_err(|e| Error::Decode { name: name.into(), message: e.to_string() })?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| Error::Decode {
+            name: name.into(),
+            message: e.to_string(),
+        })?;
     if used != bytes.len() {
         return Err(Error::Decode {
             name: name.into(),
@@ -352,8 +392,18 @@ mod tests {
         assert!(entry.verify(&bytes).is_ok());
         let mut flipped = bytes.clone();
         flipped[3] ^= 1;
-        assert!(matches!(entry.verify(&flipped), Err(Error::ChecksumMismatch { .. })));
-        assert!(matches!(entry.verify(&bytes[..5]), Err(Error::SizeMismatch { expected: 16, received: 5, .. })));
+        assert!(matches!(
+            entry.verify(&flipped),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        assert!(matches!(
+            entry.verify(&bytes[..5]),
+            Err(Error::SizeMismatch {
+                expected: 16,
+                received: 5,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -361,7 +411,10 @@ mod tests {
         let json = br#"{"format_version": 99, "anything": true}"#;
         assert!(matches!(
             Manifest::parse(json),
-            Err(Error::UnsupportedFormat { expected: FORMAT_VERSION, received: 99 })
+            Err(Error::UnsupportedFormat {
+                expected: FORMAT_VERSION,
+                received: 99
+            })
         ));
     }
 

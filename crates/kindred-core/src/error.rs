@@ -130,15 +130,24 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn store(key: &str, message: impl fmt::Display) -> Self {
-        Error::Store { key: key.to_owned(), message: message.to_string() }
+        Error::Store {
+            key: key.to_owned(),
+            message: message.to_string(),
+        }
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.display().to_string(), source }
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     /// True when the error is transient (store unreachable) rather than a bad model.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, Error::Store { .. } | Error::Io { .. } | Error::NoModel)
+        matches!(
+            self,
+            Error::Store { .. } | Error::Io { .. } | Error::NoModel
+        )
     }
 }

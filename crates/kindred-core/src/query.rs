@@ -23,14 +23,22 @@ thread_local! {
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
 /// leaving out `exclude` (the query user themself). At most the index's `ef_search`
 /// candidates are considered, so `k` above it returns fewer.
-pub fn approximate(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+pub fn approximate(
+    index: &Index,
+    query: &Embedding,
+    k: usize,
+    exclude: Option<u32>,
+) -> Vec<Neighbour> {
     SEARCH.with(|search| {
         let mut search = search.borrow_mut();
         let mut out: Vec<Neighbour> = index
             .search(query, &mut search)
             .filter(|item| Some(item.pid.into_inner()) != exclude)
             .take(k)
-            .map(|item| Neighbour { row: item.pid.into_inner(), similarity: 1.0 - item.distance })
+            .map(|item| Neighbour {
+                row: item.pid.into_inner(),
+                similarity: 1.0 - item.distance,
+            })
             .collect();
         sort_neighbours(&mut out);
         out
@@ -53,7 +61,9 @@ pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -
         if best.len() == k && similarity <= floor {
             continue;
         }
-        let at = best.partition_point(|n| cmp_neighbours(n, &Neighbour { row, similarity }) == Ordering::Less);
+        let at = best.partition_point(|n| {
+            cmp_neighbours(n, &Neighbour { row, similarity }) == Ordering::Less
+        });
         best.insert(at, Neighbour { row, similarity });
         best.truncate(k);
         if best.len() == k {
@@ -65,7 +75,9 @@ pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -
 
 /// Orders neighbours by descending similarity, ties by row, so answers are stable.
 fn cmp_neighbours(a: &Neighbour, b: &Neighbour) -> Ordering {
-    b.similarity.total_cmp(&a.similarity).then(a.row.cmp(&b.row))
+    b.similarity
+        .total_cmp(&a.similarity)
+        .then(a.row.cmp(&b.row))
 }
 
 fn sort_neighbours(v: &mut [Neighbour]) {
@@ -111,7 +123,10 @@ mod tests {
             Embedding::normalized(vec![0.0, 1.0]),
             Embedding::normalized(vec![-1.0, 0.0]),
         ];
-        instant_distance::Builder::default().seed(1).build_hnsw(pts).0
+        instant_distance::Builder::default()
+            .seed(1)
+            .build_hnsw(pts)
+            .0
     }
 
     #[test]

@@ -18,7 +18,9 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::artifact::{self, ArtifactEntry, Index, Manifest, Model, UserTable, INDEX, MANIFEST, USERS};
+use crate::artifact::{
+    self, ArtifactEntry, INDEX, Index, MANIFEST, Manifest, Model, USERS, UserTable,
+};
 use crate::error::{Error, Result};
 use crate::store::{ObjectStore, Precondition};
 
@@ -45,7 +47,9 @@ pub fn version_key(version: &str, name: &str) -> String {
 
 /// A new version name: UTC time to the millisecond plus a random suffix, sortable by time.
 pub fn new_version_name() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let (date, time) = civil(now.as_secs());
     let millis = now.subsec_millis();
     let noise = {
@@ -63,7 +67,10 @@ pub fn new_version_name() -> String {
 
 /// Current time as RFC 3339 UTC (`2026-11-28T18:04:32Z`).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     let ((y, mo, d), (h, mi, s)) = civil(secs);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
@@ -81,17 +88,32 @@ fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + i64::from(m <= 2);
-    ((y, m, d), ((rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32))
+    (
+        (y, m, d),
+        (
+            (rem / 3600) as u32,
+            (rem % 3600 / 60) as u32,
+            (rem % 60) as u32,
+        ),
+    )
 }
 
 /// Reads the pointer and its entity tag; `Ok(None)` when nothing was published.
 pub async fn read_pointer<S: ObjectStore>(store: &S) -> Result<Option<(Pointer, String)>> {
-    let Some(obj) = store.get(POINTER).await? else { return Ok(None) };
+    let Some(obj) = store.get(POINTER).await? else {
+        return Ok(None);
+    };
     if obj.bytes.len() > MAX_POINTER_BYTES {
-        return Err(Error::TooLarge { name: POINTER.into(), size: obj.bytes.len() as u64, limit: MAX_POINTER_BYTES as u64 });
+        return Err(Error::TooLarge {
+            name: POINTER.into(),
+            size: obj.bytes.len() as u64,
+            limit: MAX_POINTER_BYTES as u64,
+        });
     }
-    let pointer = serde_json::from_slice(&obj.bytes)
-        .map_err(|e| Error::Decode { name: POINTER.into(), message: e.to_string() })?;
+    let pointer = serde_json::from_slice(&obj.bytes).map_err(|e| Error::Decode {
+        name: POINTER.into(),
+        message: e.to_string(),
+    })?;
     Ok(Some((pointer, obj.etag)))
 }
 
@@ -119,20 +141,35 @@ pub async fn publish<S: ObjectStore>(
 ) -> Result<Published> {
     let version = manifest.version.clone();
     let start = read_pointer(store).await?;
-    manifest.artifacts = artifacts.iter().map(|(name, bytes)| ArtifactEntry::describe(name, bytes)).collect();
+    manifest.artifacts = artifacts
+        .iter()
+        .map(|(name, bytes)| ArtifactEntry::describe(name, bytes))
+        .collect();
     for (name, bytes) in artifacts {
-        store.put(&version_key(&version, name), bytes, Precondition::IfAbsent).await?;
+        store
+            .put(&version_key(&version, name), bytes, Precondition::IfAbsent)
+            .await?;
     }
-    let manifest_bytes = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| Error::Encode { name: MANIFEST.into(), message: e.to_string() })?;
+    let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Encode {
+        name: MANIFEST.into(),
+        message: e.to_string(),
+    })?;
     let pointer = Pointer {
         version: version.clone(),
         manifest_sha256: artifact::sha256_hex(&manifest_bytes),
         updated_at: now_rfc3339(),
     };
-    store.put(&version_key(&version, MANIFEST), manifest_bytes, Precondition::IfAbsent).await?;
-    let pointer_bytes = serde_json::to_vec_pretty(&pointer)
-        .map_err(|e| Error::Encode { name: POINTER.into(), message: e.to_string() })?;
+    store
+        .put(
+            &version_key(&version, MANIFEST),
+            manifest_bytes,
+            Precondition::IfAbsent,
+        )
+        .await?;
+    let pointer_bytes = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Encode {
+        name: POINTER.into(),
+        message: e.to_string(),
+    })?;
 
     let mut current = start;
     for _attempt in 0..5 {
@@ -140,15 +177,26 @@ pub async fn publish<S: ObjectStore>(
             None => (Precondition::IfAbsent, None),
             Some((p, etag)) => {
                 if p.version >= version {
-                    return Err(Error::StaleVersion { current: p.version.clone(), candidate: version });
+                    return Err(Error::StaleVersion {
+                        current: p.version.clone(),
+                        candidate: version,
+                    });
                 }
                 (Precondition::IfMatch(etag.clone()), Some(p.version.clone()))
             }
         };
         match store.put(POINTER, pointer_bytes.clone(), condition).await {
             Ok(()) => {
-                info!(version, previous = previous.as_deref().unwrap_or("none"), "published");
-                return Ok(Published { version, previous, manifest });
+                info!(
+                    version,
+                    previous = previous.as_deref().unwrap_or("none"),
+                    "published"
+                );
+                return Ok(Published {
+                    version,
+                    previous,
+                    manifest,
+                });
             }
             Err(Error::PreconditionFailed { .. }) => {
                 // Someone else moved the pointer. If theirs is older, retry on top of it;
@@ -159,28 +207,44 @@ pub async fn publish<S: ObjectStore>(
             Err(e) => return Err(e),
         }
     }
-    Err(Error::PointerRace { current: current.map(|c| c.0.version) })
+    Err(Error::PointerRace {
+        current: current.map(|c| c.0.version),
+    })
 }
 
 /// Loads and verifies one version. `manifest_sha256`, when given, must match the manifest.
 ///
 /// Verification: manifest digest and format version, each artifact's size and SHA-256,
 /// bincode decoding under a size limit, and consistency between the parts.
-pub async fn load_version<S: ObjectStore>(store: &S, version: &str, manifest_sha256: Option<&str>) -> Result<Model> {
+pub async fn load_version<S: ObjectStore>(
+    store: &S,
+    version: &str,
+    manifest_sha256: Option<&str>,
+) -> Result<Model> {
     let key = version_key(version, MANIFEST);
-    let obj = store.get(&key).await?.ok_or(Error::MissingArtifact { key })?;
+    let obj = store
+        .get(&key)
+        .await?
+        .ok_or(Error::MissingArtifact { key })?;
     if let Some(expected) = manifest_sha256 {
-        ArtifactEntry { name: MANIFEST.into(), bytes: obj.bytes.len() as u64, sha256: expected.into() }
-            .verify(&obj.bytes)
-            .or_else(|e| match e {
-                // The pointer does not record the size; only the digest counts.
-                Error::SizeMismatch { .. } => Ok(()),
-                e => Err(e),
-            })?;
+        ArtifactEntry {
+            name: MANIFEST.into(),
+            bytes: obj.bytes.len() as u64,
+            sha256: expected.into(),
+        }
+        .verify(&obj.bytes)
+        .or_else(|e| match e {
+            // The pointer does not record the size; only the digest counts.
+            Error::SizeMismatch { .. } => Ok(()),
+            e => Err(e),
+        })?;
     }
     let manifest = Manifest::parse(&obj.bytes)?;
     if manifest.version != version {
-        return Err(Error::Inconsistent(format!("manifest of {version} names version {}", manifest.version)));
+        return Err(Error::Inconsistent(format!(
+            "manifest of {version} names version {}",
+            manifest.version
+        )));
     }
     let users_bytes = fetch_verified(store, &manifest, USERS).await?;
     let index_bytes = fetch_verified(store, &manifest, INDEX).await?;
@@ -195,10 +259,17 @@ pub async fn load_version<S: ObjectStore>(store: &S, version: &str, manifest_sha
     .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?
 }
 
-async fn fetch_verified<S: ObjectStore>(store: &S, manifest: &Manifest, name: &str) -> Result<Vec<u8>> {
+async fn fetch_verified<S: ObjectStore>(
+    store: &S,
+    manifest: &Manifest,
+    name: &str,
+) -> Result<Vec<u8>> {
     let entry = manifest.artifact(name)?;
     let key = version_key(&manifest.version, name);
-    let obj = store.get(&key).await?.ok_or(Error::MissingArtifact { key })?;
+    let obj = store
+        .get(&key)
+        .await?
+        .ok_or(Error::MissingArtifact { key })?;
     entry.verify(&obj.bytes)?;
     Ok(obj.bytes)
 }

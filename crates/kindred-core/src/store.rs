@@ -38,7 +38,12 @@ pub trait ObjectStore: Send + Sync {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<Object>>> + Send;
     /// Writes `key` atomically (readers see the old or the new content, never a part).
     /// A failed precondition is [`Error::PreconditionFailed`].
-    fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> impl Future<Output = Result<()>> + Send;
+    fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: Precondition,
+    ) -> impl Future<Output = Result<()>> + Send;
     /// Human-readable location, for logs and summaries.
     fn location(&self) -> String;
 }
@@ -61,13 +66,19 @@ impl Store {
         if let Some(rest) = location.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(Error::InvalidStore { location: location.into(), reason: "missing bucket name".into() });
+                return Err(Error::InvalidStore {
+                    location: location.into(),
+                    reason: "missing bucket name".into(),
+                });
             }
             return Ok(Store::S3(S3Store::connect(bucket, prefix).await));
         }
         let path = location.strip_prefix("file://").unwrap_or(location);
         if path.is_empty() {
-            return Err(Error::InvalidStore { location: location.into(), reason: "empty path".into() });
+            return Err(Error::InvalidStore {
+                location: location.into(),
+                reason: "empty path".into(),
+            });
         }
         if location.contains("://") && !location.starts_with("file://") {
             return Err(Error::InvalidStore {
@@ -124,7 +135,10 @@ impl LocalStore {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        if key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
             return Err(Error::store(key, "invalid object key"));
         }
         Ok(self.root.join(key))
@@ -147,11 +161,24 @@ impl ObjectStore for LocalStore {
     async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
         let path = self.path(key)?;
         let dir = path.parent().expect("a key has a parent folder");
-        tokio::fs::create_dir_all(dir).await.map_err(|e| Error::io(dir, e))?;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let tmp = dir.join(format!(".{}.tmp-{}-{nanos}", path.file_name().unwrap().to_string_lossy(), std::process::id()));
-        tokio::fs::write(&tmp, &bytes).await.map_err(|e| Error::io(&tmp, e))?;
-        let file = tokio::fs::File::open(&tmp).await.map_err(|e| Error::io(&tmp, e))?;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| Error::io(dir, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}-{nanos}",
+            path.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        tokio::fs::write(&tmp, &bytes)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
+        let file = tokio::fs::File::open(&tmp)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
         if condition != Precondition::None {
             let current = self.get(key).await?;
@@ -165,7 +192,9 @@ impl ObjectStore for LocalStore {
                 return Err(Error::PreconditionFailed { key: key.into() });
             }
         }
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| Error::io(&path, e))
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| Error::io(&path, e))
     }
 
     fn location(&self) -> String {
@@ -197,13 +226,19 @@ impl S3Store {
         let custom_endpoint = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
             .iter()
             .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
-        let config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(custom_endpoint).build();
+        let config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(custom_endpoint)
+            .build();
         S3Store::with_client(aws_sdk_s3::Client::from_conf(config), bucket, prefix)
     }
 
     /// Wraps an existing client.
     pub fn with_client(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> S3Store {
-        S3Store { client, bucket: bucket.into(), prefix: prefix.trim_matches('/').into() }
+        S3Store {
+            client,
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        }
     }
 
     /// The underlying client (for tests and set-up).
@@ -217,7 +252,11 @@ impl S3Store {
     }
 
     fn key(&self, key: &str) -> String {
-        if self.prefix.is_empty() { key.to_owned() } else { format!("{}/{key}", self.prefix) }
+        if self.prefix.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}/{key}", self.prefix)
+        }
     }
 }
 
@@ -228,10 +267,19 @@ fn status_of<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Op
 impl ObjectStore for S3Store {
     async fn get(&self, key: &str) -> Result<Option<Object>> {
         let full = self.key(key);
-        let out = match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+        {
             Ok(out) => out,
             Err(err) => {
-                let missing = err.as_service_error().is_some_and(|e| e.is_no_such_key() || e.code() == Some("NoSuchKey"))
+                let missing = err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_no_such_key() || e.code() == Some("NoSuchKey"))
                     || status_of(&err) == Some(404);
                 if missing {
                     return Ok(None);
@@ -240,13 +288,25 @@ impl ObjectStore for S3Store {
             }
         };
         let etag = out.e_tag().unwrap_or_default().to_owned();
-        let body = out.body.collect().await.map_err(|e| Error::store(&full, e))?;
-        Ok(Some(Object { bytes: body.into_bytes().to_vec(), etag }))
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| Error::store(&full, e))?;
+        Ok(Some(Object {
+            bytes: body.into_bytes().to_vec(),
+            etag,
+        }))
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
         let full = self.key(key);
-        let mut req = self.client.put_object().bucket(&self.bucket).key(&full).body(ByteStream::from(bytes));
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .body(ByteStream::from(bytes));
         match condition {
             Precondition::None => {}
             Precondition::IfAbsent => req = req.if_none_match("*"),
@@ -255,7 +315,11 @@ impl ObjectStore for S3Store {
         match req.send().await {
             Ok(_) => Ok(()),
             Err(err) => {
-                let code = err.as_service_error().and_then(|e| e.code()).unwrap_or_default().to_owned();
+                let code = err
+                    .as_service_error()
+                    .and_then(|e| e.code())
+                    .unwrap_or_default()
+                    .to_owned();
                 if matches!(status_of(&err), Some(412) | Some(409))
                     || code == "PreconditionFailed"
                     || code == "ConditionalRequestConflict"
@@ -286,15 +350,38 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         // Given an absent object, IfAbsent succeeds once and then fails.
-        store.put("a/current.json", b"v1".to_vec(), Precondition::IfAbsent).await.unwrap();
-        let err = store.put("a/current.json", b"v2".to_vec(), Precondition::IfAbsent).await.unwrap_err();
+        store
+            .put("a/current.json", b"v1".to_vec(), Precondition::IfAbsent)
+            .await
+            .unwrap();
+        let err = store
+            .put("a/current.json", b"v2".to_vec(), Precondition::IfAbsent)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::PreconditionFailed { .. }));
         // When the etag matches the write goes through; a stale etag is refused.
         let v1 = store.get("a/current.json").await.unwrap().unwrap();
-        store.put("a/current.json", b"v2".to_vec(), Precondition::IfMatch(v1.etag.clone())).await.unwrap();
-        let err = store.put("a/current.json", b"v3".to_vec(), Precondition::IfMatch(v1.etag)).await.unwrap_err();
+        store
+            .put(
+                "a/current.json",
+                b"v2".to_vec(),
+                Precondition::IfMatch(v1.etag.clone()),
+            )
+            .await
+            .unwrap();
+        let err = store
+            .put(
+                "a/current.json",
+                b"v3".to_vec(),
+                Precondition::IfMatch(v1.etag),
+            )
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::PreconditionFailed { .. }));
-        assert_eq!(store.get("a/current.json").await.unwrap().unwrap().bytes, b"v2");
+        assert_eq!(
+            store.get("a/current.json").await.unwrap().unwrap().bytes,
+            b"v2"
+        );
         // No temporary files are left behind.
         let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
         assert_eq!(leftovers.len(), 1);
@@ -309,8 +396,14 @@ mod tests {
 
     #[tokio::test]
     async fn store_locations_parse() {
-        assert!(matches!(Store::open("./trained_model").await.unwrap(), Store::Local(_)));
-        assert!(matches!(Store::open("file:///tmp/x").await.unwrap(), Store::Local(_)));
+        assert!(matches!(
+            Store::open("./trained_model").await.unwrap(),
+            Store::Local(_)
+        ));
+        assert!(matches!(
+            Store::open("file:///tmp/x").await.unwrap(),
+            Store::Local(_)
+        ));
         assert!(Store::open("s3://").await.is_err());
         assert!(Store::open("gs://bucket").await.is_err());
     }
