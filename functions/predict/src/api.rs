@@ -6,20 +6,25 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::uri::PathAndQuery;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use kindred_core::store::ObjectStore;
 use kindred_core::{Model, query};
+use lambda_http::request::RequestContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::cache::{LoadState, ModelCache};
+use crate::cache::ModelCache;
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
+const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
 /// Default number of similar users.
 pub const DEFAULT_K: u32 = 10;
 /// Largest number of similar users one request may ask for.
@@ -31,14 +36,69 @@ pub const RETRY_AFTER_SECONDS: u64 = 5;
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// Builds the router shared by the Lambda and the local server.
-pub fn router(cache: Arc<ModelCache>) -> Router {
-    Router::new()
-        .route("/predict", post(predict).fallback(method_not_allowed))
-        .route("/health", get(health).fallback(method_not_allowed))
+///
+/// Requests from an API Gateway stage other than `$default` arrive with the stage in
+/// front of the path (`/testStage/predict`, as `lambda_http` builds it for REST APIs and
+/// as HTTP APIs send it); the stage is taken off before routing, so the same routes
+/// answer under any stage, with or without `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`.
+pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
+    let routes = Router::new()
+        .route("/predict", post(predict::<S>).fallback(method_not_allowed))
+        .route("/health", get(health::<S>).fallback(method_not_allowed))
         .route("/openapi.json", get(openapi).fallback(method_not_allowed))
         .route("/", get(index).fallback(method_not_allowed))
         .fallback(not_found)
-        .with_state(cache)
+        .with_state(cache);
+    // Layers on a router run after routing, so the stage is stripped in an outer router
+    // whose only route is the inner one.
+    Router::new().fallback_service(routes).layer(axum::middleware::map_request(strip_stage))
+}
+
+/// The path prefix a request arrived under (the API Gateway stage, e.g. `/testStage`),
+/// empty when there is none; links in responses are built on it.
+#[derive(Debug, Clone, Default)]
+pub struct BasePath(pub String);
+
+/// The API Gateway stage of a Lambda request, when it is a named one.
+fn stage_of(req: &Request) -> Option<&str> {
+    let stage = match req.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.stage.as_deref(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.stage.as_deref(),
+        RequestContext::WebSocket(ctx) => ctx.stage.as_deref(),
+        _ => None,
+    }?;
+    (!stage.is_empty() && stage != "$default" && !stage.contains('/')).then_some(stage)
+}
+
+/// Takes a named stage off the front of the path (`/testStage/predict` to `/predict`).
+async fn strip_stage(mut req: Request) -> Request {
+    let mut base = BasePath::default();
+    if let Some(stage) = stage_of(&req) {
+        let prefix = format!("/{stage}");
+        let path = req.uri().path();
+        let rest = match path.strip_prefix(&prefix) {
+            Some("") => Some("/"),
+            Some(rest) if rest.starts_with('/') => Some(rest),
+            _ => None,
+        };
+        if let Some(uri) = rest.and_then(|rest| with_path(req.uri(), rest)) {
+            *req.uri_mut() = uri;
+            base = BasePath(prefix);
+        }
+    }
+    req.extensions_mut().insert(base);
+    req
+}
+
+/// `uri` with its path replaced by `path`, keeping scheme, authority and query.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
+    Uri::from_parts(parts).ok()
 }
 
 /// A JSON error response `{"error": ..., "detail": ...}`.
@@ -107,41 +167,41 @@ pub struct PredictRequest {
 }
 
 /// A course tag with the user's average view seconds on it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct TagTime {
+#[derive(Debug, Serialize, PartialEq)]
+pub struct TagTime<'a> {
     /// Tag name.
-    pub tag: String,
+    pub tag: &'a str,
     /// Average seconds per view row of courses with this tag.
     pub avg_view_seconds: f32,
 }
 
 /// An assessment result.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct Assessment {
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Assessment<'a> {
     /// Assessment tag.
-    pub tag: String,
+    pub tag: &'a str,
     /// Score (0 to 300 in the challenge data).
     pub score: u16,
 }
 
-/// What the API shows about a user.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct UserView {
+/// What the API shows about a user (borrowed from the model: nothing is copied).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UserView<'a> {
     /// Top course tags by average view seconds.
-    pub top_tags: Vec<TagTime>,
+    pub top_tags: Vec<TagTime<'a>>,
     /// Distinct courses viewed.
     pub courses_viewed: u32,
     /// Distinct course tags viewed.
     pub tags_viewed: u32,
     /// Interests (first few).
-    pub interests: Vec<String>,
+    pub interests: Vec<&'a str>,
     /// Assessment scores.
-    pub assessments: Vec<Assessment>,
+    pub assessments: Vec<Assessment<'a>>,
 }
 
 /// One similar user.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct SimilarUser {
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SimilarUser<'a> {
     /// Rank, 1 for the most similar.
     pub rank: u32,
     /// The user's handle.
@@ -149,39 +209,48 @@ pub struct SimilarUser {
     /// Cosine similarity of the embeddings, in [-1, 1].
     pub similarity: f32,
     /// The user's summary.
-    pub summary: UserView,
+    pub summary: UserView<'a>,
 }
 
 /// Body of a successful `POST /predict`.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct PredictResponse {
+#[derive(Debug, Serialize, PartialEq)]
+pub struct PredictResponse<'a> {
     /// The query user.
     pub user_handle: u64,
     /// Model version that answered.
-    pub model_version: String,
+    pub model_version: &'a str,
     /// The query user's summary.
-    pub summary: UserView,
+    pub summary: UserView<'a>,
     /// Similar users, most similar first; never the query user.
-    pub similar_users: Vec<SimilarUser>,
+    pub similar_users: Vec<SimilarUser<'a>>,
 }
 
-fn user_view(model: &Model, row: u32) -> UserView {
+fn user_view(model: &Model, row: u32) -> UserView<'_> {
     let u = &model.users.users[row as usize];
     UserView {
-        top_tags: u.top_tags.iter().map(|&(t, s)| TagTime { tag: model.tag(t).to_owned(), avg_view_seconds: s }).collect(),
+        top_tags: u.top_tags.iter().map(|&(t, s)| TagTime { tag: model.tag(t), avg_view_seconds: s }).collect(),
         courses_viewed: u.courses,
         tags_viewed: u.tags_viewed,
-        interests: u.interests.iter().map(|&t| model.tag(t).to_owned()).collect(),
-        assessments: u.assessments.iter().map(|&(t, score)| Assessment { tag: model.tag(t).to_owned(), score }).collect(),
+        interests: u.interests.iter().map(|&t| model.tag(t)).collect(),
+        assessments: u.assessments.iter().map(|&(t, score)| Assessment { tag: model.tag(t), score }).collect(),
     }
 }
 
-/// Answers a validated request against a model (the in-process query path).
-pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse, ApiError> {
+/// Answers a validated request against a model (the in-process query path): the `k`
+/// users most similar to `handle`, by the index (or an exact scan when `k` exceeds what
+/// the index searches). An unknown handle is a 404 error.
+pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>, ApiError> {
     let row = model.row_of(handle).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown user", json!({"user_handle": handle, "model_version": model.manifest.version}))
     })?;
-    let similar_users = query::similar_users(model, row, k as usize)
+    let k = k as usize;
+    let mut found = query::similar_users(model, row, k);
+    // The index returns at most its `ef_search` candidates; a larger `k` gets an exact
+    // scan (tens of microseconds at 10k users) rather than a short list.
+    if found.len() < k.min(model.len().saturating_sub(1)) {
+        found = query::exact(&model.index, model.embedding(row), k, Some(row));
+    }
+    let similar_users = found
         .into_iter()
         .enumerate()
         .map(|(i, n)| SimilarUser {
@@ -193,13 +262,14 @@ pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse, Api
         .collect();
     Ok(PredictResponse {
         user_handle: handle,
-        model_version: model.manifest.version.clone(),
+        model_version: &model.manifest.version,
         summary: user_view(model, row),
         similar_users,
     })
 }
 
-/// Validates a request body (content type, size, JSON shape, `k` range).
+/// Validates a request (content type, body size, JSON shape, `k` range) and returns the
+/// user handle and `k`. A missing content type is accepted; errors are 400, 413, 415, 422.
 pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -214,6 +284,14 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), Api
     }
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
+    }
+    // serde would also read a struct from a JSON array (`[1, 5]`): only objects are valid.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!("expected a JSON object such as {\"user_handle\": 1}"),
+        ));
     }
     let req: PredictRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid request body", json!(e.to_string())))?;
@@ -235,14 +313,19 @@ fn too_large() -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", json!({"max_bytes": MAX_BODY_BYTES}))
 }
 
-async fn predict(State(cache): State<Arc<ModelCache>>, req: Request) -> Result<axum::Json<PredictResponse>, ApiError> {
+async fn predict<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    if let Some(len) = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok())
-        && len > MAX_BODY_BYTES
-    {
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT_BYTES as u64) {
         return Err(too_large());
     }
-    let bytes: Bytes = axum::body::to_bytes(Body::new(body), MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+    // An oversize body is still read (up to a bound) before the 413 goes out: a server
+    // that answers and closes with unread input makes the peer's TCP stack reset the
+    // connection, and the client then sees a broken pipe instead of the 413.
+    let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES).await.map_err(|_| too_large())?;
     let (handle, k) = parse_request(&parts.headers, &bytes)?;
     let model = cache.get().await.map_err(|u| {
         ApiError::new(
@@ -251,14 +334,15 @@ async fn predict(State(cache): State<Arc<ModelCache>>, req: Request) -> Result<a
             json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
         )
     })?;
-    answer(&model, handle, k).map(axum::Json)
+    answer(&model, handle, k).map(|a| axum::Json(a).into_response())
 }
 
-async fn health(State(cache): State<Arc<ModelCache>>) -> impl IntoResponse {
+async fn health<S: ObjectStore + 'static>(State(cache): State<Arc<ModelCache<S>>>) -> impl IntoResponse {
     let model = cache.peek();
     axum::Json(json!({
         "status": "ok",
         "state": cache.state(),
+        "reason": cache.last_failure().map(|u| u.reason),
         "model_version": model.as_ref().map(|m| m.manifest.version.clone()),
         "users": model.as_ref().map(|m| m.len()),
         "created_at": model.as_ref().map(|m| m.manifest.created_at.clone()),
@@ -266,7 +350,8 @@ async fn health(State(cache): State<Arc<ModelCache>>) -> impl IntoResponse {
     }))
 }
 
-async fn index() -> impl IntoResponse {
+async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoResponse {
+    let base = base.map(|b| b.0.0).unwrap_or_default();
     axum::Json(json!({
         "name": "Kindred",
         "description": "Finds the customers most similar to a given one, ranked by cosine similarity of their learning-behaviour embeddings.",
@@ -275,7 +360,8 @@ async fn index() -> impl IntoResponse {
             "GET /health": "model version, user count and load state",
             "GET /openapi.json": "OpenAPI 3.1 description of this API",
         },
-        "openapi": "/openapi.json",
+        "openapi": format!("{base}/openapi.json"),
+        "predict": format!("{base}/predict"),
     }))
 }
 
@@ -299,9 +385,54 @@ async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such route", json!({"path": uri.path(), "see": "/"}))
 }
 
-impl LoadState {
-    /// Whether a model is serving.
-    pub fn is_loaded(self) -> bool {
-        self == LoadState::Loaded
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
+
+    fn request(uri: &str, stage: Option<&str>) -> Request {
+        let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        if let Some(stage) = stage {
+            let mut ctx = ApiGatewayProxyRequestContext::default();
+            ctx.stage = Some(stage.to_owned());
+            req.extensions_mut().insert(RequestContext::ApiGatewayV1(ctx));
+        }
+        req
+    }
+
+    async fn stripped(uri: &str, stage: Option<&str>) -> (String, String) {
+        let req = strip_stage(request(uri, stage)).await;
+        let base = req.extensions().get::<BasePath>().expect("base path recorded").0.clone();
+        (req.uri().to_string(), base)
+    }
+
+    #[tokio::test]
+    async fn a_named_stage_is_stripped_from_the_front_of_the_path_only() {
+        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        // Given a named stage, the prefix goes and the query and host stay.
+        assert_eq!(stripped("https://h.example/prod/predict?a=1", Some("prod")).await, s("https://h.example/predict?a=1", "/prod"));
+        assert_eq!(stripped("/prod", Some("prod")).await, s("/", "/prod"));
+        assert_eq!(stripped("/prod/", Some("prod")).await, s("/", "/prod"));
+        // A path that only starts with the stage's letters, or lacks the stage, is left alone.
+        assert_eq!(stripped("/production/predict", Some("prod")).await, s("/production/predict", ""));
+        assert_eq!(stripped("/predict", Some("prod")).await, s("/predict", ""));
+        // No stage, "$default", or a request that did not come through API Gateway: unchanged.
+        assert_eq!(stripped("/$default/predict", Some("$default")).await, s("/$default/predict", ""));
+        assert_eq!(stripped("/prod/predict", None).await, s("/prod/predict", ""));
+    }
+
+    #[test]
+    fn requests_are_validated_before_any_model_is_needed() {
+        let mut json = HeaderMap::new();
+        json.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        assert_eq!(parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap(), (42, DEFAULT_K));
+        assert_eq!(parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap(), (7, 100));
+        let status = |body: &[u8]| parse_request(&HeaderMap::new(), body).unwrap_err().status;
+        assert_eq!(status(br#"{"user_handle": 18446744073709551616}"#), StatusCode::BAD_REQUEST);
+        assert_eq!(status(br#"{"user_handle": 1, "k": 101}"#), StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(status(&vec![b' '; MAX_BODY_BYTES + 1]), StatusCode::PAYLOAD_TOO_LARGE);
+        let mut text = HeaderMap::new();
+        text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));
+        assert_eq!(parse_request(&text, b"{}").unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }

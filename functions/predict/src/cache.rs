@@ -1,21 +1,41 @@
 //! The lazily loaded, hot-swapped current model.
+//!
+//! Nothing is read from the store until the first request needs a model. That request
+//! loads and verifies the version the store's pointer names (manifest digest and format
+//! version, size and SHA-256 of each artifact, bincode decoding under a size limit);
+//! requests arriving meanwhile wait for the same attempt instead of starting their own.
+//! Once a model serves, requests never wait for the store again: at most every
+//! `refresh` a request starts a background check of the pointer, and a newer version
+//! that verifies is swapped in atomically ([`arc_swap`]). A version that fails
+//! verification is refused, logged, and not tried again until the pointer moves; the
+//! previous model keeps serving.
 
-use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use kindred_core::registry;
-use kindred_core::store::Store;
+use kindred_core::store::{ObjectStore, Store};
 use kindred_core::{Error, Model};
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-/// Why no model can serve a request right now.
-#[derive(Debug, Clone, Serialize)]
+/// Why no model can serve a request right now (shown to clients: no internal details).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Unavailable {
-    /// Short reason for clients (no internal details).
+    /// Short reason for clients.
     pub reason: &'static str,
+}
+
+impl Unavailable {
+    /// Nothing has been published to the store yet.
+    pub const NO_MODEL: Unavailable = Unavailable { reason: "no model has been published yet" };
+    /// The store could not be read.
+    pub const STORE_UNREACHABLE: Unavailable = Unavailable { reason: "the model store is unreachable" };
+    /// The current version failed verification and no earlier one is loaded.
+    pub const REFUSED: Unavailable = Unavailable { reason: "the current model failed verification" };
+    /// Loading failed for an unexpected reason (logged).
+    pub const LOAD_FAILED: Unavailable = Unavailable { reason: "the model could not be loaded" };
 }
 
 /// Load state, for `GET /health`.
@@ -30,34 +50,52 @@ pub enum LoadState {
     Unavailable,
 }
 
-struct Checks {
-    /// When the pointer was last checked (or a load last attempted).
-    last: Option<Instant>,
-    /// A version that failed verification: not retried until the pointer moves.
-    refused: Option<String>,
-    /// Outcome of the last attempt when nothing is loaded.
-    failed: bool,
+impl LoadState {
+    /// Whether a model is serving.
+    pub fn is_loaded(self) -> bool {
+        self == LoadState::Loaded
+    }
 }
 
-/// Holds the current model; loads it on first use and refreshes it every `refresh`.
-pub struct ModelCache {
-    store: Store,
+/// Book-keeping behind a mutex that is only held for a few instructions.
+#[derive(Default)]
+struct Checks {
+    /// When the pointer was last checked (or a check claimed).
+    last: Option<Instant>,
+    /// A version that failed verification: not loaded again until the pointer moves.
+    refused: Option<String>,
+    /// The last failed attempt while nothing serves: when it ended and why.
+    failure: Option<(Instant, Unavailable)>,
+}
+
+/// Holds the current model; loads it on first use and refreshes it at most every `refresh`.
+///
+/// Generic over the store so tests can observe and break it; the binary uses [`Store`].
+pub struct ModelCache<S = Store> {
+    store: S,
     refresh: Duration,
     current: ArcSwapOption<Model>,
     checks: Mutex<Checks>,
+    /// Held while a version is being loaded, so at most one load runs at a time.
     loading: tokio::sync::Mutex<()>,
 }
 
-impl ModelCache {
+impl<S: ObjectStore + 'static> ModelCache<S> {
     /// A cache over `store` that re-checks the pointer at most every `refresh`.
-    pub fn new(store: Store, refresh: Duration) -> Arc<ModelCache> {
+    /// Reads nothing yet.
+    pub fn new(store: S, refresh: Duration) -> Arc<Self> {
         Arc::new(ModelCache {
             store,
             refresh,
             current: ArcSwapOption::empty(),
-            checks: Mutex::new(Checks { last: None, refused: None, failed: false }),
+            checks: Mutex::new(Checks::default()),
             loading: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The store this cache reads.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
     /// The model currently serving, if any, without loading anything.
@@ -69,126 +107,156 @@ impl ModelCache {
     pub fn state(&self) -> LoadState {
         if self.current.load().is_some() {
             LoadState::Loaded
-        } else if self.checks.lock().map(|c| c.failed).unwrap_or(false) {
+        } else if self.checks().failure.is_some() {
             LoadState::Unavailable
         } else {
             LoadState::NotLoaded
         }
     }
 
-    /// The model to answer with: loads it when there is none (waiting for the load);
-    /// otherwise returns the current one at once and, when due, refreshes in the background.
+    /// Why the last attempt failed, while nothing serves.
+    pub fn last_failure(&self) -> Option<Unavailable> {
+        if self.current.load().is_some() { None } else { self.checks().failure.map(|(_, u)| u) }
+    }
+
+    /// The model to answer with.
+    ///
+    /// With a model serving, returns it at once and, when a check is due, starts one in
+    /// the background. With none, loads the current version (or waits for the load
+    /// already running, and shares its outcome). The load runs in its own task, so a
+    /// client that gives up does not cancel it and the next request finds it done.
     pub async fn get(self: &Arc<Self>) -> Result<Arc<Model>, Unavailable> {
         if let Some(model) = self.current.load_full() {
-            if self.due() {
+            if self.claim_check() {
                 let this = Arc::clone(self);
                 tokio::spawn(async move { this.refresh_once().await });
             }
             return Ok(model);
         }
-        // Cold: one request loads, the others wait for it.
+        let this = Arc::clone(self);
+        let waiting_since = Instant::now();
+        match tokio::spawn(async move { this.load_cold(waiting_since).await }).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                error!(error = %e, "the model loading task failed");
+                Err(Unavailable::LOAD_FAILED)
+            }
+        }
+    }
+
+    /// Loads the current version when nothing serves, once for all waiting requests.
+    async fn load_cold(&self, waiting_since: Instant) -> Result<Arc<Model>, Unavailable> {
         let _guard = self.loading.lock().await;
         if let Some(model) = self.current.load_full() {
             return Ok(model);
         }
-        self.mark_checked();
-        match self.load_pointer_version().await {
+        // An attempt that ended while this request waited answers for it too, so a
+        // burst of requests against an unreachable store costs one attempt, not one each.
+        if let Some((at, why)) = self.checks().failure
+            && at >= waiting_since
+        {
+            return Err(why);
+        }
+        self.checks().last = Some(Instant::now());
+        match self.load_pointed().await {
+            Ok(loaded) => {
+                self.checks().failure = None;
+                // `None` means the pointer names the serving version: cannot happen cold.
+                loaded.or_else(|| self.current.load_full()).ok_or(Unavailable::NO_MODEL)
+            }
+            Err(why) => {
+                self.checks().failure = Some((Instant::now(), why));
+                Err(why)
+            }
+        }
+    }
+
+    /// Checks the pointer once and swaps in the version it names if that is not the one
+    /// serving and it verifies; keeps the current model on any failure. Does nothing when
+    /// a load is already running. Returns the version serving afterwards.
+    pub async fn refresh_once(&self) -> Option<String> {
+        let serving = || self.current.load().as_ref().map(|m| m.manifest.version.clone());
+        let Ok(_guard) = self.loading.try_lock() else {
+            return serving();
+        };
+        self.checks().last = Some(Instant::now());
+        match self.load_pointed().await {
+            Ok(_) => self.checks().failure = None,
+            Err(why) if self.current.load().is_none() => self.checks().failure = Some((Instant::now(), why)),
+            Err(_) => {}
+        }
+        serving()
+    }
+
+    /// Reads the pointer and, if it names a version other than the one serving, loads,
+    /// verifies and swaps it in. `Ok(None)`: the pointer names the serving version.
+    /// Must be called with `loading` held.
+    async fn load_pointed(&self) -> Result<Option<Arc<Model>>, Unavailable> {
+        let serving = self.current.load_full();
+        let serving_version = serving.as_ref().map(|m| m.manifest.version.as_str());
+        let pointer = match registry::read_pointer(&self.store).await {
+            Ok(Some((pointer, _))) => pointer,
+            Ok(None) => {
+                if serving.is_none() {
+                    warn!(store = %self.store.location(), "no model has been published to the store yet");
+                }
+                return Err(Unavailable::NO_MODEL);
+            }
+            Err(e) => return Err(self.failed(&e, None, serving_version)),
+        };
+        if Some(pointer.version.as_str()) == serving_version {
+            return Ok(None);
+        }
+        if self.checks().refused.as_deref() == Some(pointer.version.as_str()) {
+            return Err(Unavailable::REFUSED);
+        }
+        let started = Instant::now();
+        match registry::load_version(&self.store, &pointer.version, Some(&pointer.manifest_sha256)).await {
             Ok(model) => {
                 let model = Arc::new(model);
+                info!(
+                    from = serving_version.unwrap_or("none"),
+                    to = %pointer.version,
+                    users = model.len(),
+                    millis = started.elapsed().as_millis() as u64,
+                    "model loaded"
+                );
                 self.current.store(Some(Arc::clone(&model)));
-                self.set_failed(false);
-                Ok(model)
+                Ok(Some(model))
             }
-            Err(e) => {
-                self.set_failed(true);
-                Err(classify(&e))
-            }
+            Err(e) => Err(self.failed(&e, Some(&pointer.version), serving_version)),
         }
     }
 
-    /// Checks the pointer once and swaps in a newer verified version; keeps the current
-    /// model on any failure. Returns the version serving afterwards.
-    pub async fn refresh_once(&self) -> Option<String> {
-        let Ok(_guard) = self.loading.try_lock() else {
-            return self.current.load().as_ref().map(|m| m.manifest.version.clone());
-        };
-        self.mark_checked();
-        let serving = self.current.load_full();
-        let serving_version = serving.as_ref().map(|m| m.manifest.version.clone());
-        let pointer = match registry::read_pointer(&self.store).await {
-            Ok(Some((p, _))) => p,
-            Ok(None) => return serving_version,
-            Err(e) => {
-                warn!(error = %e, "cannot read the model pointer; keeping the current model");
-                return serving_version;
-            }
-        };
-        if Some(&pointer.version) == serving_version.as_ref() {
-            return serving_version;
+    /// Logs a failed check or load, remembers a refused version, and says what clients see.
+    fn failed(&self, e: &Error, version: Option<&str>, serving: Option<&str>) -> Unavailable {
+        let keeping = serving.unwrap_or("none");
+        if e.is_unavailable() {
+            warn!(error = %e, version, keeping, store = %self.store.location(), "model store unavailable");
+            return if matches!(e, Error::NoModel) { Unavailable::NO_MODEL } else { Unavailable::STORE_UNREACHABLE };
         }
-        if self.checks.lock().ok().and_then(|c| c.refused.clone()).as_ref() == Some(&pointer.version) {
-            return serving_version;
+        match version {
+            Some(version) => {
+                error!(error = %e, version, keeping, "refusing model version that failed verification");
+                self.checks().refused = Some(version.to_owned());
+            }
+            None => error!(error = %e, keeping, "cannot read the model pointer"),
         }
-        match registry::load_version(&self.store, &pointer.version, Some(&pointer.manifest_sha256)).await {
-            Ok(model) => {
-                info!(from = serving_version.as_deref().unwrap_or("none"), to = %pointer.version, users = model.len(), "model swapped");
-                self.current.store(Some(Arc::new(model)));
-                self.set_failed(false);
-                Some(pointer.version)
-            }
-            Err(e) if e.is_unavailable() => {
-                warn!(error = %e, version = %pointer.version, "store unavailable while loading; keeping the current model");
-                serving_version
-            }
-            Err(e) => {
-                error!(error = %e, version = %pointer.version, "refusing model version that failed verification");
-                if let Ok(mut c) = self.checks.lock() {
-                    c.refused = Some(pointer.version);
-                }
-                serving_version
-            }
-        }
+        Unavailable::REFUSED
     }
 
-    async fn load_pointer_version(&self) -> kindred_core::Result<Model> {
-        let (pointer, _) = registry::read_pointer(&self.store).await?.ok_or(Error::NoModel)?;
-        match registry::load_version(&self.store, &pointer.version, Some(&pointer.manifest_sha256)).await {
-            Ok(model) => {
-                info!(version = %pointer.version, users = model.len(), "model loaded");
-                Ok(model)
-            }
-            Err(e) => {
-                if e.is_unavailable() {
-                    warn!(error = %e, "store unavailable");
-                } else {
-                    error!(error = %e, version = %pointer.version, "refusing model version that failed verification");
-                }
-                Err(e)
-            }
+    /// True, and the check recorded as done now, when a background check is due.
+    fn claim_check(&self) -> bool {
+        let mut checks = self.checks();
+        let due = checks.last.is_none_or(|t| t.elapsed() >= self.refresh);
+        if due {
+            checks.last = Some(Instant::now());
         }
+        due
     }
 
-    fn due(&self) -> bool {
-        self.checks.lock().map(|c| c.last.is_none_or(|t| t.elapsed() >= self.refresh)).unwrap_or(false)
-    }
-
-    fn mark_checked(&self) {
-        if let Ok(mut c) = self.checks.lock() {
-            c.last = Some(Instant::now());
-        }
-    }
-
-    fn set_failed(&self, failed: bool) {
-        if let Ok(mut c) = self.checks.lock() {
-            c.failed = failed;
-        }
-    }
-}
-
-fn classify(e: &Error) -> Unavailable {
-    match e {
-        Error::NoModel => Unavailable { reason: "no model has been published yet" },
-        e if e.is_unavailable() => Unavailable { reason: "the model store is unreachable" },
-        _ => Unavailable { reason: "the current model failed verification" },
+    fn checks(&self) -> MutexGuard<'_, Checks> {
+        // Nothing panics while holding the lock; recover the data if something ever did.
+        self.checks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

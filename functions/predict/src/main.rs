@@ -1,5 +1,6 @@
 //! `kindred-predict`: the predict function, as an AWS Lambda or a local HTTP server.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,25 +10,36 @@ use kindred_core::store::Store;
 use kindred_predict::{api, cache::ModelCache};
 use tracing::info;
 
-/// Kindred's predict function: POST /predict {"user_handle": 1} answers with the most similar
-/// customers, ranked by cosine similarity. Runs as an AWS Lambda when started by the Lambda
-/// runtime (or `cargo lambda watch`), and as a local HTTP server with --listen.
+/// Kindred's predict function: POST /predict {"user_handle": 1} answers with the most
+/// similar customers, ranked by cosine similarity.
+///
+/// Runs as an AWS Lambda (API Gateway REST or HTTP API, Function URL) when started by the
+/// Lambda runtime or `cargo lambda watch` (AWS_LAMBDA_RUNTIME_API is set), and as a local
+/// HTTP server with --listen. The model is loaded from the store on the first request,
+/// not at start-up. Logs go to stderr; KINDRED_LOG sets the level filter (default info).
 #[derive(Parser, Debug)]
-#[command(name = "kindred-predict", version, about, long_about = None)]
+#[command(name = "kindred-predict", version, about, long_about)]
 struct Cli {
-    /// Model store: a folder or s3://bucket/prefix (S3 honours AWS_ENDPOINT_URL).
+    /// Model store: a folder, file:///folder or s3://bucket/prefix (S3 uses the standard
+    /// AWS configuration and honours AWS_ENDPOINT_URL).
     #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
     store: String,
-    /// Serve HTTP on this address instead of running as a Lambda (e.g. 127.0.0.1:5000).
+    /// Serve HTTP on this address instead of running as a Lambda (e.g. 127.0.0.1:5000;
+    /// port 0 picks a free port, logged as `address`).
     #[arg(long, env = "KINDRED_LISTEN")]
     listen: Option<SocketAddr>,
-    /// Re-check the store for a newer model at most this often (seconds).
+    /// Check the store for a new model version at most this often (seconds; 0 checks on
+    /// every request). Checks run in the background and never delay a request.
     #[arg(long, env = "KINDRED_REFRESH_SECONDS", default_value_t = 30)]
     refresh_seconds: u64,
-    /// Log format on stderr (default: json under Lambda, text otherwise).
+    /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
 }
+
+/// Variables the Lambda runtime client needs (it panics without them).
+const LAMBDA_VARIABLES: [&str; 3] =
+    ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION"];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,7 +47,10 @@ fn main() -> ExitCode {
     let json = cli.log_format.as_deref().map_or(in_lambda, |f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_env("KINDRED_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     if json {
         logs.json().without_time().init();
     } else {
@@ -58,19 +73,31 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
+    if cli.listen.is_none() && !in_lambda {
+        anyhow::bail!("not running under AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): pass --listen ADDRESS to serve HTTP locally");
+    }
     let store = Store::open(&cli.store).await?;
     let cache = ModelCache::new(store, Duration::from_secs(cli.refresh_seconds));
     let app = api::router(cache);
     match cli.listen {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr).await?;
-            info!(address = %listener.local_addr()?, store = %cli.store, "serving");
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, "serving");
             axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
             info!("stopped");
             Ok(())
         }
-        None if in_lambda => lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e)),
-        None => anyhow::bail!("not running under AWS Lambda: pass --listen ADDRESS to serve HTTP locally"),
+        None => {
+            let missing: Vec<&str> =
+                LAMBDA_VARIABLES.into_iter().filter(|v| std::env::var_os(v).is_none()).collect();
+            if !missing.is_empty() {
+                anyhow::bail!("AWS_LAMBDA_RUNTIME_API is set, but not {}: not a complete Lambda environment", missing.join(", "));
+            }
+            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, "running as a Lambda function");
+            lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
+        }
     }
 }
 

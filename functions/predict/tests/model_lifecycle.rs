@@ -1,0 +1,404 @@
+//! The model's life in the function: lazy loading, hot swap, refusal of corrupted
+//! versions, and an unreachable or empty store followed by recovery.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use common::{SECRET_DETAIL, TestStore, eventually, known_handle, version_for};
+use kindred_core::registry;
+use kindred_core::store::LocalStore;
+use kindred_predict::api;
+use kindred_predict::cache::{LoadState, ModelCache, Unavailable};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const LONG: Duration = Duration::from_secs(3600);
+
+async fn send(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+    let Ok(resp) = router.clone().oneshot(req).await;
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).expect("JSON body"))
+}
+
+async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
+    let req = Request::post("/predict")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(r#"{{"user_handle": {handle}}}"#)))
+        .unwrap();
+    send(router, req).await
+}
+
+async fn health(router: &Router) -> Value {
+    let (status, _, body) = send(router, Request::get("/health").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    body
+}
+
+/// Log events (JSON) whose message is `message`.
+fn events(message: &str) -> impl Iterator<Item = Value> {
+    common::logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["fields"]["message"] == message)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+/// Log events whose message is `message` and whose `version` field is `version`.
+fn logged(message: &str, version: &str) -> Vec<Value> {
+    events(message).filter(|e| e["fields"]["version"] == version).collect()
+}
+
+fn assert_unavailable(status: StatusCode, headers: &HeaderMap, body: &Value, reason: Unavailable) {
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], api::RETRY_AFTER_SECONDS.to_string());
+    assert_eq!(body["error"], "model unavailable");
+    assert_eq!(body["detail"]["reason"], reason.reason, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_is_loaded_on_first_use_once_for_concurrent_requests() {
+    common::capture_logs();
+    // Given a published model and a fresh function over its store,
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = version_for(1, 1);
+    common::publish(&LocalStore::new(dir.path()), &v1).await;
+    let store = TestStore::new(dir.path());
+    let cache = ModelCache::new(store.clone(), LONG);
+    let router = api::router(Arc::clone(&cache));
+    // nothing is read before a request needs the model, not even by /health;
+    assert_eq!(health(&router).await["state"], "not_loaded");
+    assert_eq!(store.gets(), 0);
+    // when sixteen requests arrive together while the store is slow,
+    store.set_delay(Duration::from_millis(100));
+    let requests: Vec<_> = (0..16)
+        .map(|i| {
+            let router = router.clone();
+            tokio::spawn(async move { predict(&router, known_handle(i)).await })
+        })
+        .collect();
+    // then all are answered by the model,
+    for (i, r) in requests.into_iter().enumerate() {
+        let (status, _, body) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        common::assert_prediction(&body, known_handle(i), 10, &v1);
+    }
+    // which was read once: pointer, manifest, users.bin and index.bin.
+    assert_eq!(store.gets(), 4);
+    assert_eq!(cache.state(), LoadState::Loaded);
+    let h = health(&router).await;
+    assert_eq!((h["state"].as_str(), h["model_version"].as_str()), (Some("loaded"), Some(v1.as_str())));
+    assert_eq!(events("model loaded").filter(|e| e["fields"]["to"] == v1.as_str()).count(), 1);
+    // Later requests within the refresh interval do not touch the store.
+    predict(&router, known_handle(0)).await;
+    assert_eq!(store.gets(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_version_is_swapped_in_while_requests_keep_being_answered() {
+    common::capture_logs();
+    // Given v1 serving with a refresh interval of zero (check on every request),
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version_for(2, 1), version_for(2, 2));
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    let router = api::router(ModelCache::new(store.clone(), Duration::ZERO));
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    // and clients asking continuously, while the store has become slow,
+    store.set_delay(Duration::from_millis(400));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|c| {
+            let (router, stop) = (router.clone(), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = c;
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let (status, _, body) = predict(&router, known_handle(i % 50)).await;
+                    let took = started.elapsed();
+                    seen.push((status, body["model_version"].as_str().unwrap_or("").to_owned(), took));
+                    i += 3;
+                    tokio::task::yield_now().await;
+                }
+                seen
+            })
+        })
+        .collect();
+    // when v2 is published,
+    common::publish(store.inner(), &v2).await;
+    // then answers move to v2,
+    eventually(Duration::from_secs(30), "v2 to serve", || {
+        let router = router.clone();
+        let v2 = v2.clone();
+        async move { (health(&router).await["model_version"] == v2.as_str()).then_some(()) }
+    })
+    .await;
+    let (_, _, body) = predict(&router, known_handle(1)).await;
+    assert_eq!(body["model_version"], v2.as_str());
+    stop.store(true, Ordering::SeqCst);
+    // and no request failed or waited for the (slow) store meanwhile, and no client
+    // saw v1 again after v2.
+    let mut total = 0;
+    for client in clients {
+        let seen = client.await.unwrap();
+        total += seen.len();
+        for (status, _, took) in &seen {
+            assert_eq!(*status, StatusCode::OK);
+            assert!(*took < Duration::from_millis(200), "a request took {took:?} during the swap");
+        }
+        let versions: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+        assert!(versions.iter().all(|v| *v == v1 || *v == v2), "{versions:?}");
+        assert!(versions.windows(2).all(|w| w[0] <= w[1]), "a client went back to v1: {versions:?}");
+    }
+    assert!(total > 10, "only {total} requests ran during the swap");
+}
+
+/// Ways to corrupt a published version.
+#[derive(Clone, Copy, Debug)]
+enum Corruption {
+    /// One bit of users.bin flipped.
+    FlippedByte,
+    /// index.bin cut short.
+    Truncated,
+    /// The manifest declares format version 2 (and the pointer matches the edited manifest).
+    FormatVersion2,
+}
+
+impl Corruption {
+    fn apply(self, root: &std::path::Path, version: &str) {
+        match self {
+            Corruption::FlippedByte => {
+                let path = root.join(registry::version_key(version, "users.bin"));
+                let mut bytes = std::fs::read(&path).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x10;
+                std::fs::write(&path, bytes).unwrap();
+            }
+            Corruption::Truncated => {
+                let path = root.join(registry::version_key(version, "index.bin"));
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+            }
+            Corruption::FormatVersion2 => {
+                let path = root.join(registry::version_key(version, "manifest.json"));
+                let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                manifest["format_version"] = 2.into();
+                std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+                common::repoint(root, version);
+            }
+        }
+    }
+
+    /// What the refusal's log line says.
+    fn logged_error(self) -> &'static str {
+        match self {
+            Corruption::FlippedByte => "artifact users.bin has SHA-256",
+            Corruption::Truncated => "artifact index.bin has",
+            Corruption::FormatVersion2 => "unsupported model format version 2",
+        }
+    }
+}
+
+async fn a_corrupted_new_version_is_refused(corruption: Corruption, tag: u32) {
+    common::capture_logs();
+    // Given v1 serving,
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2, v3) = (version_for(tag, 1), version_for(tag, 2), version_for(tag, 3));
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    let cache = ModelCache::new(store.clone(), LONG);
+    let router = api::router(Arc::clone(&cache));
+    assert_eq!(predict(&router, known_handle(0)).await.0, StatusCode::OK);
+    // when a v2 is published and then corrupted in the store,
+    common::publish(store.inner(), &v2).await;
+    corruption.apply(dir.path(), &v2);
+    // then the next check refuses it and keeps v1,
+    assert_eq!(cache.refresh_once().await.as_deref(), Some(v1.as_str()), "{corruption:?}");
+    let (status, _, body) = predict(&router, known_handle(2)).await;
+    assert_eq!(status, StatusCode::OK);
+    common::assert_prediction(&body, known_handle(2), 10, &v1);
+    let h = health(&router).await;
+    assert_eq!((h["state"].as_str(), h["model_version"].as_str()), (Some("loaded"), Some(v1.as_str())));
+    // the refusal is logged with the reason,
+    let refusals = logged("refusing model version that failed verification", &v2);
+    assert_eq!(refusals.len(), 1, "{corruption:?}: {}", common::logs());
+    assert_eq!(refusals[0]["level"], "ERROR");
+    assert_eq!(refusals[0]["fields"]["keeping"], v1.as_str());
+    let error = refusals[0]["fields"]["error"].as_str().unwrap();
+    assert!(error.contains(corruption.logged_error()), "{corruption:?}: {error}");
+    // and the refused version is not fetched again: a check reads only the pointer.
+    let before = store.gets();
+    assert_eq!(cache.refresh_once().await.as_deref(), Some(v1.as_str()));
+    assert_eq!(store.gets(), before + 1);
+    // A good v3 published afterwards is taken.
+    common::publish(store.inner(), &v3).await;
+    assert_eq!(cache.refresh_once().await.as_deref(), Some(v3.as_str()));
+    assert_eq!(predict(&router, known_handle(2)).await.2["model_version"], v3.as_str());
+}
+
+#[tokio::test]
+async fn a_new_version_with_a_flipped_byte_is_refused_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::FlippedByte, 3).await;
+}
+
+#[tokio::test]
+async fn a_truncated_new_version_is_refused_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::Truncated, 4).await;
+}
+
+#[tokio::test]
+async fn a_new_version_of_another_format_is_refused_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::FormatVersion2, 5).await;
+}
+
+#[tokio::test]
+async fn a_corrupted_version_at_cold_start_gives_503_until_a_good_one_is_published() {
+    common::capture_logs();
+    // Given a store whose only version has a flipped byte,
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version_for(6, 1), version_for(6, 2));
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    Corruption::FlippedByte.apply(dir.path(), &v1);
+    let router = api::router(ModelCache::new(store.clone(), LONG));
+    // when a request arrives, then it is 503 without internal details,
+    let (status, headers, body) = predict(&router, known_handle(0)).await;
+    assert_unavailable(status, &headers, &body, Unavailable::REFUSED);
+    assert!(!body.to_string().contains("SHA-256") && !body.to_string().contains(&v1), "{body}");
+    assert_eq!(logged("refusing model version that failed verification", &v1).len(), 1);
+    let h = health(&router).await;
+    assert_eq!((h["state"].as_str(), h["reason"].as_str()), (Some("unavailable"), Some(Unavailable::REFUSED.reason)));
+    // the refused version is not downloaded again by the next request,
+    let before = store.gets();
+    let (status, ..) = predict(&router, known_handle(0)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(store.gets(), before + 1);
+    // and once a good version is published, the next request is answered by it.
+    common::publish(store.inner(), &v2).await;
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["model_version"], v2.as_str());
+}
+
+#[tokio::test]
+async fn a_missing_store_folder_gives_503_no_model_then_publishing_makes_the_next_request_succeed() {
+    common::capture_logs();
+    // Given a store folder that does not exist yet,
+    let parent = tempfile::tempdir().unwrap();
+    let root = parent.path().join("not-yet");
+    let router = api::router(ModelCache::new(LocalStore::new(&root), LONG));
+    // when a request arrives, then it is 503 "no model" with a retry hint;
+    let (status, headers, body) = predict(&router, known_handle(0)).await;
+    assert_unavailable(status, &headers, &body, Unavailable::NO_MODEL);
+    // when a model is published there, then the very next request is answered.
+    let v1 = version_for(7, 1);
+    common::publish(&LocalStore::new(&root), &v1).await;
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    common::assert_prediction(&body, known_handle(0), 10, &v1);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_gives_503_and_recovery_serves_then_outages_are_ridden_out() {
+    common::capture_logs();
+    // Given a published model behind a store that is down,
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version_for(8, 1), version_for(8, 2));
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    store.set_down(true);
+    let router = api::router(ModelCache::new(store.clone(), Duration::ZERO));
+    // when a request arrives, then it is 503 "unreachable", and the backend's message
+    // reaches the logs but not the client;
+    let (status, headers, body) = predict(&router, known_handle(0)).await;
+    assert_unavailable(status, &headers, &body, Unavailable::STORE_UNREACHABLE);
+    assert!(!body.to_string().contains("10.1.2.3"), "{body}");
+    assert!(common::logs().contains(SECRET_DETAIL));
+    assert_eq!(health(&router).await["reason"], Unavailable::STORE_UNREACHABLE.reason);
+    // when the store is back, then the next request loads and answers;
+    store.set_down(false);
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    // when it goes down again, requests are still answered from memory,
+    store.set_down(true);
+    common::publish(store.inner(), &v2).await;
+    for i in 0..20 {
+        let (status, _, body) = predict(&router, known_handle(i)).await;
+        assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    }
+    // and once it is back, the version published meanwhile is picked up.
+    store.set_down(false);
+    eventually(Duration::from_secs(30), "v2 after the outage", || {
+        let router = router.clone();
+        let v2 = v2.clone();
+        async move {
+            let (status, _, body) = predict(&router, known_handle(3)).await;
+            assert_eq!(status, StatusCode::OK);
+            (body["model_version"] == v2.as_str()).then_some(())
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_requests_against_a_down_store_share_one_attempt() {
+    common::capture_logs();
+    // Given a slow store that is down,
+    let dir = tempfile::tempdir().unwrap();
+    let store = TestStore::new(dir.path());
+    store.set_down(true);
+    store.set_delay(Duration::from_millis(300));
+    let router = api::router(ModelCache::new(store.clone(), LONG));
+    // when eight requests arrive together,
+    let requests: Vec<_> = (0..8)
+        .map(|i| {
+            let router = router.clone();
+            tokio::spawn(async move { predict(&router, known_handle(i)).await })
+        })
+        .collect();
+    // then all get 503 from a single attempt (one pointer read), not one attempt each.
+    for r in requests {
+        let (status, headers, body) = r.await.unwrap();
+        assert_unavailable(status, &headers, &body, Unavailable::STORE_UNREACHABLE);
+    }
+    assert_eq!(store.gets(), 1);
+    // A request arriving after that attempt tries again.
+    let (status, ..) = predict(&router, known_handle(0)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(store.gets(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_load_completes_even_if_the_request_that_started_it_gives_up() {
+    common::capture_logs();
+    // Given a published model behind a slow store,
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = version_for(9, 1);
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    store.set_delay(Duration::from_millis(150));
+    let cache = ModelCache::new(store.clone(), LONG);
+    let router = api::router(Arc::clone(&cache));
+    // when the first request is abandoned before the load finishes (a client timeout),
+    let abandoned = tokio::time::timeout(Duration::from_millis(50), predict(&router, known_handle(0))).await;
+    assert!(abandoned.is_err(), "the load should take longer than the client waits");
+    // then the load still completes, once, and the next request is answered from memory.
+    eventually(Duration::from_secs(30), "the abandoned load to finish", || {
+        let cache = Arc::clone(&cache);
+        async move { cache.state().is_loaded().then_some(()) }
+    })
+    .await;
+    assert_eq!(store.gets(), 4);
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    assert_eq!(store.gets(), 4);
+}

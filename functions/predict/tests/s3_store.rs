@@ -1,0 +1,175 @@
+//! The function over an S3 store: unreachable (a closed port), and LocalStack behind a
+//! proxy that can be switched off, for an outage followed by recovery.
+//!
+//! S3 clients are built explicitly (no process-wide environment variables).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use common::{eventually, known_handle, version};
+use kindred_core::store::{S3Store, Store};
+use kindred_predict::api;
+use kindred_predict::cache::{ModelCache, Unavailable};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// An S3 client for `endpoint` with test credentials, path-style addressing, no retries.
+fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("test", "test", None, None, "kindred-tests"))
+        .force_path_style(true)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_timeout(Duration::from_secs(20))
+                .build(),
+        )
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
+    let req = Request::post("/predict")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(r#"{{"user_handle": {handle}}}"#)))
+        .unwrap();
+    let Ok(resp) = router.clone().oneshot(req).await;
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+}
+
+fn assert_unavailable(answer: &(StatusCode, HeaderMap, Value), reason: Unavailable) {
+    let (status, headers, body) = answer;
+    assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(headers["retry-after"], api::RETRY_AFTER_SECONDS.to_string());
+    assert_eq!(body["detail"]["reason"], reason.reason, "{body}");
+}
+
+/// A local port with nothing listening on it.
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn an_s3_store_on_a_closed_port_gives_503_unreachable_without_leaking_the_endpoint() {
+    // Given an S3 store whose endpoint refuses connections,
+    let port = closed_port();
+    let store = S3Store::with_client(s3_client(&format!("http://127.0.0.1:{port}")), "kindred", "models");
+    let router = api::router(ModelCache::new(Store::S3(store), Duration::from_secs(3600)));
+    // when a prediction is asked for,
+    let started = Instant::now();
+    let answer = predict(&router, 1).await;
+    // then it is a prompt 503 with a retry hint, naming no address.
+    assert_unavailable(&answer, Unavailable::STORE_UNREACHABLE);
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(!answer.2.to_string().contains(&port.to_string()), "{}", answer.2);
+}
+
+/// A TCP proxy to `upstream` that can refuse service and cut open connections.
+struct Proxy {
+    addr: SocketAddr,
+    on: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let on = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (accept_on, accept_cut) = (Arc::clone(&on), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accept_on.load(Ordering::SeqCst) {
+                    drop(client); // The client sees its connection closed at once.
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut = accept_cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, on, cut }
+    }
+
+    /// Switches the proxy on or off; off also cuts every open connection.
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            self.cut.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// S3 store unreachable, then reachable but empty, then serving; an outage while
+/// serving is ridden out and a version published meanwhile is picked up afterwards.
+#[tokio::test]
+#[ignore = "needs LocalStack S3: run ./dev test"]
+async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_versions() {
+    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT").expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
+    let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    // Given a bucket on LocalStack, written directly, and read by the function through a proxy,
+    let bucket = format!("kindred-predict-test-{}", std::process::id());
+    let direct = S3Store::with_client(s3_client(&endpoint), &bucket, "predict-it");
+    direct.client().create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    let proxy = Proxy::start(upstream).await;
+    let through = S3Store::with_client(s3_client(&format!("http://{}", proxy.addr)), &bucket, "predict-it");
+    let router = api::router(ModelCache::new(Store::S3(through), Duration::ZERO));
+
+    // when the proxy is off, then predictions are 503 "unreachable";
+    proxy.set(false);
+    assert_unavailable(&predict(&router, 1).await, Unavailable::STORE_UNREACHABLE);
+    // when it is on but nothing is published, 503 "no model";
+    proxy.set(true);
+    assert_unavailable(&predict(&router, 1).await, Unavailable::NO_MODEL);
+    // when v1 is published, the next request is answered by it;
+    let (v1, v2) = (version(1), version(2));
+    common::publish(&direct, &v1).await;
+    let (status, _, body) = predict(&router, known_handle(0)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    common::assert_prediction(&body, known_handle(0), 10, &v1);
+    // when the store goes away again, requests are still answered from memory,
+    proxy.set(false);
+    common::publish(&direct, &v2).await;
+    for i in 0..10 {
+        let (status, _, body) = predict(&router, known_handle(i)).await;
+        assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    }
+    // and when it is back, the version published meanwhile takes over.
+    proxy.set(true);
+    eventually(Duration::from_secs(60), "v2 after the outage", || {
+        let router = router.clone();
+        let v2 = v2.clone();
+        async move {
+            let (status, _, body) = predict(&router, known_handle(1)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            (body["model_version"] == v2.as_str()).then_some(())
+        }
+    })
+    .await;
+}
