@@ -84,9 +84,45 @@ fn sort_neighbours(v: &mut [Neighbour]) {
     v.sort_by(cmp_neighbours);
 }
 
-/// The `k` users most similar to the user at `row` (never the user themself).
+/// The `k` users most similar to `query` by scanning a row-major array of `dims`-wide
+/// embeddings (row `i` is user row `i`), leaving out `exclude`.
+pub fn exact_flat(
+    flat: &[f32],
+    dims: usize,
+    query: &[f32],
+    k: usize,
+    exclude: Option<u32>,
+) -> Vec<Neighbour> {
+    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
+    if k == 0 || dims == 0 {
+        return best;
+    }
+    let mut floor = f32::NEG_INFINITY;
+    for (row, point) in flat.chunks_exact(dims).enumerate() {
+        let row = row as u32;
+        let similarity = dot(query, point);
+        if (best.len() == k && similarity <= floor) || Some(row) == exclude {
+            continue;
+        }
+        let candidate = Neighbour { row, similarity };
+        let at = best.partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
+        best.insert(at, candidate);
+        best.truncate(k);
+        if best.len() == k {
+            floor = best[k - 1].similarity;
+        }
+    }
+    best
+}
+
+/// The `k` users most similar to the user at `row` (never the user themself): an exact
+/// scan for small models, the HNSW index otherwise.
 pub fn similar_users(model: &Model, row: u32, k: usize) -> Vec<Neighbour> {
-    approximate(&model.index, model.embedding(row), k, Some(row))
+    let query = model.embedding(row);
+    match model.flat_embeddings() {
+        Some(flat) => exact_flat(flat, model.dimensions(), &query.0, k, Some(row)),
+        None => approximate(&model.index, query, k, Some(row)),
+    }
 }
 
 /// Mean recall@k of the index against exact search, over the users at `rows`.
@@ -140,6 +176,19 @@ mod tests {
         assert!(got.iter().all(|n| n.row != pid.into_inner()));
         assert!((got[0].similarity - Embedding::normalized(vec![0.9, 0.1]).0[0]).abs() < 1e-6);
         assert!((got[2].similarity + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_flat_scan_agrees_with_the_index_scan() {
+        let index = tiny_index();
+        let flat: Vec<f32> = index.iter().flat_map(|(_, p)| p.0.clone()).collect();
+        for row in 0..4u32 {
+            let q = &index[PointId::from(row)];
+            assert_eq!(
+                exact_flat(&flat, 2, &q.0, 3, Some(row)),
+                exact(&index, q, 3, Some(row))
+            );
+        }
     }
 
     #[test]
