@@ -89,20 +89,65 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// The same sum compiled for AVX2 with fused multiply-adds (16 lanes in two registers).
+/// The same sum with AVX2 fused multiply-adds (two 8-lane accumulators).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn dot_avx2_fma(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let (ca, ra) = a.as_chunks::<16>();
-    let (cb, rb) = b.as_chunks::<16>();
-    for (x, y) in ca.iter().zip(cb) {
-        for l in 0..16 {
-            acc[l] = x[l].mul_add(y[l], acc[l]);
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc0 = _mm256_setzero_ps();
+    let mut acc1 = _mm256_setzero_ps();
+    let mut i = 0;
+    // SAFETY: every load reads 8 floats at offsets below `n`, inside both slices.
+    unsafe {
+        while i + 16 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            acc1 = _mm256_fmadd_ps(
+                _mm256_loadu_ps(pa.add(i + 8)),
+                _mm256_loadu_ps(pb.add(i + 8)),
+                acc1,
+            );
+            i += 16;
+        }
+        if i + 8 <= n {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
+            i += 8;
         }
     }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
-    acc.iter().sum::<f32>() + tail
+    let acc = _mm256_add_ps(acc0, acc1);
+    let s = _mm_add_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    let mut total = _mm_cvtss_f32(s);
+    for j in i..n {
+        total += a[j] * b[j];
+    }
+    total
+}
+
+/// Dot products of `query` with every `dims`-wide row of `flat`, appended to `out`.
+/// The CPU check happens once per call, not once per row.
+pub fn dots(query: &[f32], flat: &[f32], dims: usize, out: &mut Vec<f32>) {
+    if dims == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU features the kernel is compiled for were detected at run time.
+            unsafe { dots_avx2_fma(query, flat, dims, out) };
+            return;
+        }
+    }
+    out.extend(flat.chunks_exact(dims).map(|row| dot_portable(query, row)));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dots_avx2_fma(query: &[f32], flat: &[f32], dims: usize, out: &mut Vec<f32>) {
+    out.extend(flat.chunks_exact(dims).map(|row| dot_avx2_fma(query, row)));
 }
 
 /// The HNSW index over user embeddings; point `i` is row `i` of the [`UserTable`].

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use instant_distance::{PointId, Search};
 
-use crate::artifact::{Embedding, Index, Model, dot};
+use crate::artifact::{Embedding, Index, Model, dot, dots};
 
 /// One neighbour of a query: a row of the model and its cosine similarity.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -18,6 +18,8 @@ pub struct Neighbour {
 
 thread_local! {
     static SEARCH: RefCell<Search> = RefCell::new(Search::default());
+    /// Reused buffer of the exact scan's similarities.
+    static SIMILARITIES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
@@ -98,9 +100,14 @@ pub fn exact_flat(
         return best;
     }
     let mut floor = f32::NEG_INFINITY;
-    for (row, point) in flat.chunks_exact(dims).enumerate() {
+    let similarities = SIMILARITIES.with(|buf| {
+        let mut buf = buf.take();
+        buf.clear();
+        dots(query, flat, dims, &mut buf);
+        buf
+    });
+    for (row, &similarity) in similarities.iter().enumerate() {
         let row = row as u32;
-        let similarity = dot(query, point);
         if (best.len() == k && similarity <= floor) || Some(row) == exclude {
             continue;
         }
@@ -112,6 +119,7 @@ pub fn exact_flat(
             floor = best[k - 1].similarity;
         }
     }
+    SIMILARITIES.with(|buf| buf.replace(similarities));
     best
 }
 

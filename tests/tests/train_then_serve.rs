@@ -1,0 +1,140 @@
+//! The whole local flow with the real binaries: generate data, train and publish to a
+//! folder, serve it over HTTP, publish a second version and watch the server switch.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kindred_e2e::{Running, http, run_ok};
+use serde_json::Value;
+
+fn ground_truth(path: &std::path::Path) -> HashMap<u64, u64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].trim_matches('"').parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn predict(addr: SocketAddr, handle: u64) -> (u16, Value) {
+    let (status, body) = http(
+        addr,
+        "POST",
+        "/predict",
+        Some("application/json"),
+        &format!("{{\"user_handle\": {handle}}}"),
+    );
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = dir.path().join("store");
+    let (data_s, store_s) = (data.to_str().unwrap(), store.to_str().unwrap());
+    // Given generated data with planted cohorts, trained and published to a folder,
+    run_ok(
+        "kindred-datagen",
+        &[
+            "--out",
+            data_s,
+            "--users",
+            "2000",
+            "--seed",
+            "3",
+            "--cohorts",
+            "20",
+        ],
+    );
+    let summary = run_ok(
+        "kindred-batch",
+        &[
+            "train", "--data", data_s, "--store", store_s, "--rank", "24",
+        ],
+    );
+    assert!(summary.contains("published: version"), "{summary}");
+    let cohort = ground_truth(&data.join("ground_truth.csv"));
+
+    // when the function serves that store,
+    let mut server = Running::spawn(
+        "kindred-predict",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            store_s,
+            "--refresh-seconds",
+            "0",
+            "--log-format",
+            "json",
+        ],
+    );
+    let serving = server.wait_for_log("serving", Duration::from_secs(30));
+    let addr: SocketAddr = serving["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // then POST /predict answers with ten ranked neighbours, mostly from the user's cohort,
+    let mut same = 0;
+    let mut total = 0;
+    let mut first_version = String::new();
+    for handle in (1..=2000).step_by(97) {
+        let (status, body) = predict(addr, handle);
+        assert_eq!(status, 200, "{body}");
+        first_version = body["model_version"].as_str().unwrap().to_owned();
+        let similar = body["similar_users"].as_array().unwrap();
+        assert_eq!(similar.len(), 10);
+        let sims: Vec<f64> = similar
+            .iter()
+            .map(|s| s["similarity"].as_f64().unwrap())
+            .collect();
+        assert!(
+            sims.windows(2).all(|w| w[0] >= w[1]),
+            "not ranked: {sims:?}"
+        );
+        for s in similar {
+            let other = s["user_handle"].as_u64().unwrap();
+            assert_ne!(other, handle);
+            total += 1;
+            same += usize::from(cohort[&other] == cohort[&handle]);
+        }
+    }
+    let precision = same as f64 / total as f64;
+    assert!(
+        precision > 0.5,
+        "cohort precision@10 {precision} (chance about 0.05)"
+    );
+    // an unknown user is a 404,
+    assert_eq!(predict(addr, 987_654_321).0, 404);
+
+    // and after a second training run the server switches without a failed request.
+    run_ok(
+        "kindred-batch",
+        &[
+            "train", "--data", data_s, "--store", store_s, "--rank", "24",
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = predict(addr, 1);
+        assert_eq!(status, 200, "{body}");
+        if body["model_version"] != first_version.as_str() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new version was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
