@@ -135,6 +135,17 @@ pub fn similar_users(model: &Model, row: u32, k: usize) -> Vec<Neighbour> {
 
 /// Mean recall@k of the index against exact search, over the users at `rows`.
 pub fn recall_at_k(index: &Index, rows: &[u32], k: usize) -> f64 {
+    recall_of(index, rows, k, |q, row| approximate(index, q, k, Some(row)))
+}
+
+/// Mean recall@k of `search(query, row)` against exact search over the users at `rows`;
+/// answers tied with the k-th exact similarity count as found.
+pub fn recall_of(
+    index: &Index,
+    rows: &[u32],
+    k: usize,
+    search: impl Fn(&Embedding, u32) -> Vec<Neighbour>,
+) -> f64 {
     if rows.is_empty() {
         return 1.0;
     }
@@ -143,11 +154,10 @@ pub fn recall_at_k(index: &Index, rows: &[u32], k: usize) -> f64 {
     for &row in rows {
         let q = &index[PointId::from(row)];
         let truth = exact(index, q, k, Some(row));
-        let approx = approximate(index, q, k, Some(row));
+        let got = search(q, row);
         wanted += truth.len();
-        // Ties at the k-th similarity count as found.
         let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
-        found += approx
+        found += got
             .iter()
             .filter(|a| truth.iter().any(|t| t.row == a.row) || a.similarity >= kth - 1e-6)
             .count()

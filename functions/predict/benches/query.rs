@@ -33,13 +33,17 @@ struct Fixture {
 }
 
 fn users() -> u64 {
-    std::env::var("KINDRED_BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000)
+    std::env::var("KINDRED_BENCH_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
 }
 
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let tags = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/pluralsight/course_tags.csv");
+    let tags = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data/pluralsight/course_tags.csv");
     let config = kindred_datagen::GenConfig {
         users: users(),
         course_tags: tags.is_file().then_some(tags),
@@ -53,37 +57,49 @@ fn fixture() -> Fixture {
     )
     .expect("train");
     let store = LocalStore::new(dir.path().join("store"));
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(registry::publish(&store, trained.manifest, trained.artifacts)).expect("publish");
-    let model = runtime.block_on(registry::load_current(&store)).expect("load");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime
+        .block_on(registry::publish(
+            &store,
+            trained.manifest,
+            trained.artifacts,
+        ))
+        .expect("publish");
+    let model = runtime
+        .block_on(registry::load_current(&store))
+        .expect("load");
     eprintln!(
         "model: {} users, {} dimensions, ef_search {}, built in {:.1} s; artifacts {:.1} MB",
         model.len(),
         model.manifest.dimensions,
         model.manifest.hnsw.ef_search,
         started.elapsed().as_secs_f64(),
-        model.manifest.artifacts.iter().map(|a| a.bytes).sum::<u64>() as f64 / 1e6,
+        model
+            .manifest
+            .artifacts
+            .iter()
+            .map(|a| a.bytes)
+            .sum::<u64>() as f64
+            / 1e6,
     );
-    Fixture { _dir: dir, store, model, runtime }
+    Fixture {
+        _dir: dir,
+        store,
+        model,
+        runtime,
+    }
 }
 
 /// Recall@10 of the answers (index search as the function runs it) against exact search,
 /// over every user; ties at the tenth similarity count as found.
 fn recall_at_10(model: &Model) -> f64 {
-    let (mut found, mut wanted) = (0usize, 0usize);
-    for row in 0..model.len() as u32 {
-        let q = model.embedding(row);
-        let truth = query::exact(&model.index, q, 10, Some(row));
-        let got = query::similar_users(model, row, 10);
-        let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
-        wanted += truth.len();
-        found += got
-            .iter()
-            .filter(|g| truth.iter().any(|t| t.row == g.row) || g.similarity >= kth - 1e-6)
-            .count()
-            .min(truth.len());
-    }
-    found as f64 / wanted.max(1) as f64
+    let rows: Vec<u32> = (0..model.len() as u32).collect();
+    query::recall_of(&model.index, &rows, 10, |_, row| {
+        query::similar_users(model, row, 10)
+    })
 }
 
 /// A reproducible stream of rows (splitmix64).
@@ -117,11 +133,17 @@ fn benches(c: &mut Criterion) {
         .iter()
         .map(|&r| {
             let handle = model.users.users[r as usize].handle;
-            (handle, format!(r#"{{"user_handle": {handle}, "k": 10}}"#).into_bytes())
+            (
+                handle,
+                format!(r#"{{"user_handle": {handle}, "k": 10}}"#).into_bytes(),
+            )
         })
         .collect();
     let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
 
     let mut group = c.benchmark_group("predict");
     group.measurement_time(Duration::from_secs(10));
@@ -148,15 +170,28 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let row = rows[i % rows.len()];
             i += 1;
-            black_box(query::exact(&model.index, model.embedding(row), 10, Some(row)))
+            black_box(query::exact(
+                &model.index,
+                model.embedding(row),
+                10,
+                Some(row),
+            ))
         })
     });
     group.finish();
 
     let mut group = c.benchmark_group("cold_load");
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("local_folder", |b| {
-        b.iter(|| black_box(f.runtime.block_on(registry::load_current(&f.store)).expect("load")))
+        b.iter(|| {
+            black_box(
+                f.runtime
+                    .block_on(registry::load_current(&f.store))
+                    .expect("load"),
+            )
+        })
     });
     group.finish();
 }

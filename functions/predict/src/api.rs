@@ -51,7 +51,9 @@ pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
         .with_state(cache);
     // Layers on a router run after routing, so the stage is stripped in an outer router
     // whose only route is the inner one.
-    Router::new().fallback_service(routes).layer(axum::middleware::map_request(strip_stage))
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_request(strip_stage))
 }
 
 /// The path prefix a request arrived under (the API Gateway stage, e.g. `/testStage`),
@@ -111,19 +113,33 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, error: &'static str, detail: impl Into<Value>) -> Self {
-        ApiError { status, error, detail: detail.into() }
+        ApiError {
+            status,
+            error,
+            detail: detail.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(json!({"error": self.error, "detail": self.detail}))).into_response();
+        let mut resp = (
+            self.status,
+            axum::Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             // The detail carries the allowed method.
-            if let Some(allow) = self.detail.get("allowed").and_then(Value::as_str).and_then(|a| HeaderValue::from_str(a).ok()) {
+            if let Some(allow) = self
+                .detail
+                .get("allowed")
+                .and_then(Value::as_str)
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
                 resp.headers_mut().insert(header::ALLOW, allow);
             }
         }
@@ -145,12 +161,14 @@ impl<'de> Deserialize<'de> for Handle {
         }
         match Raw::deserialize(d) {
             Ok(Raw::Int(n)) => Ok(Handle(n)),
-            Ok(Raw::Text(s)) => s
-                .trim()
-                .parse()
-                .map(Handle)
-                .map_err(|_| serde::de::Error::custom("user_handle must be a non-negative integer or a string of digits")),
-            Err(_) => Err(serde::de::Error::custom("user_handle must be a non-negative integer or a string of digits")),
+            Ok(Raw::Text(s)) => s.trim().parse().map(Handle).map_err(|_| {
+                serde::de::Error::custom(
+                    "user_handle must be a non-negative integer or a string of digits",
+                )
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "user_handle must be a non-negative integer or a string of digits",
+            )),
         }
     }
 }
@@ -228,11 +246,25 @@ pub struct PredictResponse<'a> {
 fn user_view(model: &Model, row: u32) -> UserView<'_> {
     let u = &model.users.users[row as usize];
     UserView {
-        top_tags: u.top_tags.iter().map(|&(t, s)| TagTime { tag: model.tag(t), avg_view_seconds: s }).collect(),
+        top_tags: u
+            .top_tags
+            .iter()
+            .map(|&(t, s)| TagTime {
+                tag: model.tag(t),
+                avg_view_seconds: s,
+            })
+            .collect(),
         courses_viewed: u.courses,
         tags_viewed: u.tags_viewed,
         interests: u.interests.iter().map(|&t| model.tag(t)).collect(),
-        assessments: u.assessments.iter().map(|&(t, score)| Assessment { tag: model.tag(t), score }).collect(),
+        assessments: u
+            .assessments
+            .iter()
+            .map(|&(t, score)| Assessment {
+                tag: model.tag(t),
+                score,
+            })
+            .collect(),
     }
 }
 
@@ -241,7 +273,11 @@ fn user_view(model: &Model, row: u32) -> UserView<'_> {
 /// the index searches). An unknown handle is a 404 error.
 pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>, ApiError> {
     let row = model.row_of(handle).ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown user", json!({"user_handle": handle, "model_version": model.manifest.version}))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown user",
+            json!({"user_handle": handle, "model_version": model.manifest.version}),
+        )
     })?;
     let k = k as usize;
     let mut found = query::similar_users(model, row, k);
@@ -272,8 +308,16 @@ pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>,
 /// user handle and `k`. A missing content type is accepted; errors are 400, 413, 415, 422.
 pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        let json_like = ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
+        let ct = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let json_like =
+            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
         if !json_like {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -293,8 +337,13 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), Api
             json!("expected a JSON object such as {\"user_handle\": 1}"),
         ));
     }
-    let req: PredictRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid request body", json!(e.to_string())))?;
+    let req: PredictRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!(e.to_string()),
+        )
+    })?;
     let k = match req.k {
         None => DEFAULT_K,
         Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
@@ -310,7 +359,11 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), Api
 }
 
 fn too_large() -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large", json!({"max_bytes": MAX_BODY_BYTES}))
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large",
+        json!({"max_bytes": MAX_BODY_BYTES}),
+    )
 }
 
 async fn predict<S: ObjectStore + 'static>(
@@ -318,14 +371,19 @@ async fn predict<S: ObjectStore + 'static>(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|len| len > DRAIN_LIMIT_BYTES as u64) {
         return Err(too_large());
     }
     // An oversize body is still read (up to a bound) before the 413 goes out: a server
     // that answers and closes with unread input makes the peer's TCP stack reset the
     // connection, and the client then sees a broken pipe instead of the 413.
-    let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES).await.map_err(|_| too_large())?;
+    let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES)
+        .await
+        .map_err(|_| too_large())?;
     let (handle, k) = parse_request(&parts.headers, &bytes)?;
     let model = cache.get().await.map_err(|u| {
         ApiError::new(
@@ -337,7 +395,9 @@ async fn predict<S: ObjectStore + 'static>(
     answer(&model, handle, k).map(|a| axum::Json(a).into_response())
 }
 
-async fn health<S: ObjectStore + 'static>(State(cache): State<Arc<ModelCache<S>>>) -> impl IntoResponse {
+async fn health<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+) -> impl IntoResponse {
     let model = cache.peek();
     axum::Json(json!({
         "status": "ok",
@@ -382,7 +442,11 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "no such route", json!({"path": uri.path(), "see": "/"}))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route",
+        json!({"path": uri.path(), "see": "/"}),
+    )
 }
 
 #[cfg(test)]
@@ -395,14 +459,20 @@ mod tests {
         if let Some(stage) = stage {
             let mut ctx = ApiGatewayProxyRequestContext::default();
             ctx.stage = Some(stage.to_owned());
-            req.extensions_mut().insert(RequestContext::ApiGatewayV1(ctx));
+            req.extensions_mut()
+                .insert(RequestContext::ApiGatewayV1(ctx));
         }
         req
     }
 
     async fn stripped(uri: &str, stage: Option<&str>) -> (String, String) {
         let req = strip_stage(request(uri, stage)).await;
-        let base = req.extensions().get::<BasePath>().expect("base path recorded").0.clone();
+        let base = req
+            .extensions()
+            .get::<BasePath>()
+            .expect("base path recorded")
+            .0
+            .clone();
         (req.uri().to_string(), base)
     }
 
@@ -410,29 +480,62 @@ mod tests {
     async fn a_named_stage_is_stripped_from_the_front_of_the_path_only() {
         let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
         // Given a named stage, the prefix goes and the query and host stay.
-        assert_eq!(stripped("https://h.example/prod/predict?a=1", Some("prod")).await, s("https://h.example/predict?a=1", "/prod"));
+        assert_eq!(
+            stripped("https://h.example/prod/predict?a=1", Some("prod")).await,
+            s("https://h.example/predict?a=1", "/prod")
+        );
         assert_eq!(stripped("/prod", Some("prod")).await, s("/", "/prod"));
         assert_eq!(stripped("/prod/", Some("prod")).await, s("/", "/prod"));
         // A path that only starts with the stage's letters, or lacks the stage, is left alone.
-        assert_eq!(stripped("/production/predict", Some("prod")).await, s("/production/predict", ""));
+        assert_eq!(
+            stripped("/production/predict", Some("prod")).await,
+            s("/production/predict", "")
+        );
         assert_eq!(stripped("/predict", Some("prod")).await, s("/predict", ""));
         // No stage, "$default", or a request that did not come through API Gateway: unchanged.
-        assert_eq!(stripped("/$default/predict", Some("$default")).await, s("/$default/predict", ""));
-        assert_eq!(stripped("/prod/predict", None).await, s("/prod/predict", ""));
+        assert_eq!(
+            stripped("/$default/predict", Some("$default")).await,
+            s("/$default/predict", "")
+        );
+        assert_eq!(
+            stripped("/prod/predict", None).await,
+            s("/prod/predict", "")
+        );
     }
 
     #[test]
     fn requests_are_validated_before_any_model_is_needed() {
         let mut json = HeaderMap::new();
-        json.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        assert_eq!(parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap(), (42, DEFAULT_K));
-        assert_eq!(parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap(), (7, 100));
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        assert_eq!(
+            parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap(),
+            (42, DEFAULT_K)
+        );
+        assert_eq!(
+            parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap(),
+            (7, 100)
+        );
         let status = |body: &[u8]| parse_request(&HeaderMap::new(), body).unwrap_err().status;
-        assert_eq!(status(br#"{"user_handle": 18446744073709551616}"#), StatusCode::BAD_REQUEST);
-        assert_eq!(status(br#"{"user_handle": 1, "k": 101}"#), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(status(&vec![b' '; MAX_BODY_BYTES + 1]), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            status(br#"{"user_handle": 18446744073709551616}"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(br#"{"user_handle": 1, "k": 101}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(&vec![b' '; MAX_BODY_BYTES + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
         let mut text = HeaderMap::new();
         text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));
-        assert_eq!(parse_request(&text, b"{}").unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(
+            parse_request(&text, b"{}").unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
     }
 }

@@ -29,13 +29,21 @@ pub struct Unavailable {
 
 impl Unavailable {
     /// Nothing has been published to the store yet.
-    pub const NO_MODEL: Unavailable = Unavailable { reason: "no model has been published yet" };
+    pub const NO_MODEL: Unavailable = Unavailable {
+        reason: "no model has been published yet",
+    };
     /// The store could not be read.
-    pub const STORE_UNREACHABLE: Unavailable = Unavailable { reason: "the model store is unreachable" };
+    pub const STORE_UNREACHABLE: Unavailable = Unavailable {
+        reason: "the model store is unreachable",
+    };
     /// The current version failed verification and no earlier one is loaded.
-    pub const REFUSED: Unavailable = Unavailable { reason: "the current model failed verification" };
+    pub const REFUSED: Unavailable = Unavailable {
+        reason: "the current model failed verification",
+    };
     /// Loading failed for an unexpected reason (logged).
-    pub const LOAD_FAILED: Unavailable = Unavailable { reason: "the model could not be loaded" };
+    pub const LOAD_FAILED: Unavailable = Unavailable {
+        reason: "the model could not be loaded",
+    };
 }
 
 /// Load state, for `GET /health`.
@@ -116,7 +124,11 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
 
     /// Why the last attempt failed, while nothing serves.
     pub fn last_failure(&self) -> Option<Unavailable> {
-        if self.current.load().is_some() { None } else { self.checks().failure.map(|(_, u)| u) }
+        if self.current.load().is_some() {
+            None
+        } else {
+            self.checks().failure.map(|(_, u)| u)
+        }
     }
 
     /// The model to answer with.
@@ -162,7 +174,9 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
             Ok(loaded) => {
                 self.checks().failure = None;
                 // `None` means the pointer names the serving version: cannot happen cold.
-                loaded.or_else(|| self.current.load_full()).ok_or(Unavailable::NO_MODEL)
+                loaded
+                    .or_else(|| self.current.load_full())
+                    .ok_or(Unavailable::NO_MODEL)
             }
             Err(why) => {
                 self.checks().failure = Some((Instant::now(), why));
@@ -175,14 +189,21 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
     /// serving and it verifies; keeps the current model on any failure. Does nothing when
     /// a load is already running. Returns the version serving afterwards.
     pub async fn refresh_once(&self) -> Option<String> {
-        let serving = || self.current.load().as_ref().map(|m| m.manifest.version.clone());
+        let serving = || {
+            self.current
+                .load()
+                .as_ref()
+                .map(|m| m.manifest.version.clone())
+        };
         let Ok(_guard) = self.loading.try_lock() else {
             return serving();
         };
         self.checks().last = Some(Instant::now());
         match self.load_pointed().await {
             Ok(_) => self.checks().failure = None,
-            Err(why) if self.current.load().is_none() => self.checks().failure = Some((Instant::now(), why)),
+            Err(why) if self.current.load().is_none() => {
+                self.checks().failure = Some((Instant::now(), why))
+            }
             Err(_) => {}
         }
         serving()
@@ -211,7 +232,13 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
             return Err(Unavailable::REFUSED);
         }
         let started = Instant::now();
-        match registry::load_version(&self.store, &pointer.version, Some(&pointer.manifest_sha256)).await {
+        match registry::load_version(
+            &self.store,
+            &pointer.version,
+            Some(&pointer.manifest_sha256),
+        )
+        .await
+        {
             Ok(model) => {
                 let model = Arc::new(model);
                 info!(
@@ -233,7 +260,11 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         let keeping = serving.unwrap_or("none");
         if e.is_unavailable() {
             warn!(error = %e, version, keeping, store = %self.store.location(), "model store unavailable");
-            return if matches!(e, Error::NoModel) { Unavailable::NO_MODEL } else { Unavailable::STORE_UNREACHABLE };
+            return if matches!(e, Error::NoModel) {
+                Unavailable::NO_MODEL
+            } else {
+                Unavailable::STORE_UNREACHABLE
+            };
         }
         match version {
             Some(version) => {

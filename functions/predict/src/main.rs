@@ -38,8 +38,11 @@ struct Cli {
 }
 
 /// Variables the Lambda runtime client needs (it panics without them).
-const LAMBDA_VARIABLES: [&str; 3] =
-    ["AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION"];
+const LAMBDA_VARIABLES: [&str; 3] = [
+    "AWS_LAMBDA_FUNCTION_NAME",
+    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION",
+];
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,7 +59,10 @@ fn main() -> ExitCode {
     } else {
         logs.init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -74,7 +80,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
     if cli.listen.is_none() && !in_lambda {
-        anyhow::bail!("not running under AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): pass --listen ADDRESS to serve HTTP locally");
+        anyhow::bail!(
+            "not running under AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): pass --listen ADDRESS to serve HTTP locally"
+        );
     }
     let store = Store::open(&cli.store).await?;
     let cache = ModelCache::new(store, Duration::from_secs(cli.refresh_seconds));
@@ -85,15 +93,22 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
             info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, "serving");
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
             info!("stopped");
             Ok(())
         }
         None => {
-            let missing: Vec<&str> =
-                LAMBDA_VARIABLES.into_iter().filter(|v| std::env::var_os(v).is_none()).collect();
+            let missing: Vec<&str> = LAMBDA_VARIABLES
+                .into_iter()
+                .filter(|v| std::env::var_os(v).is_none())
+                .collect();
             if !missing.is_empty() {
-                anyhow::bail!("AWS_LAMBDA_RUNTIME_API is set, but not {}: not a complete Lambda environment", missing.join(", "));
+                anyhow::bail!(
+                    "AWS_LAMBDA_RUNTIME_API is set, but not {}: not a complete Lambda environment",
+                    missing.join(", ")
+                );
             }
             info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, "running as a Lambda function");
             lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
@@ -107,7 +122,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

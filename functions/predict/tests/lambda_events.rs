@@ -20,7 +20,13 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 /// A Lambda event from `source` for `method path`, as the runtime hands it to the function.
-fn event(source: Source, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> lambda_http::Request {
+fn event(
+    source: Source,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> lambda_http::Request {
     let ev = event_json(source, method, path, headers, body);
     lambda_http::request::from_str(&ev.to_string()).expect("lambda_http parses the event")
 }
@@ -46,26 +52,43 @@ async fn call(router: &Router, req: lambda_http::Request) -> Answer {
         lambda_http::Body::Empty => Value::Null,
         other => panic!("{} answered with a non-text body: {other:?}", parts.status),
     };
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// A router over a folder with the test model published as `version(1)`.
 async fn serving() -> (Router, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     common::publish(&LocalStore::new(dir.path()), &common::version(1)).await;
-    let router = api::router(ModelCache::new(LocalStore::new(dir.path()), Duration::from_secs(3600)));
+    let router = api::router(ModelCache::new(
+        LocalStore::new(dir.path()),
+        Duration::from_secs(3600),
+    ));
     (router, dir)
 }
 
 fn predict(source: Source, body: &str) -> lambda_http::Request {
-    event(source, "POST", "/predict", &[("Content-Type", "application/json")], Some(body))
+    event(
+        source,
+        "POST",
+        "/predict",
+        &[("Content-Type", "application/json")],
+        Some(body),
+    )
 }
 
 fn assert_json_error(a: &Answer, status: StatusCode, error: &str, case: &str) {
     assert_eq!(a.status, status, "{case}: {}", a.body);
     assert_eq!(a.headers["content-type"], "application/json", "{case}");
     assert_eq!(a.body["error"], error, "{case}: {}", a.body);
-    assert!(a.body.get("detail").is_some(), "{case}: no detail in {}", a.body);
+    assert!(
+        a.body.get("detail").is_some(),
+        "{case}: no detail in {}",
+        a.body
+    );
 }
 
 #[tokio::test]
@@ -75,18 +98,30 @@ async fn predict_answers_ranked_similar_users_for_every_event_source() {
     let handle = known_handle(7);
     for source in SOURCES {
         // when a known user is asked for from each event source,
-        let a = call(&router, predict(source, &format!(r#"{{"user_handle": {handle}}}"#))).await;
+        let a = call(
+            &router,
+            predict(source, &format!(r#"{{"user_handle": {handle}}}"#)),
+        )
+        .await;
         // then the answer is 200 JSON with ten users ranked by descending similarity,
         assert_eq!(a.status, StatusCode::OK, "{source:?}: {}", a.body);
         assert_eq!(a.headers["content-type"], "application/json");
-        common::assert_prediction(&a.body, handle, api::DEFAULT_K as usize, &common::version(1));
+        common::assert_prediction(
+            &a.body,
+            handle,
+            api::DEFAULT_K as usize,
+            &common::version(1),
+        );
         // and each similarity is the cosine of the two users' embeddings.
         let m = model();
         let q = m.embedding(m.row_of(handle).unwrap());
         for u in a.body["similar_users"].as_array().unwrap() {
             let other = m.embedding(m.row_of(u["user_handle"].as_u64().unwrap()).unwrap());
             let cosine = q.cosine(other) as f64;
-            assert!((u["similarity"].as_f64().unwrap() - cosine).abs() < 1e-4, "{source:?}: {u} vs {cosine}");
+            assert!(
+                (u["similarity"].as_f64().unwrap() - cosine).abs() < 1e-4,
+                "{source:?}: {u} vs {cosine}"
+            );
         }
     }
 }
@@ -97,13 +132,28 @@ async fn a_numeric_string_handle_k_and_a_missing_content_type_are_accepted() {
     let handle = known_handle(3);
     for source in SOURCES {
         // Given a handle sent as a string and k = 3, then three users come back.
-        let a = call(&router, predict(source, &format!(r#"{{"user_handle": "{handle}", "k": 3}}"#))).await;
+        let a = call(
+            &router,
+            predict(source, &format!(r#"{{"user_handle": "{handle}", "k": 3}}"#)),
+        )
+        .await;
         assert_eq!(a.status, StatusCode::OK, "{source:?}: {}", a.body);
         common::assert_prediction(&a.body, handle, 3, &common::version(1));
         // Given no content type at all (curl -d without -H), then the body is read as JSON.
-        let bare = event(source, "POST", "/predict", &[], Some(&format!(r#"{{"user_handle": {handle}}}"#)));
+        let bare = event(
+            source,
+            "POST",
+            "/predict",
+            &[],
+            Some(&format!(r#"{{"user_handle": {handle}}}"#)),
+        );
         let a = call(&router, bare).await;
-        assert_eq!(a.status, StatusCode::OK, "{source:?} without content type: {}", a.body);
+        assert_eq!(
+            a.status,
+            StatusCode::OK,
+            "{source:?} without content type: {}",
+            a.body
+        );
         // Given a JSON content type with parameters, then it is accepted too.
         let with_charset = event(
             source,
@@ -124,11 +174,22 @@ async fn k_up_to_100_returns_k_users_even_beyond_the_index_search_width() {
     assert!(model().manifest.hnsw.ef_search < 100);
     let handle = known_handle(11);
     // when k = 100 is asked for, then 100 distinct users come back, ranked.
-    let a = call(&router, predict(Source::HttpApi, &format!(r#"{{"user_handle": {handle}, "k": 100}}"#))).await;
+    let a = call(
+        &router,
+        predict(
+            Source::HttpApi,
+            &format!(r#"{{"user_handle": {handle}, "k": 100}}"#),
+        ),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     common::assert_prediction(&a.body, handle, 100, &common::version(1));
-    let mut handles: Vec<u64> =
-        a.body["similar_users"].as_array().unwrap().iter().map(|u| u["user_handle"].as_u64().unwrap()).collect();
+    let mut handles: Vec<u64> = a.body["similar_users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_handle"].as_u64().unwrap())
+        .collect();
     handles.sort_unstable();
     handles.dedup();
     assert_eq!(handles.len(), 100);
@@ -157,7 +218,15 @@ impl Mistake {
         status: StatusCode,
         error: &'static str,
     ) -> Self {
-        Mistake { case, method, path, headers, body, status, error }
+        Mistake {
+            case,
+            method,
+            path,
+            headers,
+            body,
+            status,
+            error,
+        }
     }
 }
 
@@ -165,51 +234,272 @@ impl Mistake {
 async fn client_mistakes_get_json_errors_with_the_right_4xx_status() {
     let (router, _dir) = serving().await;
     let known = known_handle(0);
-    let big = format!(r#"{{"user_handle": {known}, "pad": "{}"}}"#, "x".repeat(70 * 1024));
+    let big = format!(
+        r#"{{"user_handle": {known}, "pad": "{}"}}"#,
+        "x".repeat(70 * 1024)
+    );
     let cases = [
-        Mistake::new("invalid JSON", "POST", "/predict", JSON, Some("{\"user_handle\": ".into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("empty body", "POST", "/predict", JSON, None, StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("wrong type", "POST", "/predict", JSON, Some(r#"{"user_handle": true}"#.into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("fraction", "POST", "/predict", JSON, Some(r#"{"user_handle": 1.5}"#.into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("negative handle", "POST", "/predict", JSON, Some(r#"{"user_handle": -1}"#.into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("non-digit string", "POST", "/predict", JSON, Some(r#"{"user_handle": "abc"}"#.into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("k as string", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "k": "5"}}"#)), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("unknown field", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "limit": 5}}"#)), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("missing handle", "POST", "/predict", JSON, Some(r#"{"k": 5}"#.into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("array body", "POST", "/predict", JSON, Some("[1]".into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("array body with k", "POST", "/predict", JSON, Some(format!("[{known}, 5]")), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("JSON string", "POST", "/predict", JSON, Some("\"1\"".into()), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("duplicate field", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "user_handle": 2}}"#)), StatusCode::BAD_REQUEST, "invalid request body"),
-        Mistake::new("k = 0", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "k": 0}}"#)), StatusCode::UNPROCESSABLE_ENTITY, "k out of range"),
-        Mistake::new("k = 101", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "k": 101}}"#)), StatusCode::UNPROCESSABLE_ENTITY, "k out of range"),
-        Mistake::new("k = -3", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {known}, "k": -3}}"#)), StatusCode::UNPROCESSABLE_ENTITY, "k out of range"),
-        Mistake::new("unknown user", "POST", "/predict", JSON, Some(format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#)), StatusCode::NOT_FOUND, "unknown user"),
-        Mistake::new("over 64 KiB", "POST", "/predict", JSON, Some(big), StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-        Mistake::new("text/plain", "POST", "/predict", &[("Content-Type", "text/plain")], Some(format!(r#"{{"user_handle": {known}}}"#)), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type"),
-        Mistake::new("form", "POST", "/predict", &[("Content-Type", "application/x-www-form-urlencoded")], Some("user_handle=1".into()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported content type"),
-        Mistake::new("GET /predict", "GET", "/predict", &[], None, StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        Mistake::new("POST /health", "POST", "/health", JSON, Some("{}".into()), StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        Mistake::new("DELETE /", "DELETE", "/", &[], None, StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        Mistake::new("unknown route", "GET", "/users/1", &[], None, StatusCode::NOT_FOUND, "no such route"),
+        Mistake::new(
+            "invalid JSON",
+            "POST",
+            "/predict",
+            JSON,
+            Some("{\"user_handle\": ".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "empty body",
+            "POST",
+            "/predict",
+            JSON,
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "wrong type",
+            "POST",
+            "/predict",
+            JSON,
+            Some(r#"{"user_handle": true}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "fraction",
+            "POST",
+            "/predict",
+            JSON,
+            Some(r#"{"user_handle": 1.5}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "negative handle",
+            "POST",
+            "/predict",
+            JSON,
+            Some(r#"{"user_handle": -1}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "non-digit string",
+            "POST",
+            "/predict",
+            JSON,
+            Some(r#"{"user_handle": "abc"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "k as string",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "k": "5"}}"#)),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "unknown field",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "limit": 5}}"#)),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "missing handle",
+            "POST",
+            "/predict",
+            JSON,
+            Some(r#"{"k": 5}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "array body",
+            "POST",
+            "/predict",
+            JSON,
+            Some("[1]".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "array body with k",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!("[{known}, 5]")),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "JSON string",
+            "POST",
+            "/predict",
+            JSON,
+            Some("\"1\"".into()),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "duplicate field",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "user_handle": 2}}"#)),
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+        ),
+        Mistake::new(
+            "k = 0",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "k": 0}}"#)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "k out of range",
+        ),
+        Mistake::new(
+            "k = 101",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "k": 101}}"#)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "k out of range",
+        ),
+        Mistake::new(
+            "k = -3",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {known}, "k": -3}}"#)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "k out of range",
+        ),
+        Mistake::new(
+            "unknown user",
+            "POST",
+            "/predict",
+            JSON,
+            Some(format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#)),
+            StatusCode::NOT_FOUND,
+            "unknown user",
+        ),
+        Mistake::new(
+            "over 64 KiB",
+            "POST",
+            "/predict",
+            JSON,
+            Some(big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large",
+        ),
+        Mistake::new(
+            "text/plain",
+            "POST",
+            "/predict",
+            &[("Content-Type", "text/plain")],
+            Some(format!(r#"{{"user_handle": {known}}}"#)),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type",
+        ),
+        Mistake::new(
+            "form",
+            "POST",
+            "/predict",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some("user_handle=1".into()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported content type",
+        ),
+        Mistake::new(
+            "GET /predict",
+            "GET",
+            "/predict",
+            &[],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+        Mistake::new(
+            "POST /health",
+            "POST",
+            "/health",
+            JSON,
+            Some("{}".into()),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+        Mistake::new(
+            "DELETE /",
+            "DELETE",
+            "/",
+            &[],
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        ),
+        Mistake::new(
+            "unknown route",
+            "GET",
+            "/users/1",
+            &[],
+            None,
+            StatusCode::NOT_FOUND,
+            "no such route",
+        ),
     ];
     for source in SOURCES {
         for m in &cases {
             let case = format!("{source:?} {}", m.case);
             // Given a mistaken request, when the function answers,
-            let a = call(&router, event(source, m.method, m.path, m.headers, m.body.as_deref())).await;
+            let a = call(
+                &router,
+                event(source, m.method, m.path, m.headers, m.body.as_deref()),
+            )
+            .await;
             // then it is a JSON error with the expected 4xx status, never a 5xx,
             assert_json_error(&a, m.status, m.error, &case);
             assert!(a.status.is_client_error(), "{case}");
         }
     }
     // and specific details: the Allow header on 405, the limits on 413 and 422.
-    let a = call(&router, event(Source::RestApi, "GET", "/predict", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::RestApi, "GET", "/predict", &[], None),
+    )
+    .await;
     assert_eq!(a.headers["allow"], "POST");
-    let a = call(&router, event(Source::FunctionUrl, "PUT", "/health", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::FunctionUrl, "PUT", "/health", &[], None),
+    )
+    .await;
     assert_eq!(a.headers["allow"], "GET, HEAD");
-    let a = call(&router, predict(Source::HttpApi, &format!(r#"{{"user_handle": {known}, "k": 500}}"#))).await;
+    let a = call(
+        &router,
+        predict(
+            Source::HttpApi,
+            &format!(r#"{{"user_handle": {known}, "k": 500}}"#),
+        ),
+    )
+    .await;
     assert_eq!(a.body["detail"], json!({"k": 500, "min": 1, "max": 100}));
-    let a = call(&router, predict(Source::HttpApi, &format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#))).await;
+    let a = call(
+        &router,
+        predict(
+            Source::HttpApi,
+            &format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#),
+        ),
+    )
+    .await;
     assert_eq!(a.body["detail"]["user_handle"], UNKNOWN_HANDLE);
     assert_eq!(a.body["detail"]["model_version"], common::version(1));
 }
@@ -218,18 +508,39 @@ async fn client_mistakes_get_json_errors_with_the_right_4xx_status() {
 async fn without_a_published_model_predict_is_503_with_a_retry_hint() {
     // Given a store where nothing was published,
     let dir = tempfile::tempdir().unwrap();
-    let router = api::router(ModelCache::new(LocalStore::new(dir.path()), Duration::from_secs(3600)));
+    let router = api::router(ModelCache::new(
+        LocalStore::new(dir.path()),
+        Duration::from_secs(3600),
+    ));
     for source in SOURCES {
         // when a valid request arrives,
         let a = call(&router, predict(source, r#"{"user_handle": 1}"#)).await;
         // then it is 503 with Retry-After and the reason, in the same JSON error shape.
-        assert_json_error(&a, StatusCode::SERVICE_UNAVAILABLE, "model unavailable", &format!("{source:?}"));
-        assert_eq!(a.headers["retry-after"], api::RETRY_AFTER_SECONDS.to_string());
-        assert_eq!(a.body["detail"]["reason"], "no model has been published yet");
-        assert_eq!(a.body["detail"]["retry_after_seconds"], api::RETRY_AFTER_SECONDS);
+        assert_json_error(
+            &a,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model unavailable",
+            &format!("{source:?}"),
+        );
+        assert_eq!(
+            a.headers["retry-after"],
+            api::RETRY_AFTER_SECONDS.to_string()
+        );
+        assert_eq!(
+            a.body["detail"]["reason"],
+            "no model has been published yet"
+        );
+        assert_eq!(
+            a.body["detail"]["retry_after_seconds"],
+            api::RETRY_AFTER_SECONDS
+        );
     }
     // A client mistake is still a 4xx, not a 503.
-    let a = call(&router, predict(Source::HttpApi, r#"{"user_handle": 1, "k": 0}"#)).await;
+    let a = call(
+        &router,
+        predict(Source::HttpApi, r#"{"user_handle": 1, "k": 0}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
     // And /health says why nothing serves.
     let a = call(&router, event(Source::HttpApi, "GET", "/health", &[], None)).await;
@@ -256,9 +567,20 @@ async fn a_rest_api_stage_in_the_path_is_stripped_before_routing() {
     assert_eq!(a.body["openapi"], "/testStage/openapi.json");
     assert_eq!(a.body["predict"], "/testStage/predict");
     // and wrong methods and unknown routes keep their statuses under the stage.
-    let a = call(&router, event(Source::RestApi, "GET", "/predict", &[], None)).await;
-    assert_eq!((a.status, a.headers["allow"].to_str().unwrap()), (StatusCode::METHOD_NOT_ALLOWED, "POST"));
-    let a = call(&router, event(Source::RestApi, "GET", "/nowhere", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::RestApi, "GET", "/predict", &[], None),
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.headers["allow"].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "POST")
+    );
+    let a = call(
+        &router,
+        event(Source::RestApi, "GET", "/nowhere", &[], None),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert_eq!(a.body["detail"]["path"], "/nowhere");
 
@@ -268,7 +590,10 @@ async fn a_rest_api_stage_in_the_path_is_stripped_before_routing() {
     ev["rawPath"] = json!("/prod/predict");
     ev["requestContext"]["http"]["method"] = json!("POST");
     ev["body"] = json!(format!(r#"{{"user_handle": {handle}, "k": 2}}"#));
-    ev["headers"].as_object_mut().unwrap().remove("content-length");
+    ev["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("content-length");
     let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
     assert_eq!(req.uri().path(), "/prod/predict");
     // then /predict answers too.
@@ -284,21 +609,40 @@ async fn a_rest_api_stage_in_the_path_is_stripped_before_routing() {
 async fn health_index_and_openapi_describe_the_service_and_health_does_not_load() {
     let (router, _dir) = serving().await;
     // Given a fresh function, /health reports nothing loaded (it does not load the model);
-    let a = call(&router, event(Source::FunctionUrl, "GET", "/health", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::FunctionUrl, "GET", "/health", &[], None),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["state"], "not_loaded");
     assert_eq!(a.body["model_version"], Value::Null);
     assert_eq!(a.body["users"], Value::Null);
     // after one prediction it reports the version and the user count.
-    let a = call(&router, predict(Source::FunctionUrl, &format!(r#"{{"user_handle": {}}}"#, known_handle(0)))).await;
+    let a = call(
+        &router,
+        predict(
+            Source::FunctionUrl,
+            &format!(r#"{{"user_handle": {}}}"#, known_handle(0)),
+        ),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK);
-    let a = call(&router, event(Source::FunctionUrl, "GET", "/health", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::FunctionUrl, "GET", "/health", &[], None),
+    )
+    .await;
     assert_eq!(a.body["state"], "loaded");
     assert_eq!(a.body["model_version"], common::version(1));
     assert_eq!(a.body["users"], model().len());
     assert_eq!(a.body["reason"], Value::Null);
     // HEAD is answered like GET, without a body.
-    let a = call(&router, event(Source::HttpApi, "HEAD", "/health", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::HttpApi, "HEAD", "/health", &[], None),
+    )
+    .await;
     assert_eq!((a.status, a.body), (StatusCode::OK, Value::Null));
 
     // The index describes the service and links the API.
@@ -308,23 +652,40 @@ async fn health_index_and_openapi_describe_the_service_and_health_does_not_load(
     assert_eq!(a.body["openapi"], "/openapi.json");
 
     // The OpenAPI document served is the one in the repo, and documents every status.
-    let a = call(&router, event(Source::RestApi, "GET", "/openapi.json", &[], None)).await;
+    let a = call(
+        &router,
+        event(Source::RestApi, "GET", "/openapi.json", &[], None),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK);
-    let in_repo: Value =
-        serde_json::from_str(&std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap())
-            .unwrap();
+    let in_repo: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(a.body, in_repo);
     assert!(a.body["openapi"].as_str().unwrap().starts_with("3."));
-    let statuses = a.body["paths"]["/predict"]["post"]["responses"].as_object().unwrap();
+    let statuses = a.body["paths"]["/predict"]["post"]["responses"]
+        .as_object()
+        .unwrap();
     for status in ["200", "400", "404", "405", "413", "415", "422", "503"] {
-        assert!(statuses.contains_key(status), "openapi.json lacks {status} for /predict");
+        assert!(
+            statuses.contains_key(status),
+            "openapi.json lacks {status} for /predict"
+        );
     }
     for path in ["/", "/health", "/openapi.json"] {
-        assert!(a.body["paths"][path]["get"].is_object(), "openapi.json lacks GET {path}");
+        assert!(
+            a.body["paths"][path]["get"].is_object(),
+            "openapi.json lacks GET {path}"
+        );
     }
     // Every schema reference resolves.
     let text = a.body.to_string();
-    for reference in text.split("\"$ref\":\"#/").skip(1).map(|s| s.split('"').next().unwrap()) {
+    for reference in text
+        .split("\"$ref\":\"#/")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+    {
         let target = reference.split('/').fold(&a.body, |v, part| &v[part]);
         assert!(target.is_object(), "dangling $ref #/{reference}");
     }

@@ -30,34 +30,77 @@ struct Server {
 /// Starts the binary on a free port over `store` with `--refresh-seconds 0`.
 async fn start(store: &Path, extra_env: &[(&str, &str)]) -> Server {
     let mut cmd = function();
-    cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json", "--refresh-seconds", "0", "--store"]).arg(store);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--refresh-seconds",
+        "0",
+        "--store",
+    ])
+    .arg(store);
     cmd.envs(extra_env.iter().copied());
     start_with(cmd).await
 }
 
 async fn start_with(cmd: std::process::Command) -> Server {
     let mut process = Running::spawn(cmd);
-    let serving = process.wait_for_log(START, "the listening address", |e| e["fields"]["message"] == "serving").await;
-    let addr = serving["fields"]["address"].as_str().expect("address field").parse().expect("socket address");
+    let serving = process
+        .wait_for_log(START, "the listening address", |e| {
+            e["fields"]["message"] == "serving"
+        })
+        .await;
+    let addr = serving["fields"]["address"]
+        .as_str()
+        .expect("address field")
+        .parse()
+        .expect("socket address");
     let client = Client::builder(TokioExecutor::new()).build_http();
-    Server { process, addr, client }
+    Server {
+        process,
+        addr,
+        client,
+    }
 }
 
 impl Server {
-    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Bytes) -> (StatusCode, HeaderMap, Value) {
-        let mut req = Request::builder().method(method).uri(format!("http://{}{path}", self.addr));
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> (StatusCode, HeaderMap, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = self.client.request(req.body(Full::new(body)).unwrap()).await.expect("HTTP exchange");
+        let resp = self
+            .client
+            .request(req.body(Full::new(body)).unwrap())
+            .await
+            .expect("HTTP exchange");
         let (parts, body) = resp.into_parts();
         let bytes = body.collect().await.expect("response body").to_bytes();
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("JSON body")
+        };
         (parts.status, parts.headers, json)
     }
 
     async fn predict(&self, body: &str) -> (StatusCode, HeaderMap, Value) {
-        self.send(Method::POST, "/predict", &[("content-type", "application/json")], Bytes::from(body.to_owned())).await
+        self.send(
+            Method::POST,
+            "/predict",
+            &[("content-type", "application/json")],
+            Bytes::from(body.to_owned()),
+        )
+        .await
     }
 
     async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
@@ -72,7 +115,10 @@ async fn the_server_loads_lazily_answers_503_until_a_model_is_published_then_200
     let server = start(dir.path(), &[]).await;
     // /health reports nothing loaded,
     let (status, _, h) = server.get("/health").await;
-    assert_eq!((status, h["state"].as_str()), (StatusCode::OK, Some("not_loaded")));
+    assert_eq!(
+        (status, h["state"].as_str()),
+        (StatusCode::OK, Some("not_loaded"))
+    );
     // and a prediction is 503 with a retry hint;
     let (status, headers, body) = server.predict(r#"{"user_handle": 1}"#).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -82,19 +128,30 @@ async fn the_server_loads_lazily_answers_503_until_a_model_is_published_then_200
     let v1 = common::version(1);
     common::publish(&LocalStore::new(dir.path()), &v1).await;
     let handle = known_handle(5);
-    let (status, headers, body) = server.predict(&format!(r#"{{"user_handle": {handle}, "k": 5}}"#)).await;
+    let (status, headers, body) = server
+        .predict(&format!(r#"{{"user_handle": {handle}, "k": 5}}"#))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(headers["content-type"], "application/json");
     common::assert_prediction(&body, handle, 5, &v1);
     let (_, _, h) = server.get("/health").await;
-    assert_eq!((h["state"].as_str(), h["model_version"].as_str()), (Some("loaded"), Some(v1.as_str())));
+    assert_eq!(
+        (h["state"].as_str(), h["model_version"].as_str()),
+        (Some("loaded"), Some(v1.as_str()))
+    );
     assert_eq!(h["users"], common::model().len());
     // The index and the OpenAPI document are served as JSON.
     let (status, headers, index) = server.get("/").await;
-    assert_eq!((status, index["openapi"].as_str()), (StatusCode::OK, Some("/openapi.json")));
+    assert_eq!(
+        (status, index["openapi"].as_str()),
+        (StatusCode::OK, Some("/openapi.json"))
+    );
     assert_eq!(headers["content-type"], "application/json");
     let (status, headers, doc) = server.get("/openapi.json").await;
-    assert_eq!((status, doc["info"]["title"].as_str()), (StatusCode::OK, Some("Kindred")));
+    assert_eq!(
+        (status, doc["info"]["title"].as_str()),
+        (StatusCode::OK, Some("Kindred"))
+    );
     assert_eq!(headers["content-type"], "application/json");
 }
 
@@ -105,32 +162,109 @@ async fn the_server_maps_client_mistakes_to_json_4xx() {
     let server = start(dir.path(), &[]).await;
     let known = known_handle(0);
     const JSON: &[(&str, &str)] = &[("content-type", "application/json")];
-    let big = Bytes::from(format!(r#"{{"user_handle": {known}, "pad": "{}"}}"#, "x".repeat(100 * 1024)));
-    type Case = (Method, &'static str, &'static [(&'static str, &'static str)], Bytes, StatusCode);
+    let big = Bytes::from(format!(
+        r#"{{"user_handle": {known}, "pad": "{}"}}"#,
+        "x".repeat(100 * 1024)
+    ));
+    type Case = (
+        Method,
+        &'static str,
+        &'static [(&'static str, &'static str)],
+        Bytes,
+        StatusCode,
+    );
     let cases: Vec<Case> = vec![
-        (Method::POST, "/predict", JSON, Bytes::from_static(b"{not json"), StatusCode::BAD_REQUEST),
-        (Method::POST, "/predict", JSON, Bytes::from_static(br#"{"user_handle": 1, "x": 2}"#), StatusCode::BAD_REQUEST),
-        (Method::POST, "/predict", JSON, Bytes::from(format!(r#"{{"user_handle": {known}, "k": 1000}}"#)), StatusCode::UNPROCESSABLE_ENTITY),
-        (Method::POST, "/predict", JSON, Bytes::from(format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#)), StatusCode::NOT_FOUND),
-        (Method::POST, "/predict", JSON, big, StatusCode::PAYLOAD_TOO_LARGE),
-        (Method::POST, "/predict", &[("content-type", "text/csv")], Bytes::from_static(b"1"), StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        (Method::GET, "/predict", &[], Bytes::new(), StatusCode::METHOD_NOT_ALLOWED),
-        (Method::PATCH, "/openapi.json", &[], Bytes::new(), StatusCode::METHOD_NOT_ALLOWED),
-        (Method::GET, "/predict/", &[], Bytes::new(), StatusCode::NOT_FOUND),
+        (
+            Method::POST,
+            "/predict",
+            JSON,
+            Bytes::from_static(b"{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/predict",
+            JSON,
+            Bytes::from_static(br#"{"user_handle": 1, "x": 2}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/predict",
+            JSON,
+            Bytes::from(format!(r#"{{"user_handle": {known}, "k": 1000}}"#)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            Method::POST,
+            "/predict",
+            JSON,
+            Bytes::from(format!(r#"{{"user_handle": {UNKNOWN_HANDLE}}}"#)),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            Method::POST,
+            "/predict",
+            JSON,
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::POST,
+            "/predict",
+            &[("content-type", "text/csv")],
+            Bytes::from_static(b"1"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            Method::GET,
+            "/predict",
+            &[],
+            Bytes::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::PATCH,
+            "/openapi.json",
+            &[],
+            Bytes::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            Method::GET,
+            "/predict/",
+            &[],
+            Bytes::new(),
+            StatusCode::NOT_FOUND,
+        ),
     ];
     for (method, path, headers, body, expected) in cases {
         let case = format!("{method} {path} {headers:?}");
         // Given a mistaken request over HTTP, then the answer is a JSON error with the status.
-        let (status, response_headers, body) = server.send(method.clone(), path, headers, body).await;
+        let (status, response_headers, body) =
+            server.send(method.clone(), path, headers, body).await;
         assert_eq!(status, expected, "{case}: {body}");
-        assert_eq!(response_headers["content-type"], "application/json", "{case}");
-        assert!(body["error"].is_string() && body.get("detail").is_some(), "{case}: {body}");
+        assert_eq!(
+            response_headers["content-type"], "application/json",
+            "{case}"
+        );
+        assert!(
+            body["error"].is_string() && body.get("detail").is_some(),
+            "{case}: {body}"
+        );
         if expected == StatusCode::METHOD_NOT_ALLOWED {
             assert!(response_headers.contains_key("allow"), "{case}");
         }
     }
     // A request without a content type is read as JSON (curl -d without -H).
-    let (status, _, body) = server.send(Method::POST, "/predict", &[], Bytes::from(format!(r#"{{"user_handle": "{known}"}}"#))).await;
+    let (status, _, body) = server
+        .send(
+            Method::POST,
+            "/predict",
+            &[],
+            Bytes::from(format!(r#"{{"user_handle": "{known}"}}"#)),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     // The server still answers after all that.
     assert_eq!(server.get("/health").await.0, StatusCode::OK);
@@ -181,8 +315,17 @@ async fn an_unreachable_s3_store_gives_503_from_the_binary() {
     assert_eq!(body["detail"]["reason"], "the model store is unreachable");
     // the endpoint stays out of the answer and goes to the log.
     assert!(!body.to_string().contains(&closed.to_string()), "{body}");
-    let warning = server.process.log_events().into_iter().find(|e| e["fields"]["message"] == "model store unavailable");
-    assert!(warning.expect("a logged warning")["fields"]["error"].as_str().unwrap().contains("current.json"));
+    let warning = server
+        .process
+        .log_events()
+        .into_iter()
+        .find(|e| e["fields"]["message"] == "model store unavailable");
+    assert!(
+        warning.expect("a logged warning")["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("current.json")
+    );
 }
 
 #[tokio::test]
@@ -192,19 +335,29 @@ async fn sigterm_stops_the_server_gracefully() {
     let mut server = start(dir.path(), &[]).await;
     assert_eq!(server.get("/health").await.0, StatusCode::OK);
     // when it receives SIGTERM,
-    let kill = std::process::Command::new("kill").args(["-TERM", &server.process.id().to_string()]).status().unwrap();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &server.process.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     // then it exits successfully after logging that it stopped.
     let status = server.process.wait_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "{status}: {}", server.process.stderr());
-    assert!(server.process.log_events().iter().any(|e| e["fields"]["message"] == "stopped"));
+    assert!(
+        server
+            .process
+            .log_events()
+            .iter()
+            .any(|e| e["fields"]["message"] == "stopped")
+    );
 }
 
 #[tokio::test]
 async fn text_logs_name_the_address_and_carry_no_colour_codes_when_piped() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = function();
-    cmd.args(["--listen", "127.0.0.1:0", "--store"]).arg(dir.path());
+    cmd.args(["--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path());
     let process = Running::spawn(cmd);
     let deadline = std::time::Instant::now() + START;
     while !process.stderr().contains("serving") {
@@ -213,7 +366,10 @@ async fn text_logs_name_the_address_and_carry_no_colour_codes_when_piped() {
     }
     let log = process.stderr();
     assert!(log.contains("address=127.0.0.1:"), "{log}");
-    assert!(!log.contains('\u{1b}'), "ANSI escapes in piped logs: {log:?}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {log:?}"
+    );
 }
 
 #[test]
@@ -241,7 +397,10 @@ fn help_describes_the_options_and_their_environment_variables() {
 #[test]
 fn outside_lambda_without_listen_it_exits_with_a_hint() {
     // Given no Lambda runtime and no --listen, then the binary explains what to pass.
-    let out = function().args(["--store", "/nonexistent"]).output().unwrap();
+    let out = function()
+        .args(["--store", "/nonexistent"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--listen"), "{stderr}");
@@ -261,5 +420,8 @@ fn a_lambda_environment_missing_its_variables_is_an_error_not_a_panic() {
     // then it exits with an error naming them.
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("AWS_LAMBDA_FUNCTION_NAME") && !stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("AWS_LAMBDA_FUNCTION_NAME") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

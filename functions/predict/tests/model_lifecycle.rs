@@ -24,7 +24,11 @@ async fn send(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Va
     let Ok(resp) = router.clone().oneshot(req).await;
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    (parts.status, parts.headers, serde_json::from_slice(&bytes).expect("JSON body"))
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).expect("JSON body"),
+    )
 }
 
 async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
@@ -36,7 +40,8 @@ async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value)
 }
 
 async fn health(router: &Router) -> Value {
-    let (status, _, body) = send(router, Request::get("/health").body(Body::empty()).unwrap()).await;
+    let (status, _, body) =
+        send(router, Request::get("/health").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     body
 }
@@ -53,7 +58,9 @@ fn events(message: &str) -> impl Iterator<Item = Value> {
 
 /// Log events whose message is `message` and whose `version` field is `version`.
 fn logged(message: &str, version: &str) -> Vec<Value> {
-    events(message).filter(|e| e["fields"]["version"] == version).collect()
+    events(message)
+        .filter(|e| e["fields"]["version"] == version)
+        .collect()
 }
 
 fn assert_unavailable(status: StatusCode, headers: &HeaderMap, body: &Value, reason: Unavailable) {
@@ -94,8 +101,16 @@ async fn the_model_is_loaded_on_first_use_once_for_concurrent_requests() {
     assert_eq!(store.gets(), 4);
     assert_eq!(cache.state(), LoadState::Loaded);
     let h = health(&router).await;
-    assert_eq!((h["state"].as_str(), h["model_version"].as_str()), (Some("loaded"), Some(v1.as_str())));
-    assert_eq!(events("model loaded").filter(|e| e["fields"]["to"] == v1.as_str()).count(), 1);
+    assert_eq!(
+        (h["state"].as_str(), h["model_version"].as_str()),
+        (Some("loaded"), Some(v1.as_str()))
+    );
+    assert_eq!(
+        events("model loaded")
+            .filter(|e| e["fields"]["to"] == v1.as_str())
+            .count(),
+        1
+    );
     // Later requests within the refresh interval do not touch the store.
     predict(&router, known_handle(0)).await;
     assert_eq!(store.gets(), 4);
@@ -111,7 +126,10 @@ async fn a_newer_version_is_swapped_in_while_requests_keep_being_answered() {
     common::publish(store.inner(), &v1).await;
     let router = api::router(ModelCache::new(store.clone(), Duration::ZERO));
     let (status, _, body) = predict(&router, known_handle(0)).await;
-    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (StatusCode::OK, Some(v1.as_str()))
+    );
     // and clients asking continuously, while the store has become slow,
     store.set_delay(Duration::from_millis(400));
     let stop = Arc::new(AtomicBool::new(false));
@@ -125,7 +143,11 @@ async fn a_newer_version_is_swapped_in_while_requests_keep_being_answered() {
                     let started = Instant::now();
                     let (status, _, body) = predict(&router, known_handle(i % 50)).await;
                     let took = started.elapsed();
-                    seen.push((status, body["model_version"].as_str().unwrap_or("").to_owned(), took));
+                    seen.push((
+                        status,
+                        body["model_version"].as_str().unwrap_or("").to_owned(),
+                        took,
+                    ));
                     i += 3;
                     tokio::task::yield_now().await;
                 }
@@ -153,11 +175,20 @@ async fn a_newer_version_is_swapped_in_while_requests_keep_being_answered() {
         total += seen.len();
         for (status, _, took) in &seen {
             assert_eq!(*status, StatusCode::OK);
-            assert!(*took < Duration::from_millis(200), "a request took {took:?} during the swap");
+            assert!(
+                *took < Duration::from_millis(200),
+                "a request took {took:?} during the swap"
+            );
         }
         let versions: Vec<&str> = seen.iter().map(|s| s.1.as_str()).collect();
-        assert!(versions.iter().all(|v| *v == v1 || *v == v2), "{versions:?}");
-        assert!(versions.windows(2).all(|w| w[0] <= w[1]), "a client went back to v1: {versions:?}");
+        assert!(
+            versions.iter().all(|v| *v == v1 || *v == v2),
+            "{versions:?}"
+        );
+        assert!(
+            versions.windows(2).all(|w| w[0] <= w[1]),
+            "a client went back to v1: {versions:?}"
+        );
     }
     assert!(total > 10, "only {total} requests ran during the swap");
 }
@@ -190,7 +221,8 @@ impl Corruption {
             }
             Corruption::FormatVersion2 => {
                 let path = root.join(registry::version_key(version, "manifest.json"));
-                let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let mut manifest: Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
                 manifest["format_version"] = 2.into();
                 std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
                 common::repoint(root, version);
@@ -212,7 +244,11 @@ async fn a_corrupted_new_version_is_refused(corruption: Corruption, tag: u32) {
     common::capture_logs();
     // Given v1 serving,
     let dir = tempfile::tempdir().unwrap();
-    let (v1, v2, v3) = (version_for(tag, 1), version_for(tag, 2), version_for(tag, 3));
+    let (v1, v2, v3) = (
+        version_for(tag, 1),
+        version_for(tag, 2),
+        version_for(tag, 3),
+    );
     let store = TestStore::new(dir.path());
     common::publish(store.inner(), &v1).await;
     let cache = ModelCache::new(store.clone(), LONG);
@@ -222,19 +258,29 @@ async fn a_corrupted_new_version_is_refused(corruption: Corruption, tag: u32) {
     common::publish(store.inner(), &v2).await;
     corruption.apply(dir.path(), &v2);
     // then the next check refuses it and keeps v1,
-    assert_eq!(cache.refresh_once().await.as_deref(), Some(v1.as_str()), "{corruption:?}");
+    assert_eq!(
+        cache.refresh_once().await.as_deref(),
+        Some(v1.as_str()),
+        "{corruption:?}"
+    );
     let (status, _, body) = predict(&router, known_handle(2)).await;
     assert_eq!(status, StatusCode::OK);
     common::assert_prediction(&body, known_handle(2), 10, &v1);
     let h = health(&router).await;
-    assert_eq!((h["state"].as_str(), h["model_version"].as_str()), (Some("loaded"), Some(v1.as_str())));
+    assert_eq!(
+        (h["state"].as_str(), h["model_version"].as_str()),
+        (Some("loaded"), Some(v1.as_str()))
+    );
     // the refusal is logged with the reason,
     let refusals = logged("refusing model version that failed verification", &v2);
     assert_eq!(refusals.len(), 1, "{corruption:?}: {}", common::logs());
     assert_eq!(refusals[0]["level"], "ERROR");
     assert_eq!(refusals[0]["fields"]["keeping"], v1.as_str());
     let error = refusals[0]["fields"]["error"].as_str().unwrap();
-    assert!(error.contains(corruption.logged_error()), "{corruption:?}: {error}");
+    assert!(
+        error.contains(corruption.logged_error()),
+        "{corruption:?}: {error}"
+    );
     // and the refused version is not fetched again: a check reads only the pointer.
     let before = store.gets();
     assert_eq!(cache.refresh_once().await.as_deref(), Some(v1.as_str()));
@@ -242,7 +288,10 @@ async fn a_corrupted_new_version_is_refused(corruption: Corruption, tag: u32) {
     // A good v3 published afterwards is taken.
     common::publish(store.inner(), &v3).await;
     assert_eq!(cache.refresh_once().await.as_deref(), Some(v3.as_str()));
-    assert_eq!(predict(&router, known_handle(2)).await.2["model_version"], v3.as_str());
+    assert_eq!(
+        predict(&router, known_handle(2)).await.2["model_version"],
+        v3.as_str()
+    );
 }
 
 #[tokio::test]
@@ -273,10 +322,19 @@ async fn a_corrupted_version_at_cold_start_gives_503_until_a_good_one_is_publish
     // when a request arrives, then it is 503 without internal details,
     let (status, headers, body) = predict(&router, known_handle(0)).await;
     assert_unavailable(status, &headers, &body, Unavailable::REFUSED);
-    assert!(!body.to_string().contains("SHA-256") && !body.to_string().contains(&v1), "{body}");
-    assert_eq!(logged("refusing model version that failed verification", &v1).len(), 1);
+    assert!(
+        !body.to_string().contains("SHA-256") && !body.to_string().contains(&v1),
+        "{body}"
+    );
+    assert_eq!(
+        logged("refusing model version that failed verification", &v1).len(),
+        1
+    );
     let h = health(&router).await;
-    assert_eq!((h["state"].as_str(), h["reason"].as_str()), (Some("unavailable"), Some(Unavailable::REFUSED.reason)));
+    assert_eq!(
+        (h["state"].as_str(), h["reason"].as_str()),
+        (Some("unavailable"), Some(Unavailable::REFUSED.reason))
+    );
     // the refused version is not downloaded again by the next request,
     let before = store.gets();
     let (status, ..) = predict(&router, known_handle(0)).await;
@@ -290,7 +348,8 @@ async fn a_corrupted_version_at_cold_start_gives_503_until_a_good_one_is_publish
 }
 
 #[tokio::test]
-async fn a_missing_store_folder_gives_503_no_model_then_publishing_makes_the_next_request_succeed() {
+async fn a_missing_store_folder_gives_503_no_model_then_publishing_makes_the_next_request_succeed()
+{
     common::capture_logs();
     // Given a store folder that does not exist yet,
     let parent = tempfile::tempdir().unwrap();
@@ -323,17 +382,26 @@ async fn an_unreachable_store_gives_503_and_recovery_serves_then_outages_are_rid
     assert_unavailable(status, &headers, &body, Unavailable::STORE_UNREACHABLE);
     assert!(!body.to_string().contains("10.1.2.3"), "{body}");
     assert!(common::logs().contains(SECRET_DETAIL));
-    assert_eq!(health(&router).await["reason"], Unavailable::STORE_UNREACHABLE.reason);
+    assert_eq!(
+        health(&router).await["reason"],
+        Unavailable::STORE_UNREACHABLE.reason
+    );
     // when the store is back, then the next request loads and answers;
     store.set_down(false);
     let (status, _, body) = predict(&router, known_handle(0)).await;
-    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (StatusCode::OK, Some(v1.as_str()))
+    );
     // when it goes down again, requests are still answered from memory,
     store.set_down(true);
     common::publish(store.inner(), &v2).await;
     for i in 0..20 {
         let (status, _, body) = predict(&router, known_handle(i)).await;
-        assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+        assert_eq!(
+            (status, body["model_version"].as_str()),
+            (StatusCode::OK, Some(v1.as_str()))
+        );
     }
     // and once it is back, the version published meanwhile is picked up.
     store.set_down(false);
@@ -389,16 +457,27 @@ async fn a_cold_load_completes_even_if_the_request_that_started_it_gives_up() {
     let cache = ModelCache::new(store.clone(), LONG);
     let router = api::router(Arc::clone(&cache));
     // when the first request is abandoned before the load finishes (a client timeout),
-    let abandoned = tokio::time::timeout(Duration::from_millis(50), predict(&router, known_handle(0))).await;
-    assert!(abandoned.is_err(), "the load should take longer than the client waits");
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), predict(&router, known_handle(0))).await;
+    assert!(
+        abandoned.is_err(),
+        "the load should take longer than the client waits"
+    );
     // then the load still completes, once, and the next request is answered from memory.
-    eventually(Duration::from_secs(30), "the abandoned load to finish", || {
-        let cache = Arc::clone(&cache);
-        async move { cache.state().is_loaded().then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the abandoned load to finish",
+        || {
+            let cache = Arc::clone(&cache);
+            async move { cache.state().is_loaded().then_some(()) }
+        },
+    )
     .await;
     assert_eq!(store.gets(), 4);
     let (status, _, body) = predict(&router, known_handle(0)).await;
-    assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+    assert_eq!(
+        (status, body["model_version"].as_str()),
+        (StatusCode::OK, Some(v1.as_str()))
+    );
     assert_eq!(store.gets(), 4);
 }

@@ -31,7 +31,13 @@ fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "kindred-tests"))
+        .credentials_provider(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "kindred-tests",
+        ))
         .force_path_style(true)
         .retry_config(RetryConfig::disabled())
         .timeout_config(
@@ -52,7 +58,11 @@ async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value)
     let Ok(resp) = router.clone().oneshot(req).await;
     let (parts, body) = resp.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
-    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap(),
+    )
 }
 
 fn assert_unavailable(answer: &(StatusCode, HeaderMap, Value), reason: Unavailable) {
@@ -72,15 +82,27 @@ fn closed_port() -> u16 {
 async fn an_s3_store_on_a_closed_port_gives_503_unreachable_without_leaking_the_endpoint() {
     // Given an S3 store whose endpoint refuses connections,
     let port = closed_port();
-    let store = S3Store::with_client(s3_client(&format!("http://127.0.0.1:{port}")), "kindred", "models");
+    let store = S3Store::with_client(
+        s3_client(&format!("http://127.0.0.1:{port}")),
+        "kindred",
+        "models",
+    );
     let router = api::router(ModelCache::new(Store::S3(store), Duration::from_secs(3600)));
     // when a prediction is asked for,
     let started = Instant::now();
     let answer = predict(&router, 1).await;
     // then it is a prompt 503 with a retry hint, naming no address.
     assert_unavailable(&answer, Unavailable::STORE_UNREACHABLE);
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
-    assert!(!answer.2.to_string().contains(&port.to_string()), "{}", answer.2);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !answer.2.to_string().contains(&port.to_string()),
+        "{}",
+        answer.2
+    );
 }
 
 /// A TCP proxy to `upstream` that can refuse service and cut open connections.
@@ -106,7 +128,9 @@ impl Proxy {
                 let upstream = upstream.clone();
                 let mut cut = accept_cut.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
+                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut.changed() => {}
@@ -131,14 +155,28 @@ impl Proxy {
 #[tokio::test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
 async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_versions() {
-    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT").expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
-    let upstream = endpoint.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
+        .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
+    let upstream = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
     // Given a bucket on LocalStack, written directly, and read by the function through a proxy,
     let bucket = format!("kindred-predict-test-{}", std::process::id());
     let direct = S3Store::with_client(s3_client(&endpoint), &bucket, "predict-it");
-    direct.client().create_bucket().bucket(&bucket).send().await.expect("create bucket");
+    direct
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
     let proxy = Proxy::start(upstream).await;
-    let through = S3Store::with_client(s3_client(&format!("http://{}", proxy.addr)), &bucket, "predict-it");
+    let through = S3Store::with_client(
+        s3_client(&format!("http://{}", proxy.addr)),
+        &bucket,
+        "predict-it",
+    );
     let router = api::router(ModelCache::new(Store::S3(through), Duration::ZERO));
 
     // when the proxy is off, then predictions are 503 "unreachable";
@@ -158,7 +196,10 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
     common::publish(&direct, &v2).await;
     for i in 0..10 {
         let (status, _, body) = predict(&router, known_handle(i)).await;
-        assert_eq!((status, body["model_version"].as_str()), (StatusCode::OK, Some(v1.as_str())));
+        assert_eq!(
+            (status, body["model_version"].as_str()),
+            (StatusCode::OK, Some(v1.as_str()))
+        );
     }
     // and when it is back, the version published meanwhile takes over.
     proxy.set(true);

@@ -28,33 +28,63 @@ fn registry_file(krate: &str, version: &str, file: &str) -> PathBuf {
     let mut found: Vec<PathBuf> = std::fs::read_dir(cargo_home.join("registry/src"))
         .expect("cargo registry sources")
         .flatten()
-        .flat_map(|index| std::fs::read_dir(index.path()).into_iter().flatten().flatten())
-        .filter(|d| d.file_name().to_string_lossy().starts_with(&format!("{krate}-")))
+        .flat_map(|index| {
+            std::fs::read_dir(index.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .filter(|d| {
+            d.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{krate}-"))
+        })
         .map(|d| d.path().join(file))
         .filter(|p| p.is_file())
         .collect();
     found.sort_by_key(|p| !p.to_string_lossy().contains(&format!("{krate}-{version}/")));
-    found.into_iter().next().unwrap_or_else(|| panic!("{krate} {file} not found in the cargo registry"))
+    found
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("{krate} {file} not found in the cargo registry"))
 }
 
 pub fn fixture(source: Source) -> Value {
     let path = match source {
-        Source::RestApi => registry_file("aws_lambda_events", "1.2.1", "src/fixtures/example-apigw-request.json"),
-        Source::HttpApi => {
-            registry_file("aws_lambda_events", "1.2.1", "src/fixtures/example-apigw-v2-request-no-authorizer.json")
-        }
-        Source::FunctionUrl => registry_file("lambda_http", "1.3.2", "tests/data/lambda_function_url_request.json"),
+        Source::RestApi => registry_file(
+            "aws_lambda_events",
+            "1.2.1",
+            "src/fixtures/example-apigw-request.json",
+        ),
+        Source::HttpApi => registry_file(
+            "aws_lambda_events",
+            "1.2.1",
+            "src/fixtures/example-apigw-v2-request-no-authorizer.json",
+        ),
+        Source::FunctionUrl => registry_file(
+            "lambda_http",
+            "1.3.2",
+            "tests/data/lambda_function_url_request.json",
+        ),
     };
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
 }
 
 /// The JSON of a Lambda event from `source` for `method path` with the given headers
 /// and body, built on the example payload.
-pub fn event_json(source: Source, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Value {
+pub fn event_json(
+    source: Source,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Value {
     let mut ev = fixture(source);
     let drop_body_headers = |map: &mut Value| {
         if let Some(map) = map.as_object_mut() {
-            map.retain(|k, _| !k.eq_ignore_ascii_case("content-type") && !k.eq_ignore_ascii_case("content-length"));
+            map.retain(|k, _| {
+                !k.eq_ignore_ascii_case("content-type") && !k.eq_ignore_ascii_case("content-length")
+            });
         }
     };
     match source {
@@ -90,4 +120,3 @@ pub fn event_json(source: Source, method: &str, path: &str, headers: &[(&str, &s
     ev["body"] = body.map_or(Value::Null, |b| json!(b));
     ev
 }
-

@@ -27,7 +27,11 @@ pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
         let data = tempfile::tempdir().expect("temp dir");
-        let config = kindred_datagen::GenConfig { users: USERS, seed: 1, ..Default::default() };
+        let config = kindred_datagen::GenConfig {
+            users: USERS,
+            seed: 1,
+            ..Default::default()
+        };
         kindred_datagen::generate(&config, data.path()).expect("generate test data");
         let mut cfg = train::default_config(data.path().to_owned());
         cfg.rank = 16;
@@ -51,8 +55,14 @@ pub async fn publish<S: ObjectStore>(store: &S, version: &str) -> Published {
     let t = trained();
     let mut manifest = t.manifest.clone();
     manifest.version = version.to_owned();
-    let artifacts = t.artifacts.iter().map(|(name, bytes)| (*name, bytes.clone())).collect();
-    registry::publish(store, manifest, artifacts).await.expect("publish")
+    let artifacts = t
+        .artifacts
+        .iter()
+        .map(|(name, bytes)| (*name, bytes.clone()))
+        .collect();
+    registry::publish(store, manifest, artifacts)
+        .await
+        .expect("publish")
 }
 
 /// The test model as loaded from a store, for looking up handles and expectations.
@@ -78,13 +88,18 @@ pub const UNKNOWN_HANDLE: u64 = 987_654_321;
 /// Rewrites the pointer to name `version` with the digest of its manifest as stored now,
 /// as a publisher of an edited manifest would.
 pub fn repoint(root: &Path, version: &str) {
-    let manifest = std::fs::read(root.join(registry::version_key(version, "manifest.json"))).expect("manifest");
+    let manifest = std::fs::read(root.join(registry::version_key(version, "manifest.json")))
+        .expect("manifest");
     let pointer = registry::Pointer {
         version: version.to_owned(),
         manifest_sha256: kindred_core::artifact::sha256_hex(&manifest),
         updated_at: registry::now_rfc3339(),
     };
-    std::fs::write(root.join(POINTER), serde_json::to_vec_pretty(&pointer).unwrap()).expect("write pointer");
+    std::fs::write(
+        root.join(POINTER),
+        serde_json::to_vec_pretty(&pointer).unwrap(),
+    )
+    .expect("write pointer");
 }
 
 /// A local folder store that counts reads, can be made to fail like an unreachable
@@ -140,12 +155,20 @@ impl ObjectStore for TestStore {
             tokio::time::sleep(delay).await;
         }
         if self.down.load(Ordering::SeqCst) {
-            return Err(Error::Store { key: key.into(), message: SECRET_DETAIL.into() });
+            return Err(Error::Store {
+                key: key.into(),
+                message: SECRET_DETAIL.into(),
+            });
         }
         self.inner.get(key).await
     }
 
-    async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> kindred_core::Result<()> {
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        condition: Precondition,
+    ) -> kindred_core::Result<()> {
         self.inner.put(key, bytes, condition).await
     }
 
@@ -200,7 +223,10 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -210,14 +236,25 @@ pub fn assert_prediction(body: &serde_json::Value, handle: u64, k: usize, versio
     assert_eq!(body["user_handle"], handle, "{body}");
     assert_eq!(body["model_version"], version, "{body}");
     assert!(body["summary"]["top_tags"].is_array(), "{body}");
-    let similar = body["similar_users"].as_array().expect("similar_users is an array");
+    let similar = body["similar_users"]
+        .as_array()
+        .expect("similar_users is an array");
     assert_eq!(similar.len(), k, "{body}");
-    let sims: Vec<f64> = similar.iter().map(|u| u["similarity"].as_f64().expect("similarity is a number")).collect();
-    assert!(sims.windows(2).all(|w| w[0] >= w[1]), "not ranked by descending similarity: {sims:?}");
+    let sims: Vec<f64> = similar
+        .iter()
+        .map(|u| u["similarity"].as_f64().expect("similarity is a number"))
+        .collect();
+    assert!(
+        sims.windows(2).all(|w| w[0] >= w[1]),
+        "not ranked by descending similarity: {sims:?}"
+    );
     assert!(sims.iter().all(|s| (-1.0..=1.0).contains(s)), "{sims:?}");
     for (i, u) in similar.iter().enumerate() {
         assert_eq!(u["rank"], i + 1);
-        assert_ne!(u["user_handle"], handle, "the query user is in its own list");
+        assert_ne!(
+            u["user_handle"], handle,
+            "the query user is in its own list"
+        );
         assert!(u["summary"]["courses_viewed"].is_u64(), "{u}");
     }
 }

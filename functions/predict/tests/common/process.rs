@@ -33,7 +33,12 @@ pub struct Running {
 impl Running {
     /// Spawns `cmd` with stderr collected in the background.
     pub fn spawn(mut cmd: Command) -> Running {
-        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
         let pipe = child.stderr.take().expect("stderr pipe");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
@@ -59,21 +64,36 @@ impl Running {
 
     /// Stderr lines that are JSON log events.
     pub fn log_events(&self) -> Vec<Value> {
-        self.stderr().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.stderr()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Waits for a JSON log event matching `pred`; panics with the log after `limit`
     /// or when the process has exited.
-    pub async fn wait_for_log(&mut self, limit: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_log(
+        &mut self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(e) = self.log_events().into_iter().find(|e| pred(e)) {
                 return e;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the function exited ({status}) before logging {what}:\n{}", self.stderr());
+                panic!(
+                    "the function exited ({status}) before logging {what}:\n{}",
+                    self.stderr()
+                );
             }
-            assert!(Instant::now() < deadline, "no {what} logged within {limit:?}:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "no {what} logged within {limit:?}:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -85,7 +105,11 @@ impl Running {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "still running after {limit:?}:\n{}", self.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}:\n{}",
+                self.stderr()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
