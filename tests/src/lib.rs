@@ -1,10 +1,13 @@
 //! Kindred's end-to-end tests live in `tests/tests/`: they drive the real binaries
 //! (`kindred-datagen`, `kindred-batch`, `kindred-predict`) as a user would. This library
-//! holds the helpers they share.
+//! holds the helpers they share (the predict crate's tests use them too).
+
+pub mod events;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +32,16 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Runs a binary to completion; panics with its output when it fails.
 pub fn run_ok(name: &str, args: &[&str]) -> String {
+    run_ok_with_env(name, args, &[])
+}
+
+/// Runs a binary to completion with extra environment variables; panics with its output
+/// when it fails.
+pub fn run_ok_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(binary(name))
         .args(args)
         .env_remove("KINDRED_STORE")
+        .envs(env.iter().copied())
         .output()
         .expect("spawn");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -43,64 +53,156 @@ pub fn run_ok(name: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// A child process killed when dropped, with its stderr collected.
+/// A child process (with its own process group) stopped when dropped; its stdout and
+/// stderr are collected together.
 pub struct Running {
     child: Child,
-    stderr: Arc<Mutex<String>>,
+    output: Arc<Mutex<String>>,
 }
 
 impl Running {
     /// Spawns a workspace binary.
     pub fn spawn(name: &str, args: &[&str]) -> Running {
-        let mut child = Command::new(binary(name))
-            .args(args)
-            .env_remove("AWS_LAMBDA_RUNTIME_API")
+        let mut cmd = Command::new(binary(name));
+        cmd.args(args).env_remove("AWS_LAMBDA_RUNTIME_API");
+        Running::start(cmd)
+    }
+
+    /// Spawns any command in a new process group (so [`Running::stop`] reaches its children).
+    pub fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn");
-        let pipe = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Running { child, stderr }
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+        let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+        for pipe in [out, err] {
+            let sink = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        Running { child, output }
+    }
+
+    /// Everything the process has written so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// JSON log lines (tracing's format) whose message is `message`.
+    pub fn logs(&self, message: &str) -> Vec<serde_json::Value> {
+        self.output()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["fields"]["message"] == message)
+            .collect()
     }
 
     /// Waits for a JSON log line whose message is `message` and returns it.
     pub fn wait_for_log(&mut self, message: &str, limit: Duration) -> serde_json::Value {
         let deadline = Instant::now() + limit;
         loop {
-            let text = self.stderr.lock().unwrap().clone();
-            let found = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|e| e["fields"]["message"] == message);
-            if let Some(e) = found {
+            if let Some(e) = self.logs(message).pop() {
                 return e;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("process exited ({status}) before logging {message:?}:\n{text}");
+                panic!(
+                    "process exited ({status}) before logging {message:?}:\n{}",
+                    self.output()
+                );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {message:?} within {limit:?}:\n{text}"
+                "no {message:?} within {limit:?}:\n{}",
+                self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits until the output contains `text`.
+    pub fn wait_for_text(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.output().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "process exited ({status}) before writing {text:?}:\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} within {limit:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the whole process group: SIGTERM, then SIGKILL after five seconds.
+    pub fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
+    }
+}
+
+/// An HTTP response as the minimal client saw it.
+#[derive(Debug)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Header names (lower case) and values, in order.
+    pub headers: Vec<(String, String)>,
+    /// The body (de-chunked).
+    pub body: String,
+}
+
+impl Response {
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -112,10 +214,29 @@ pub fn http(
     content_type: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let r = exchange(
+        addr,
+        method,
+        path,
+        content_type,
+        body,
+        Duration::from_secs(30),
+    );
+    (r.status, r.body)
+}
+
+/// A minimal HTTP/1.1 exchange (one request per connection) that waits up to `limit`
+/// for the response.
+pub fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+    limit: Duration,
+) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    stream.set_read_timeout(Some(limit)).unwrap();
     let ct = content_type
         .map(|c| format!("content-type: {c}\r\n"))
         .unwrap_or_default();
@@ -128,22 +249,29 @@ pub fn http(
     let mut raw = String::new();
     stream.read_to_string(&mut raw).expect("response");
     let (head, rest) = raw.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .expect("status code");
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    (
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Response {
         status,
-        if chunked {
-            dechunk(rest)
-        } else {
-            rest.to_owned()
-        },
-    )
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -157,4 +285,244 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// The repository root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
+pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A LocalStack S3 of the test's own, on a free loopback port, that the test can stop
+/// and start again (on the same port). LocalStack's Python comes from
+/// `KINDRED_LOCALSTACK_PYTHON`, which `./dev test` sets. Community LocalStack keeps S3 in
+/// memory, so a restart starts empty.
+pub struct LocalStack {
+    port: u16,
+    dir: tempfile::TempDir,
+    process: Option<Running>,
+}
+
+impl LocalStack {
+    /// Starts LocalStack and waits until S3 is available.
+    pub fn start() -> LocalStack {
+        let mut ls = LocalStack {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            process: None,
+        };
+        ls.resume();
+        ls
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the LocalStack process (its data is lost).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.stop();
+        }
+    }
+
+    /// Starts LocalStack again on the same port, after [`LocalStack::stop`].
+    pub fn resume(&mut self) {
+        self.stop();
+        let python = std::env::var("KINDRED_LOCALSTACK_PYTHON")
+            .expect("KINDRED_LOCALSTACK_PYTHON (LocalStack's Python; ./dev test sets it)");
+        let mut cmd = Command::new(python);
+        cmd.args(["-m", "localstack.runtime.main"])
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{}", self.port))
+            .env("SERVICES", "s3")
+            .env("DNS_ADDRESS", "0")
+            .env("FILESYSTEM_ROOT", self.dir.path().join("fs"))
+            .env("LOCALSTACK_VOLUME_DIR", self.dir.path().join("volume"))
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .env("DISABLE_EVENTS", "1");
+        let process = Running::start(cmd);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let up = TcpStream::connect(addr).is_ok() && {
+                let r = exchange(
+                    addr,
+                    "GET",
+                    "/_localstack/health",
+                    None,
+                    "",
+                    Duration::from_secs(5),
+                );
+                let s3 = &r.json()["services"]["s3"];
+                s3 == "available" || s3 == "running"
+            };
+            if up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "LocalStack did not start:\n{}",
+                process.output()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        self.process = Some(process);
+    }
+}
+
+/// The predict function run by `cargo lambda watch` (cargo-lambda's local Lambda
+/// emulator, which builds and runs the binary) on a free loopback port.
+pub struct LambdaWatch {
+    /// The emulator's address.
+    pub addr: SocketAddr,
+    process: Running,
+}
+
+/// The function's name under cargo-lambda (its binary name).
+pub const FUNCTION: &str = "kindred-predict";
+
+impl LambdaWatch {
+    /// Starts `cargo lambda watch` for the predict function with extra environment
+    /// variables for the function, and waits until the function has started. The
+    /// emulator compiles and starts the function on the first request: a `GET /health`
+    /// (which loads no model, so the function stays cold) does that here.
+    pub fn start(env: &[(&str, &str)]) -> LambdaWatch {
+        let port = free_port();
+        let mut cmd = Command::new("cargo");
+        cmd.args([
+            "lambda",
+            "watch",
+            "--ignore-changes",
+            "--quiet",
+            "-p",
+            FUNCTION,
+        ])
+        .args([
+            "--invoke-address",
+            "127.0.0.1",
+            "--invoke-port",
+            &port.to_string(),
+        ])
+        .current_dir(repo_root())
+        .env_remove("KINDRED_LISTEN")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env("KINDRED_LOG_FORMAT", "json")
+        .envs(env.iter().copied());
+        let mut process = Running::start(cmd);
+        process.wait_for_text("starting Runtime server", Duration::from_secs(60));
+        let mut watch = LambdaWatch {
+            addr: ([127, 0, 0, 1], port).into(),
+            process,
+        };
+        let path = format!("/lambda-url/{FUNCTION}/health");
+        let health = exchange(watch.addr, "GET", &path, None, "", Duration::from_secs(900));
+        assert_eq!(health.status, 200, "{health:?}\n{}", watch.output());
+        watch
+            .process
+            .wait_for_log("running as a Lambda function", Duration::from_secs(10));
+        watch
+    }
+
+    /// A request through the emulator's Function URL endpoint (`/lambda-url/<fn>/<path>`),
+    /// sent again (up to three times) when the emulator itself fails it (see
+    /// [`is_emulator_error`]).
+    pub fn request(&self, method: &str, path: &str, body: &str) -> Response {
+        let mut attempts = 0;
+        loop {
+            let r = self.request_once(method, path, body);
+            attempts += 1;
+            if !is_emulator_error(&r) || attempts == 3 {
+                return r;
+            }
+        }
+    }
+
+    /// One request through the emulator's Function URL endpoint, as it came back.
+    pub fn request_once(&self, method: &str, path: &str, body: &str) -> Response {
+        let path = format!("/lambda-url/{FUNCTION}{path}");
+        exchange(
+            self.addr,
+            method,
+            &path,
+            Some("application/json"),
+            body,
+            Duration::from_secs(120),
+        )
+    }
+
+    /// `cargo lambda invoke` with an event (e.g. an API Gateway request); returns the
+    /// function's response event.
+    pub fn invoke(&self, event: &serde_json::Value) -> serde_json::Value {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("event.json");
+        std::fs::write(&file, event.to_string()).unwrap();
+        let out = Command::new("cargo")
+            .args(["lambda", "invoke", FUNCTION, "--output-format", "json"])
+            .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
+            .arg(self.addr.port().to_string())
+            .arg("--data-file")
+            .arg(&file)
+            .output()
+            .expect("run cargo lambda invoke");
+        assert!(
+            out.status.success(),
+            "cargo lambda invoke failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "invoke output is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Everything the emulator and the function have logged.
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
+
+    /// The function's JSON log lines whose message is `message`.
+    pub fn logs(&self, message: &str) -> Vec<serde_json::Value> {
+        self.process.logs(message)
+    }
+
+    /// Stops the emulator and the function.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// Whether a response is a failure of cargo-lambda's emulator rather than of the function:
+/// a 500 in the emulator's own problem+json shape (the function's errors are
+/// `{"error", "detail"}` objects and it never answers 500). cargo-lambda 1.9.2 fails a
+/// few requests in a thousand this way when the function's runtime client opens a new
+/// connection to the emulator's Runtime API, which it counts as a new instance; AWS's
+/// Lambda service does not route requests this way.
+pub fn is_emulator_error(r: &Response) -> bool {
+    r.status == 500 && r.body.contains("httpstatuses.com/500")
 }

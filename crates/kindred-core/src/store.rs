@@ -232,6 +232,43 @@ impl S3Store {
         S3Store::with_client(aws_sdk_s3::Client::from_conf(config), bucket, prefix)
     }
 
+    /// Connects to an S3-compatible endpoint on a developer machine (LocalStack, MinIO)
+    /// with the static credentials `test`/`test`, region `us-east-1`, path-style
+    /// addressing, no retries and short timeouts, so an endpoint that is down fails fast.
+    pub fn at_endpoint(endpoint: &str, bucket: &str, prefix: &str) -> S3Store {
+        use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "kindred"))
+            .force_path_style(true)
+            .retry_config(aws_sdk_s3::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(60))
+                    .build(),
+            )
+            .build();
+        S3Store::with_client(aws_sdk_s3::Client::from_conf(config), bucket, prefix)
+    }
+
+    /// Creates the bucket unless this account already owns it.
+    pub async fn create_bucket_if_missing(&self) -> Result<()> {
+        match self.client.create_bucket().bucket(&self.bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err.as_service_error().is_some_and(|e| {
+                    e.is_bucket_already_owned_by_you() || e.is_bucket_already_exists()
+                }) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(Error::store(&self.bucket, DisplayErrorContext(&err))),
+        }
+    }
+
     /// Wraps an existing client.
     pub fn with_client(client: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> S3Store {
         S3Store {

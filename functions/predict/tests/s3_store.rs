@@ -1,7 +1,7 @@
 //! The function over an S3 store: unreachable (a closed port), and LocalStack behind a
 //! proxy that can be switched off, for an outage followed by recovery.
 //!
-//! S3 clients are built explicitly (no process-wide environment variables).
+//! S3 clients are built for an explicit endpoint (no process-wide environment variables).
 
 mod common;
 
@@ -10,9 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -25,30 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-/// An S3 client for `endpoint` with test credentials, path-style addressing, no retries.
-fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let config = aws_sdk_s3::config::Builder::new()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "kindred-tests",
-        ))
-        .force_path_style(true)
-        .retry_config(RetryConfig::disabled())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .operation_timeout(Duration::from_secs(20))
-                .build(),
-        )
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
 
 async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
     let req = Request::post("/predict")
@@ -82,11 +55,7 @@ fn closed_port() -> u16 {
 async fn an_s3_store_on_a_closed_port_gives_503_unreachable_without_leaking_the_endpoint() {
     // Given an S3 store whose endpoint refuses connections,
     let port = closed_port();
-    let store = S3Store::with_client(
-        s3_client(&format!("http://127.0.0.1:{port}")),
-        "kindred",
-        "models",
-    );
+    let store = S3Store::at_endpoint(&format!("http://127.0.0.1:{port}"), "kindred", "models");
     let router = api::router(ModelCache::new(Store::S3(store), Duration::from_secs(3600)));
     // when a prediction is asked for,
     let started = Instant::now();
@@ -163,20 +132,10 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
         .to_owned();
     // Given a bucket on LocalStack, written directly, and read by the function through a proxy,
     let bucket = format!("kindred-predict-test-{}", std::process::id());
-    let direct = S3Store::with_client(s3_client(&endpoint), &bucket, "predict-it");
-    direct
-        .client()
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
+    let direct = S3Store::at_endpoint(&endpoint, &bucket, "predict-it");
+    direct.create_bucket_if_missing().await.expect("create bucket");
     let proxy = Proxy::start(upstream).await;
-    let through = S3Store::with_client(
-        s3_client(&format!("http://{}", proxy.addr)),
-        &bucket,
-        "predict-it",
-    );
+    let through = S3Store::at_endpoint(&format!("http://{}", proxy.addr), &bucket, "predict-it");
     let router = api::router(ModelCache::new(Store::S3(through), Duration::ZERO));
 
     // when the proxy is off, then predictions are 503 "unreachable";

@@ -1,6 +1,5 @@
 //! Lambda event payloads built on the examples shipped in the cargo registry
 //! (`aws_lambda_events` and `lambda_http` sources): read at test time, not copied.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 
@@ -17,6 +16,7 @@ pub enum Source {
     FunctionUrl,
 }
 
+/// Every event source.
 pub const SOURCES: [Source; 3] = [Source::RestApi, Source::HttpApi, Source::FunctionUrl];
 
 /// `$CARGO_HOME/registry/src/*/<crate>-<version>/<file>`, preferring `version`.
@@ -49,6 +49,7 @@ fn registry_file(krate: &str, version: &str, file: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{krate} {file} not found in the cargo registry"))
 }
 
+/// The unmodified example event of `source`.
 pub fn fixture(source: Source) -> Value {
     let path = match source {
         Source::RestApi => registry_file(

@@ -1,0 +1,409 @@
+//! Kindred in the local cloud, as it runs in AWS: the batch publishes to S3 (LocalStack on
+//! the host) and the predict function runs under `cargo lambda watch`, cargo-lambda's
+//! Lambda emulator, reached over HTTP through its Function URL endpoint and with
+//! `cargo lambda invoke` and API Gateway events.
+//!
+//! Needs LocalStack and cargo-lambda: `./dev test` installs both, starts a LocalStack
+//! (`KINDRED_TEST_S3_ENDPOINT`) and names LocalStack's Python (`KINDRED_LOCALSTACK_PYTHON`)
+//! for the test that stops and restarts one of its own.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kindred_core::registry::{self, POINTER};
+use kindred_core::store::{ObjectStore, Precondition, S3Store};
+use kindred_e2e::events::{Source, event_json};
+use kindred_e2e::{
+    FUNCTION, LambdaWatch, LocalStack, Response, eventually, is_emulator_error, run_ok,
+    run_ok_with_env,
+};
+use serde_json::Value;
+
+const BUCKET: &str = "kindred-test";
+const USERS: u64 = 2000;
+
+/// Generated data with planted cohorts: the folder and each user's cohort.
+struct Data {
+    _dir: tempfile::TempDir,
+    path: String,
+    cohort: HashMap<u64, u64>,
+}
+
+fn generate(seed: u64) -> Data {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").to_str().unwrap().to_owned();
+    run_ok(
+        "kindred-datagen",
+        &[
+            "--out",
+            &path,
+            "--users",
+            &USERS.to_string(),
+            "--seed",
+            &seed.to_string(),
+            "--cohorts",
+            "20",
+        ],
+    );
+    let cohort = std::fs::read_to_string(format!("{path}/ground_truth.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                f[0].parse().unwrap(),
+                f[1].trim_matches('"').parse().unwrap(),
+            )
+        })
+        .collect();
+    Data {
+        _dir: dir,
+        path,
+        cohort,
+    }
+}
+
+fn aws_env(endpoint: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
+/// Runs `kindred-batch train` into `s3://kindred-test/<prefix>` at `endpoint`; returns
+/// the published version.
+fn train(data: &Data, endpoint: &str, prefix: &str) -> String {
+    let store = format!("s3://{BUCKET}/{prefix}");
+    let out = run_ok_with_env(
+        "kindred-batch",
+        &[
+            "train", "--data", &data.path, "--store", &store, "--rank", "24",
+        ],
+        &aws_env(endpoint),
+    );
+    out.split("published: version ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no published version in:\n{out}"))
+        .to_owned()
+}
+
+/// Starts the function under `cargo lambda watch`, reading `s3://kindred-test/<prefix>`.
+fn watch(endpoint: &str, prefix: &str) -> LambdaWatch {
+    let store = format!("s3://{BUCKET}/{prefix}");
+    let mut env = aws_env(endpoint);
+    env.extend([
+        ("KINDRED_STORE", store.as_str()),
+        ("KINDRED_REFRESH_SECONDS", "1"),
+    ]);
+    LambdaWatch::start(&env)
+}
+
+fn predict(function: &LambdaWatch, handle: u64) -> Response {
+    function.request(
+        "POST",
+        "/predict",
+        &format!("{{\"user_handle\": {handle}}}"),
+    )
+}
+
+/// Checks a 200 answer for `handle` from `version`: ten ranked neighbours, not the user.
+/// Returns how many of them share the user's cohort.
+fn check_answer(body: &Value, handle: u64, version: &str, data: &Data) -> usize {
+    assert_eq!(body["user_handle"], handle, "{body}");
+    assert_eq!(body["model_version"], version, "{body}");
+    let similar = body["similar_users"].as_array().expect("similar_users");
+    assert_eq!(similar.len(), 10, "{body}");
+    let mut same = 0;
+    let mut last = f64::INFINITY;
+    for (i, s) in similar.iter().enumerate() {
+        assert_eq!(s["rank"], i + 1, "{body}");
+        let sim = s["similarity"].as_f64().unwrap();
+        assert!(sim <= last, "not ranked by similarity: {body}");
+        last = sim;
+        let other = s["user_handle"].as_u64().unwrap();
+        assert_ne!(other, handle);
+        same += usize::from(data.cohort[&other] == data.cohort[&handle]);
+    }
+    same
+}
+
+fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("e2e-{name}-{}-{nanos}", std::process::id())
+}
+
+/// Requests in a loop on a background thread until stopped: records answers that are not
+/// 200 (the emulator's own failures apart) and the versions that answered.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    failures: Arc<Mutex<Vec<String>>>,
+    answered: Arc<AtomicUsize>,
+    emulator_errors: Arc<AtomicUsize>,
+    versions: Arc<Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Traffic {
+    fn start(function: &LambdaWatch) -> Traffic {
+        let addr = function.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let answered = Arc::new(AtomicUsize::new(0));
+        let emulator_errors = Arc::new(AtomicUsize::new(0));
+        let versions = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (s, f, a, e, v) = (
+            stop.clone(),
+            failures.clone(),
+            answered.clone(),
+            emulator_errors.clone(),
+            versions.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            let mut handle = 1;
+            while !s.load(Ordering::Relaxed) {
+                let r = kindred_e2e::exchange(
+                    addr,
+                    "POST",
+                    &format!("/lambda-url/{FUNCTION}/predict"),
+                    Some("application/json"),
+                    &format!("{{\"user_handle\": {handle}}}"),
+                    Duration::from_secs(60),
+                );
+                handle = handle % USERS + 1;
+                a.fetch_add(1, Ordering::Relaxed);
+                if is_emulator_error(&r) {
+                    e.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                if r.status != 200 {
+                    f.lock().unwrap().push(format!("{}: {}", r.status, r.body));
+                    continue;
+                }
+                let version = r.json()["model_version"].as_str().unwrap().to_owned();
+                let mut seen = v.lock().unwrap();
+                if seen.last() != Some(&version) {
+                    seen.push(version);
+                }
+            }
+        });
+        Traffic {
+            stop,
+            failures,
+            answered,
+            emulator_errors,
+            versions,
+            thread: Some(thread),
+        }
+    }
+
+    fn latest(&self) -> Option<String> {
+        self.versions.lock().unwrap().last().cloned()
+    }
+
+    /// Stops the traffic and checks it: no request failed in the function, the emulator
+    /// failed at most 2% of them, and some were answered. Returns the versions in the order
+    /// they answered.
+    fn finish(mut self, function: &LambdaWatch) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().expect("traffic thread");
+        let answered = self.answered.load(Ordering::Relaxed);
+        let failures = self.failures.lock().unwrap().clone();
+        let emulator = self.emulator_errors.load(Ordering::Relaxed);
+        assert!(
+            failures.is_empty(),
+            "failed requests: {failures:?}\n{}",
+            function.output()
+        );
+        assert!(answered > 0, "no request was answered");
+        assert!(
+            emulator * 50 <= answered,
+            "the emulator failed {emulator} of {answered} requests"
+        );
+        eprintln!("traffic: {answered} requests, {emulator} failed by the emulator");
+        self.versions.lock().unwrap().clone()
+    }
+}
+
+/// Copies the version that `from`'s pointer names into `to` with one byte of `index.bin`
+/// flipped, then points `to` at it: what a torn or tampered upload looks like.
+async fn copy_corrupted(from: &S3Store, to: &S3Store) -> String {
+    let (pointer, _) = registry::read_pointer(from)
+        .await
+        .unwrap()
+        .expect("pointer");
+    for name in ["users.bin", "index.bin", "manifest.json"] {
+        let key = registry::version_key(&pointer.version, name);
+        let mut bytes = from.get(&key).await.unwrap().expect(name).bytes;
+        if name == "index.bin" {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x5a;
+        }
+        to.put(&key, bytes, Precondition::IfAbsent).await.unwrap();
+    }
+    let pointer_bytes = from.get(POINTER).await.unwrap().unwrap().bytes;
+    to.put(POINTER, pointer_bytes, Precondition::None)
+        .await
+        .unwrap();
+    pointer.version
+}
+
+#[test]
+#[ignore = "needs LocalStack S3 and cargo-lambda: run ./dev test"]
+fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corruption() {
+    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
+        .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let prefix = unique_prefix("serve");
+    let live = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
+    runtime.block_on(live.create_bucket_if_missing()).unwrap();
+    let data = generate(11);
+
+    // 1. Given the batch has published a model to s3://kindred-test/<prefix> on LocalStack,
+    let v1 = train(&data, &endpoint, &prefix);
+
+    // 2. when the function runs under cargo lambda watch against that store,
+    let mut function = watch(&endpoint, &prefix);
+    // then POST /predict through the Function URL endpoint answers with ranked neighbours,
+    // mostly from the user's planted cohort (chance is about 0.05),
+    let (mut same, mut total) = (0, 0);
+    for handle in (1..=USERS).step_by(101) {
+        let r = predict(&function, handle);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        same += check_answer(&r.json(), handle, &v1, &data);
+        total += 10;
+    }
+    let precision = same as f64 / total as f64;
+    assert!(precision > 0.5, "cohort precision@10 {precision}");
+    // bad requests are 4xx JSON errors through the emulator too,
+    let r = function.request("POST", "/predict", r#"{"user_handle": "one"}"#);
+    assert_eq!(
+        (r.status, r.json()["error"].is_string()),
+        (400, true),
+        "{r:?}"
+    );
+    let r = predict(&function, 987_654_321);
+    assert_eq!(
+        (r.status, r.json()["error"].is_string()),
+        (404, true),
+        "{r:?}"
+    );
+    // and `cargo lambda invoke` with API Gateway REST (v1) and HTTP API (v2) events
+    // answers in the API Gateway response format.
+    for source in [Source::RestApi, Source::HttpApi] {
+        let body = r#"{"user_handle": 7}"#;
+        let event = event_json(
+            source,
+            "POST",
+            "/predict",
+            &[("content-type", "application/json")],
+            Some(body),
+        );
+        let out = function.invoke(&event);
+        assert_eq!(out["statusCode"], 200, "{source:?}: {out}");
+        let answer: Value = serde_json::from_str(out["body"].as_str().unwrap()).unwrap();
+        check_answer(&answer, 7, &v1, &data);
+        let bad = event_json(
+            source,
+            "POST",
+            "/predict",
+            &[("content-type", "application/json")],
+            Some("{"),
+        );
+        assert_eq!(function.invoke(&bad)["statusCode"], 400, "{source:?}");
+    }
+
+    // 3. When a second batch run publishes a new version while requests keep coming,
+    let traffic = Traffic::start(&function);
+    let v2 = train(&data, &endpoint, &prefix);
+    assert!(v2 > v1, "{v2} should sort after {v1}");
+    // then the warm function switches to it without a failed request.
+    eventually(
+        Duration::from_secs(60),
+        "the warm function serves v2",
+        || (traffic.latest().as_deref() == Some(v2.as_str())).then_some(()),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(traffic.finish(&function), vec![v1.clone(), v2.clone()]);
+
+    // 4. When a version whose index.bin is corrupted in S3 becomes current,
+    let staging = S3Store::at_endpoint(&endpoint, BUCKET, &format!("{prefix}-staging"));
+    let _ = train(&data, &endpoint, &format!("{prefix}-staging"));
+    let traffic = Traffic::start(&function);
+    let v3 = runtime.block_on(copy_corrupted(&staging, &live));
+    // then the function refuses it, says so, and keeps serving v2 throughout,
+    let refusal = eventually(Duration::from_secs(60), "a refusal of v3", || {
+        function
+            .logs("refusing model version that failed verification")
+            .into_iter()
+            .find(|e| e["fields"]["version"] == v3.as_str())
+    });
+    assert_eq!(refusal["fields"]["keeping"], v2.as_str(), "{refusal}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(traffic.finish(&function), vec![v2.clone()]);
+    // and the next good version published after it is picked up.
+    let v4 = train(&data, &endpoint, &prefix);
+    eventually(Duration::from_secs(60), "the function serves v4", || {
+        let r = predict(&function, 3);
+        assert_eq!(r.status, 200, "{}", r.body);
+        (r.json()["model_version"] == v4.as_str()).then_some(())
+    });
+    function.stop();
+}
+
+#[test]
+#[ignore = "needs LocalStack and cargo-lambda: run ./dev test"]
+fn a_cold_function_answers_503_while_localstack_is_down_and_recovers_when_it_is_back() {
+    let data = generate(12);
+    let prefix = "cold";
+    // Given a model published to a LocalStack of this test's own,
+    let mut localstack = LocalStack::start();
+    let endpoint = localstack.endpoint();
+    let store = S3Store::at_endpoint(&endpoint, BUCKET, prefix);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(store.create_bucket_if_missing()).unwrap();
+    train(&data, &endpoint, prefix);
+
+    // when LocalStack stops and then a cold function is asked for a prediction,
+    localstack.stop();
+    let mut function = watch(&endpoint, prefix);
+    // then it answers 503 with a retry hint (twice: it does not give up or crash),
+    for _ in 0..2 {
+        let r = predict(&function, 1);
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.header("retry-after").is_some(), "{r:?}");
+        assert_eq!(r.json()["error"], "model unavailable", "{r:?}");
+        assert!(
+            !r.body.contains(&endpoint),
+            "the endpoint leaked: {}",
+            r.body
+        );
+    }
+    assert!(
+        !function.logs("model store unavailable").is_empty(),
+        "{}",
+        function.output()
+    );
+
+    // and once LocalStack is back (community LocalStack keeps S3 in memory, so the
+    // schedule publishes again), the same function instance answers.
+    localstack.resume();
+    runtime.block_on(store.create_bucket_if_missing()).unwrap();
+    let version = train(&data, &endpoint, prefix);
+    let body = eventually(Duration::from_secs(60), "recovery after the outage", || {
+        let r = predict(&function, 1);
+        (r.status == 200).then(|| r.json())
+    });
+    check_answer(&body, 1, &version, &data);
+    function.stop();
+    localstack.stop();
+}
