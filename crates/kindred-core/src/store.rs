@@ -256,7 +256,13 @@ impl S3Store {
 
     /// Creates the bucket unless this account already owns it.
     pub async fn create_bucket_if_missing(&self) -> Result<()> {
-        match self.client.create_bucket().bucket(&self.bucket).send().await {
+        match self
+            .client
+            .create_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err)
                 if err.as_service_error().is_some_and(|e| {

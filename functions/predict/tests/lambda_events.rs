@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
-use common::events::{SOURCES, Source, event_json, fixture};
 use common::{UNKNOWN_HANDLE, known_handle, model};
 use kindred_core::store::LocalStore;
+use kindred_e2e::events::{SOURCES, Source, event_json, fixture};
 use kindred_predict::api;
 use kindred_predict::cache::ModelCache;
 use serde_json::{Value, json};

@@ -14,10 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::events::{Source, event_json};
 use common::process::{Running, function};
 use common::{known_handle, version};
 use kindred_core::store::LocalStore;
+use kindred_e2e::events::{Source, event_json};
 use serde_json::Value;
 use tokio::sync::mpsc;
 

@@ -22,7 +22,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
-
 async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
     let req = Request::post("/predict")
         .header("content-type", "application/json")
@@ -133,7 +132,10 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
     // Given a bucket on LocalStack, written directly, and read by the function through a proxy,
     let bucket = format!("kindred-predict-test-{}", std::process::id());
     let direct = S3Store::at_endpoint(&endpoint, &bucket, "predict-it");
-    direct.create_bucket_if_missing().await.expect("create bucket");
+    direct
+        .create_bucket_if_missing()
+        .await
+        .expect("create bucket");
     let proxy = Proxy::start(upstream).await;
     let through = S3Store::at_endpoint(&format!("http://{}", proxy.addr), &bucket, "predict-it");
     let router = api::router(ModelCache::new(Store::S3(through), Duration::ZERO));

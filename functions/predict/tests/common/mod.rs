@@ -2,7 +2,6 @@
 //! chosen version names, stores that can be observed and broken, and log capture.
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-pub use kindred_e2e::events;
 pub mod process;
 
 use std::io::Write;
