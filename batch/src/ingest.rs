@@ -190,7 +190,8 @@ pub struct View {
 /// Everything read from a data folder.
 #[derive(Debug, Default)]
 pub struct Dataset {
-    /// Tag vocabulary, lower-cased (course tags, interests and assessment tags).
+    /// Tag vocabulary (course tags, interests and assessment tags), interned by
+    /// [`tags::key`](crate::tags::key) and named by each tag's commonest lower-case spelling.
     pub tags: Vocab,
     /// Course vocabulary (ids as in the files).
     pub courses: Vocab,
@@ -204,6 +205,43 @@ pub struct Dataset {
     pub assessments: Vec<(u64, u32, u16)>,
     /// One report per file.
     pub reports: Vec<FileReport>,
+    /// Rows per lower-case spelling, by tag id (to name merged tags).
+    spellings: Vec<HashMap<String, u64>>,
+}
+
+impl Dataset {
+    /// The id of a tag in any of its spellings (`C#`, `csharp`, `c-sharp`).
+    pub fn tag(&self, spelling: &str) -> Option<u32> {
+        self.tags.get(&crate::tags::key(spelling))
+    }
+
+    /// Interns a tag spelling by its key; counts a spelling that joins another.
+    fn intern_tag(&mut self, spelling: &str, report: &mut FileReport) -> u32 {
+        let id = self.tags.intern(&crate::tags::key(spelling)) as usize;
+        if self.spellings.len() <= id {
+            self.spellings.resize_with(id + 1, HashMap::new);
+        }
+        let seen = &mut self.spellings[id];
+        if !seen.is_empty() && !seen.contains_key(spelling) {
+            report.quirk("tag_spellings_merged");
+        }
+        *seen.entry(spelling.to_owned()).or_default() += 1;
+        id as u32
+    }
+
+    /// Names every tag by its commonest spelling (ties: the shorter, then the first in
+    /// byte order), so `c#` and `csharp` end as one tag with one name.
+    fn name_tags(&mut self) {
+        for (name, seen) in self.tags.names.iter_mut().zip(&self.spellings) {
+            if let Some((best, _)) = seen.iter().max_by(|a, b| {
+                a.1.cmp(b.1)
+                    .then(b.0.len().cmp(&a.0.len()))
+                    .then(b.0.cmp(a.0))
+            }) {
+                best.clone_into(name);
+            }
+        }
+    }
 }
 
 /// Reads a data folder: views and course tags are required, interests and assessments optional.
@@ -221,6 +259,7 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
     read_views(&dir.join(VIEWS), &mut ds)?;
     read_interests(&dir.join(INTERESTS), &mut ds)?;
     read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
+    ds.name_tags();
     Ok(ds)
 }
 
@@ -372,9 +411,9 @@ fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         match normalise_tag(f[1], report) {
             None => report.quirk("empty_tags"),
             Some(tag) => {
-                let t = ds.tags.intern(&tag);
+                let t = ds.intern_tag(&tag, report);
                 if ds.course_tags[id].contains(&t) {
-                    report.quirk("tags_repeated_for_a_course_after_case_folding");
+                    report.quirk("tags_repeated_for_a_course_after_merging_spellings");
                 } else {
                     ds.course_tags[id].push(t);
                 }
@@ -483,7 +522,7 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             return report.skip(line, SkipReason::Duplicate);
         }
         report.used += 1;
-        pairs.push((user, ds.tags.intern(&tag)));
+        pairs.push((user, ds.intern_tag(&tag, report)));
     })?;
     pairs.sort_unstable();
     let before = pairs.len();
@@ -533,7 +572,7 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         }
         report.used += 1;
         let date = text(f[2]);
-        let tag = ds.tags.intern(&tag);
+        let tag = ds.intern_tag(&tag, report);
         let slot = latest
             .entry((user, tag))
             .or_insert_with(|| (date.clone(), score));

@@ -8,4 +8,5 @@ pub mod ingest;
 pub mod matrix;
 pub mod report;
 pub mod svd;
+pub mod tags;
 pub mod train;

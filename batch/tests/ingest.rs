@@ -211,3 +211,45 @@ fn a_file_of_only_malformed_rows_is_unusable() {
         })
     ));
 }
+
+#[test]
+fn spellings_of_one_tag_across_files_become_one_tag_named_by_the_commonest() {
+    // Given C# and Node.js spelled differently across the four files,
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/spellings");
+    // when they are read,
+    let ds = ingest::read_dir(&dir).unwrap();
+    // then there are two tags, each reachable by any of its spellings,
+    assert_eq!(ds.tags.len(), 2, "{:?}", ds.tags.names);
+    let csharp = ds.tag("c#").unwrap();
+    let node = ds.tag("node-js").unwrap();
+    assert_ne!(csharp, node);
+    for spelling in ["csharp", "c-sharp", "C#", "C-Sharp"] {
+        assert_eq!(ds.tag(spelling), Some(csharp), "{spelling}");
+    }
+    assert_eq!(ds.tag("nodejs"), Some(node));
+    // named by their commonest spelling,
+    assert_eq!(ds.tags.names[csharp as usize], "c-sharp");
+    assert_eq!(ds.tags.names[node as usize], "node-js");
+    // the course tags, interests and assessments of users 1 and 2 meet on one tag,
+    assert_eq!(
+        ds.course_tags[ds.courses.get("csharp-basics").unwrap() as usize],
+        [csharp]
+    );
+    assert_eq!(
+        ds.course_tags[ds.courses.get("csharp-advanced").unwrap() as usize],
+        [csharp]
+    );
+    assert_eq!(ds.interests, [(1, csharp), (3, node)]);
+    assert_eq!(ds.assessments, [(2, csharp, 150), (3, node, 120)]);
+    // and each spelling that joined an earlier one is counted where it was met.
+    let merged = |file: &str| {
+        report(&ds, file)
+            .quirks
+            .get("tag_spellings_merged")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(merged("course_tags.csv"), 1);
+    assert_eq!(merged("user_interests.csv"), 2);
+    assert_eq!(merged("user_assessment_scores.csv"), 0);
+}
