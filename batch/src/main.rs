@@ -85,6 +85,10 @@ struct TrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long, env = "KINDRED_THREADS")]
     threads: Option<usize>,
+    /// Strongest features kept per user for the function's explanations (`because`);
+    /// 0 keeps none.
+    #[arg(long, env = "KINDRED_EXPLAIN_FEATURES", default_value_t = 16)]
+    explain_features: usize,
     /// Train and report, but publish nothing.
     #[arg(long)]
     dry_run: bool,
@@ -184,6 +188,7 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     cfg.hnsw.heuristic = args.heuristic;
     cfg.hnsw.seed = args.seed;
     cfg.recall_sample = args.recall_sample;
+    cfg.explain_features = args.explain_features;
     if let Some(t) = args.threads {
         cfg.threads = t.max(1);
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use kindred_core::artifact::{
-    self, Embedding, FORMAT_VERSION, HnswParams, Manifest, UserSummary, UserTable,
+    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Manifest, Signal, UserSummary, UserTable,
 };
 use serde::Serialize;
 use tracing::info;
@@ -43,6 +43,8 @@ pub struct TrainConfig {
     pub summary_tags: usize,
     /// Interests kept per user summary.
     pub summary_interests: usize,
+    /// Strongest features kept per user, for the function's explanations (`because`).
+    pub explain_features: usize,
 }
 
 /// Wall time of one stage.
@@ -180,6 +182,9 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let recall = stages.run("recall", || index::recall(&index, &sample, 10, cfg.threads));
 
     let mut summaries = summaries;
+    for &row in &kept {
+        summaries[row].features = strongest_features(&csr, &columns, row, cfg.explain_features);
+    }
     let users: Vec<UserSummary> = order
         .iter()
         .map(|&i| std::mem::take(&mut summaries[kept[i as usize]]))
@@ -237,6 +242,36 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         artifacts,
         summary,
     })
+}
+
+/// A row's `n` largest entries as explanation features, scaled to a unit-length row and
+/// sorted by (signal, tag).
+pub fn strongest_features(
+    csr: &matrix::Csr,
+    columns: &[matrix::Column],
+    row: usize,
+    n: usize,
+) -> Vec<Feature> {
+    let norm = csr.row(row).map(|(_, v)| v * v).sum::<f32>().sqrt();
+    if norm == 0.0 || n == 0 {
+        return Vec::new();
+    }
+    let mut entries: Vec<(u32, f32)> = csr.row(row).collect();
+    entries.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    entries.truncate(n);
+    let mut features: Vec<Feature> = entries
+        .into_iter()
+        .map(|(col, v)| {
+            let c = &columns[col as usize];
+            Feature {
+                signal: [Signal::Views, Signal::Interests, Signal::Assessments][c.block],
+                tag: c.tag,
+                weight: v / norm,
+            }
+        })
+        .collect();
+    features.sort_by_key(|f| (f.signal, f.tag));
+    features
 }
 
 /// The matrix stage's output.
@@ -397,6 +432,7 @@ pub fn default_config(data: PathBuf) -> TrainConfig {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         summary_tags: 5,
         summary_interests: 20,
+        explain_features: 16,
     }
 }
 

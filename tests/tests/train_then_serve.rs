@@ -87,6 +87,7 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
     // then POST /predict answers with ten ranked neighbours, mostly from the user's cohort,
     let mut same = 0;
     let mut total = 0;
+    let mut explained = 0;
     let mut first_version = String::new();
     for handle in (1..=2000).step_by(97) {
         let (status, body) = predict(addr, handle);
@@ -105,10 +106,44 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
         for s in similar {
             let other = s["user_handle"].as_u64().unwrap();
             assert_ne!(other, handle);
+            // Each neighbour says why: shared features, positive and largest first,
+            // summing to at most the rows' dot product (1 for identical rows).
+            let because = s["because"].as_array().expect("because");
+            let weights: Vec<f64> = because
+                .iter()
+                .map(|r| r["weight"].as_f64().unwrap())
+                .collect();
+            assert!(weights.iter().all(|&w| w > 0.0), "{because:?}");
+            assert!(weights.windows(2).all(|w| w[0] >= w[1]), "{because:?}");
+            assert!(weights.iter().sum::<f64>() <= 1.0 + 1e-4, "{because:?}");
+            explained += usize::from(!because.is_empty());
+            for r in because {
+                let signal = r["signal"].as_str().unwrap();
+                assert!(
+                    ["views", "interests", "assessments"].contains(&signal),
+                    "{r}"
+                );
+                if signal == "interests" {
+                    // A shared interest is in both users' (untruncated) interest lists.
+                    for list in [&body["summary"]["interests"], &s["summary"]["interests"]] {
+                        let list = list.as_array().unwrap();
+                        assert!(
+                            list.len() >= 20 || list.contains(&r["tag"]),
+                            "{r} not in {list:?}"
+                        );
+                    }
+                }
+            }
             total += 1;
             same += usize::from(cohort[&other] == cohort[&handle]);
         }
     }
+    // (Measured: 170 of 210 with 16 features kept per user; the rest share only
+    // features outside both users' strongest 16.)
+    assert!(
+        explained * 4 >= total * 3,
+        "only {explained} of {total} neighbours say why"
+    );
     let precision = same as f64 / total as f64;
     assert!(
         precision > 0.5,

@@ -64,9 +64,12 @@ pub enum Error {
         limit: u64,
     },
     /// The manifest was written by an incompatible format version.
-    #[error("unsupported model format version {received} (this build reads {expected})")]
+    #[error(
+        "unsupported model format version {received} (this build reads {} to {expected})",
+        crate::artifact::OLDEST_READABLE_FORMAT
+    )]
     UnsupportedFormat {
-        /// Version this build reads.
+        /// Newest version this build reads.
         expected: u32,
         /// Version found.
         received: u32,

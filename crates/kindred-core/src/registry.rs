@@ -18,9 +18,7 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::artifact::{
-    self, ArtifactEntry, INDEX, Index, MANIFEST, Manifest, Model, USERS, UserTable,
-};
+use crate::artifact::{self, ArtifactEntry, INDEX, Index, MANIFEST, Manifest, Model, USERS};
 use crate::error::{Error, Result};
 use crate::store::{ObjectStore, Precondition};
 
@@ -249,7 +247,7 @@ pub async fn load_version<S: ObjectStore>(
     let users_bytes = fetch_verified(store, &manifest, USERS).await?;
     let index_bytes = fetch_verified(store, &manifest, INDEX).await?;
     tokio::task::spawn_blocking(move || {
-        let users: UserTable = artifact::decode(USERS, &users_bytes)?;
+        let users = artifact::decode_users(manifest.format_version, &users_bytes)?;
         drop(users_bytes);
         let index: Index = artifact::decode(INDEX, &index_bytes)?;
         drop(index_bytes);

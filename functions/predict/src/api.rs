@@ -13,6 +13,7 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kindred_core::artifact::Signal;
 use kindred_core::store::ObjectStore;
 use kindred_core::{Model, query};
 use lambda_http::request::RequestContext;
@@ -217,6 +218,22 @@ pub struct UserView<'a> {
     pub assessments: Vec<Assessment<'a>>,
 }
 
+/// Reasons given per similar user, at most.
+pub const BECAUSE_MAX: usize = 5;
+
+/// One reason two users are similar: a feature they share and its part in their
+/// similarity.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Reason<'a> {
+    /// `views`, `interests` or `assessments`.
+    pub signal: Signal,
+    /// The tag.
+    pub tag: &'a str,
+    /// The term this shared feature adds to the users' similarity before the SVD (the dot
+    /// product of their unit-length weighted rows); larger explains more.
+    pub weight: f32,
+}
+
 /// One similar user.
 #[derive(Debug, Serialize, PartialEq)]
 pub struct SimilarUser<'a> {
@@ -226,6 +243,9 @@ pub struct SimilarUser<'a> {
     pub user_handle: u64,
     /// Cosine similarity of the embeddings, in [-1, 1].
     pub similarity: f32,
+    /// The shared tags, interests and assessments that contribute most, largest first
+    /// (empty for models published before explanations existed).
+    pub because: Vec<Reason<'a>>,
     /// The user's summary.
     pub summary: UserView<'a>,
 }
@@ -268,6 +288,22 @@ fn user_view(model: &Model, row: u32) -> UserView<'_> {
     }
 }
 
+fn because(model: &Model, a: u32, b: u32) -> Vec<Reason<'_>> {
+    let users = &model.users.users;
+    query::explain(
+        &users[a as usize].features,
+        &users[b as usize].features,
+        BECAUSE_MAX,
+    )
+    .into_iter()
+    .map(|c| Reason {
+        signal: c.signal,
+        tag: model.tag(c.tag),
+        weight: c.weight,
+    })
+    .collect()
+}
+
 /// Answers a validated request against a model (the in-process query path): the `k`
 /// users most similar to `handle`, by the index (or an exact scan when `k` exceeds what
 /// the index searches). An unknown handle is a 404 error.
@@ -293,6 +329,7 @@ pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>,
             rank: i as u32 + 1,
             user_handle: model.users.users[n.row as usize].handle,
             similarity: n.similarity.clamp(-1.0, 1.0),
+            because: because(model, row, n.row),
             summary: user_view(model, n.row),
         })
         .collect();
