@@ -307,7 +307,7 @@ async fn an_unreachable_s3_store_gives_503_from_the_binary() {
         ("AWS_CONFIG_FILE", "/nonexistent/kindred-test"),
         ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/kindred-test"),
     ];
-    let server = start(Path::new("s3://kindred-test-bucket/models"), &env).await;
+    let mut server = start(Path::new("s3://kindred-test-bucket/models"), &env).await;
     // when a prediction is asked for, then it is 503 "unreachable" with a retry hint,
     let (status, headers, body) = server.predict(r#"{"user_handle": 1}"#).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -315,13 +315,15 @@ async fn an_unreachable_s3_store_gives_503_from_the_binary() {
     assert_eq!(body["detail"]["reason"], "the model store is unreachable");
     // the endpoint stays out of the answer and goes to the log.
     assert!(!body.to_string().contains(&closed.to_string()), "{body}");
+    // (The log line may reach the pipe reader just after the response: wait for it.)
     let warning = server
         .process
-        .log_events()
-        .into_iter()
-        .find(|e| e["fields"]["message"] == "model store unavailable");
+        .wait_for_log(Duration::from_secs(10), "the store warning", |e| {
+            e["fields"]["message"] == "model store unavailable"
+        })
+        .await;
     assert!(
-        warning.expect("a logged warning")["fields"]["error"]
+        warning["fields"]["error"]
             .as_str()
             .unwrap()
             .contains("current.json")
