@@ -11,6 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use common::{SECRET_DETAIL, TestStore, eventually, known_handle, version_for};
+use kindred_core::artifact::FORMAT_VERSION;
 use kindred_core::registry;
 use kindred_core::store::LocalStore;
 use kindred_predict::api;
@@ -200,8 +201,9 @@ enum Corruption {
     FlippedByte,
     /// index.bin cut short.
     Truncated,
-    /// The manifest declares format version 2 (and the pointer matches the edited manifest).
-    FormatVersion2,
+    /// The manifest declares a format version newer than this build reads (and the pointer
+    /// matches the edited manifest).
+    FutureFormat,
 }
 
 impl Corruption {
@@ -219,11 +221,11 @@ impl Corruption {
                 let bytes = std::fs::read(&path).unwrap();
                 std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
             }
-            Corruption::FormatVersion2 => {
+            Corruption::FutureFormat => {
                 let path = root.join(registry::version_key(version, "manifest.json"));
                 let mut manifest: Value =
                     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                manifest["format_version"] = 2.into();
+                manifest["format_version"] = (FORMAT_VERSION + 1).into();
                 std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
                 common::repoint(root, version);
             }
@@ -235,7 +237,7 @@ impl Corruption {
         match self {
             Corruption::FlippedByte => "artifact users.bin has SHA-256",
             Corruption::Truncated => "artifact index.bin has",
-            Corruption::FormatVersion2 => "unsupported model format version 2",
+            Corruption::FutureFormat => "unsupported model format version",
         }
     }
 }
@@ -306,7 +308,7 @@ async fn a_truncated_new_version_is_refused_and_the_previous_keeps_serving() {
 
 #[tokio::test]
 async fn a_new_version_of_another_format_is_refused_and_the_previous_keeps_serving() {
-    a_corrupted_new_version_is_refused(Corruption::FormatVersion2, 5).await;
+    a_corrupted_new_version_is_refused(Corruption::FutureFormat, 5).await;
 }
 
 #[tokio::test]
