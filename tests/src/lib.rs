@@ -109,39 +109,38 @@ impl Running {
 
     /// Waits for a JSON log line whose message is `message` and returns it.
     pub fn wait_for_log(&mut self, message: &str, limit: Duration) -> serde_json::Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(e) = self.logs(message).pop() {
-                return e;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "process exited ({status}) before logging {message:?}:\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {message:?} within {limit:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_until(&format!("{message:?}"), limit, |p| p.logs(message).pop())
     }
 
     /// Waits until the output contains `text`.
     pub fn wait_for_text(&mut self, text: &str, limit: Duration) {
+        self.wait_until(&format!("{text:?}"), limit, |p| {
+            p.output().contains(text).then_some(())
+        })
+    }
+
+    /// Polls `check` every 20 ms; panics with the output when the process exits first or
+    /// `limit` passes.
+    fn wait_until<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Running) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + limit;
-        while !self.output().contains(text) {
+        loop {
+            if let Some(v) = check(self) {
+                return v;
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
-                    "process exited ({status}) before writing {text:?}:\n{}",
+                    "process exited ({status}) before {what}:\n{}",
                     self.output()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "no {text:?} within {limit:?}:\n{}",
+                "no {what} within {limit:?}:\n{}",
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -285,6 +284,16 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
+}
+
+/// Each generated user's planted (primary) cohort, from `<dir>/ground_truth.csv` as
+/// `kindred-datagen` writes it.
+pub fn primary_cohorts(dir: &Path) -> std::collections::HashMap<u64, u32> {
+    kindred_datagen::read_ground_truth(&dir.join("ground_truth.csv"))
+        .expect("ground truth")
+        .into_iter()
+        .map(|(handle, truth)| (handle, truth.primary_cohort))
+        .collect()
 }
 
 /// The repository root (the workspace).

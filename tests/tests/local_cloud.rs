@@ -8,6 +8,7 @@
 //! for the test that stops and restarts one of its own.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,8 +17,8 @@ use kindred_core::registry::{self, POINTER};
 use kindred_core::store::{ObjectStore, Precondition, S3Store};
 use kindred_e2e::events::{Source, event_json};
 use kindred_e2e::{
-    FUNCTION, LambdaWatch, LocalStack, Response, eventually, is_emulator_error, run_ok,
-    run_ok_with_env,
+    FUNCTION, LambdaWatch, LocalStack, Response, eventually, is_emulator_error, primary_cohorts,
+    run_ok, run_ok_with_env,
 };
 use serde_json::Value;
 
@@ -28,7 +29,7 @@ const USERS: u64 = 2000;
 struct Data {
     _dir: tempfile::TempDir,
     path: String,
-    cohort: HashMap<u64, u64>,
+    cohort: HashMap<u64, u32>,
 }
 
 fn generate(seed: u64) -> Data {
@@ -47,18 +48,7 @@ fn generate(seed: u64) -> Data {
             "20",
         ],
     );
-    let cohort = std::fs::read_to_string(format!("{path}/ground_truth.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f[0].parse().unwrap(),
-                f[1].trim_matches('"').parse().unwrap(),
-            )
-        })
-        .collect();
+    let cohort = primary_cohorts(Path::new(&path));
     Data {
         _dir: dir,
         path,

@@ -1,27 +1,11 @@
 //! The whole local flow with the real binaries: generate data, train and publish to a
 //! folder, serve it over HTTP, publish a second version and watch the server switch.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kindred_e2e::{Running, http, run_ok};
+use kindred_e2e::{Running, http, primary_cohorts, run_ok};
 use serde_json::Value;
-
-fn ground_truth(path: &std::path::Path) -> HashMap<u64, u64> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (
-                f[0].parse().unwrap(),
-                f[1].trim_matches('"').parse().unwrap(),
-            )
-        })
-        .collect()
-}
 
 fn predict(addr: SocketAddr, handle: u64) -> (u16, Value) {
     let (status, body) = http(
@@ -61,7 +45,7 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
         ],
     );
     assert!(summary.contains("published: version"), "{summary}");
-    let cohort = ground_truth(&data.join("ground_truth.csv"));
+    let cohort = primary_cohorts(&data);
 
     // when the function serves that store,
     let mut server = Running::spawn(
