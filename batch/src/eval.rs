@@ -1,18 +1,29 @@
 //! Quality measures of a trained model.
 //!
-//! On generated data, whose ground truth says which latent cohort each user was drawn
-//! from, *cohort precision@k* is the share of a user's k nearest neighbours that share
-//! the user's primary cohort. Chance level is the share of same-cohort pairs.
+//! - *Cohort precision@k* (generated data only): the share of a user's k nearest
+//!   neighbours drawn from the user's planted primary cohort (`ground_truth.csv`). Chance
+//!   level is the share of same-cohort pairs.
+//! - *Hold-out recall@k* (any data): hide a share of some users' tags (every view of a
+//!   course with the tag, the interest, the assessment), train again, and count how many
+//!   of the hidden tags at least one of the user's k neighbours carries. Chance level is
+//!   the same count for k random users.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use kindred_core::{Model, query};
+use instant_distance::PointId;
+use kindred_core::artifact::Index;
+use kindred_core::query;
 
-/// Cohort precision@k of the model's index (approximate search, as served) over `rows`,
-/// with `cohort_of` mapping a handle to its planted cohort. Users without a known cohort
-/// are skipped. Returns (precision, chance level).
+use crate::index::sample_rows;
+use crate::ingest::Dataset;
+
+/// Cohort precision@k of `index` (approximate search, as served at scale) over the points
+/// at `rows`, with `handles[point]` the point's user and `cohort_of` mapping a handle to
+/// its planted cohort. Users without a known cohort are skipped. Returns (precision,
+/// chance level).
 pub fn cohort_precision(
-    model: &Model,
+    index: &Index,
+    handles: &[u64],
     cohort_of: &HashMap<u64, u32>,
     rows: &[u32],
     k: usize,
@@ -20,12 +31,13 @@ pub fn cohort_precision(
     let mut hits = 0usize;
     let mut total = 0usize;
     for &row in rows {
-        let Some(c) = cohort_of.get(&model.users.users[row as usize].handle) else {
+        let Some(c) = cohort_of.get(&handles[row as usize]) else {
             continue;
         };
-        for n in query::similar_users(model, row, k) {
+        let q = &index[PointId::from(row)];
+        for n in query::approximate(index, q, k, Some(row)) {
             total += 1;
-            if cohort_of.get(&model.users.users[n.row as usize].handle) == Some(c) {
+            if cohort_of.get(&handles[n.row as usize]) == Some(c) {
                 hits += 1;
             }
         }
@@ -33,8 +45,8 @@ pub fn cohort_precision(
     // Chance: probability that two distinct users in the model share a cohort.
     let mut sizes: HashMap<u32, u64> = HashMap::new();
     let mut n = 0u64;
-    for u in &model.users.users {
-        if let Some(&c) = cohort_of.get(&u.handle) {
+    for h in handles {
+        if let Some(&c) = cohort_of.get(h) {
             *sizes.entry(c).or_default() += 1;
             n += 1;
         }
@@ -45,12 +57,121 @@ pub fn cohort_precision(
     } else {
         0.0
     };
-    (
-        if total > 0 {
-            hits as f64 / total as f64
-        } else {
-            0.0
-        },
-        chance,
-    )
+    (ratio(hits, total), chance)
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b > 0 { a as f64 / b as f64 } else { 0.0 }
+}
+
+/// Which users' tags are hidden for the hold-out measure, and every user's full tag set.
+#[derive(Clone, Debug)]
+pub struct HoldoutPlan {
+    /// Users with hidden tags.
+    pub users: Vec<u64>,
+    /// Hidden (handle, tag) pairs.
+    pub hidden: HashSet<(u64, u32)>,
+    /// Each user's distinct tags in the full data (views, interests, assessments), sorted.
+    pub tags_of: HashMap<u64, Vec<u32>>,
+    /// Seed of the plan (also used for the chance level).
+    pub seed: u64,
+}
+
+/// Users need this many distinct tags to take part (so that 80% of them remain).
+pub const HOLDOUT_MIN_TAGS: usize = 5;
+
+impl HoldoutPlan {
+    /// Draws up to `users` users with at least [`HOLDOUT_MIN_TAGS`] tags and hides
+    /// `share` of each one's tags (at least one), reproducibly from `seed`.
+    pub fn draw(ds: &Dataset, users: usize, share: f64, seed: u64) -> HoldoutPlan {
+        let mut tags_of: HashMap<u64, Vec<u32>> = HashMap::new();
+        for v in &ds.views {
+            tags_of
+                .entry(v.user)
+                .or_default()
+                .extend(&ds.course_tags[v.course as usize]);
+        }
+        for &(u, t) in &ds.interests {
+            tags_of.entry(u).or_default().push(t);
+        }
+        for &(u, t, _) in &ds.assessments {
+            tags_of.entry(u).or_default().push(t);
+        }
+        for tags in tags_of.values_mut() {
+            tags.sort_unstable();
+            tags.dedup();
+        }
+        let mut eligible: Vec<u64> = tags_of
+            .iter()
+            .filter(|(_, t)| t.len() >= HOLDOUT_MIN_TAGS)
+            .map(|(&h, _)| h)
+            .collect();
+        eligible.sort_unstable();
+        let chosen: Vec<u64> = sample_rows(eligible.len(), users, seed)
+            .into_iter()
+            .map(|i| eligible[i as usize])
+            .collect();
+        let mut hidden = HashSet::new();
+        for (i, &h) in chosen.iter().enumerate() {
+            let tags = &tags_of[&h];
+            let n = ((tags.len() as f64 * share).round() as usize).max(1);
+            for j in sample_rows(tags.len(), n, seed ^ (i as u64).wrapping_mul(0x9E37_79B9)) {
+                hidden.insert((h, tags[j as usize]));
+            }
+        }
+        HoldoutPlan {
+            users: chosen,
+            hidden,
+            tags_of,
+            seed,
+        }
+    }
+
+    fn carries(&self, user: u64, tag: u32) -> bool {
+        self.tags_of
+            .get(&user)
+            .is_some_and(|t| t.binary_search(&tag).is_ok())
+    }
+}
+
+/// Hold-out recall@k of a model trained without the plan's hidden pairs: the share of
+/// hidden tags that at least one of the user's k neighbours carries. `handles[point]` is
+/// each index point's user. Returns (recall, chance level with k random users).
+pub fn holdout_recall(plan: &HoldoutPlan, index: &Index, handles: &[u64], k: usize) -> (f64, f64) {
+    let point_of: HashMap<u64, u32> = handles
+        .iter()
+        .enumerate()
+        .map(|(p, &h)| (h, p as u32))
+        .collect();
+    let mut by_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    for &(h, t) in &plan.hidden {
+        by_user.entry(h).or_default().push(t);
+    }
+    let (mut found, mut found_by_chance, mut total) = (0usize, 0usize, 0usize);
+    for (i, &user) in plan.users.iter().enumerate() {
+        let (Some(&point), Some(tags)) = (point_of.get(&user), by_user.get(&user)) else {
+            continue;
+        };
+        let q = &index[PointId::from(point)];
+        let neighbours: Vec<u64> = query::approximate(index, q, k, Some(point))
+            .iter()
+            .map(|n| handles[n.row as usize])
+            .collect();
+        let random: Vec<u64> = sample_rows(handles.len(), k + 1, plan.seed ^ (i as u64 + 1))
+            .into_iter()
+            .map(|p| handles[p as usize])
+            .filter(|&h| h != user)
+            .take(k)
+            .collect();
+        for &t in tags {
+            total += 1;
+            if neighbours.iter().any(|&n| plan.carries(n, t)) {
+                found += 1;
+            }
+            if random.iter().any(|&n| plan.carries(n, t)) {
+                found_by_chance += 1;
+            }
+        }
+    }
+    (ratio(found, total), ratio(found_by_chance, total))
 }

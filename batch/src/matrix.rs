@@ -6,6 +6,7 @@
 //! own (value transform, inverse document frequency), L2-normalised per user and scaled
 //! by the block's weight, so no block dominates merely through its units.
 
+use kindred_core::projection::ValueTransform;
 use serde::{Deserialize, Serialize};
 
 /// A compressed sparse row matrix with `f32` values.
@@ -84,10 +85,15 @@ pub enum Transform {
 
 impl Transform {
     fn apply(self, v: f32) -> f32 {
+        self.stored().apply(v)
+    }
+
+    /// The same transform as stored in a model's projection.
+    pub fn stored(self) -> ValueTransform {
         match self {
-            Transform::Raw => v,
-            Transform::Log1p => v.max(0.0).ln_1p(),
-            Transform::Binary => 1.0,
+            Transform::Raw => ValueTransform::Raw,
+            Transform::Log1p => ValueTransform::Log1p,
+            Transform::Binary => ValueTransform::Binary,
         }
     }
 }
@@ -99,8 +105,16 @@ pub struct BlockWeighting {
     pub transform: Transform,
     /// Multiply each column by `ln(1 + users / users_with_entry)`.
     pub idf: bool,
+    /// Scale each user's row of the block to unit length before weighting (the seed
+    /// did not: its rows keep their raw scale).
+    #[serde(default = "yes")]
+    pub normalise: bool,
     /// Scale of the block after per-user L2 normalisation (0 drops the block).
     pub weight: f32,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One block of features: entries keyed by (row, tag), before weighting.
@@ -145,10 +159,11 @@ pub fn average_by_row_and_tag(observations: &mut [(u32, u32, u32)]) -> Vec<(u32,
 
 /// Applies each block's weighting and stacks the blocks side by side.
 ///
-/// Only tags that occur in a block get a column in it. Returns the matrix and what
-/// each column stands for.
-pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
+/// Only tags that occur in a block get a column in it. Returns the matrix, what each
+/// column stands for and each column's idf factor (1 where the block has no idf).
+pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>, Vec<f32>) {
     let mut columns = Vec::new();
+    let mut idfs: Vec<f32> = Vec::new();
     let mut triples: Vec<(u32, u32, f32)> = Vec::new();
     for (b, block) in blocks.iter().enumerate() {
         if block.weighting.weight == 0.0 || block.entries.is_empty() {
@@ -184,6 +199,7 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
                 }
             })
             .collect();
+        idfs.extend(&idf);
         // Per row: transform, idf, L2 normalise, scale.
         let mut start = 0;
         while start < block.entries.len() {
@@ -199,7 +215,11 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
                     (c, w.transform.apply(v) * idf[(c - first) as usize])
                 })
                 .collect();
-            let norm = vals.iter().map(|v| v.1 * v.1).sum::<f32>().sqrt();
+            let norm = if w.normalise {
+                vals.iter().map(|v| v.1 * v.1).sum::<f32>().sqrt()
+            } else {
+                1.0
+            };
             if norm > 0.0 {
                 triples.extend(
                     vals.into_iter()
@@ -212,7 +232,7 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>) {
     }
     triples.sort_unstable_by_key(|t| (t.0, t.1));
     let csr = Csr::from_sorted_triples(rows, columns.len(), &triples);
-    (csr, columns)
+    (csr, columns, idfs)
 }
 
 #[cfg(test)]
@@ -235,6 +255,7 @@ mod tests {
         let raw = BlockWeighting {
             transform: Transform::Raw,
             idf: false,
+            normalise: true,
             weight: 1.0,
         };
         let views = Block {
@@ -248,10 +269,12 @@ mod tests {
             weighting: BlockWeighting {
                 transform: Transform::Binary,
                 idf: false,
+                normalise: true,
                 weight: 0.5,
             },
         };
-        let (m, cols) = assemble(3, &[views, interests]);
+        let (m, cols, idf) = assemble(3, &[views, interests]);
+        assert_eq!(idf, vec![1.0; 4]);
         assert_eq!(m.cols, 4);
         assert_eq!(
             cols,
@@ -277,6 +300,7 @@ mod tests {
         let w = BlockWeighting {
             transform: Transform::Binary,
             idf: true,
+            normalise: true,
             weight: 1.0,
         };
         let b = Block {
@@ -284,7 +308,7 @@ mod tests {
             entries: vec![(0, 1, 1.0), (0, 2, 1.0), (1, 1, 1.0)],
             weighting: w,
         };
-        let (m, _) = assemble(2, &[b]);
+        let (m, _, _) = assemble(2, &[b]);
         let r0: Vec<_> = m.row(0).collect();
         // Tag 1 is in both rows (idf ln 2), tag 2 in one (idf ln 3).
         assert!(r0[0].1 < r0[1].1);

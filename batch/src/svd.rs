@@ -28,6 +28,49 @@ pub struct Svd {
     pub v: Array2<f64>,
     /// Sum of the kept squared singular values over the squared Frobenius norm.
     pub explained_variance: f64,
+    /// Set when the decomposition is of the row-centred matrix `A - m 1ᵀ`.
+    pub centring: Option<Centring>,
+}
+
+/// Row-mean centring, applied implicitly: the sparse matrix itself is never densified.
+#[derive(Clone, Debug)]
+pub struct Centring {
+    /// Each row's mean over all columns (zeros included), as pandas' `mean(axis=1)`
+    /// of the seed's zero-filled pivot table.
+    pub row_means: Vec<f64>,
+    /// Column sums of `V` (`1ᵀ V`), so `(A - m 1ᵀ) V = A V - m (1ᵀ V)` row by row.
+    pub v_colsums: Vec<f64>,
+}
+
+/// Each row's mean over all `a.cols` columns.
+pub fn row_means(a: &Csr) -> Vec<f64> {
+    (0..a.rows)
+        .map(|r| {
+            if a.cols == 0 {
+                0.0
+            } else {
+                a.row(r).map(|(_, v)| f64::from(v)).sum::<f64>() / a.cols as f64
+            }
+        })
+        .collect()
+}
+
+/// Turns `G = AᵀA` into the Gram matrix of the row-centred `A - m 1ᵀ`:
+/// `G - s 1ᵀ - 1 sᵀ + (mᵀm) 1 1ᵀ` with `s = Aᵀm`.
+fn centre_gram(g: &mut Array2<f64>, a: &Csr, means: &[f64]) {
+    let n = a.cols;
+    let mut s_vec = vec![0.0f64; n];
+    for (r, &m) in means.iter().enumerate() {
+        for (c, v) in a.row(r) {
+            s_vec[c as usize] += f64::from(v) * m;
+        }
+    }
+    let mm: f64 = means.iter().map(|m| m * m).sum();
+    for i in 0..n {
+        for j in 0..n {
+            g[[i, j]] += mm - s_vec[i] - s_vec[j];
+        }
+    }
 }
 
 /// Errors from the decomposition.
@@ -99,8 +142,14 @@ pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
     g
 }
 
-/// The top `rank` singular triplets of `a` (rank is capped at the number of columns).
-pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdError> {
+/// The top `rank` singular triplets of `a` (rank is capped at the number of columns), or of
+/// its row-centred form `A - m 1ᵀ` when `centre_rows` is set (the seed's method).
+pub fn truncated_svd(
+    a: &Csr,
+    rank: usize,
+    threads: usize,
+    centre_rows: bool,
+) -> Result<Svd, SvdError> {
     if a.cols == 0 || a.nnz() == 0 {
         return Err(SvdError::Empty {
             rows: a.rows,
@@ -109,7 +158,11 @@ pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdErr
         });
     }
     let start = std::time::Instant::now();
-    let g = gram(a, threads);
+    let mut g = gram(a, threads);
+    let means = centre_rows.then(|| row_means(a));
+    if let Some(m) = &means {
+        centre_gram(&mut g, a, m);
+    }
     let gram_seconds = start.elapsed().as_secs_f64();
     let total: f64 = g.diag().sum();
     let k = rank.min(a.cols);
@@ -127,10 +180,15 @@ pub fn truncated_svd(a: &Csr, rank: usize, threads: usize) -> Result<Svd, SvdErr
     } else {
         0.0
     };
+    let centring = means.map(|row_means| Centring {
+        v_colsums: (0..v.ncols()).map(|j| v.column(j).sum()).collect(),
+        row_means,
+    });
     Ok(Svd {
         singular_values,
         v,
         explained_variance,
+        centring,
     })
 }
 
@@ -200,6 +258,12 @@ pub fn embed(a: &Csr, svd: &Svd, power: f64) -> Vec<Vec<f32>> {
                     *slot += f64::from(val) * x;
                 }
             }
+            if let Some(c) = &svd.centring {
+                let m = c.row_means[r];
+                for (slot, &cs) in acc.iter_mut().zip(&c.v_colsums) {
+                    *slot -= m * cs;
+                }
+            }
             acc.iter()
                 .zip(&scale)
                 .map(|(x, s)| (x * s) as f32)
@@ -234,12 +298,46 @@ mod tests {
             [0.0, 2.0, 0.0]
         ];
         let a = csr_from_dense(&d);
-        let ours = truncated_svd(&a, 3, 2).unwrap();
+        let ours = truncated_svd(&a, 3, 2, false).unwrap();
         let (_, reference, _) = d.svd(false, false).unwrap();
         for (x, y) in ours.singular_values.iter().zip(reference.iter()) {
             assert!((x - y).abs() < 1e-9, "{x} vs {y}");
         }
         assert!((ours.explained_variance - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn row_centring_matches_a_dense_svd_of_the_centred_matrix() {
+        // Given a sparse matrix and its dense row-centred copy (the seed's demeaning),
+        let d = array![
+            [3.0, 0.0, 1.0, 0.0],
+            [0.0, 5.0, 0.0, 2.0],
+            [4.0, 1.0, 0.0, 0.0],
+            [0.0, 0.0, 6.0, 1.0],
+            [2.0, 2.0, 2.0, 0.0]
+        ];
+        let a = csr_from_dense(&d);
+        let mut centred = d.clone();
+        for mut row in centred.rows_mut() {
+            let m = row.mean().unwrap();
+            row.mapv_inplace(|x| x - m);
+        }
+        // when decomposed implicitly,
+        let ours = truncated_svd(&a, 3, 1, true).unwrap();
+        let (_, reference, _) = centred.svd(false, false).unwrap();
+        // then the singular values are the dense ones,
+        for (x, y) in ours.singular_values.iter().zip(reference.iter()) {
+            assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+        }
+        // and the full-rank embeddings U Σ reconstruct the centred rows (row sums are 0,
+        // so rank 3 of 4 columns is full).
+        let e = embed(&a, &ours, 1.0);
+        for r in 0..5 {
+            for c in 0..4 {
+                let rec: f64 = (0..3).map(|j| f64::from(e[r][j]) * ours.v[[c, j]]).sum();
+                assert!((rec - centred[[r, c]]).abs() < 1e-4, "[{r},{c}] {rec}");
+            }
+        }
     }
 
     #[test]
@@ -255,7 +353,7 @@ mod tests {
         ];
         let a = csr_from_dense(&d);
         // when factorised at full rank with power 1 (rows of U Σ),
-        let svd = truncated_svd(&a, 4, 1).unwrap();
+        let svd = truncated_svd(&a, 4, 1, false).unwrap();
         let e = embed(&a, &svd, 1.0);
         // then (U Σ) Vᵀ gives A back,
         for r in 0..6 {
@@ -269,7 +367,7 @@ mod tests {
             }
         }
         // and a rank-2 truncation keeps exactly the top two squared singular values.
-        let t = truncated_svd(&a, 2, 1).unwrap();
+        let t = truncated_svd(&a, 2, 1, false).unwrap();
         let all: f64 = svd.singular_values.iter().map(|s| s * s).sum();
         let top: f64 = t.singular_values.iter().map(|s| s * s).sum();
         assert!((t.explained_variance - top / all).abs() < 1e-9);
@@ -329,7 +427,7 @@ mod tests {
     fn power_zero_gives_orthonormal_u_columns() {
         let d = array![[1.0, 2.0], [3.0, 1.0], [0.0, 1.0], [2.0, 2.0]];
         let a = csr_from_dense(&d);
-        let svd = truncated_svd(&a, 2, 2).unwrap();
+        let svd = truncated_svd(&a, 2, 2, false).unwrap();
         let u = embed(&a, &svd, 0.0);
         for i in 0..2 {
             for j in 0..2 {

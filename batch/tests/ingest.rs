@@ -88,6 +88,7 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
     cfg.views = BlockWeighting {
         transform: Transform::Raw,
         idf: false,
+        normalise: true,
         weight: 1.0,
     };
     // when the matrix is built,

@@ -93,6 +93,10 @@ pub struct GenConfig {
     pub long_watcher_share: f64,
     /// Share of users with assessment scores.
     pub assessment_share: f64,
+    /// Popular-noise share of interests alone, to make interests a weaker (or
+    /// stronger) signal than views; `None` uses `popular_noise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interest_noise: Option<f64>,
 }
 
 impl GenConfig {
@@ -108,6 +112,7 @@ impl GenConfig {
         primary_share_max: 0.9,
         long_watcher_share: 0.1,
         assessment_share: 0.3,
+        interest_noise: None,
     };
 
     /// Checks ranges: at least one user, at least two cohorts (a secondary
@@ -126,6 +131,7 @@ impl GenConfig {
             ("primary_share_max", self.primary_share_max),
             ("long_watcher_share", self.long_watcher_share),
             ("assessment_share", self.assessment_share),
+            ("interest_noise", self.interest_noise.unwrap_or(0.0)),
         ] {
             ensure!(
                 (0.0..=1.0).contains(&value),

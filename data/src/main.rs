@@ -76,6 +76,11 @@ struct Cli {
     /// Share of users with assessment scores.
     #[arg(long, value_name = "SHARE", default_value_t = DEFAULT.assessment_share, value_parser = share)]
     assessment_share: f64,
+
+    /// Popular-noise share of interests alone (to vary how strong a signal
+    /// interests are) [default: --popular-noise].
+    #[arg(long, value_name = "SHARE", value_parser = share)]
+    interest_noise: Option<f64>,
 }
 
 impl Cli {
@@ -91,6 +96,7 @@ impl Cli {
             primary_share_max: self.primary_share_max,
             long_watcher_share: self.long_watcher_share,
             assessment_share: self.assessment_share,
+            interest_noise: self.interest_noise,
         }
     }
 }

@@ -304,7 +304,12 @@ impl<'a> World<'a> {
 
     /// Where the next draw comes from: popular noise, else primary or secondary cohort.
     fn source(&self, p: &Profile, rng: &mut Rng) -> Source {
-        if rng.chance(self.cfg.popular_noise) {
+        self.source_with_noise(p, rng, self.cfg.popular_noise)
+    }
+
+    /// [`Self::source`] with another popular-noise share.
+    fn source_with_noise(&self, p: &Profile, rng: &mut Rng, noise: f64) -> Source {
+        if rng.chance(noise) {
             Source::Popular
         } else if rng.chance(p.share) {
             Source::Cohort(p.primary)
@@ -416,7 +421,8 @@ impl<'a> World<'a> {
         let mut attempts = 0;
         while interests.len() < target && attempts < target * 30 {
             attempts += 1;
-            let tag = match self.source(p, &mut rng) {
+            let noise = self.cfg.interest_noise.unwrap_or(self.cfg.popular_noise);
+            let tag = match self.source_with_noise(p, &mut rng, noise) {
                 Source::Cohort(c) => self.cohorts[c].interest(&mut rng),
                 Source::Popular => None,
             }

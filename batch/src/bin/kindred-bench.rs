@@ -9,9 +9,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
-use kindred_batch::matrix::{BlockWeighting, Transform};
+use kindred_batch::matrix::Transform;
 use kindred_batch::{eval, index, train};
-use kindred_core::Model;
 use kindred_core::artifact::{self, Index, UserTable};
 
 /// Compare weightings of the training matrix on a generated data set with ground truth.
@@ -24,83 +23,63 @@ struct Cli {
     /// Variants to run, by number in the printed table (comma-separated; default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also print precision by planted primary share and by whether the user has views.
+    #[arg(long)]
+    breakdown: bool,
     /// Users sampled for the precision measure.
     #[arg(long, default_value_t = 2000)]
     sample: usize,
 }
 
+/// A named subset of the sampled users, by index point.
+type Filter<'a> = Box<dyn Fn(u32) -> bool + 'a>;
+
 /// A named change to the default configuration.
 type Variant = (&'static str, Box<dyn Fn(&mut train::TrainConfig)>);
 
 fn variants() -> Vec<Variant> {
-    let views = |t, idf| BlockWeighting {
-        transform: t,
-        idf,
-        weight: 1.0,
-    };
-    // Every variant starts from the default configuration (views log1p + idf, interests 1.0).
+    use train::Method;
+    let preset =
+        |m: Method| move |c: &mut train::TrainConfig| *c = train::config_for(m, c.data.clone());
+    // Every other variant changes one thing of the default (`--method kindred`).
     vec![
+        ("seed (--method seed)", Box::new(preset(Method::Seed))),
         (
-            "seed-like: views raw, U, rank 50",
-            Box::new(move |c: &mut train::TrainConfig| {
-                c.views = views(Transform::Raw, false);
-                c.interests.weight = 0.0;
-                c.power = 0.0;
-                c.rank = 50;
-            }),
+            "baseline (--method baseline)",
+            Box::new(preset(Method::Baseline)),
+        ),
+        ("kindred (default)", Box::new(|_| {})),
+        (
+            "kindred, no smoothing",
+            Box::new(|c| c.smooth_neighbours = 0),
         ),
         (
-            "views raw, U Σ",
-            Box::new(move |c| {
-                c.views = views(Transform::Raw, false);
-                c.interests.weight = 0.0;
-            }),
+            "kindred, interests weight 1",
+            Box::new(|c| c.interests.weight = 1.0),
         ),
         (
-            "views log1p, U Σ",
-            Box::new(move |c| {
-                c.views = views(Transform::Log1p, false);
-                c.interests.weight = 0.0;
-            }),
+            "kindred, smoothing weight 5",
+            Box::new(|c| c.smooth_weight = 5.0),
         ),
         (
-            "views log1p + idf, U",
-            Box::new(move |c| {
-                c.interests.weight = 0.0;
-                c.power = 0.0;
-            }),
+            "kindred, HNSW without heuristic",
+            Box::new(|c| c.hnsw.heuristic = false),
         ),
         (
-            "views log1p + idf, U Σ^0.5",
-            Box::new(move |c| {
-                c.interests.weight = 0.0;
-                c.power = 0.5;
-            }),
+            "kindred + assessments 0.5",
+            Box::new(|c| c.assessments.weight = 0.5),
+        ),
+        ("kindred + courses 1", Box::new(|c| c.courses.weight = 1.0)),
+        (
+            "kindred, views only",
+            Box::new(|c| c.interests.weight = 0.0),
         ),
         (
-            "views log1p + idf, U Σ",
-            Box::new(move |c| c.interests.weight = 0.0),
+            "kindred, views binary",
+            Box::new(|c| c.views.transform = Transform::Binary),
         ),
-        (
-            "views binary + idf, U Σ",
-            Box::new(move |c| {
-                c.views = views(Transform::Binary, true);
-                c.interests.weight = 0.0;
-            }),
-        ),
-        (
-            "views + interests 0.5",
-            Box::new(move |c| c.interests.weight = 0.5),
-        ),
-        ("views + interests 1.0 (default)", Box::new(|_| {})),
-        (
-            "views + interests 2.0",
-            Box::new(move |c| c.interests.weight = 2.0),
-        ),
-        (
-            "default + assessments 0.5",
-            Box::new(move |c| c.assessments.weight = 0.5),
-        ),
+        ("kindred, rank 32", Box::new(|c| c.rank = 32)),
+        ("kindred, U (power 0)", Box::new(|c| c.power = 0.0)),
     ]
 }
 
@@ -114,8 +93,8 @@ fn main() -> anyhow::Result<()> {
         truth.len()
     );
     println!(
-        "{:<46} {:>9} {:>7} {:>9} {:>8} {:>8}",
-        "variant", "prec@10", "chance", "recall@10", "expl.var", "train s"
+        "{:<40} {:>8} {:>7} {:>8} {:>7} {:>9} {:>8} {:>8}",
+        "variant", "prec@10", "chance", "holdout", "chance", "recall@10", "expl.var", "train s"
     );
     for (i, (name, apply)) in variants().into_iter().enumerate() {
         if !cli.only.is_empty() && !cli.only.iter().any(|o| o == &i.to_string()) {
@@ -123,21 +102,47 @@ fn main() -> anyhow::Result<()> {
         }
         let mut cfg = train::default_config(cli.data.clone());
         apply(&mut cfg);
+        cfg.eval_sample = cli.sample;
+        cfg.evaluate = train::Evaluate::Always;
         let start = Instant::now();
         let trained = train::train(&cfg, "bench")?;
         let secs = start.elapsed().as_secs_f64();
-        let users: UserTable = artifact::decode(artifact::USERS, &trained.artifacts[0].1)?;
-        let idx: Index = artifact::decode(artifact::INDEX, &trained.artifacts[1].1)?;
-        let mut manifest = trained.manifest;
-        manifest.artifacts.clear();
-        let model = Model::from_parts(manifest, users, idx)?;
-        let rows = index::sample_rows(model.len(), cli.sample, 11);
-        let (precision, chance) = eval::cohort_precision(&model, &cohort_of, &rows, 10);
+        let q = &trained.summary.quality;
+        if cli.breakdown {
+            let users: UserTable = artifact::decode(artifact::USERS, &trained.artifacts[0].1)?;
+            let idx: Index = artifact::decode(artifact::INDEX, &trained.artifacts[1].1)?;
+            let handles: Vec<u64> = users.users.iter().map(|u| u.handle).collect();
+            let rows = index::sample_rows(handles.len(), cli.sample, 11);
+            let share = |r: u32| truth[&handles[r as usize]].primary_share;
+            let groups: [(&str, Filter); 5] = [
+                ("share < 0.7", Box::new(|r| share(r) < 0.7)),
+                (
+                    "share 0.7-0.8",
+                    Box::new(|r| (0.7..0.8).contains(&share(r))),
+                ),
+                ("share >= 0.8", Box::new(|r| share(r) >= 0.8)),
+                (
+                    "with views",
+                    Box::new(|r| users.users[r as usize].courses > 0),
+                ),
+                (
+                    "no views",
+                    Box::new(|r| users.users[r as usize].courses == 0),
+                ),
+            ];
+            for (label, keep) in &groups {
+                let sub: Vec<u32> = rows.iter().copied().filter(|&r| keep(r)).collect();
+                let (p, _) = eval::cohort_precision(&idx, &handles, &cohort_of, &sub, 10);
+                println!("    {label:<20} {:>6} users  prec@10 {p:.3}", sub.len());
+            }
+        }
         println!(
-            "{:<46} {:>9.3} {:>7.3} {:>9.4} {:>8.3} {:>8.2}",
+            "{:<40} {:>8.3} {:>7.3} {:>8.3} {:>7.3} {:>9.4} {:>8.3} {:>8.2}",
             name,
-            precision,
-            chance,
+            q.cohort_precision_at_10.unwrap_or(f64::NAN),
+            q.cohort_chance.unwrap_or(f64::NAN),
+            q.holdout_recall_at_10.unwrap_or(f64::NAN),
+            q.holdout_chance.unwrap_or(f64::NAN),
             trained.summary.recall_at_10,
             trained.summary.explained_variance,
             secs
