@@ -2,25 +2,48 @@
 //!
 //! Pure computation over the files read by [`crate::ingest`]; publishing is the caller's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use kindred_core::artifact::{
-    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Manifest, Signal, UserSummary, UserTable,
+    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Index, Manifest, Signal, UserSummary,
+    UserTable,
 };
+use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
 use serde::Serialize;
 use tracing::info;
 
-use crate::index;
 use crate::ingest::{self, Dataset, FileReport};
 use crate::matrix::{self, Block, BlockWeighting, Transform};
 use crate::svd;
+use crate::{eval, index};
+
+/// Names of the matrix blocks, by block index.
+pub const BLOCK_NAMES: [&str; 4] = ["views", "interests", "assessments", "courses"];
+
+/// A preset of the whole weighting, for side-by-side comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Kindred's default: the baseline with interests weighted twice and each embedding
+    /// smoothed towards the mean of its 50 nearest neighbours (see [`crate::smooth`]).
+    Kindred,
+    /// The strongest classical baseline we built: tf-idf weighted views (log seconds) and
+    /// interests, each block normalised per user with equal weights, truncated SVD, cosine
+    /// on U Σ. (Adding assessments lowered its scores on every data set measured.)
+    Baseline,
+    /// The replaced Python service: mean view seconds per tag (views only), row-mean
+    /// centring, rank 50, cosine on U.
+    Seed,
+}
 
 /// Everything that shapes a model.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrainConfig {
+    /// The preset this configuration started from.
+    pub method: Method,
     /// Folder holding the CSVs.
     pub data: PathBuf,
     /// SVD rank (embedding dimension).
@@ -33,6 +56,14 @@ pub struct TrainConfig {
     pub interests: BlockWeighting,
     /// Weighting of the assessments block.
     pub assessments: BlockWeighting,
+    /// Weighting of the courses block (log total seconds per user and course).
+    pub courses: BlockWeighting,
+    /// Subtract each row's mean before the SVD (the seed's demeaning).
+    pub centre_rows: bool,
+    /// Neighbours averaged into each embedding by [`crate::smooth`] (0: no smoothing).
+    pub smooth_neighbours: usize,
+    /// Weight of the neighbours' mean in the smoothing.
+    pub smooth_weight: f32,
     /// HNSW parameters.
     pub hnsw: HnswParams,
     /// Users sampled to measure recall@10.
@@ -45,6 +76,10 @@ pub struct TrainConfig {
     pub summary_interests: usize,
     /// Strongest features kept per user, for the function's explanations (`because`).
     pub explain_features: usize,
+    /// When to measure hold-out recall.
+    pub evaluate: Evaluate,
+    /// Users sampled for the cohort precision and hold-out measures.
+    pub eval_sample: usize,
 }
 
 /// Wall time of one stage.
@@ -85,6 +120,8 @@ pub struct RunSummary {
     pub recall_at_10: f64,
     /// Users in the recall sample.
     pub recall_sample: usize,
+    /// Quality figures.
+    pub quality: Quality,
     /// Stage timings.
     pub stages: Vec<StageTime>,
     /// Peak resident memory of the process so far, MiB (Linux only).
@@ -118,13 +155,36 @@ pub enum TrainError {
 }
 
 /// Times stages and shows a spinner while one runs, when stderr is a terminal.
-struct Stages {
+pub struct Stages {
     times: Vec<StageTime>,
     tty: bool,
 }
 
 impl Stages {
-    fn run<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+    /// Stage timing with a spinner when stderr is a terminal.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Stages {
+        Stages {
+            times: Vec::new(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Stage timing without a spinner (for nested runs).
+    pub fn quiet() -> Stages {
+        Stages {
+            times: Vec::new(),
+            tty: false,
+        }
+    }
+
+    /// Times of the stages run so far.
+    pub fn times(&self) -> &[StageTime] {
+        &self.times
+    }
+
+    /// Runs one stage, timing it.
+    pub fn run<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
         let bar = self.tty.then(|| {
             let bar = indicatif::ProgressBar::new_spinner().with_message(stage);
             bar.set_style(
@@ -146,26 +206,57 @@ impl Stages {
     }
 }
 
-/// Trains a model from `cfg.data`; `version` names it.
-pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
-    let mut stages = Stages {
-        times: Vec::new(),
-        tty: std::io::stderr().is_terminal(),
-    };
-    let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
+/// A fitted model before encoding: the index and the user table in index order.
+pub struct Fitted {
+    /// All handles seen, by matrix row.
+    pub handles: Vec<u64>,
+    /// The HNSW index; point `i` is `users[i]`.
+    pub index: Index,
+    /// User summaries in index order.
+    pub users: Vec<UserSummary>,
+    /// The decomposition.
+    pub svd: svd::Svd,
+    /// Matrix non-zeros.
+    pub nonzeros: usize,
+    /// Matrix columns per block.
+    pub columns: HashMap<&'static str, usize>,
+    /// Users with at least one view row.
+    pub users_with_views: usize,
+    /// The fold-in projection for profile queries.
+    pub projection: Projection,
+}
 
-    let built = stages.run("matrix", || build_matrix(&ds, cfg));
+impl Fitted {
+    /// Handles of the index's points, in index order.
+    pub fn point_handles(&self) -> Vec<u64> {
+        self.users.iter().map(|u| u.handle).collect()
+    }
+}
+
+/// Builds the matrix, factorises it and indexes the embeddings, with the (handle, tag)
+/// pairs in `hidden` left out of the data (for the hold-out measure).
+pub fn fit(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    hidden: &HashSet<(u64, u32)>,
+    stages: &mut Stages,
+) -> Result<Fitted, TrainError> {
+    let built = stages.run("matrix", || build_matrix_hiding(ds, cfg, hidden));
     let Built {
         handles,
         blocks,
         csr,
         columns,
+        idf,
         summaries,
         users_with_views,
     } = built;
     drop(blocks);
-    let svd = stages.run("svd", || svd::truncated_svd(&csr, cfg.rank, cfg.threads))?;
+    let svd = stages.run("svd", || {
+        svd::truncated_svd(&csr, cfg.rank, cfg.threads, cfg.centre_rows)
+    })?;
     let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power));
+    let projection = projection(cfg, &columns, &idf, &svd);
 
     // Users with an empty row have no signal: keep them out of the index.
     let mut points = Vec::new();
@@ -176,11 +267,18 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
             kept.push(row);
         }
     }
-    let users_in_model = points.len();
+    if cfg.smooth_neighbours > 0 {
+        points = stages.run("smooth", || {
+            crate::smooth::smooth(
+                &points,
+                cfg.smooth_neighbours,
+                cfg.smooth_weight,
+                cfg.threads,
+                &cfg.hnsw,
+            )
+        });
+    }
     let (index, order) = stages.run("index", || index::build(points, &cfg.hnsw));
-    let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
-    let recall = stages.run("recall", || index::recall(&index, &sample, 10, cfg.threads));
-
     let mut summaries = summaries;
     for &row in &kept {
         summaries[row].features = strongest_features(&csr, &columns, row, cfg.explain_features);
@@ -189,6 +287,45 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         .iter()
         .map(|&i| std::mem::take(&mut summaries[kept[i as usize]]))
         .collect();
+    let mut col_counts = HashMap::new();
+    for c in &columns {
+        *col_counts.entry(BLOCK_NAMES[c.block]).or_default() += 1;
+    }
+    Ok(Fitted {
+        handles,
+        index,
+        users,
+        svd,
+        nonzeros: csr.nnz(),
+        columns: col_counts,
+        users_with_views,
+        projection,
+    })
+}
+
+/// Trains a model from `cfg.data`; `version` names it.
+pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
+    let mut stages = Stages::new();
+    let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
+    let fitted = fit(&ds, cfg, &HashSet::new(), &mut stages)?;
+    let users_in_model = fitted.users.len();
+    let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
+    let recall = stages.run("recall", || {
+        index::recall(&fitted.index, &sample, 10, cfg.threads)
+    });
+    let quality = evaluate(&ds, cfg, &fitted, recall, &mut stages)?;
+    let pictures = stages.run("pictures", || Pictures::of(&fitted, cfg));
+
+    let Fitted {
+        handles,
+        index,
+        users,
+        svd,
+        nonzeros,
+        columns,
+        users_with_views,
+        projection,
+    } = fitted;
     let table = UserTable {
         tags: ds.tags.names.clone(),
         users,
@@ -197,15 +334,10 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         Ok(vec![
             (artifact::USERS, artifact::encode(artifact::USERS, &table)?),
             (artifact::INDEX, artifact::encode(artifact::INDEX, &index)?),
+            (PROJECTION, artifact::encode(PROJECTION, &projection)?),
         ])
     })?;
 
-    let mut col_counts = HashMap::new();
-    for c in &columns {
-        *col_counts
-            .entry(["views", "interests", "assessments"][c.block])
-            .or_default() += 1;
-    }
     let summary = RunSummary {
         files: ds.reports.clone(),
         users_seen: handles.len(),
@@ -213,21 +345,26 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         users_in_model,
         users_without_signal: handles.len() - users_in_model,
         tags: ds.tags.len(),
-        columns: col_counts,
-        nonzeros: csr.nnz(),
+        columns,
+        nonzeros,
         rank: svd.singular_values.len(),
         explained_variance: svd.explained_variance,
         singular_values: svd.singular_values.iter().take(10).copied().collect(),
         recall_at_10: recall,
         recall_sample: sample.len(),
+        quality,
         stages: stages.times,
         peak_rss_mib: peak_rss_mib(),
         config: cfg.clone(),
     };
+    let mut artifacts = artifacts;
+    let created_at = kindred_core::registry::now_rfc3339();
+    let html = pictures.render(version, &created_at, &summary, &table.tags);
+    artifacts.push((REPORT, html.into_bytes()));
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         version: version.to_owned(),
-        created_at: kindred_core::registry::now_rfc3339(),
+        created_at,
         users: users_in_model as u64,
         tags: ds.tags.len() as u64,
         dimensions: svd.singular_values.len() as u64,
@@ -244,6 +381,211 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     })
 }
 
+/// Object name of the HTML model report inside a version folder.
+pub const REPORT: &str = "report.html";
+/// Users drawn on the report's map.
+const MAP_USERS: usize = 3000;
+
+/// What the HTML model report plots, gathered from a fit.
+struct Pictures {
+    singular_values: Vec<f64>,
+    similarities: Vec<f32>,
+    map: Vec<crate::model_report::MapPoint>,
+}
+
+impl Pictures {
+    fn of(fitted: &Fitted, cfg: &TrainConfig) -> Pictures {
+        let n = fitted.users.len();
+        let sample = index::sample_rows(n, cfg.eval_sample, 23);
+        let mut similarities = Vec::with_capacity(sample.len() * 10);
+        for &row in &sample {
+            let q = &fitted.index[instant_distance::PointId::from(row)];
+            similarities.extend(
+                kindred_core::query::approximate(&fitted.index, q, 10, Some(row))
+                    .iter()
+                    .map(|n| n.similarity),
+            );
+        }
+        // Components 2 and 3: the first mostly says how much of the popular tags a
+        // user has (the matrix is not centred), the next two separate tastes.
+        let (cx, cy) = if fitted.svd.singular_values.len() >= 3 {
+            (1, 2)
+        } else {
+            (0, 1)
+        };
+        let map = index::sample_rows(n, MAP_USERS, 29)
+            .into_iter()
+            .filter_map(|row| {
+                let e = &fitted.index[instant_distance::PointId::from(row)].0;
+                let u = &fitted.users[row as usize];
+                let strongest = u
+                    .features
+                    .iter()
+                    .max_by(|a, b| a.weight.total_cmp(&b.weight))?;
+                Some(crate::model_report::MapPoint {
+                    x: *e.get(cx)?,
+                    y: *e.get(cy)?,
+                    group: strongest.tag,
+                    handle: u.handle,
+                })
+            })
+            .collect();
+        Pictures {
+            singular_values: fitted.svd.singular_values.clone(),
+            similarities,
+            map,
+        }
+    }
+
+    fn render(&self, version: &str, created_at: &str, s: &RunSummary, tags: &[String]) -> String {
+        let q = &s.quality;
+        let opt =
+            |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.3}"));
+        let figures = vec![
+            (
+                "method".to_owned(),
+                format!("{:?}", s.config.method).to_lowercase(),
+            ),
+            (
+                "index recall@10".to_owned(),
+                format!("{:.4}", s.recall_at_10),
+            ),
+            (
+                "cohort precision@10 (chance)".to_owned(),
+                format!(
+                    "{} ({})",
+                    opt(q.cohort_precision_at_10),
+                    opt(q.cohort_chance)
+                ),
+            ),
+            (
+                "hold-out recall@10 (chance)".to_owned(),
+                format!(
+                    "{} ({})",
+                    opt(q.holdout_recall_at_10),
+                    opt(q.holdout_chance)
+                ),
+            ),
+            ("matrix non-zeros".to_owned(), s.nonzeros.to_string()),
+            (
+                "training time".to_owned(),
+                format!("{:.1} s", s.stages.iter().map(|t| t.seconds).sum::<f64>()),
+            ),
+        ];
+        let notes = vec![
+            "The map places a sample of users by their second and third embedding components, \
+             coloured by each user's strongest feature."
+                .to_owned(),
+            crate::report::render(s, None)
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("published:"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ];
+        crate::model_report::render(&crate::model_report::ReportInput {
+            version,
+            created_at,
+            users: s.users_in_model,
+            tags: s.tags,
+            dimensions: s.rank,
+            explained_variance: s.explained_variance,
+            singular_values: &self.singular_values,
+            neighbour_similarities: &self.similarities,
+            map: &self.map,
+            groups: tags,
+            figures: &figures,
+            notes: &notes,
+        })
+    }
+}
+
+/// The quality figures of a run, when measured (see [`crate::eval`]).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Quality {
+    /// Index recall@10 against exact search.
+    pub index_recall_at_10: f64,
+    /// Cohort precision@10 against the data folder's `ground_truth.csv`, if present.
+    pub cohort_precision_at_10: Option<f64>,
+    /// Chance level of the cohort precision.
+    pub cohort_chance: Option<f64>,
+    /// Hold-out recall@10 (share of hidden tags carried by a neighbour), if measured.
+    pub holdout_recall_at_10: Option<f64>,
+    /// Hold-out recall of 10 random users instead of the neighbours.
+    pub holdout_chance: Option<f64>,
+    /// Users whose tags were partly hidden.
+    pub holdout_users: usize,
+    /// Why a measure was skipped, if one was.
+    pub skipped: Vec<String>,
+}
+
+/// Measures the model's quality as configured by `cfg.evaluate`.
+fn evaluate(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    fitted: &Fitted,
+    recall: f64,
+    stages: &mut Stages,
+) -> Result<Quality, TrainError> {
+    let mut q = Quality {
+        index_recall_at_10: recall,
+        ..Default::default()
+    };
+    let truth_path = cfg.data.join("ground_truth.csv");
+    if truth_path.is_file() {
+        match kindred_datagen::read_ground_truth(&truth_path) {
+            Ok(truth) => {
+                let cohort_of: HashMap<u64, u32> =
+                    truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
+                let handles = fitted.point_handles();
+                let rows = index::sample_rows(handles.len(), cfg.eval_sample, 11);
+                let (p, chance) = stages.run("cohorts", || {
+                    eval::cohort_precision(&fitted.index, &handles, &cohort_of, &rows, 10)
+                });
+                q.cohort_precision_at_10 = Some(p);
+                q.cohort_chance = Some(chance);
+            }
+            Err(e) => q.skipped.push(format!("cohort precision: {e:#}")),
+        }
+    }
+    let run_holdout = match cfg.evaluate {
+        Evaluate::Always => true,
+        Evaluate::Never => false,
+        Evaluate::Auto => fitted.users.len() <= AUTO_HOLDOUT_MAX_USERS,
+    };
+    if run_holdout {
+        let plan = eval::HoldoutPlan::draw(ds, cfg.eval_sample, HOLDOUT_SHARE, cfg.hnsw.seed);
+        let mut inner = Stages::quiet();
+        let refit = stages.run("holdout", || fit(ds, cfg, &plan.hidden, &mut inner))?;
+        let (r, chance) = eval::holdout_recall(&plan, &refit.index, &refit.point_handles(), 10);
+        q.holdout_recall_at_10 = Some(r);
+        q.holdout_chance = Some(chance);
+        q.holdout_users = plan.users.len();
+    } else {
+        q.skipped.push(format!(
+            "hold-out recall: {} users is above the automatic limit of {AUTO_HOLDOUT_MAX_USERS} (use --evaluate always)",
+            fitted.users.len()
+        ));
+    }
+    Ok(q)
+}
+
+/// Share of a hold-out user's tags hidden.
+pub const HOLDOUT_SHARE: f64 = 0.2;
+/// Largest model for which `--evaluate auto` retrains for the hold-out measure.
+pub const AUTO_HOLDOUT_MAX_USERS: usize = 200_000;
+
+/// When the training run measures hold-out recall (which costs a second fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluate {
+    /// Up to 200,000 users.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
 /// A row's `n` largest entries as explanation features, scaled to a unit-length row and
 /// sorted by (signal, tag).
 pub fn strongest_features(
@@ -256,7 +598,11 @@ pub fn strongest_features(
     if norm == 0.0 || n == 0 {
         return Vec::new();
     }
-    let mut entries: Vec<(u32, f32)> = csr.row(row).collect();
+    // Course columns have no tag to name: explanations speak of tags only.
+    let mut entries: Vec<(u32, f32)> = csr
+        .row(row)
+        .filter(|(c, _)| columns[*c as usize].block < 3)
+        .collect();
     entries.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
     entries.truncate(n);
     let mut features: Vec<Feature> = entries
@@ -284,6 +630,8 @@ pub struct Built {
     pub csr: matrix::Csr,
     /// What each column stands for.
     pub columns: Vec<matrix::Column>,
+    /// Each column's idf factor.
+    pub idf: Vec<f32>,
     /// One summary per row.
     pub summaries: Vec<UserSummary>,
     /// Users with at least one view row.
@@ -292,6 +640,13 @@ pub struct Built {
 
 /// Assigns rows to users (sorted handles) and builds the weighted matrix and the summaries.
 pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
+    build_matrix_hiding(ds, cfg, &HashSet::new())
+}
+
+/// [`build_matrix`] with the (handle, tag) pairs in `hidden` left out of every block (and
+/// a hidden tag's courses left out of the courses block).
+pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Built {
+    let is_hidden = |user: u64, tag: u32| !hidden.is_empty() && hidden.contains(&(user, tag));
     let mut handles: Vec<u64> = ds
         .views
         .iter()
@@ -315,11 +670,37 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         let r = row_of[&v.user];
         user_courses.push((r, v.course));
         for &t in &ds.course_tags[v.course as usize] {
-            observations.push((r, t, v.seconds));
+            if !is_hidden(v.user, t) {
+                observations.push((r, t, v.seconds));
+            }
         }
     }
     let view_entries = matrix::average_by_row_and_tag(&mut observations);
     drop(observations);
+    // Courses: total seconds per (user, course).
+    let course_entries: Vec<(u32, u32, f32)> = if cfg.courses.weight != 0.0 {
+        let mut per_course: Vec<(u32, u32, u32)> = ds
+            .views
+            .iter()
+            .filter(|v| {
+                !ds.course_tags[v.course as usize]
+                    .iter()
+                    .any(|&t| is_hidden(v.user, t))
+            })
+            .map(|v| (row_of[&v.user], v.course, v.seconds))
+            .collect();
+        per_course.sort_unstable_by_key(|o| (o.0, o.1));
+        let mut out: Vec<(u32, u32, f32)> = Vec::new();
+        for (r, c, secs) in per_course {
+            match out.last_mut() {
+                Some(last) if last.0 == r && last.1 == c => last.2 += secs as f32,
+                _ => out.push((r, c, secs as f32)),
+            }
+        }
+        out
+    } else {
+        Vec::new()
+    };
     user_courses.sort_unstable();
     user_courses.dedup();
 
@@ -349,6 +730,7 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         let mut e: Vec<_> = ds
             .interests
             .iter()
+            .filter(|&&(u, t)| !is_hidden(u, t))
             .map(|&(u, t)| (row_of[&u], t, 1.0))
             .collect();
         e.sort_unstable_by_key(|x| (x.0, x.1));
@@ -364,6 +746,7 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
         let mut e: Vec<_> = ds
             .assessments
             .iter()
+            .filter(|&&(u, t, _)| !is_hidden(u, t))
             .map(|&(u, t, s)| (row_of[&u], t, f32::from(s)))
             .collect();
         e.sort_unstable_by_key(|x| (x.0, x.1));
@@ -389,43 +772,128 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
             entries: assessment_entries,
             weighting: cfg.assessments,
         },
+        Block {
+            name: "courses",
+            entries: course_entries,
+            weighting: cfg.courses,
+        },
     ];
-    let (csr, columns) = matrix::assemble(rows, &blocks);
+    let (csr, columns, idf) = matrix::assemble(rows, &blocks);
     Built {
         handles,
         blocks,
         csr,
         columns,
+        idf,
         summaries,
         users_with_views,
     }
 }
 
+/// The fold-in projection of a fit: per tag block, the weighting and the rows of
+/// `V Σ^(p-1)` (the courses block has no tags to fold in and is left out).
+pub fn projection(
+    cfg: &TrainConfig,
+    columns: &[matrix::Column],
+    idf: &[f32],
+    svd: &svd::Svd,
+) -> Projection {
+    let k = svd.singular_values.len();
+    let scale: Vec<f64> = svd
+        .singular_values
+        .iter()
+        .map(|&s| {
+            if s > 1e-12 {
+                s.powf(cfg.power - 1.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let basis_row = |col: usize| -> Vec<f32> {
+        (0..k)
+            .map(|j| (svd.v[[col, j]] * scale[j]) as f32)
+            .collect()
+    };
+    let weightings = [cfg.views, cfg.interests, cfg.assessments];
+    let signals = [Signal::Views, Signal::Interests, Signal::Assessments];
+    let blocks = (0..3)
+        .map(|b| {
+            let w = weightings[b];
+            let mut block = ProjectedBlock {
+                signal: signals[b],
+                transform: w.transform.stored(),
+                normalise: w.normalise,
+                weight: w.weight,
+                tags: Vec::new(),
+                idf: Vec::new(),
+                basis: Vec::new(),
+            };
+            let mut cols: Vec<(u32, usize)> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.block == b)
+                .map(|(i, c)| (c.tag, i))
+                .collect();
+            cols.sort_unstable();
+            for (tag, col) in cols {
+                block.tags.push(tag);
+                block.idf.push(idf[col]);
+                block.basis.extend(basis_row(col));
+            }
+            block
+        })
+        .filter(|b| !b.tags.is_empty())
+        .collect();
+    let centring = svd.centring.as_ref().map(|c| Centring {
+        columns: columns.len() as u32,
+        basis_column_sums: c
+            .v_colsums
+            .iter()
+            .zip(&scale)
+            .map(|(s, f)| (s * f) as f32)
+            .collect(),
+    });
+    Projection {
+        dimensions: k as u32,
+        blocks,
+        centring,
+        smoothing: Smoothing {
+            neighbours: cfg.smooth_neighbours as u32,
+            weight: cfg.smooth_weight,
+        },
+    }
+}
+
 /// The default configuration (as documented in the README) for a data folder.
 pub fn default_config(data: PathBuf) -> TrainConfig {
-    TrainConfig {
+    config_for(Method::Kindred, data)
+}
+
+/// The configuration of a method preset for a data folder.
+pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
+    let tfidf = |transform, weight| BlockWeighting {
+        transform,
+        idf: true,
+        normalise: true,
+        weight,
+    };
+    let mut cfg = TrainConfig {
+        method,
         data,
         rank: 64,
         power: 1.0,
-        views: BlockWeighting {
-            transform: Transform::Log1p,
-            idf: true,
-            weight: 1.0,
-        },
-        interests: BlockWeighting {
-            transform: Transform::Binary,
-            idf: true,
-            weight: 1.0,
-        },
-        assessments: BlockWeighting {
-            transform: Transform::Raw,
-            idf: false,
-            weight: 0.0,
-        },
+        views: tfidf(Transform::Log1p, 1.0),
+        interests: tfidf(Transform::Binary, 2.0),
+        assessments: tfidf(Transform::Raw, 0.0),
+        courses: tfidf(Transform::Log1p, 0.0),
+        centre_rows: false,
+        smooth_neighbours: 50,
+        smooth_weight: 1.0,
         hnsw: HnswParams {
             ef_construction: 64,
             ef_search: 64,
-            heuristic: false,
+            heuristic: true,
             seed: 42,
         },
         recall_sample: 1000,
@@ -433,7 +901,32 @@ pub fn default_config(data: PathBuf) -> TrainConfig {
         summary_tags: 5,
         summary_interests: 20,
         explain_features: 16,
+        evaluate: Evaluate::Auto,
+        eval_sample: 1000,
+    };
+    match method {
+        Method::Kindred => {}
+        Method::Baseline => {
+            cfg.interests.weight = 1.0;
+            cfg.smooth_neighbours = 0;
+        }
+        Method::Seed => {
+            cfg.views = BlockWeighting {
+                transform: Transform::Raw,
+                idf: false,
+                normalise: false,
+                weight: 1.0,
+            };
+            cfg.interests.weight = 0.0;
+            cfg.assessments.weight = 0.0;
+            cfg.courses.weight = 0.0;
+            cfg.centre_rows = true;
+            cfg.smooth_neighbours = 0;
+            cfg.rank = 50;
+            cfg.power = 0.0;
+        }
     }
+    cfg
 }
 
 /// Peak resident set size of this process in MiB, from `/proc/self/status` (Linux).

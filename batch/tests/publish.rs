@@ -71,7 +71,29 @@ async fn a_published_model_reads_back_verified_and_answers_queries() {
     let model = registry::load_current(&store).await.unwrap();
     // then it is the published one, every artifact verified against the manifest,
     assert_eq!(model.manifest.version, published.version);
-    assert_eq!(model.manifest.artifacts.len(), 2);
+    let names: Vec<&str> = model
+        .manifest
+        .artifacts
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["users.bin", "index.bin", "projection.bin", "report.html"]
+    );
+    assert!(
+        model.projection().is_some(),
+        "the fold-in projection is loaded"
+    );
+    // and the HTML report sits next to the artifacts, with its three plots.
+    let html = store
+        .get(&registry::version_key(&published.version, "report.html"))
+        .await
+        .unwrap()
+        .expect("report.html");
+    let html = String::from_utf8(html.bytes.to_vec()).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<svg").count(), 3);
     assert_eq!(model.len() as u64, model.manifest.users);
     assert!(model.len() > 1300);
     // and a query returns ranked neighbours without the user themself.
@@ -92,8 +114,9 @@ async fn an_interrupted_publish_leaves_the_previous_version_current() {
     registry::publish(&store, first.manifest, first.artifacts)
         .await
         .unwrap();
-    // Writes are users.bin, index.bin, manifest.json, then the pointer: crash at each.
-    for fail_at in 1..=4 {
+    // Writes are users.bin, index.bin, projection.bin, report.html, manifest.json, then
+    // the pointer: crash at each.
+    for fail_at in 1..=6 {
         let crashing = CrashingStore {
             inner: store.clone(),
             fail_at,
