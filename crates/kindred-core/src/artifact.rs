@@ -404,6 +404,10 @@ pub struct Model {
     by_handle: HashMap<u64, u32>,
     /// Row-major copy of the embeddings for the exact scan (small models only).
     flat: Option<Vec<f32>>,
+    /// The fold-in projection for profile queries, when the version has one.
+    projection: Option<crate::projection::Projection>,
+    /// Tag ids by [`crate::tags::key`], built with the projection.
+    tag_keys: HashMap<String, u32>,
 }
 
 impl Model {
@@ -484,7 +488,27 @@ impl Model {
             index,
             by_handle,
             flat,
+            projection: None,
+            tag_keys: HashMap::new(),
         })
+    }
+
+    /// Attaches the fold-in projection after checking it against the model.
+    pub fn with_projection(mut self, projection: crate::projection::Projection) -> Result<Model> {
+        projection.validate(self.users.tags.len(), self.dimensions())?;
+        self.tag_keys = crate::projection::key_index(&self.users.tags);
+        self.projection = Some(projection);
+        Ok(self)
+    }
+
+    /// The fold-in projection, if this version has one.
+    pub fn projection(&self) -> Option<&crate::projection::Projection> {
+        self.projection.as_ref()
+    }
+
+    /// Folds a profile into the embedding space; `None` when the version has no projection.
+    pub fn fold(&self, profile: &crate::projection::Profile) -> Option<crate::projection::Folded> {
+        Some(self.projection.as_ref()?.fold(profile, &self.tag_keys))
     }
 
     /// Row (= index point) of a user, if the model knows them.

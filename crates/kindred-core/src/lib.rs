@@ -5,14 +5,18 @@
 //! * [`store`]: object storage, a local folder or `s3://bucket/prefix`.
 //! * [`registry`]: publishing a model version and loading the current one.
 //! * [`query`]: nearest-neighbour search over a loaded model.
+//! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
+//! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
 //!
 //! This crate never links LAPACK: the linear algebra lives in `kindred-batch`.
 
 pub mod artifact;
 pub mod error;
+pub mod projection;
 pub mod query;
 pub mod registry;
 pub mod store;
+pub mod tags;
 
 pub use artifact::{Embedding, Manifest, Model, UserSummary, UserTable};
 pub use error::{Error, Result};

@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use crate::artifact::{self, ArtifactEntry, INDEX, Index, MANIFEST, Manifest, Model, USERS};
 use crate::error::{Error, Result};
+use crate::projection::PROJECTION;
 use crate::store::{ObjectStore, Precondition};
 
 /// Key of the pointer object.
@@ -246,12 +247,22 @@ pub async fn load_version<S: ObjectStore>(
     }
     let users_bytes = fetch_verified(store, &manifest, USERS).await?;
     let index_bytes = fetch_verified(store, &manifest, INDEX).await?;
+    // Optional: versions published before cold-start queries have no projection.
+    let projection_bytes = if manifest.artifacts.iter().any(|a| a.name == PROJECTION) {
+        Some(fetch_verified(store, &manifest, PROJECTION).await?)
+    } else {
+        None
+    };
     tokio::task::spawn_blocking(move || {
         let users = artifact::decode_users(manifest.format_version, &users_bytes)?;
         drop(users_bytes);
         let index: Index = artifact::decode(INDEX, &index_bytes)?;
         drop(index_bytes);
-        Model::from_parts(manifest, users, index)
+        let model = Model::from_parts(manifest, users, index)?;
+        match projection_bytes {
+            Some(bytes) => model.with_projection(artifact::decode(PROJECTION, &bytes)?),
+            None => Ok(model),
+        }
     })
     .await
     .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?

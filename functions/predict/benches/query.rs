@@ -152,8 +152,11 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let (_, body) = &bodies[i % bodies.len()];
             i += 1;
-            let (handle, k) = api::parse_request(&headers, body).expect("valid request");
-            let answer = api::answer(model, handle, k).expect("known user");
+            let q = api::parse_request(&headers, body).expect("valid request");
+            let api::Subject::Handle(handle) = q.subject else {
+                unreachable!("the bodies ask for one handle")
+            };
+            let answer = api::answer_handle(model, handle, q.k, &q.filters).expect("known user");
             black_box(serde_json::to_vec(&answer).expect("encode"))
         })
     });

@@ -13,7 +13,8 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kindred_core::artifact::Signal;
+use kindred_core::artifact::{Embedding, Feature, Signal};
+use kindred_core::projection::{self, Profile};
 use kindred_core::store::ObjectStore;
 use kindred_core::{Model, query};
 use lambda_http::request::RequestContext;
@@ -35,6 +36,8 @@ pub const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// The OpenAPI document of this API (also in the repo as `functions/predict/openapi.json`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
+/// The explorer page served at `GET /explore` (self-contained HTML calling `predict`).
+pub const EXPLORE_HTML: &str = include_str!("explore.html");
 
 /// Builds the router shared by the Lambda and the local server.
 ///
@@ -47,6 +50,7 @@ pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
         .route("/predict", post(predict::<S>).fallback(method_not_allowed))
         .route("/health", get(health::<S>).fallback(method_not_allowed))
         .route("/openapi.json", get(openapi).fallback(method_not_allowed))
+        .route("/explore", get(explore).fallback(method_not_allowed))
         .route("/", get(index).fallback(method_not_allowed))
         .fallback(not_found)
         .with_state(cache);
@@ -174,15 +178,87 @@ impl<'de> Deserialize<'de> for Handle {
     }
 }
 
-/// Body of `POST /predict`.
+/// Body of `POST /predict`: exactly one of `user_handle`, `user_handles` or `profile`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// The user to find similar customers for.
-    pub user_handle: Handle,
+    #[serde(default)]
+    pub user_handle: Option<Handle>,
+    /// Several users, answered one by one (at most [`MAX_BATCH`]).
+    #[serde(default)]
+    pub user_handles: Option<Vec<Handle>>,
+    /// A cold-start profile instead of a known user.
+    #[serde(default)]
+    pub profile: Option<ProfileRequest>,
     /// How many similar users to return (1 to 100, default 10).
     #[serde(default)]
     pub k: Option<i64>,
+    /// Handles never to return (at most [`MAX_EXCLUDE`]).
+    #[serde(default)]
+    pub exclude: Option<Vec<Handle>>,
+    /// Leave out neighbours less similar than this (-1 to 1).
+    #[serde(default)]
+    pub min_similarity: Option<f64>,
+}
+
+/// A cold-start profile in a request: what a new user watched, follows and scored.
+/// Tags may be spelled any way the data spells them (`C#`, `csharp`, `c-sharp`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// Average view seconds per course tag.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, f64>,
+    /// Followed interest tags.
+    #[serde(default)]
+    pub interests: Vec<String>,
+    /// Assessment scores per tag (0 to 1000).
+    #[serde(default)]
+    pub assessments: std::collections::BTreeMap<String, f64>,
+}
+
+/// Most handles in one `user_handles` request.
+pub const MAX_BATCH: usize = 100;
+/// Most neighbours one batch request may ask for in total (`handles x k`), which keeps
+/// the answer well under Lambda's 6 MB response limit.
+pub const MAX_BATCH_NEIGHBOURS: usize = 1000;
+/// Most handles in `exclude`.
+pub const MAX_EXCLUDE: usize = 1000;
+/// Most entries (tags, interests and assessments together) in a profile.
+pub const MAX_PROFILE_ENTRIES: usize = 1000;
+/// Longest tag name accepted in a profile, in bytes.
+pub const MAX_TAG_BYTES: usize = 200;
+
+/// What a request asks about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// One known user.
+    Handle(u64),
+    /// Several known users.
+    Handles(Vec<u64>),
+    /// A profile to fold into the embedding space.
+    Profile(Profile),
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Who to find neighbours for.
+    pub subject: Subject,
+    /// Neighbours per answer.
+    pub k: u32,
+    /// Filters on the neighbours.
+    pub filters: Filters,
+}
+
+/// Filters applied to every answer of a request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Handles never returned.
+    pub exclude: std::collections::HashSet<u64>,
+    /// Smallest similarity returned.
+    pub min_similarity: Option<f32>,
 }
 
 /// A course tag with the user's average view seconds on it.
@@ -288,11 +364,10 @@ fn user_view(model: &Model, row: u32) -> UserView<'_> {
     }
 }
 
-fn because(model: &Model, a: u32, b: u32) -> Vec<Reason<'_>> {
-    let users = &model.users.users;
+fn because<'m>(model: &'m Model, features: &[Feature], b: u32) -> Vec<Reason<'m>> {
     query::explain(
-        &users[a as usize].features,
-        &users[b as usize].features,
+        features,
+        &model.users.users[b as usize].features,
         BECAUSE_MAX,
     )
     .into_iter()
@@ -304,46 +379,217 @@ fn because(model: &Model, a: u32, b: u32) -> Vec<Reason<'_>> {
     .collect()
 }
 
-/// Answers a validated request against a model (the in-process query path): the `k`
-/// users most similar to `handle`, by the index (or an exact scan when `k` exceeds what
-/// the index searches). An unknown handle is a 404 error.
-pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>, ApiError> {
-    let row = model.row_of(handle).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown user",
-            json!({"user_handle": handle, "model_version": model.manifest.version}),
-        )
-    })?;
-    let k = k as usize;
-    let mut found = query::similar_users(model, row, k);
-    // The index returns at most its `ef_search` candidates; a larger `k` gets an exact
-    // scan (tens of microseconds at 10k users) rather than a short list.
-    if found.len() < k.min(model.len().saturating_sub(1)) {
-        found = query::exact(&model.index, model.embedding(row), k, Some(row));
+/// The `k` users most similar to `query` that pass `filters`, never `exclude_row`: the
+/// exact scan for small models, else the index, falling back to an exact scan when the
+/// index returns too few (it considers at most `ef_search` candidates).
+pub fn neighbours(
+    model: &Model,
+    query: &Embedding,
+    exclude_row: Option<u32>,
+    k: usize,
+    filters: &Filters,
+) -> Vec<query::Neighbour> {
+    let want = k + filters.exclude.len();
+    let mut found = match model.flat_embeddings() {
+        Some(flat) => query::exact_flat(flat, model.dimensions(), &query.0, want, exclude_row),
+        None => query::approximate(&model.index, query, want, exclude_row),
+    };
+    let available = model.len() - usize::from(exclude_row.is_some());
+    if found.len() < want.min(available) {
+        found = query::exact(&model.index, query, want, exclude_row);
     }
-    let similar_users = found
+    let min = filters.min_similarity.unwrap_or(f32::NEG_INFINITY);
+    found.retain(|n| {
+        n.similarity >= min
+            && !filters
+                .exclude
+                .contains(&model.users.users[n.row as usize].handle)
+    });
+    found.truncate(k);
+    found
+}
+
+fn similar_users<'m>(
+    model: &'m Model,
+    found: Vec<query::Neighbour>,
+    features: &[Feature],
+) -> Vec<SimilarUser<'m>> {
+    found
         .into_iter()
         .enumerate()
         .map(|(i, n)| SimilarUser {
             rank: i as u32 + 1,
             user_handle: model.users.users[n.row as usize].handle,
             similarity: n.similarity.clamp(-1.0, 1.0),
-            because: because(model, row, n.row),
+            because: because(model, features, n.row),
             summary: user_view(model, n.row),
         })
-        .collect();
+        .collect()
+}
+
+fn unknown_user(model: &Model, handle: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown user",
+        json!({"user_handle": handle, "model_version": model.manifest.version}),
+    )
+}
+
+/// Answers a validated request against a model (the in-process query path): the `k`
+/// users most similar to `handle`. An unknown handle is a 404 error.
+pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>, ApiError> {
+    answer_handle(model, handle, k, &Filters::default())
+}
+
+/// [`answer`] with filters.
+pub fn answer_handle<'m>(
+    model: &'m Model,
+    handle: u64,
+    k: u32,
+    filters: &Filters,
+) -> Result<PredictResponse<'m>, ApiError> {
+    let row = model
+        .row_of(handle)
+        .ok_or_else(|| unknown_user(model, handle))?;
+    let found = neighbours(model, model.embedding(row), Some(row), k as usize, filters);
     Ok(PredictResponse {
         user_handle: handle,
         model_version: &model.manifest.version,
         summary: user_view(model, row),
-        similar_users,
+        similar_users: similar_users(model, found, &model.users.users[row as usize].features),
     })
 }
 
-/// Validates a request (content type, body size, JSON shape, `k` range) and returns the
-/// user handle and `k`. A missing content type is accepted; errors are 400, 413, 415, 422.
-pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), ApiError> {
+/// One answer of a batch request: the answer, or the error for that handle.
+#[derive(Debug, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum BatchItem<'a> {
+    /// The handle's answer.
+    Answer(PredictResponse<'a>),
+    /// Why the handle has no answer (an unknown user).
+    Error {
+        /// The handle asked for.
+        user_handle: u64,
+        /// Short error.
+        error: &'static str,
+    },
+}
+
+/// Body of a successful batch `POST /predict`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BatchResponse<'a> {
+    /// Model version that answered.
+    pub model_version: &'a str,
+    /// One item per requested handle, in request order.
+    pub results: Vec<BatchItem<'a>>,
+}
+
+/// Answers each handle of a batch; unknown handles get an error item, not a failed batch.
+pub fn answer_batch<'m>(
+    model: &'m Model,
+    handles: &[u64],
+    k: u32,
+    filters: &Filters,
+) -> BatchResponse<'m> {
+    BatchResponse {
+        model_version: &model.manifest.version,
+        results: handles
+            .iter()
+            .map(|&h| match answer_handle(model, h, k, filters) {
+                Ok(a) => BatchItem::Answer(a),
+                Err(_) => BatchItem::Error {
+                    user_handle: h,
+                    error: "unknown user",
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Body of a successful profile `POST /predict`.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ProfileResponse<'a> {
+    /// Model version that answered.
+    pub model_version: &'a str,
+    /// The profile's tags the model knows, with their weight in the folded profile
+    /// (unit-length weighted row), largest first.
+    pub matched: Vec<Reason<'a>>,
+    /// Tags of the profile that the model does not know (ignored), as given.
+    pub unknown_tags: Vec<String>,
+    /// Similar users, most similar first.
+    pub similar_users: Vec<SimilarUser<'a>>,
+}
+
+/// Answers a cold-start profile: folds it into the embedding space as training would
+/// have embedded it (then smooths it like training did) and searches its neighbours.
+pub fn answer_profile<'m>(
+    model: &'m Model,
+    profile: &Profile,
+    k: u32,
+    filters: &Filters,
+) -> Result<ProfileResponse<'m>, ApiError> {
+    let folded = model.fold(profile).ok_or_else(|| {
+        unprocessable(
+            "profile queries unsupported by this model version",
+            json!({"model_version": model.manifest.version, "hint": "publish a model with kindred-batch 0.1 or later (it writes projection.bin)"}),
+        )
+    })?;
+    if folded.features.is_empty() {
+        return Err(unprocessable(
+            "no known tags in profile",
+            json!({"unknown_tags": folded.unknown_tags, "model_version": model.manifest.version}),
+        ));
+    }
+    let mut embedding = folded.embedding.clone();
+    let smoothing = model.projection().map(|p| p.smoothing);
+    if let Some(s) = smoothing.filter(|s| s.neighbours > 0 && s.weight != 0.0) {
+        let near = neighbours(
+            model,
+            &embedding,
+            None,
+            s.neighbours as usize,
+            &Filters::default(),
+        );
+        let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
+        embedding = projection::smooth_towards(&embedding, &points, s.weight);
+    }
+    let found = neighbours(model, &embedding, None, k as usize, filters);
+    let mut matched: Vec<Reason<'m>> = folded
+        .features
+        .iter()
+        .map(|f| Reason {
+            signal: f.signal,
+            tag: model.tag(f.tag),
+            weight: f.weight,
+        })
+        .collect();
+    matched.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+    Ok(ProfileResponse {
+        model_version: &model.manifest.version,
+        matched,
+        unknown_tags: folded.unknown_tags,
+        similar_users: similar_users(model, found, &folded.features),
+    })
+}
+
+/// Answers any validated query.
+pub fn respond(model: &Model, q: &Query) -> Result<Response, ApiError> {
+    Ok(match &q.subject {
+        Subject::Handle(h) => {
+            axum::Json(answer_handle(model, *h, q.k, &q.filters)?).into_response()
+        }
+        Subject::Handles(hs) => {
+            axum::Json(answer_batch(model, hs, q.k, &q.filters)).into_response()
+        }
+        Subject::Profile(p) => {
+            axum::Json(answer_profile(model, p, q.k, &q.filters)?).into_response()
+        }
+    })
+}
+
+/// Validates a request (content type, body size, JSON shape, ranges). A missing content
+/// type is accepted; errors are 400, 413, 415, 422.
+pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct
             .to_str()
@@ -385,14 +631,119 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(u64, u32), Api
         None => DEFAULT_K,
         Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
         Some(k) => {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
+            return Err(unprocessable(
                 "k out of range",
                 json!({"k": k, "min": 1, "max": MAX_K}),
             ));
         }
     };
-    Ok((req.user_handle.0, k))
+    let subject = match (req.user_handle, req.user_handles, req.profile) {
+        (Some(h), None, None) => Subject::Handle(h.0),
+        (None, Some(hs), None) => {
+            if hs.is_empty() || hs.len() > MAX_BATCH {
+                return Err(unprocessable(
+                    "user_handles out of range",
+                    json!({"count": hs.len(), "min": 1, "max": MAX_BATCH}),
+                ));
+            }
+            if hs.len() * k as usize > MAX_BATCH_NEIGHBOURS {
+                return Err(unprocessable(
+                    "batch too large",
+                    json!({"handles": hs.len(), "k": k, "max_handles_times_k": MAX_BATCH_NEIGHBOURS}),
+                ));
+            }
+            Subject::Handles(hs.into_iter().map(|h| h.0).collect())
+        }
+        (None, None, Some(p)) => Subject::Profile(validate_profile(p)?),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid request body",
+                json!("give exactly one of user_handle, user_handles or profile"),
+            ));
+        }
+    };
+    let exclude = req.exclude.unwrap_or_default();
+    if exclude.len() > MAX_EXCLUDE {
+        return Err(unprocessable(
+            "exclude too long",
+            json!({"count": exclude.len(), "max": MAX_EXCLUDE}),
+        ));
+    }
+    let min_similarity = match req.min_similarity {
+        None => None,
+        Some(m) if m.is_finite() && (-1.0..=1.0).contains(&m) => Some(m as f32),
+        Some(m) => {
+            return Err(unprocessable(
+                "min_similarity out of range",
+                json!({"min_similarity": m, "min": -1, "max": 1}),
+            ));
+        }
+    };
+    Ok(Query {
+        subject,
+        k,
+        filters: Filters {
+            exclude: exclude.into_iter().map(|h| h.0).collect(),
+            min_similarity,
+        },
+    })
+}
+
+fn unprocessable(error: &'static str, detail: Value) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error, detail)
+}
+
+/// Checks a profile's sizes and values and converts it for folding.
+fn validate_profile(p: ProfileRequest) -> Result<Profile, ApiError> {
+    let entries = p.tags.len() + p.interests.len() + p.assessments.len();
+    if entries == 0 {
+        return Err(unprocessable(
+            "empty profile",
+            json!("give at least one of tags (seconds per tag), interests or assessments"),
+        ));
+    }
+    if entries > MAX_PROFILE_ENTRIES {
+        return Err(unprocessable(
+            "profile too large",
+            json!({"entries": entries, "max": MAX_PROFILE_ENTRIES}),
+        ));
+    }
+    let names = p
+        .tags
+        .keys()
+        .chain(&p.interests)
+        .chain(p.assessments.keys());
+    for name in names {
+        if name.trim().is_empty() || name.len() > MAX_TAG_BYTES {
+            return Err(unprocessable(
+                "invalid tag name",
+                json!({"tag": name.chars().take(40).collect::<String>(), "max_bytes": MAX_TAG_BYTES}),
+            ));
+        }
+    }
+    let check = |field: &str, map: &std::collections::BTreeMap<String, f64>, max: f64| match map
+        .iter()
+        .find(|(_, v)| !(v.is_finite() && (0.0..=max).contains(*v)))
+    {
+        Some((tag, v)) => Err(unprocessable(
+            "profile value out of range",
+            json!({"field": field, "tag": tag, "value": v, "min": 0, "max": max}),
+        )),
+        None => Ok(()),
+    };
+    // A year of viewing is far more than any average per tag.
+    check("tags", &p.tags, 31_536_000.0)?;
+    check("assessments", &p.assessments, 1000.0)?;
+    Ok(Profile {
+        views: p.tags.into_iter().map(|(t, v)| (t, v as f32)).collect(),
+        interests: p.interests,
+        assessments: p
+            .assessments
+            .into_iter()
+            .map(|(t, v)| (t, v as f32))
+            .collect(),
+    })
 }
 
 fn too_large() -> ApiError {
@@ -421,7 +772,7 @@ async fn predict<S: ObjectStore + 'static>(
     let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES)
         .await
         .map_err(|_| too_large())?;
-    let (handle, k) = parse_request(&parts.headers, &bytes)?;
+    let query = parse_request(&parts.headers, &bytes)?;
     let model = cache.get().await.map_err(|u| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -429,7 +780,7 @@ async fn predict<S: ObjectStore + 'static>(
             json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
         )
     })?;
-    answer(&model, handle, k).map(|a| axum::Json(a).into_response())
+    respond(&model, &query)
 }
 
 async fn health<S: ObjectStore + 'static>(
@@ -453,7 +804,8 @@ async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoResponse {
         "name": "Kindred",
         "description": "Finds the customers most similar to a given one, ranked by cosine similarity of their learning-behaviour embeddings.",
         "endpoints": {
-            "POST /predict": "{\"user_handle\": 1, \"k\": 10} -> ranked similar users with summaries",
+            "POST /predict": "{\"user_handle\": 1, \"k\": 10} -> ranked similar users with summaries and reasons; also {\"user_handles\": [1, 2]}, {\"profile\": {\"tags\": {\"python\": 3600}, \"interests\": [\"python\"]}}, and the filters exclude and min_similarity",
+            "GET /explore": "an explorer page for the model",
             "GET /health": "model version, user count and load state",
             "GET /openapi.json": "OpenAPI 3.1 description of this API",
         },
@@ -464,6 +816,20 @@ async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoResponse {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The explorer page: nothing but this page and its own inline style and script may load.
+async fn explore() -> impl IntoResponse {
+    const CSP: &str = concat!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; ",
+        "style-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+    ];
+    (headers, EXPLORE_HTML)
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
@@ -547,14 +913,10 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        assert_eq!(
-            parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap(),
-            (42, DEFAULT_K)
-        );
-        assert_eq!(
-            parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap(),
-            (7, 100)
-        );
+        let q = parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap();
+        assert_eq!((q.subject, q.k), (Subject::Handle(42), DEFAULT_K));
+        let q = parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap();
+        assert_eq!((q.subject, q.k), (Subject::Handle(7), 100));
         let status = |body: &[u8]| parse_request(&HeaderMap::new(), body).unwrap_err().status;
         assert_eq!(
             status(br#"{"user_handle": 18446744073709551616}"#),
@@ -567,6 +929,66 @@ mod tests {
         assert_eq!(
             status(&vec![b' '; MAX_BODY_BYTES + 1]),
             StatusCode::PAYLOAD_TOO_LARGE
+        );
+        // Exactly one subject.
+        assert_eq!(status(br#"{"k": 3}"#), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(br#"{"user_handle": 1, "user_handles": [2]}"#),
+            StatusCode::BAD_REQUEST
+        );
+        // Batches: 1 to 100 handles, at most 1,000 neighbours in all.
+        assert_eq!(
+            status(br#"{"user_handles": []}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let many = format!("{{\"user_handles\": [{}]}}", ["1"; 101].join(","));
+        assert_eq!(status(many.as_bytes()), StatusCode::UNPROCESSABLE_ENTITY);
+        let wide = format!(
+            "{{\"user_handles\": [{}], \"k\": 100}}",
+            ["1"; 11].join(",")
+        );
+        assert_eq!(status(wide.as_bytes()), StatusCode::UNPROCESSABLE_ENTITY);
+        let q = parse_request(
+            &HeaderMap::new(),
+            br#"{"user_handles": [3, "4"], "exclude": [5], "min_similarity": 0.25}"#,
+        )
+        .unwrap();
+        assert_eq!(q.subject, Subject::Handles(vec![3, 4]));
+        assert!(q.filters.exclude.contains(&5) && q.filters.min_similarity == Some(0.25));
+        // Filters in range.
+        assert_eq!(
+            status(br#"{"user_handle": 1, "min_similarity": 1.5}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        // Profiles: not empty, values in range, known fields only.
+        assert_eq!(
+            status(br#"{"profile": {}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tags": {"python": -1}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tags": {"": 10}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tagz": {"python": 10}}}"#),
+            StatusCode::BAD_REQUEST
+        );
+        let q = parse_request(
+            &HeaderMap::new(),
+            br#"{"profile": {"tags": {"python": 3600}, "interests": ["c#"], "assessments": {"python": 200}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q.subject,
+            Subject::Profile(Profile {
+                views: vec![("python".into(), 3600.0)],
+                interests: vec!["c#".into()],
+                assessments: vec![("python".into(), 200.0)],
+            })
         );
         let mut text = HeaderMap::new();
         text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));

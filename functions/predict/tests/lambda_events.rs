@@ -690,3 +690,47 @@ async fn health_index_and_openapi_describe_the_service_and_health_does_not_load(
         assert!(target.is_object(), "dangling $ref #/{reference}");
     }
 }
+
+#[tokio::test]
+async fn profile_and_batch_queries_answer_from_every_event_source() {
+    // Given a published model (which carries the fold-in projection),
+    let (router, _dir) = serving().await;
+    let m = model();
+    let u = &m.users.users[m.row_of(known_handle(5)).unwrap() as usize];
+    let tag = m.tag(u.features[0].tag).to_owned();
+    let (a, b) = (known_handle(1), known_handle(2));
+    for source in SOURCES {
+        // when a cold-start profile is asked for,
+        let body = json!({"profile": {"tags": {tag.clone(): 1800}, "interests": [tag.clone(), "no-such-tag"]}, "k": 4});
+        let p = call(&router, predict(source, &body.to_string())).await;
+        // then four users come back, ranked, with the unknown tag reported,
+        assert_eq!(p.status, StatusCode::OK, "{source:?}: {}", p.body);
+        let users = p.body["similar_users"].as_array().unwrap();
+        assert_eq!(users.len(), 4, "{source:?}: {}", p.body);
+        assert_eq!(p.body["unknown_tags"], json!(["no-such-tag"]));
+        assert!(p.body["matched"].as_array().is_some_and(|m| !m.is_empty()));
+        // and a batch answers each handle in order, with an error item for an unknown one.
+        let body = json!({"user_handles": [a, UNKNOWN_HANDLE, b], "k": 2});
+        let r = call(&router, predict(source, &body.to_string())).await;
+        assert_eq!(r.status, StatusCode::OK, "{source:?}: {}", r.body);
+        let results = r.body["results"].as_array().unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0]["user_handle"], a);
+        assert_eq!(results[0]["similar_users"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            results[1],
+            json!({"user_handle": UNKNOWN_HANDLE, "error": "unknown user"})
+        );
+        assert_eq!(results[2]["user_handle"], b);
+        // A profile of unknown tags only is a 422 naming them.
+        let body = json!({"profile": {"interests": ["no-such-tag"]}});
+        let e = call(&router, predict(source, &body.to_string())).await;
+        assert_json_error(
+            &e,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no known tags in profile",
+            "unknown tags",
+        );
+        assert_eq!(e.body["detail"]["unknown_tags"], json!(["no-such-tag"]));
+    }
+}

@@ -25,18 +25,25 @@ pub const USERS: u64 = 500;
 pub fn trained() -> &'static Trained {
     static TRAINED: OnceLock<Trained> = OnceLock::new();
     TRAINED.get_or_init(|| {
-        let data = tempfile::tempdir().expect("temp dir");
+        let data = data_dir();
         let config = kindred_datagen::GenConfig {
             users: USERS,
             seed: 1,
             ..Default::default()
         };
-        kindred_datagen::generate(&config, data.path()).expect("generate test data");
-        let mut cfg = train::default_config(data.path().to_owned());
+        kindred_datagen::generate(&config, data).expect("generate test data");
+        let mut cfg = train::default_config(data.to_owned());
         cfg.rank = 16;
         cfg.recall_sample = 200;
         train::train(&cfg, &version(0)).expect("train test model")
     })
+}
+
+/// The folder holding the test data set's CSVs (kept for the whole test binary).
+pub fn data_dir() -> &'static Path {
+    static DATA: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DATA.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+        .path()
 }
 
 /// A version name that sorts by `n` (as the registry requires), unique to `tag`.
@@ -72,7 +79,11 @@ pub fn model() -> &'static Model {
         let bytes = |name: &str| &t.artifacts.iter().find(|(n, _)| *n == name).expect(name).1;
         let users = kindred_core::artifact::decode("users.bin", bytes("users.bin")).expect("users");
         let index = kindred_core::artifact::decode("index.bin", bytes("index.bin")).expect("index");
-        Model::from_parts(t.manifest.clone(), users, index).expect("model")
+        let projection = kindred_core::artifact::decode("projection.bin", bytes("projection.bin"))
+            .expect("projection");
+        Model::from_parts(t.manifest.clone(), users, index)
+            .and_then(|m| m.with_projection(projection))
+            .expect("model")
     })
 }
 

@@ -1,0 +1,378 @@
+//! Folding a new profile into the embedding space (cold-start queries).
+//!
+//! Training embeds a user's weighted row `a` as `a V Σ^(p-1)` (see the batch's `svd`
+//! module). A profile that was not in the training data (tags watched with seconds,
+//! interests, assessment scores) gets the same treatment: its values are weighted exactly
+//! as a training row (transform, inverse document frequency, per-block normalisation,
+//! block weight), multiplied by the stored basis `V Σ^(p-1)` and, when the model was
+//! trained with neighbourhood smoothing, smoothed towards its nearest users.
+//!
+//! The projection is the optional artifact `projection.bin`; models without it answer
+//! handle queries only.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{Embedding, Feature, Signal};
+use crate::error::{Error, Result};
+use crate::tags;
+
+/// Object name of the projection inside a version folder.
+pub const PROJECTION: &str = "projection.bin";
+
+/// How a block's raw values become matrix values (as in training).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueTransform {
+    /// The raw value.
+    Raw,
+    /// `ln(1 + value)` (negative values count as 0).
+    Log1p,
+    /// 1 for any present entry.
+    Binary,
+}
+
+impl ValueTransform {
+    /// Applies the transform.
+    pub fn apply(self, v: f32) -> f32 {
+        match self {
+            ValueTransform::Raw => v,
+            ValueTransform::Log1p => v.max(0.0).ln_1p(),
+            ValueTransform::Binary => 1.0,
+        }
+    }
+}
+
+/// One block of the training matrix, as needed to weight and project a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectedBlock {
+    /// Which signal the block holds.
+    pub signal: Signal,
+    /// Value transform.
+    pub transform: ValueTransform,
+    /// Whether rows of the block were scaled to unit length.
+    pub normalise: bool,
+    /// Block weight after normalisation.
+    pub weight: f32,
+    /// Tag ids with a column in this block, increasing.
+    pub tags: Vec<u32>,
+    /// Inverse document frequency of each column (1 when the block has none).
+    pub idf: Vec<f32>,
+    /// Row-major `tags.len() x dimensions` rows of `V Σ^(p-1)` for this block's columns.
+    pub basis: Vec<f32>,
+}
+
+/// Row-mean centring used in training (the seed's method).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Centring {
+    /// Columns of the training matrix (the mean is over all of them).
+    pub columns: u32,
+    /// `1ᵀ V Σ^(p-1)`, one value per dimension.
+    pub basis_column_sums: Vec<f32>,
+}
+
+/// The smoothing applied to training embeddings, repeated for folded-in profiles.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Smoothing {
+    /// Nearest users averaged in (0: none).
+    pub neighbours: u32,
+    /// Weight of their mean.
+    pub weight: f32,
+}
+
+/// Everything needed to embed a profile like a training row.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Projection {
+    /// Embedding dimensions.
+    pub dimensions: u32,
+    /// The blocks a profile can fill (views, interests, assessments).
+    pub blocks: Vec<ProjectedBlock>,
+    /// Row-mean centring, if training used it.
+    pub centring: Option<Centring>,
+    /// Neighbourhood smoothing of embeddings.
+    pub smoothing: Smoothing,
+}
+
+/// A cold-start profile: what a new user watched, follows and scored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Profile {
+    /// Average view seconds per course tag.
+    pub views: Vec<(String, f32)>,
+    /// Followed interest tags.
+    pub interests: Vec<String>,
+    /// Assessment scores per tag.
+    pub assessments: Vec<(String, f32)>,
+}
+
+/// A profile folded into the embedding space.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Folded {
+    /// Unit-length embedding before smoothing (zero when nothing was known).
+    pub embedding: Embedding,
+    /// The profile's weighted row as explanation features (unit length, sorted).
+    pub features: Vec<Feature>,
+    /// Tags of the profile that the model does not know, as given.
+    pub unknown_tags: Vec<String>,
+}
+
+impl Projection {
+    /// Checks the projection against the model it belongs to (`tag_count` tags,
+    /// `dimensions` dimensions).
+    pub fn validate(&self, tag_count: usize, dimensions: usize) -> Result<()> {
+        if self.dimensions as usize != dimensions {
+            return Err(Error::InvalidVecDimension {
+                expected: dimensions,
+                received: self.dimensions as usize,
+            });
+        }
+        let d = dimensions;
+        for b in &self.blocks {
+            let bad = b.idf.len() != b.tags.len()
+                || b.basis.len() != b.tags.len() * d
+                || !b.tags.windows(2).all(|w| w[0] < w[1])
+                || b.tags.last().is_some_and(|&t| t as usize >= tag_count)
+                || !b.weight.is_finite()
+                || b.idf.iter().chain(&b.basis).any(|x| !x.is_finite());
+            if bad {
+                return Err(Error::Inconsistent(format!(
+                    "projection block {:?} is malformed",
+                    b.signal
+                )));
+            }
+        }
+        if let Some(c) = &self.centring
+            && (c.basis_column_sums.len() != d || c.columns == 0)
+        {
+            return Err(Error::Inconsistent(
+                "projection centring is malformed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Weights a profile exactly as training weighted rows, and projects it. Tag names
+    /// are matched by [`tags::key`] against `key_to_tag`.
+    pub fn fold(&self, profile: &Profile, key_to_tag: &HashMap<String, u32>) -> Folded {
+        let d = self.dimensions as usize;
+        let mut acc = vec![0.0f32; d];
+        let mut unknown = Vec::new();
+        let mut row: Vec<(Signal, u32, f32)> = Vec::new();
+        let mut row_sum = 0.0f32;
+        for block in &self.blocks {
+            let given: Vec<(&str, f32)> = match block.signal {
+                Signal::Views => profile
+                    .views
+                    .iter()
+                    .map(|(t, v)| (t.as_str(), *v))
+                    .collect(),
+                Signal::Interests => profile
+                    .interests
+                    .iter()
+                    .map(|t| (t.as_str(), 1.0))
+                    .collect(),
+                Signal::Assessments => profile
+                    .assessments
+                    .iter()
+                    .map(|(t, v)| (t.as_str(), *v))
+                    .collect(),
+            };
+            // Column index and weighted value of each known tag (a repeat keeps the last).
+            let mut cols: Vec<(usize, f32)> = Vec::new();
+            for (name, value) in given {
+                let Some(&tag) = key_to_tag.get(&tags::key(name)) else {
+                    if !unknown.iter().any(|u: &String| u == name) {
+                        unknown.push(name.to_owned());
+                    }
+                    continue;
+                };
+                let Ok(col) = block.tags.binary_search(&tag) else {
+                    continue; // a known tag nobody in training had in this block
+                };
+                let v = block.transform.apply(value) * block.idf[col];
+                match cols.iter_mut().find(|c| c.0 == col) {
+                    Some(c) => c.1 = v,
+                    None => cols.push((col, v)),
+                }
+            }
+            let norm = if block.normalise {
+                cols.iter().map(|c| c.1 * c.1).sum::<f32>().sqrt()
+            } else {
+                1.0
+            };
+            if norm == 0.0 || !norm.is_finite() {
+                continue;
+            }
+            for (col, v) in cols {
+                let v = v / norm * block.weight;
+                if v == 0.0 || !v.is_finite() {
+                    continue;
+                }
+                row_sum += v;
+                for (a, b) in acc.iter_mut().zip(&block.basis[col * d..(col + 1) * d]) {
+                    *a += v * b;
+                }
+                row.push((block.signal, block.tags[col], v));
+            }
+        }
+        if let Some(c) = &self.centring {
+            let mean = row_sum / c.columns as f32;
+            for (a, s) in acc.iter_mut().zip(&c.basis_column_sums) {
+                *a -= mean * s;
+            }
+        }
+        let norm = row.iter().map(|r| r.2 * r.2).sum::<f32>().sqrt();
+        let mut features: Vec<Feature> = row
+            .into_iter()
+            .map(|(signal, tag, v)| Feature {
+                signal,
+                tag,
+                weight: if norm > 0.0 { v / norm } else { 0.0 },
+            })
+            .collect();
+        features.sort_by_key(|f| (f.signal, f.tag));
+        features.dedup_by_key(|f| (f.signal, f.tag));
+        Folded {
+            embedding: Embedding::normalized(acc),
+            features,
+            unknown_tags: unknown,
+        }
+    }
+}
+
+/// Maps each tag's key to its id, for matching profile tags in any spelling.
+pub fn key_index(tag_names: &[String]) -> HashMap<String, u32> {
+    tag_names
+        .iter()
+        .enumerate()
+        .map(|(id, name)| (tags::key(name), id as u32))
+        .collect()
+}
+
+/// `normalise(e + weight * mean(neighbours))`: the smoothing step of training, for a
+/// folded-in profile whose neighbours are already smoothed users.
+pub fn smooth_towards(e: &Embedding, neighbours: &[&Embedding], weight: f32) -> Embedding {
+    if neighbours.is_empty() || weight == 0.0 {
+        return e.clone();
+    }
+    let w = weight / neighbours.len() as f32;
+    let mut acc = e.0.clone();
+    for n in neighbours {
+        for (a, x) in acc.iter_mut().zip(&n.0) {
+            *a += w * x;
+        }
+    }
+    Embedding::normalized(acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn projection() -> Projection {
+        // Two dimensions; views over tags 0 and 1, interests over tag 2.
+        Projection {
+            dimensions: 2,
+            blocks: vec![
+                ProjectedBlock {
+                    signal: Signal::Views,
+                    transform: ValueTransform::Log1p,
+                    normalise: true,
+                    weight: 1.0,
+                    tags: vec![0, 1],
+                    idf: vec![1.0, 2.0],
+                    basis: vec![1.0, 0.0, 0.0, 1.0],
+                },
+                ProjectedBlock {
+                    signal: Signal::Interests,
+                    transform: ValueTransform::Binary,
+                    normalise: true,
+                    weight: 2.0,
+                    tags: vec![2],
+                    idf: vec![1.0],
+                    basis: vec![1.0, 1.0],
+                },
+            ],
+            centring: None,
+            smoothing: Smoothing {
+                neighbours: 0,
+                weight: 0.0,
+            },
+        }
+    }
+
+    fn keys() -> HashMap<String, u32> {
+        key_index(&["python".into(), "c#".into(), "nodejs".into(), "go".into()])
+    }
+
+    #[test]
+    fn a_profile_is_weighted_like_a_training_row_and_projected() {
+        // Given a view of tag 1 (spelled "csharp") for e - 1 seconds (log1p = 1),
+        let p = Profile {
+            views: vec![("CSharp".into(), std::f32::consts::E - 1.0)],
+            ..Default::default()
+        };
+        // when folded,
+        let f = projection().fold(&p, &keys());
+        // then the row is idf 2 normalised to 1 at column 1, so the embedding is (0, 1),
+        assert!((f.embedding.0[0]).abs() < 1e-6 && (f.embedding.0[1] - 1.0).abs() < 1e-6);
+        // and the one feature carries the whole (unit) row.
+        assert_eq!(f.features.len(), 1);
+        assert_eq!(
+            (f.features[0].signal, f.features[0].tag),
+            (Signal::Views, 1)
+        );
+        assert!((f.features[0].weight - 1.0).abs() < 1e-6);
+        assert!(f.unknown_tags.is_empty());
+    }
+
+    #[test]
+    fn interests_add_with_their_block_weight_and_unknown_tags_are_reported() {
+        let p = Profile {
+            views: vec![("python".into(), std::f32::consts::E - 1.0)],
+            interests: vec!["Node-JS".into(), "cobol".into()],
+            ..Default::default()
+        };
+        let f = projection().fold(&p, &keys());
+        // views (1, 0) + interests 2 * (1, 1) = (3, 2), normalised.
+        let n = (9.0f32 + 4.0).sqrt();
+        assert!((f.embedding.0[0] - 3.0 / n).abs() < 1e-5);
+        assert!((f.embedding.0[1] - 2.0 / n).abs() < 1e-5);
+        assert_eq!(f.unknown_tags, vec!["cobol".to_owned()]);
+        // "go" is a known tag without a column: neither unknown nor used.
+        let g = projection().fold(
+            &Profile {
+                interests: vec!["go".into()],
+                ..Default::default()
+            },
+            &keys(),
+        );
+        assert!(g.features.is_empty() && g.unknown_tags.is_empty());
+        assert!(g.embedding.0.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn malformed_projections_are_refused() {
+        let mut p = projection();
+        assert!(p.validate(4, 2).is_ok());
+        assert!(p.validate(4, 3).is_err());
+        assert!(
+            p.validate(2, 2).is_err(),
+            "tag 2 is out of range for 2 tags"
+        );
+        p.blocks[0].basis.pop();
+        assert!(p.validate(4, 2).is_err());
+        let mut q = projection();
+        q.blocks[1].idf[0] = f32::NAN;
+        assert!(q.validate(4, 2).is_err());
+    }
+
+    #[test]
+    fn smoothing_pulls_towards_the_neighbours_mean() {
+        let e = Embedding(vec![1.0, 0.0]);
+        let a = Embedding(vec![0.0, 1.0]);
+        let s = smooth_towards(&e, &[&a, &a], 1.0);
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        assert!((s.0[0] - h).abs() < 1e-6 && (s.0[1] - h).abs() < 1e-6);
+        assert_eq!(smooth_towards(&e, &[], 1.0), e);
+    }
+}
