@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -96,6 +97,21 @@ impl Running {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits for the "serving" event of a `--listen` server logging JSON and returns the
+    /// address it logged (with `--listen 127.0.0.1:0`, the free port the system chose).
+    pub async fn wait_for_address(&mut self, limit: Duration) -> SocketAddr {
+        let serving = self
+            .wait_for_log(limit, "the listening address", |e| {
+                e["fields"]["message"] == "serving"
+            })
+            .await;
+        serving["fields"]["address"]
+            .as_str()
+            .expect("address field")
+            .parse()
+            .expect("socket address")
     }
 
     /// Waits up to `limit` for the process to exit.
