@@ -96,15 +96,15 @@ struct TrainArgs {
     #[arg(long, env = "KINDRED_NO_VIEW_IDF")]
     no_view_idf: bool,
     /// Weight of the interests block relative to views; 0 leaves interests out
-    /// [default: 1; seed: 0].
+    /// [default: 2; baseline: 1; seed: 0].
     #[arg(long, env = "KINDRED_INTEREST_WEIGHT")]
     interest_weight: Option<f32>,
     /// Weight of the assessments block relative to views; 0 leaves assessments out
-    /// [default: 1; seed: 0].
+    /// [default: 0.5; baseline and seed: 0].
     #[arg(long, env = "KINDRED_ASSESSMENT_WEIGHT")]
     assessment_weight: Option<f32>,
     /// Weight of the per-course block (log seconds per course) relative to views; 0 leaves
-    /// it out [default: 1; baseline and seed: 0].
+    /// it out [default: 0].
     #[arg(long, env = "KINDRED_COURSE_WEIGHT")]
     course_weight: Option<f32>,
     /// HNSW efConstruction.

@@ -45,11 +45,15 @@ pub struct MapPoint {
     pub x: f32,
     /// Vertical coordinate, any scale; NaN/inf skipped.
     pub y: f32,
-    /// Index into [`ReportInput::groups`]; ids without a name show as "group <id>".
+    /// Index into [`ReportInput::groups`]; ids without a name show as "group <id>";
+    /// [`UNGROUPED`] is drawn grey and never takes a colour.
     pub group: u32,
     /// User handle, shown in the point's tooltip.
     pub handle: u64,
 }
+
+/// The group of a point that belongs to none: drawn grey, named "other" in its tooltip.
+pub const UNGROUPED: u32 = u32::MAX;
 
 /// Categorical palette (Tableau 10 with its grey swapped out: grey means "other").
 const PALETTE: [&str; 10] = [
@@ -289,12 +293,14 @@ fn user_map(out: &mut String, input: &ReportInput) {
         *by_group.entry(p.group).or_default() += 1;
     }
     // Colours go to the most populous groups (stable sort: ties by id); the rest are "other".
+    let ungrouped = by_group.remove(&UNGROUPED).unwrap_or(0);
     let mut order: Vec<(u32, usize)> = by_group.into_iter().collect();
     order.sort_by_key(|o| Reverse(o.1));
     let colours: BTreeMap<u32, &str> = order.iter().zip(PALETTE).map(|(o, c)| (o.0, c)).collect();
     let colour = |g| colours.get(&g).copied().unwrap_or(OTHER);
     let name = |g: u32| match input.groups.get(g as usize) {
         Some(name) => name.clone(),
+        None if g == UNGROUPED => "other".to_owned(),
         None => format!("group {g}"),
     };
     let (x0, x1) = min_max(pts.iter().map(|p| f64::from(p.x)));
@@ -335,11 +341,12 @@ fn user_map(out: &mut String, input: &ReportInput) {
         legend_row(out, i, c, &name(*g), *n);
     }
     let rest = &order[colours.len()..];
-    if !rest.is_empty() {
-        let (other, users) = (
-            format!("other: {} groups", rest.len()),
-            rest.iter().map(|o| o.1).sum(),
-        );
+    if !rest.is_empty() || ungrouped > 0 {
+        let other = match rest.len() {
+            0 => "other".to_owned(),
+            n => format!("other: {n} groups"),
+        };
+        let users = rest.iter().map(|o| o.1).sum::<usize>() + ungrouped;
         legend_row(out, colours.len(), OTHER, &other, users);
     }
     let skipped = match input.map.len() - pts.len() {
@@ -607,6 +614,33 @@ mod tests {
         assert!(html.contains("user 2 · C# &amp; .NET</title>"));
         assert!(html.contains("<th>a &quot;b&quot;</th><td>it&#39;s</td>"));
         assert!(html.contains("<p>&lt;b&gt;bold&lt;/b&gt;</p>"));
+    }
+
+    #[test]
+    fn ungrouped_points_are_grey_and_take_no_colour() {
+        // Given a point of group 0 and three ungrouped ones,
+        let map: Vec<MapPoint> = [0, UNGROUPED, UNGROUPED, UNGROUPED]
+            .iter()
+            .enumerate()
+            .map(|(i, &group)| MapPoint {
+                x: i as f32,
+                y: 0.0,
+                group,
+                handle: i as u64,
+            })
+            .collect();
+        let groups = ["rust".to_string()];
+        let mut inp = input(&[1.0], &[0.5], &map);
+        (inp.map, inp.groups) = (&map, &groups);
+        let html = render(&inp);
+        // then group 0 takes the first colour, the rest are grey "other".
+        assert!(html.contains(&format!("fill=\"{}\"", PALETTE[0])));
+        assert_eq!(
+            html.matches(&format!("fill=\"{OTHER}\" fill-opacity"))
+                .count(),
+            3
+        );
+        assert!(html.contains("<title>user 1 · other</title>"));
     }
 
     #[test]

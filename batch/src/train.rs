@@ -27,7 +27,8 @@ pub const BLOCK_NAMES: [&str; 4] = ["views", "interests", "assessments", "course
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    /// Kindred's default: the baseline with interests weighted twice and each embedding
+    /// Kindred's default: the baseline with interests weighted twice, assessments at half
+    /// weight (so users with only assessments get neighbours too) and each embedding
     /// smoothed towards the mean of its 50 nearest neighbours (see [`crate::smooth`]).
     Kindred,
     /// The strongest classical baseline we built: tf-idf weighted views (log seconds) and
@@ -413,20 +414,37 @@ impl Pictures {
         } else {
             (0, 1)
         };
-        let map = index::sample_rows(n, MAP_USERS, 29)
+        // Colour by tag: the 10 tags that are most often a sampled user's strongest
+        // feature, and each user's strongest feature among those 10 (grey if none).
+        let rows = index::sample_rows(n, MAP_USERS, 29);
+        let by_weight = |row: u32| {
+            let mut f: Vec<&Feature> = fitted.users[row as usize].features.iter().collect();
+            f.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+            f
+        };
+        let mut counts: HashMap<u32, usize> = HashMap::new();
+        for &row in &rows {
+            if let Some(f) = by_weight(row).first() {
+                *counts.entry(f.tag).or_default() += 1;
+            }
+        }
+        let mut common: Vec<(usize, u32)> = counts.into_iter().map(|(t, c)| (c, t)).collect();
+        common.sort_unstable_by(|a, b| b.cmp(a));
+        let common: Vec<u32> = common.iter().take(10).map(|&(_, t)| t).collect();
+        let map = rows
             .into_iter()
             .filter_map(|row| {
                 let e = &fitted.index[instant_distance::PointId::from(row)].0;
-                let u = &fitted.users[row as usize];
-                let strongest = u
-                    .features
+                let group = by_weight(row)
                     .iter()
-                    .max_by(|a, b| a.weight.total_cmp(&b.weight))?;
+                    .map(|f| f.tag)
+                    .find(|t| common.contains(t))
+                    .unwrap_or(crate::model_report::UNGROUPED);
                 Some(crate::model_report::MapPoint {
                     x: *e.get(cx)?,
                     y: *e.get(cy)?,
-                    group: strongest.tag,
-                    handle: u.handle,
+                    group,
+                    handle: fitted.users[row as usize].handle,
                 })
             })
             .collect();
@@ -474,7 +492,8 @@ impl Pictures {
         ];
         let notes = vec![
             "The map places a sample of users by their second and third embedding components, \
-             coloured by each user's strongest feature."
+             coloured by the strongest of their features among the ten tags that most often \
+             lead a user's features (grey: none of them)."
                 .to_owned(),
             crate::report::render(s, None)
                 .lines()
@@ -885,7 +904,7 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
         power: 1.0,
         views: tfidf(Transform::Log1p, 1.0),
         interests: tfidf(Transform::Binary, 2.0),
-        assessments: tfidf(Transform::Raw, 0.0),
+        assessments: tfidf(Transform::Raw, 0.5),
         courses: tfidf(Transform::Log1p, 0.0),
         centre_rows: false,
         smooth_neighbours: 50,
@@ -908,6 +927,7 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
         Method::Kindred => {}
         Method::Baseline => {
             cfg.interests.weight = 1.0;
+            cfg.assessments.weight = 0.0;
             cfg.smooth_neighbours = 0;
         }
         Method::Seed => {

@@ -160,6 +160,36 @@ fn benches(c: &mut Criterion) {
             black_box(serde_json::to_vec(&answer).expect("encode"))
         })
     });
+    // Cold-start profiles: each sampled user's top tags (seconds) and interests.
+    let profiles: Vec<kindred_core::projection::Profile> = rows
+        .iter()
+        .take(256)
+        .map(|&r| {
+            let u = &model.users.users[r as usize];
+            kindred_core::projection::Profile {
+                views: u
+                    .top_tags
+                    .iter()
+                    .map(|&(t, s)| (model.tag(t).to_owned(), s))
+                    .collect(),
+                interests: u
+                    .interests
+                    .iter()
+                    .map(|&t| model.tag(t).to_owned())
+                    .collect(),
+                assessments: Vec::new(),
+            }
+        })
+        .collect();
+    let mut i = 0usize;
+    group.bench_function("profile_fold_in", |b| {
+        b.iter(|| {
+            let p = &profiles[i % profiles.len()];
+            i += 1;
+            let answer = api::answer_profile(model, p, 10, &api::Filters::default());
+            black_box(serde_json::to_vec(&answer.ok()).expect("encode"))
+        })
+    });
     let mut i = 0usize;
     group.bench_function("search_hnsw", |b| {
         b.iter(|| {
