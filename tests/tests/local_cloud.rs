@@ -230,7 +230,13 @@ async fn copy_corrupted(from: &S3Store, to: &S3Store) -> String {
         .await
         .unwrap()
         .expect("pointer");
-    for name in ["users.bin", "index.bin", "manifest.json"] {
+    for name in [
+        "users.bin",
+        "index.bin",
+        "projection.bin",
+        "report.html",
+        "manifest.json",
+    ] {
         let key = registry::version_key(&pointer.version, name);
         let mut bytes = from.get(&key).await.unwrap().expect(name).bytes;
         if name == "index.bin" {

@@ -135,6 +135,47 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
     );
     // an unknown user is a 404,
     assert_eq!(predict(addr, 987_654_321).0, 404);
+    // cold-start profiles made of users' strongest tags and interests find users of their
+    // cohorts (their summaries are partial: 5 tags and 20 interests),
+    let (mut same, mut total) = (0, 0);
+    for handle in (1..=2000).step_by(197) {
+        let (_, known) = predict(addr, handle);
+        let tags: serde_json::Map<String, Value> = known["summary"]["top_tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["tag"].as_str().unwrap().to_owned(),
+                    t["avg_view_seconds"].clone(),
+                )
+            })
+            .collect();
+        let profile = serde_json::json!({"profile": {"tags": tags, "interests": known["summary"]["interests"]}});
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/predict",
+            Some("application/json"),
+            &profile.to_string(),
+        );
+        assert_eq!(status, 200, "{body}");
+        let body: Value = serde_json::from_str(&body).unwrap();
+        let similar = body["similar_users"].as_array().unwrap();
+        assert_eq!(similar.len(), 10);
+        for s in similar {
+            total += 1;
+            same += usize::from(cohort[&s["user_handle"].as_u64().unwrap()] == cohort[&handle]);
+        }
+    }
+    assert!(
+        same * 2 > total,
+        "{same} of {total} profile neighbours from the user's cohort"
+    );
+    // and the explorer page is served.
+    let (status, page) = http(addr, "GET", "/explore", None, "");
+    assert_eq!(status, 200);
+    assert!(page.contains("<form"), "{page}");
 
     // and after a second training run the server switches without a failed request.
     run_ok(
