@@ -88,3 +88,52 @@ fn eval_ranks_kindred_clearly_above_the_seeds_method() {
     assert!(seed.users < kindred.users, "{seed:?} vs {kindred:?}");
     assert_eq!(kindred.users, 1500.0);
 }
+
+#[test]
+fn users_with_only_interests_or_only_assessments_get_neighbours() {
+    use std::io::Write;
+    // Given generated data plus one user with only interests and one with only
+    // assessment scores (no views),
+    let data = tempfile::tempdir().unwrap();
+    let cfg = kindred_datagen::GenConfig {
+        users: 400,
+        seed: 8,
+        ..Default::default()
+    };
+    kindred_datagen::generate(&cfg, data.path()).unwrap();
+    let append = |file: &str, rows: &str| {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.path().join(file))
+            .unwrap();
+        f.write_all(rows.as_bytes()).unwrap();
+    };
+    append(
+        "user_interests.csv",
+        "900001,python,2017-06-01 10:00:00\n900001,data-analysis,2017-06-01 10:00:00\n",
+    );
+    append(
+        "user_assessment_scores.csv",
+        "900002,python,2017-06-01 10:00:00,210\n900002,javascript,2017-06-02 10:00:00,150\n",
+    );
+    // when Kindred trains on it,
+    let trained = kindred_batch::train::train(
+        &kindred_batch::train::default_config(data.path().to_owned()),
+        "20260101T000000000Z-00000001",
+    )
+    .unwrap();
+    let users: kindred_core::UserTable =
+        kindred_core::artifact::decode("users.bin", &trained.artifacts[0].1).unwrap();
+    let index: kindred_core::artifact::Index =
+        kindred_core::artifact::decode("index.bin", &trained.artifacts[1].1).unwrap();
+    let model = kindred_core::Model::from_parts(trained.manifest, users, index).unwrap();
+    // then both are in the model and have ten neighbours.
+    for handle in [900001, 900002] {
+        let row = model
+            .row_of(handle)
+            .unwrap_or_else(|| panic!("{handle} not in the model"));
+        let found = kindred_core::query::similar_users(&model, row, 10);
+        assert_eq!(found.len(), 10, "{handle}");
+        assert!(found[0].similarity > 0.0, "{handle}: {found:?}");
+    }
+}
