@@ -33,43 +33,51 @@ pub fn smooth(
     let dims = points[0].0.len();
     let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
     let k = k.min(n - 1);
-    let chunk = n.div_ceil(threads.max(1));
-    let parts: Vec<Vec<Embedding>> = std::thread::scope(|scope| {
+    each_point(n, threads, |i| {
+        let q = &points[i].0;
+        let mut scores = Vec::with_capacity(n);
+        dots(q, &flat, dims, &mut scores);
+        scores[i] = f32::NEG_INFINITY;
+        let mut ids: Vec<u32> = (0..n as u32).collect();
+        ids.select_nth_unstable_by(k - 1, |&a, &b| {
+            scores[b as usize].total_cmp(&scores[a as usize])
+        });
+        shifted(q, ids[..k].iter().map(|&j| &points[j as usize].0), alpha)
+    })
+}
+
+/// `normalise(q + alpha * mean(neighbours))`.
+fn shifted<'a>(
+    q: &[f32],
+    neighbours: impl ExactSizeIterator<Item = &'a Vec<f32>>,
+    alpha: f32,
+) -> Embedding {
+    let w = alpha / neighbours.len().max(1) as f32;
+    let mut acc = q.to_vec();
+    for e in neighbours {
+        for (a, x) in acc.iter_mut().zip(e) {
+            *a += w * x;
+        }
+    }
+    Embedding::normalized(acc)
+}
+
+/// `f(i)` for every point `i` in `0..n`, in order, spread over `threads` scoped threads.
+fn each_point(n: usize, threads: usize, f: impl Fn(usize) -> Embedding + Sync) -> Vec<Embedding> {
+    let chunk = n.div_ceil(threads.max(1)).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
             .step_by(chunk)
             .map(|start| {
-                let flat = &flat;
-                scope.spawn(move || {
-                    let mut scores = Vec::with_capacity(n);
-                    let mut out = Vec::with_capacity(chunk);
-                    for i in start..(start + chunk).min(n) {
-                        let q = &points[i].0;
-                        scores.clear();
-                        dots(q, flat, dims, &mut scores);
-                        scores[i] = f32::NEG_INFINITY;
-                        let mut ids: Vec<u32> = (0..n as u32).collect();
-                        ids.select_nth_unstable_by(k - 1, |&a, &b| {
-                            scores[b as usize].total_cmp(&scores[a as usize])
-                        });
-                        let mut acc = q.clone();
-                        let w = alpha / k as f32;
-                        for &j in &ids[..k] {
-                            for (a, x) in acc.iter_mut().zip(&points[j as usize].0) {
-                                *a += w * x;
-                            }
-                        }
-                        out.push(Embedding::normalized(acc));
-                    }
-                    out
-                })
+                scope.spawn(move || (start..(start + chunk).min(n)).map(f).collect::<Vec<_>>())
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("smoothing worker panicked"))
+            .flat_map(|h| h.join().expect("smoothing worker panicked"))
             .collect()
-    });
-    parts.into_iter().flatten().collect()
+    })
 }
 
 /// [`smooth`] with neighbours from a temporary HNSW index.
@@ -91,37 +99,15 @@ fn smooth_approximate(
     for (p, &input) in order.iter().enumerate() {
         point_of[input as usize] = p as u32;
     }
-    let n = points.len();
-    let chunk = n.div_ceil(threads.max(1));
-    let parts: Vec<Vec<Embedding>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                let (index, order, point_of) = (&index, &order, &point_of);
-                scope.spawn(move || {
-                    (start..(start + chunk).min(n))
-                        .map(|i| {
-                            let near = query::approximate(index, &points[i], k, Some(point_of[i]));
-                            let mut acc = points[i].0.clone();
-                            let w = alpha / near.len().max(1) as f32;
-                            for nb in &near {
-                                let e = &points[order[nb.row as usize] as usize].0;
-                                for (a, x) in acc.iter_mut().zip(e) {
-                                    *a += w * x;
-                                }
-                            }
-                            Embedding::normalized(acc)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("smoothing worker panicked"))
-            .collect()
-    });
-    parts.into_iter().flatten().collect()
+    each_point(points.len(), threads, |i| {
+        let near = query::approximate(&index, &points[i], k, Some(point_of[i]));
+        shifted(
+            &points[i].0,
+            near.iter()
+                .map(|nb| &points[order[nb.row as usize] as usize].0),
+            alpha,
+        )
+    })
 }
 
 #[cfg(test)]
