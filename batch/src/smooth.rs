@@ -7,6 +7,7 @@
 //! small when the neighbours point different ways).
 
 use kindred_core::artifact::{Embedding, HnswParams, dots};
+use kindred_core::projection::smooth_towards;
 use kindred_core::query;
 
 /// Above this many points the neighbours come from a temporary HNSW index instead of an
@@ -42,24 +43,9 @@ pub fn smooth(
         ids.select_nth_unstable_by(k - 1, |&a, &b| {
             scores[b as usize].total_cmp(&scores[a as usize])
         });
-        shifted(q, ids[..k].iter().map(|&j| &points[j as usize].0), alpha)
+        let near: Vec<&Embedding> = ids[..k].iter().map(|&j| &points[j as usize]).collect();
+        smooth_towards(&points[i], &near, alpha)
     })
-}
-
-/// `normalise(q + alpha * mean(neighbours))`.
-fn shifted<'a>(
-    q: &[f32],
-    neighbours: impl ExactSizeIterator<Item = &'a Vec<f32>>,
-    alpha: f32,
-) -> Embedding {
-    let w = alpha / neighbours.len().max(1) as f32;
-    let mut acc = q.to_vec();
-    for e in neighbours {
-        for (a, x) in acc.iter_mut().zip(e) {
-            *a += w * x;
-        }
-    }
-    Embedding::normalized(acc)
 }
 
 /// `f(i)` for every point `i` in `0..n`, in order, spread over `threads` scoped threads.
@@ -100,13 +86,11 @@ fn smooth_approximate(
         point_of[input as usize] = p as u32;
     }
     each_point(points.len(), threads, |i| {
-        let near = query::approximate(&index, &points[i], k, Some(point_of[i]));
-        shifted(
-            &points[i].0,
-            near.iter()
-                .map(|nb| &points[order[nb.row as usize] as usize].0),
-            alpha,
-        )
+        let near: Vec<&Embedding> = query::approximate(&index, &points[i], k, Some(point_of[i]))
+            .iter()
+            .map(|nb| &points[order[nb.row as usize] as usize])
+            .collect();
+        smooth_towards(&points[i], &near, alpha)
     })
 }
 

@@ -32,6 +32,17 @@ pub struct Svd {
     pub centring: Option<Centring>,
 }
 
+impl Svd {
+    /// `σ_j^(power-1)` per component (0 where `σ_j` is 0): embeddings are `A V` scaled by
+    /// these, i.e. `U Σ^power`.
+    pub fn scale(&self, power: f64) -> Vec<f64> {
+        self.singular_values
+            .iter()
+            .map(|&s| if s > 1e-12 { s.powf(power - 1.0) } else { 0.0 })
+            .collect()
+    }
+}
+
 /// Row-mean centring, applied implicitly: the sparse matrix itself is never densified.
 #[derive(Clone, Debug)]
 pub struct Centring {
@@ -243,11 +254,7 @@ fn seeded_block(n: usize, width: usize) -> Array2<f64> {
 /// Components with a zero singular value are left at zero.
 pub fn embed(a: &Csr, svd: &Svd, power: f64) -> Vec<Vec<f32>> {
     let k = svd.singular_values.len();
-    let scale: Vec<f64> = svd
-        .singular_values
-        .iter()
-        .map(|&s| if s > 1e-12 { s.powf(power - 1.0) } else { 0.0 })
-        .collect();
+    let scale = svd.scale(power);
     let v = &svd.v;
     (0..a.rows)
         .map(|r| {

@@ -818,17 +818,7 @@ pub fn projection(
     svd: &svd::Svd,
 ) -> Projection {
     let k = svd.singular_values.len();
-    let scale: Vec<f64> = svd
-        .singular_values
-        .iter()
-        .map(|&s| {
-            if s > 1e-12 {
-                s.powf(cfg.power - 1.0)
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let scale = svd.scale(cfg.power);
     let basis_row = |col: usize| -> Vec<f32> {
         (0..k)
             .map(|j| (svd.v[[col, j]] * scale[j]) as f32)

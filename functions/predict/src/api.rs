@@ -390,10 +390,7 @@ pub fn neighbours(
     filters: &Filters,
 ) -> Vec<query::Neighbour> {
     let want = k + filters.exclude.len();
-    let mut found = match model.flat_embeddings() {
-        Some(flat) => query::exact_flat(flat, model.dimensions(), &query.0, want, exclude_row),
-        None => query::approximate(&model.index, query, want, exclude_row),
-    };
+    let mut found = query::nearest(model, query, want, exclude_row);
     let available = model.len() - usize::from(exclude_row.is_some());
     if found.len() < want.min(available) {
         found = query::exact(&model.index, query, want, exclude_row);
