@@ -98,6 +98,35 @@ impl Running {
         self.output.lock().unwrap().clone()
     }
 
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Kills the process at once (SIGKILL, no chance to clean up), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit by itself; panics with its output after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {limit:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// JSON log lines (tracing's format) whose message is `message`.
     pub fn logs(&self, message: &str) -> Vec<serde_json::Value> {
         self.output()
@@ -534,4 +563,96 @@ impl LambdaWatch {
 /// Lambda service does not route requests this way.
 pub fn is_emulator_error(r: &Response) -> bool {
     r.status == 500 && r.body.contains("httpstatuses.com/500")
+}
+
+/// What a [`FaultProxy`] does with traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards both ways untouched.
+    Pass,
+    /// Forwards, but holds every chunk of the upstream's answers for this long first.
+    Delay(Duration),
+    /// Closes new connections at once and cuts the open ones (the service is "down").
+    Refuse,
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream` (e.g. LocalStack) whose
+/// behaviour can be switched while clients use it: slow answers, or none at all.
+pub struct FaultProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    mode: Arc<Mutex<ProxyMode>>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl FaultProxy {
+    /// Starts forwarding to `upstream` (`host:port`) in [`ProxyMode::Pass`].
+    pub fn start(upstream: SocketAddr) -> FaultProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let mode = Arc::new(Mutex::new(ProxyMode::Pass));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (m, o) = (Arc::clone(&mode), Arc::clone(&open));
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                if *m.lock().unwrap() == ProxyMode::Refuse {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                {
+                    let mut open = o.lock().unwrap();
+                    open.retain(|s| s.peer_addr().is_ok());
+                    open.extend([&client, &server].iter().filter_map(|s| s.try_clone().ok()));
+                }
+                let pairs = [
+                    (client.try_clone(), server.try_clone(), false),
+                    (server.try_clone(), client.try_clone(), true),
+                ];
+                for (from, to, answers) in pairs {
+                    let (Ok(mut from), Ok(mut to)) = (from, to) else {
+                        continue;
+                    };
+                    let mode = Arc::clone(&m);
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let now = *mode.lock().unwrap();
+                            match now {
+                                ProxyMode::Refuse => break,
+                                ProxyMode::Delay(d) if answers => std::thread::sleep(d),
+                                _ => {}
+                            }
+                            if to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        FaultProxy { addr, mode, open }
+    }
+
+    /// `http://<addr>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Switches the behaviour; [`ProxyMode::Refuse`] also cuts every open connection.
+    pub fn set(&self, mode: ProxyMode) {
+        *self.mode.lock().unwrap() = mode;
+        if mode == ProxyMode::Refuse {
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
 }

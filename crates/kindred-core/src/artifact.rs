@@ -252,6 +252,16 @@ impl Manifest {
             .ok_or_else(|| Error::Inconsistent(format!("manifest lists no artifact {name}")))
     }
 
+    /// Total size of the artifacts a loader reads (`users.bin`, `index.bin` and
+    /// `projection.bin`; not the report), as the manifest lists them.
+    pub fn artifacts_bytes(&self) -> u64 {
+        self.artifacts
+            .iter()
+            .filter(|a| [USERS, INDEX, crate::projection::PROJECTION].contains(&a.name.as_str()))
+            .map(|a| a.bytes)
+            .sum()
+    }
+
     /// Parses and validates a manifest (format version, size limits).
     pub fn parse(bytes: &[u8]) -> Result<Manifest> {
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {

@@ -90,6 +90,18 @@ pub enum Error {
         /// Encoder message.
         message: String,
     },
+    /// A version's artifacts add up to more than the loader may hold in memory.
+    #[error(
+        "model {version} lists {bytes} bytes of artifacts, over the memory limit of {limit} bytes"
+    )]
+    ModelTooLarge {
+        /// The version refused.
+        version: String,
+        /// Sum of the artifact sizes its manifest lists.
+        bytes: u64,
+        /// The limit it was held to.
+        limit: u64,
+    },
     /// The artifacts of a version disagree with each other or with the manifest.
     #[error("inconsistent model: {0}")]
     Inconsistent(String),

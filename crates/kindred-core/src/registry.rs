@@ -220,6 +220,20 @@ pub async fn load_version<S: ObjectStore>(
     version: &str,
     manifest_sha256: Option<&str>,
 ) -> Result<Model> {
+    load_version_within(store, version, manifest_sha256, None).await
+}
+
+/// [`load_version`] with a memory limit: when the artifacts the manifest lists add up to
+/// more than `max_model_bytes`, the version is refused with [`Error::ModelTooLarge`]
+/// before any artifact is fetched. The decoded model takes about as much memory as its
+/// artifacts (embeddings and graph are stored as they are held), so the sum is the
+/// estimate; the caller leaves room for the version it already holds.
+pub async fn load_version_within<S: ObjectStore>(
+    store: &S,
+    version: &str,
+    manifest_sha256: Option<&str>,
+    max_model_bytes: Option<u64>,
+) -> Result<Model> {
     let key = version_key(version, MANIFEST);
     let obj = store
         .get(&key)
@@ -244,6 +258,16 @@ pub async fn load_version<S: ObjectStore>(
             "manifest of {version} names version {}",
             manifest.version
         )));
+    }
+    if let Some(limit) = max_model_bytes {
+        let bytes = manifest.artifacts_bytes();
+        if bytes > limit {
+            return Err(Error::ModelTooLarge {
+                version: version.to_owned(),
+                bytes,
+                limit,
+            });
+        }
     }
     let users_bytes = fetch_verified(store, &manifest, USERS).await?;
     let index_bytes = fetch_verified(store, &manifest, INDEX).await?;

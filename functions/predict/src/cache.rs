@@ -82,6 +82,8 @@ struct Checks {
 pub struct ModelCache<S = Store> {
     store: S,
     refresh: Duration,
+    /// Versions whose artifacts add up to more than this are refused unread.
+    max_model_bytes: Option<u64>,
     current: ArcSwapOption<Model>,
     checks: Mutex<Checks>,
     /// Held while a version is being loaded, so at most one load runs at a time.
@@ -92,9 +94,20 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
     /// A cache over `store` that re-checks the pointer at most every `refresh`.
     /// Reads nothing yet.
     pub fn new(store: S, refresh: Duration) -> Arc<Self> {
+        Self::with_memory_limit(store, refresh, None)
+    }
+
+    /// Like [`ModelCache::new`], but a version whose artifacts add up to more than
+    /// `max_model_bytes` is refused before it is downloaded (logged, previous one kept).
+    pub fn with_memory_limit(
+        store: S,
+        refresh: Duration,
+        max_model_bytes: Option<u64>,
+    ) -> Arc<Self> {
         Arc::new(ModelCache {
             store,
             refresh,
+            max_model_bytes,
             current: ArcSwapOption::empty(),
             checks: Mutex::new(Checks::default()),
             loading: tokio::sync::Mutex::new(()),
@@ -232,10 +245,11 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
             return Err(Unavailable::REFUSED);
         }
         let started = Instant::now();
-        match registry::load_version(
+        match registry::load_version_within(
             &self.store,
             &pointer.version,
             Some(&pointer.manifest_sha256),
+            self.max_model_bytes,
         )
         .await
         {

@@ -32,6 +32,12 @@ struct Cli {
     /// every request). Checks run in the background and never delay a request.
     #[arg(long, env = "KINDRED_REFRESH_SECONDS", default_value_t = 30)]
     refresh_seconds: u64,
+    /// Refuse, before downloading it, a model version whose artifacts add up to more than
+    /// this many MiB; the version serving keeps serving [default: under Lambda a third of
+    /// the function's memory (room for the model serving, the new one and its raw bytes
+    /// during a swap), otherwise no limit].
+    #[arg(long, env = "KINDRED_MAX_MODEL_MB")]
+    max_model_mb: Option<u64>,
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -85,14 +91,22 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
         );
     }
     let store = Store::open(&cli.store).await?;
-    let cache = ModelCache::new(store, Duration::from_secs(cli.refresh_seconds));
+    let max_model_bytes = cli
+        .max_model_mb
+        .or_else(|| lambda_memory_mb().map(|mb| mb / 3))
+        .map(|mb| mb << 20);
+    let cache = ModelCache::with_memory_limit(
+        store,
+        Duration::from_secs(cli.refresh_seconds),
+        max_model_bytes,
+    );
     let app = api::router(cache);
     match cli.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, "serving");
+            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, "serving");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
@@ -110,10 +124,19 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
                     missing.join(", ")
                 );
             }
-            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, "running as a Lambda function");
+            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, "running as a Lambda function");
             lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
         }
     }
+}
+
+/// The function's memory size under Lambda (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MiB).
+fn lambda_memory_mb() -> Option<u64> {
+    std::env::var_os("AWS_LAMBDA_RUNTIME_API")?;
+    std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()?
+        .parse()
+        .ok()
 }
 
 async fn shutdown_signal() {

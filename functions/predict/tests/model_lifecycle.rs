@@ -204,6 +204,23 @@ enum Corruption {
     /// The manifest declares a format version newer than this build reads (and the pointer
     /// matches the edited manifest).
     FutureFormat,
+    /// The manifest lists a 3 GiB users.bin, over the cache's 1 GiB memory limit (the
+    /// pointer matches): refused before any artifact is downloaded.
+    OverMemoryLimit,
+    /// The manifest counts one user more than the user table holds (pointer matches).
+    InconsistentCounts,
+}
+
+/// The memory limit the corruption tests give the cache.
+const MEMORY_LIMIT: u64 = 1 << 30;
+
+/// Rewrites a version's manifest with `edit` and points the pointer at the result.
+fn edit_manifest(root: &std::path::Path, version: &str, edit: impl FnOnce(&mut Value)) {
+    let path = root.join(registry::version_key(version, "manifest.json"));
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
+    common::repoint(root, version);
 }
 
 impl Corruption {
@@ -221,14 +238,17 @@ impl Corruption {
                 let bytes = std::fs::read(&path).unwrap();
                 std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
             }
-            Corruption::FutureFormat => {
-                let path = root.join(registry::version_key(version, "manifest.json"));
-                let mut manifest: Value =
-                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-                manifest["format_version"] = (FORMAT_VERSION + 1).into();
-                std::fs::write(&path, serde_json::to_vec_pretty(&manifest).unwrap()).unwrap();
-                common::repoint(root, version);
-            }
+            Corruption::FutureFormat => edit_manifest(root, version, |m| {
+                m["format_version"] = (FORMAT_VERSION + 1).into();
+            }),
+            Corruption::OverMemoryLimit => edit_manifest(root, version, |m| {
+                let artifacts = m["artifacts"].as_array_mut().unwrap();
+                let users = artifacts.iter_mut().find(|a| a["name"] == "users.bin");
+                users.unwrap()["bytes"] = (3u64 << 30).into();
+            }),
+            Corruption::InconsistentCounts => edit_manifest(root, version, |m| {
+                m["users"] = (m["users"].as_u64().unwrap() + 1).into();
+            }),
         }
     }
 
@@ -238,6 +258,8 @@ impl Corruption {
             Corruption::FlippedByte => "artifact users.bin has SHA-256",
             Corruption::Truncated => "artifact index.bin has",
             Corruption::FutureFormat => "unsupported model format version",
+            Corruption::OverMemoryLimit => "over the memory limit of 1073741824 bytes",
+            Corruption::InconsistentCounts => "inconsistent model: manifest says",
         }
     }
 }
@@ -253,18 +275,27 @@ async fn a_corrupted_new_version_is_refused(corruption: Corruption, tag: u32) {
     );
     let store = TestStore::new(dir.path());
     common::publish(store.inner(), &v1).await;
-    let cache = ModelCache::new(store.clone(), LONG);
+    let cache = ModelCache::with_memory_limit(store.clone(), LONG, Some(MEMORY_LIMIT));
     let router = api::router(Arc::clone(&cache));
     assert_eq!(predict(&router, known_handle(0)).await.0, StatusCode::OK);
     // when a v2 is published and then corrupted in the store,
     common::publish(store.inner(), &v2).await;
     corruption.apply(dir.path(), &v2);
     // then the next check refuses it and keeps v1,
+    let before = store.gets();
     assert_eq!(
         cache.refresh_once().await.as_deref(),
         Some(v1.as_str()),
         "{corruption:?}"
     );
+    if let Corruption::OverMemoryLimit = corruption {
+        // (read: the pointer and the manifest, no artifact)
+        assert_eq!(
+            store.gets(),
+            before + 2,
+            "fetched artifacts of a model over the limit"
+        );
+    }
     let (status, _, body) = predict(&router, known_handle(2)).await;
     assert_eq!(status, StatusCode::OK);
     common::assert_prediction(&body, known_handle(2), 10, &v1);
@@ -309,6 +340,16 @@ async fn a_truncated_new_version_is_refused_and_the_previous_keeps_serving() {
 #[tokio::test]
 async fn a_new_version_of_another_format_is_refused_and_the_previous_keeps_serving() {
     a_corrupted_new_version_is_refused(Corruption::FutureFormat, 5).await;
+}
+
+#[tokio::test]
+async fn a_new_version_over_the_memory_limit_is_refused_unread_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::OverMemoryLimit, 11).await;
+}
+
+#[tokio::test]
+async fn a_new_version_with_inconsistent_counts_is_refused_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::InconsistentCounts, 12).await;
 }
 
 #[tokio::test]
