@@ -1,0 +1,91 @@
+//! The supply-chain policy (`deny.toml`) holds for the locked dependency graph:
+//! permissive licences only, crates.io only, no wildcard versions. Runs cargo-deny
+//! offline; the advisory check needs the RustSec database from GitHub, so it runs in
+//! `./dev deny --advisories` where the network allows, not here.
+//!
+//! Needs cargo-deny: `./dev test` builds it once and sets `KINDRED_CARGO_DENY`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kindred_e2e::repo_root;
+
+fn cargo_deny(config: &Path, checks: &[&str]) -> Output {
+    let deny = std::env::var("KINDRED_CARGO_DENY")
+        .expect("KINDRED_CARGO_DENY (cargo-deny's path; ./dev test sets it)");
+    Command::new(deny)
+        .arg("--offline")
+        .arg("--manifest-path")
+        .arg(repo_root().join("Cargo.toml"))
+        .arg("--config")
+        .arg(config)
+        .arg("check")
+        .args(checks)
+        .output()
+        .expect("run cargo-deny")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+#[ignore = "needs cargo-deny: run ./dev test"]
+fn the_locked_dependencies_meet_the_licence_source_and_ban_policy() {
+    let out = cargo_deny(
+        &repo_root().join("deny.toml"),
+        &["licenses", "sources", "bans"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("bans ok, licenses ok, sources ok"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+#[ignore = "needs cargo-deny: run ./dev test"]
+fn the_policy_has_teeth_a_licence_dropped_from_the_allow_list_fails_the_check() {
+    // Given the policy without Unicode-3.0 (the licence of the ICU crates under `url`),
+    let policy = std::fs::read_to_string(repo_root().join("deny.toml")).unwrap();
+    let narrowed = policy.replace("  \"Unicode-3.0\",\n", "");
+    assert_ne!(
+        narrowed, policy,
+        "deny.toml no longer allows Unicode-3.0 on its own line"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deny.toml");
+    std::fs::write(&config, narrowed).unwrap();
+    // when the licences are checked, then the check fails and names the licence.
+    let out = cargo_deny(&config, &["licenses"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("Unicode-3.0"), "{}", text(&out));
+}
+
+#[test]
+fn every_exception_in_the_policy_gives_its_reason() {
+    // Each ignored advisory carries a `reason`, and each licence exception a comment.
+    let policy = std::fs::read_to_string(repo_root().join("deny.toml")).unwrap();
+    let lines: Vec<&str> = policy.lines().collect();
+    let mut exceptions = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim();
+        if line.starts_with("{ id = ") {
+            exceptions += 1;
+            assert!(line.contains("reason = \""), "no reason: {line}");
+        }
+        if line.starts_with("{ allow = ") {
+            exceptions += 1;
+            assert!(
+                i > 0 && lines[i - 1].trim().starts_with('#'),
+                "no comment above: {line}"
+            );
+        }
+    }
+    assert!(exceptions >= 3, "found {exceptions} exceptions");
+}
