@@ -302,6 +302,83 @@ fn template_passes_cfn_lint() {
     }
 }
 
+/// The `Auth` blocks documented in the comment above `PredictApi`, uncommented: the IAM
+/// (SigV4) option and the JWT option.
+fn documented_auth_blocks(template: &str) -> Vec<String> {
+    let comment: Vec<&str> = template
+        .lines()
+        .skip_while(|l| !l.contains("To require callers"))
+        .take_while(|l| l.trim_start().starts_with('#'))
+        .map(|l| l.trim_start().trim_start_matches('#'))
+        .collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < comment.len() {
+        if comment[i].trim() == "Auth:" {
+            let indent = comment[i].len() - comment[i].trim_start().len();
+            let mut block = vec![comment[i][indent..].to_owned()];
+            i += 1;
+            while i < comment.len()
+                && comment[i].len() - comment[i].trim_start().len() > indent
+                && !comment[i].trim().is_empty()
+            {
+                block.push(comment[i][indent..].to_owned());
+                i += 1;
+            }
+            blocks.push(block.join("\n"));
+        } else {
+            i += 1;
+        }
+    }
+    blocks
+}
+
+#[test]
+#[ignore = "needs cfn-lint: run ./dev test"]
+fn the_documented_authorisation_options_are_valid_when_switched_on() {
+    // Given the template with each documented Auth block placed on the HTTP API (the
+    // JWT issuer and audience filled in as a deployer would),
+    let original = read(&template_path());
+    let blocks = documented_auth_blocks(&original);
+    assert_eq!(
+        blocks.len(),
+        2,
+        "expected the IAM and the JWT option: {blocks:?}"
+    );
+    assert!(
+        blocks[0].contains("DefaultAuthorizer: AWS_IAM"),
+        "{}",
+        blocks[0]
+    );
+    assert!(
+        blocks[1].contains("DefaultAuthorizer: Jwt"),
+        "{}",
+        blocks[1]
+    );
+    let api = "  PredictApi:\n    Type: AWS::Serverless::HttpApi\n    Properties:\n";
+    assert!(
+        original.contains(api),
+        "PredictApi is no longer laid out as expected"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for block in blocks {
+        let block = block
+            .replace("<region>", "eu-west-1")
+            .replace("<user-pool-id>", "eu-west-1_AbCdEf123")
+            .replace("<app-client-id>", "\"1example23456789\"");
+        let indented: String = block.lines().map(|l| format!("      {l}\n")).collect();
+        let with_auth = original.replacen(api, &format!("{api}{indented}"), 1);
+        let path = dir.path().join("template.yaml");
+        std::fs::write(&path, &with_auth).unwrap();
+        // when cfn-lint checks it, then it passes, and the API carries the authorizer.
+        let out = cfn_lint(&path);
+        assert!(out.status.success(), "{block}\n{}", describe(&out));
+        let parsed = to_json(serde_yaml_ng::from_str(&with_auth).unwrap());
+        let auth = &resource(&parsed, "PredictApi")["Properties"]["Auth"];
+        assert!(auth["DefaultAuthorizer"].is_string(), "{auth}");
+    }
+}
+
 // ------------------------------------------------------------------------------ IAM
 
 #[test]
