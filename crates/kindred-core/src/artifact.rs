@@ -562,6 +562,12 @@ fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<{ MAX_ARTIFACT_BYTES as usize }>()
 }
 
+/// How much memory decoding may claim per input byte. bincode counts what it allocates
+/// (a length-prefixed byte string claims its length before it is read) and the in-memory
+/// size of each value it reads (a one-byte varint becomes an 8-byte integer), so real
+/// artifacts stay far under 8 times their size; 32 leaves a wide margin.
+pub const DECODE_EXPANSION: usize = 32;
+
 /// Encodes an artifact with bincode 2.
 pub fn encode<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
     bincode::serde::encode_to_vec(value, bincode_config()).map_err(|e| Error::Encode {
@@ -570,13 +576,33 @@ pub fn encode<T: Serialize>(name: &str, value: &T) -> Result<Vec<u8>> {
     })
 }
 
-/// Decodes an artifact with bincode 2 under [`MAX_ARTIFACT_BYTES`]; trailing bytes are an error.
+fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
+    bytes: &[u8],
+) -> std::result::Result<(T, usize), bincode::error::DecodeError> {
+    bincode::serde::decode_from_slice(bytes, bincode::config::standard().with_limit::<LIMIT>())
+}
+
+/// Decodes an artifact with bincode 2; trailing bytes are an error.
+///
+/// The decoder may claim at most about [`DECODE_EXPANSION`] times the input's size
+/// (rounded up to 1 MiB, 16 MiB, 256 MiB or [`MAX_ARTIFACT_BYTES`]), so a corrupt or
+/// hostile length prefix in a few bytes cannot make it allocate gigabytes (found by
+/// fuzzing: `fuzz/regressions/artifact/`).
 pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| Error::Decode {
-            name: name.into(),
-            message: e.to_string(),
-        })?;
+    let budget = bytes.len().saturating_mul(DECODE_EXPANSION);
+    let decoded = if budget <= 1 << 20 {
+        decode_within::<T, { 1 << 20 }>(bytes)
+    } else if budget <= 1 << 24 {
+        decode_within::<T, { 1 << 24 }>(bytes)
+    } else if budget <= 1 << 28 {
+        decode_within::<T, { 1 << 28 }>(bytes)
+    } else {
+        decode_within::<T, { MAX_ARTIFACT_BYTES as usize }>(bytes)
+    };
+    let (value, used) = decoded.map_err(|e| Error::Decode {
+        name: name.into(),
+        message: e.to_string(),
+    })?;
     if used != bytes.len() {
         return Err(Error::Decode {
             name: name.into(),
@@ -600,6 +626,20 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_length_prefix_far_beyond_the_input_is_refused_before_allocating() {
+        // Given 7 bytes whose varint length prefix announces a 2 GB byte string (the
+        // input libFuzzer found: fuzz/regressions/artifact/),
+        let bytes = [0x25, 0xfc, 0xff, 0x80, 0xdb, 0x84, 0x00];
+        // when they are decoded as a string, then the decoder refuses at its limit
+        // (1 MiB for so small an input) instead of allocating and then running out of input.
+        let err = decode::<String>("fuzzed", &bytes[1..]).unwrap_err().to_string();
+        assert!(err.contains("LimitExceeded"), "{err}");
+        // A string that is really there still decodes.
+        let ok = encode("s", &"x".repeat(100_000)).unwrap();
+        assert_eq!(decode::<String>("s", &ok).unwrap().len(), 100_000);
+    }
 
     #[test]
     fn dot_matches_naive_sum_for_odd_lengths() {
