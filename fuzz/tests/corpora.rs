@@ -36,3 +36,75 @@ fn every_committed_corpus_and_regression_input_passes_its_harness() {
         );
     }
 }
+
+/// xorshift64*: a tiny seeded generator, so the mutations below are the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// One libFuzzer-like mutation: flip bits, overwrite with an interesting byte, insert,
+/// erase, truncate, or splice in part of another input.
+fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut data = input.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let at = rng.below(data.len() + 1);
+        let last = data.len().saturating_sub(1);
+        match rng.below(6) {
+            0 if !data.is_empty() => data[at.min(last)] ^= 1 << rng.below(8),
+            1 if !data.is_empty() => {
+                const INTERESTING: [u8; 8] = [0, 1, 0x7f, 0x80, 0xfb, 0xfc, 0xfd, 0xff];
+                data[at.min(last)] = INTERESTING[rng.below(8)];
+            }
+            2 => data.insert(at, rng.next() as u8),
+            3 if at < data.len() => {
+                let end = (at + 1 + rng.below(16)).min(data.len());
+                data.drain(at..end);
+            }
+            4 => data.truncate(at),
+            _ if !other.is_empty() => {
+                let from = rng.below(other.len());
+                let end = (from + 1 + rng.below(64)).min(other.len());
+                data.splice(at..at, other[from..end].iter().copied());
+            }
+            _ => {}
+        }
+    }
+    data
+}
+
+#[test]
+fn seeded_mutations_of_the_corpora_pass_their_harnesses() {
+    // A brief fuzz on the stable toolchain: 2,000 seeded mutations per target of its
+    // corpus inputs (coverage-guided fuzzing is `./dev fuzz`).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (t, (target, harness)) in kindred_fuzz::TARGETS.into_iter().enumerate() {
+        let corpus: Vec<Vec<u8>> = inputs(&root.join("corpus").join(target))
+            .iter()
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        assert!(!corpus.is_empty(), "{target}: empty corpus");
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ t as u64);
+        for case in 0..2000 {
+            let input = &corpus[rng.below(corpus.len())];
+            let other = &corpus[rng.below(corpus.len())];
+            let data = mutate(&mut rng, input, other);
+            let outcome = std::panic::catch_unwind(|| harness(&data));
+            assert!(
+                outcome.is_ok(),
+                "{target}: mutation {case} fails; input (hex): {}",
+                data.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+        }
+    }
+}

@@ -634,7 +634,9 @@ mod tests {
         let bytes = [0x25, 0xfc, 0xff, 0x80, 0xdb, 0x84, 0x00];
         // when they are decoded as a string, then the decoder refuses at its limit
         // (1 MiB for so small an input) instead of allocating and then running out of input.
-        let err = decode::<String>("fuzzed", &bytes[1..]).unwrap_err().to_string();
+        let err = decode::<String>("fuzzed", &bytes[1..])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("LimitExceeded"), "{err}");
         // A string that is really there still decodes.
         let ok = encode("s", &"x".repeat(100_000)).unwrap();
