@@ -58,6 +58,7 @@ pub fn run_ok_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Strin
 pub struct Running {
     child: Child,
     output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -80,17 +81,24 @@ impl Running {
         let output = Arc::new(Mutex::new(String::new()));
         let out: Box<dyn Read + Send> = Box::new(child.stdout.take().expect("stdout"));
         let err: Box<dyn Read + Send> = Box::new(child.stderr.take().expect("stderr"));
-        for pipe in [out, err] {
-            let sink = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let mut s = sink.lock().unwrap();
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            });
+        let readers = [out, err]
+            .into_iter()
+            .map(|pipe| {
+                let sink = Arc::clone(&output);
+                std::thread::spawn(move || {
+                    for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                        let mut s = sink.lock().unwrap();
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                })
+            })
+            .collect();
+        Running {
+            child,
+            output,
+            readers,
         }
-        Running { child, output }
     }
 
     /// Everything the process has written so far.
@@ -114,8 +122,10 @@ impl Running {
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(100));
+                // Everything it wrote is in `output` once the readers reach end of file.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return status;
             }
             assert!(
@@ -583,6 +593,7 @@ pub struct FaultProxy {
     pub addr: SocketAddr,
     mode: Arc<Mutex<ProxyMode>>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FaultProxy {
@@ -592,9 +603,13 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("proxy address");
         let mode = Arc::new(Mutex::new(ProxyMode::Pass));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (m, o) = (Arc::clone(&mode), Arc::clone(&open));
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (m, o, stop) = (Arc::clone(&mode), Arc::clone(&open), Arc::clone(&stopped));
         std::thread::spawn(move || {
             for client in listener.incoming().map_while(Result::ok) {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
                 if *m.lock().unwrap() == ProxyMode::Refuse {
                     continue; // dropped: the client sees the connection closed
                 }
@@ -605,6 +620,10 @@ impl FaultProxy {
                     let mut open = o.lock().unwrap();
                     open.retain(|s| s.peer_addr().is_ok());
                     open.extend([&client, &server].iter().filter_map(|s| s.try_clone().ok()));
+                }
+                // `set(Refuse)` may have drained the list just before this registered.
+                if *m.lock().unwrap() == ProxyMode::Refuse {
+                    continue;
                 }
                 let pairs = [
                     (client.try_clone(), server.try_clone(), false),
@@ -638,7 +657,12 @@ impl FaultProxy {
                 }
             }
         });
-        FaultProxy { addr, mode, open }
+        FaultProxy {
+            addr,
+            mode,
+            open,
+            stopped,
+        }
     }
 
     /// `http://<addr>`.
@@ -650,9 +674,23 @@ impl FaultProxy {
     pub fn set(&self, mode: ProxyMode) {
         *self.mode.lock().unwrap() = mode;
         if mode == ProxyMode::Refuse {
-            for s in self.open.lock().unwrap().drain(..) {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
+            self.cut_all();
         }
+    }
+
+    fn cut_all(&self) {
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for FaultProxy {
+    /// Stops accepting (a last connection wakes the accept loop) and cuts what is open.
+    fn drop(&mut self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = TcpStream::connect(self.addr);
+        self.cut_all();
     }
 }

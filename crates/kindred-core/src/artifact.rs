@@ -565,7 +565,9 @@ fn bincode_config() -> impl bincode::config::Config {
 /// How much memory decoding may claim per input byte. bincode counts what it allocates
 /// (a length-prefixed byte string claims its length before it is read) and the in-memory
 /// size of each value it reads (a one-byte varint becomes an 8-byte integer), so real
-/// artifacts stay far under 8 times their size; 32 leaves a wide margin.
+/// artifacts stay far under 8 times their size; 32 leaves a wide margin. The limit is
+/// this times the input size rounded up to a power of two (at least 1 MiB, at most
+/// [`MAX_ARTIFACT_BYTES`]), so at most 64 bytes per input byte above 32 KiB of input.
 pub const DECODE_EXPANSION: usize = 32;
 
 /// Encodes an artifact with bincode 2.
@@ -584,21 +586,25 @@ fn decode_within<T: DeserializeOwned, const LIMIT: usize>(
 
 /// Decodes an artifact with bincode 2; trailing bytes are an error.
 ///
-/// The decoder may claim at most about [`DECODE_EXPANSION`] times the input's size
-/// (rounded up to 1 MiB, 16 MiB, 256 MiB or [`MAX_ARTIFACT_BYTES`]), so a corrupt or
-/// hostile length prefix in a few bytes cannot make it allocate gigabytes (found by
-/// fuzzing: `fuzz/regressions/artifact/`).
+/// The decoder may claim at most [`DECODE_EXPANSION`] times the input's size, rounded up
+/// to a power of two between 1 MiB and [`MAX_ARTIFACT_BYTES`], so a corrupt or hostile
+/// length prefix in a few bytes cannot make it allocate gigabytes (found by fuzzing:
+/// `fuzz/regressions/artifact/`).
 pub fn decode<T: DeserializeOwned>(name: &str, bytes: &[u8]) -> Result<T> {
-    let budget = bytes.len().saturating_mul(DECODE_EXPANSION);
-    let decoded = if budget <= 1 << 20 {
-        decode_within::<T, { 1 << 20 }>(bytes)
-    } else if budget <= 1 << 24 {
-        decode_within::<T, { 1 << 24 }>(bytes)
-    } else if budget <= 1 << 28 {
-        decode_within::<T, { 1 << 28 }>(bytes)
-    } else {
-        decode_within::<T, { MAX_ARTIFACT_BYTES as usize }>(bytes)
-    };
+    let budget = bytes
+        .len()
+        .saturating_mul(DECODE_EXPANSION)
+        .clamp(1 << 20, MAX_ARTIFACT_BYTES as usize)
+        .next_power_of_two();
+    macro_rules! within {
+        ($($shift:literal)*) => {
+            match budget.trailing_zeros() {
+                $($shift => decode_within::<T, { 1 << $shift }>(bytes),)*
+                _ => decode_within::<T, { MAX_ARTIFACT_BYTES as usize }>(bytes),
+            }
+        };
+    }
+    let decoded = within!(20 21 22 23 24 25 26 27 28 29 30 31);
     let (value, used) = decoded.map_err(|e| Error::Decode {
         name: name.into(),
         message: e.to_string(),

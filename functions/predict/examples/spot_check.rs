@@ -66,14 +66,22 @@ fn main() -> ExitCode {
     while Instant::now() < deadline {
         let (body, want) = &expected[i % expected.len()];
         i += 1;
-        let got = kindred_e2e::exchange(
-            addr,
-            "POST",
-            "/predict",
-            Some("application/json"),
-            body,
-            Duration::from_secs(10),
-        );
+        // The minimal client panics on a refused connection or a timeout: count those.
+        let got = std::panic::catch_unwind(|| {
+            kindred_e2e::exchange(
+                addr,
+                "POST",
+                "/predict",
+                Some("application/json"),
+                body,
+                Duration::from_secs(10),
+            )
+        });
+        let Ok(got) = got else {
+            failed += 1;
+            compared += 1;
+            continue;
+        };
         if got.status != 200 {
             failed += 1;
             eprintln!("spot-check: status {} for {body}: {}", got.status, got.body);

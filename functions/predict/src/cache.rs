@@ -40,6 +40,10 @@ impl Unavailable {
     pub const REFUSED: Unavailable = Unavailable {
         reason: "the current model failed verification",
     };
+    /// The current version is larger than this function may load and none is serving.
+    pub const TOO_LARGE: Unavailable = Unavailable {
+        reason: "the current model is over this function's memory limit",
+    };
     /// Loading failed for an unexpected reason (logged).
     pub const LOAD_FAILED: Unavailable = Unavailable {
         reason: "the model could not be loaded",
@@ -71,7 +75,7 @@ struct Checks {
     /// When the pointer was last checked (or a check claimed).
     last: Option<Instant>,
     /// A version that failed verification: not loaded again until the pointer moves.
-    refused: Option<String>,
+    refused: Option<(String, Unavailable)>,
     /// The last failed attempt while nothing serves: when it ended and why.
     failure: Option<(Instant, Unavailable)>,
 }
@@ -241,8 +245,10 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         if Some(pointer.version.as_str()) == serving_version {
             return Ok(None);
         }
-        if self.checks().refused.as_deref() == Some(pointer.version.as_str()) {
-            return Err(Unavailable::REFUSED);
+        if let Some((version, why)) = &self.checks().refused
+            && *version == pointer.version
+        {
+            return Err(*why);
         }
         let started = Instant::now();
         match registry::load_version_within(
@@ -280,14 +286,19 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
                 Unavailable::STORE_UNREACHABLE
             };
         }
+        let why = if matches!(e, Error::ModelTooLarge { .. }) {
+            Unavailable::TOO_LARGE
+        } else {
+            Unavailable::REFUSED
+        };
         match version {
             Some(version) => {
                 error!(error = %e, version, keeping, "refusing model version that failed verification");
-                self.checks().refused = Some(version.to_owned());
+                self.checks().refused = Some((version.to_owned(), why));
             }
             None => error!(error = %e, keeping, "cannot read the model pointer"),
         }
-        Unavailable::REFUSED
+        why
     }
 
     /// True, and the check recorded as done now, when a background check is due.

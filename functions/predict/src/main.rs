@@ -91,10 +91,13 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
         );
     }
     let store = Store::open(&cli.store).await?;
-    let max_model_bytes = cli
-        .max_model_mb
-        .or_else(|| lambda_memory_mb().map(|mb| mb / 3))
-        .map(|mb| mb << 20);
+    let max_model_bytes = match cli.max_model_mb {
+        Some(mb) => Some(
+            mb.checked_mul(1 << 20)
+                .ok_or_else(|| anyhow::anyhow!("--max-model-mb {mb} is too large"))?,
+        ),
+        None => lambda_memory_mb().map(|mb| mb.saturating_mul(1 << 20) / 3),
+    };
     let cache = ModelCache::with_memory_limit(
         store,
         Duration::from_secs(cli.refresh_seconds),

@@ -353,6 +353,29 @@ async fn a_new_version_with_inconsistent_counts_is_refused_and_the_previous_keep
 }
 
 #[tokio::test]
+async fn a_version_over_the_memory_limit_at_cold_start_gives_503_saying_so() {
+    common::capture_logs();
+    // Given a store whose only version lists 3 GiB of artifacts, and a 1 GiB limit,
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = version_for(13, 1);
+    let store = TestStore::new(dir.path());
+    common::publish(store.inner(), &v1).await;
+    Corruption::OverMemoryLimit.apply(dir.path(), &v1);
+    let cache = ModelCache::with_memory_limit(store.clone(), LONG, Some(MEMORY_LIMIT));
+    let router = api::router(cache);
+    // when requests arrive, then each is a 503 that names the memory limit, not a
+    // verification failure, and the version is not downloaded again.
+    for _ in 0..2 {
+        let (status, headers, body) = predict(&router, known_handle(0)).await;
+        assert_unavailable(status, &headers, &body, Unavailable::TOO_LARGE);
+    }
+    assert_eq!(
+        logged("refusing model version that failed verification", &v1).len(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn a_corrupted_version_at_cold_start_gives_503_until_a_good_one_is_published() {
     common::capture_logs();
     // Given a store whose only version has a flipped byte,
