@@ -89,3 +89,58 @@ fn every_exception_in_the_policy_gives_its_reason() {
     }
     assert!(exceptions >= 3, "found {exceptions} exceptions");
 }
+
+/// Whether `text` holds something shaped like an AWS access key id (`AKIA` or `ASIA` and
+/// 16 upper-case letters or digits) or a PEM private key.
+fn looks_like_a_secret(text: &str) -> Option<String> {
+    if let Some(i) = text.find("PRIVATE KEY-----") {
+        return Some(text[i.saturating_sub(30)..i + 16].to_owned());
+    }
+    let bytes = text.as_bytes();
+    for i in 0..bytes.len().saturating_sub(19) {
+        let word = &bytes[i..i + 20];
+        let key_like = (word.starts_with(b"AKIA") || word.starts_with(b"ASIA"))
+            && word[4..]
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+            && bytes.get(i + 20).is_none_or(|b| !b.is_ascii_alphanumeric());
+        if key_like {
+            return Some(String::from_utf8_lossy(word).into_owned());
+        }
+    }
+    None
+}
+
+#[test]
+fn no_credentials_or_private_keys_are_committed() {
+    // The scanner finds what it looks for,
+    assert!(looks_like_a_secret("id = AKIAIOSFODNN7EXAMPLE\n").is_some());
+    assert!(looks_like_a_secret("-----BEGIN RSA PRIVATE KEY-----").is_some());
+    assert!(looks_like_a_secret("AWS_ACCESS_KEY_ID=test").is_none());
+    // and no tracked text file holds either (tests use LocalStack's test/test only).
+    let root = repo_root();
+    let listed = Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["ls-files", "-z"])
+        .output()
+        .expect("git ls-files");
+    assert!(listed.status.success());
+    let mut scanned = 0;
+    for name in listed.stdout.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let name = String::from_utf8_lossy(name);
+        if name.starts_with("fuzz/corpus/") || name.starts_with("fuzz/regressions/") {
+            continue; // machine-made inputs
+        }
+        let Ok(text) = std::fs::read_to_string(root.join(name.as_ref())) else {
+            continue; // binary or removed in the work tree
+        };
+        scanned += 1;
+        if let Some(found) = looks_like_a_secret(&text) {
+            // This very file spells the patterns out for the checks above.
+            assert_eq!(name, "tests/tests/supply_chain.rs", "{name}: {found}");
+        }
+    }
+    assert!(scanned > 50, "scanned only {scanned} files");
+}
