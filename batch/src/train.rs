@@ -579,6 +579,9 @@ fn evaluate(
         q.holdout_recall_at_10 = Some(r);
         q.holdout_chance = Some(chance);
         q.holdout_users = plan.users.len();
+    } else if cfg.evaluate == Evaluate::Never {
+        q.skipped
+            .push("hold-out recall: not asked for (--evaluate never)".to_owned());
     } else {
         q.skipped.push(format!(
             "hold-out recall: {} users is above the automatic limit of {AUTO_HOLDOUT_MAX_USERS} (use --evaluate always)",
