@@ -343,6 +343,32 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// An S3 key prefix no other test run uses: `<kind>-<name>-<pid>-<nanoseconds>`.
+pub fn unique_prefix(kind: &str, name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos();
+    format!("{kind}-{name}-{}-{nanos}", std::process::id())
+}
+
+/// The environment that points the AWS SDK at an S3-compatible `endpoint` (LocalStack)
+/// with its fixed test credentials.
+pub fn aws_env(endpoint: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ]
+}
+
+/// The version a `kindred-batch train` run printed as published, if it published one.
+pub fn published_version(output: &str) -> Option<String> {
+    let rest = output.split("published: version ").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_owned())
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use kindred_core::registry;
 use kindred_core::store::S3Store;
-use kindred_e2e::{FaultProxy, ProxyMode, Running, binary, eventually, exchange, run_ok};
+use kindred_e2e::{
+    FaultProxy, ProxyMode, Running, aws_env, binary, eventually, exchange, published_version,
+    run_ok, unique_prefix,
+};
 
 const BUCKET: &str = "kindred-faults";
 const USERS: u64 = 1500;
@@ -34,12 +37,37 @@ fn upstream(endpoint: &str) -> SocketAddr {
         .expect("KINDRED_TEST_S3_ENDPOINT is http://<ip>:<port>")
 }
 
-fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("faults-{name}-{}-{nanos}", std::process::id())
+/// Where each test starts: a fresh prefix on LocalStack, generated data, and v1 published
+/// there by a real batch run.
+struct Setup {
+    endpoint: String,
+    rt: tokio::runtime::Runtime,
+    prefix: String,
+    store: S3Store,
+    data: String,
+    v1: String,
+    /// Holds the generated data (deleted on drop).
+    dir: tempfile::TempDir,
+}
+
+fn given_v1_published(name: &str) -> Setup {
+    let endpoint = endpoint();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let prefix = unique_prefix("faults", name);
+    let store = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
+    rt.block_on(store.create_bucket_if_missing()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = generate(dir.path());
+    let v1 = publish(&data, &endpoint, &prefix);
+    Setup {
+        endpoint,
+        rt,
+        prefix,
+        store,
+        data,
+        v1,
+        dir,
+    }
 }
 
 fn generate(dir: &Path) -> String {
@@ -64,17 +92,10 @@ fn batch(data: &str, endpoint: &str, prefix: &str) -> Command {
         "never",
     ])
     .args(["--store", &format!("s3://{BUCKET}/{prefix}")]);
-    aws_env(&mut cmd, endpoint);
-    cmd
-}
-
-fn aws_env(cmd: &mut Command, endpoint: &str) {
     cmd.env_remove("KINDRED_STORE")
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", "us-east-1")
+        .envs(aws_env(endpoint))
         .env("KINDRED_LOG", "warn");
+    cmd
 }
 
 /// Runs a batch to completion; returns the version it published.
@@ -87,11 +108,6 @@ fn publish(data: &str, endpoint: &str, prefix: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     published_version(&text).unwrap_or_else(|| panic!("no version in:\n{text}"))
-}
-
-fn published_version(output: &str) -> Option<String> {
-    let rest = output.split("published: version ").nth(1)?;
-    Some(rest.split_whitespace().next()?.to_owned())
 }
 
 /// The real function binary serving HTTP on a free loopback port, reading the store
@@ -108,8 +124,9 @@ fn function(s3_endpoint: &str, prefix: &str) -> (Running, SocketAddr) {
             "json",
         ])
         .env_remove("AWS_LAMBDA_RUNTIME_API");
-    aws_env(&mut cmd, s3_endpoint);
-    cmd.env("KINDRED_LOG", "info");
+    cmd.env_remove("KINDRED_STORE")
+        .envs(aws_env(s3_endpoint))
+        .env("KINDRED_LOG", "info");
     let mut running = Running::start(cmd);
     let serving = running.wait_for_log("serving", LONG);
     let addr = serving["fields"]["address"]
@@ -184,53 +201,52 @@ impl Traffic {
     }
 }
 
-/// Names of the objects under `<prefix>/models/<version>/`.
-async fn objects_of(store: &S3Store, prefix: &str, version: &str) -> Vec<String> {
-    let key = registry::version_key(version, "");
+/// Keys on the store's bucket that start with `key_prefix`.
+async fn list_keys(store: &S3Store, key_prefix: String) -> Vec<String> {
     let listed = store
         .client()
         .list_objects_v2()
         .bucket(store.bucket())
-        .prefix(format!("{prefix}/{key}"))
+        .prefix(key_prefix)
         .send()
         .await
         .unwrap();
     listed
         .contents()
         .iter()
-        .filter_map(|o| o.key()?.rsplit('/').next().map(str::to_owned))
+        .filter_map(|o| o.key().map(str::to_owned))
+        .collect()
+}
+
+/// Names of the objects under `<prefix>/models/<version>/`.
+async fn objects_of(store: &S3Store, prefix: &str, version: &str) -> Vec<String> {
+    let key = registry::version_key(version, "");
+    let keys = list_keys(store, format!("{prefix}/{key}")).await;
+    keys.iter()
+        .filter_map(|k| k.rsplit('/').next().map(str::to_owned))
         .collect()
 }
 
 /// Versions with at least one object in the store.
 async fn versions(store: &S3Store, prefix: &str) -> BTreeSet<String> {
-    let listed = store
-        .client()
-        .list_objects_v2()
-        .bucket(store.bucket())
-        .prefix(format!("{prefix}/models/"))
-        .send()
-        .await
-        .unwrap();
-    listed
-        .contents()
-        .iter()
-        .filter_map(|o| o.key()?.split('/').rev().nth(1).map(str::to_owned))
+    let keys = list_keys(store, format!("{prefix}/models/")).await;
+    keys.iter()
+        .filter_map(|k| k.split('/').rev().nth(1).map(str::to_owned))
         .collect()
 }
 
 #[test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
 fn a_batch_killed_at_any_point_of_its_publish_never_changes_what_is_served() {
-    let endpoint = endpoint();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let prefix = unique_prefix("killed");
-    let store = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
-    rt.block_on(store.create_bucket_if_missing()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = generate(dir.path());
-    // Given v1 published and served to steady traffic by the real function,
-    let v1 = publish(&data, &endpoint, &prefix);
+    let Setup {
+        endpoint,
+        rt,
+        prefix,
+        store,
+        data,
+        v1,
+        dir: _data_dir,
+    } = given_v1_published("killed");
     let (mut server, addr) = function(&endpoint, &prefix);
     let traffic = Traffic::start(addr);
     traffic.wait_answers(5);
@@ -318,14 +334,15 @@ fn a_batch_killed_at_any_point_of_its_publish_never_changes_what_is_served() {
 #[test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
 fn two_batches_publishing_at_once_end_with_one_consistent_current_version() {
-    let endpoint = endpoint();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let prefix = unique_prefix("race");
-    let store = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
-    rt.block_on(store.create_bucket_if_missing()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = generate(dir.path());
-    let v1 = publish(&data, &endpoint, &prefix);
+    let Setup {
+        endpoint,
+        rt,
+        prefix,
+        store,
+        data,
+        v1,
+        dir: _data_dir,
+    } = given_v1_published("race");
     for round in 0..2 {
         // Given a current version, when two batches train and publish at the same time,
         let mut runs = [
@@ -377,14 +394,14 @@ fn two_batches_publishing_at_once_end_with_one_consistent_current_version() {
 #[test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
 fn slow_or_unreachable_s3_is_ridden_out_warm_and_gives_503_then_recovery_cold() {
-    let endpoint = endpoint();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let prefix = unique_prefix("slow");
-    let store = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
-    rt.block_on(store.create_bucket_if_missing()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = generate(dir.path());
-    let v1 = publish(&data, &endpoint, &prefix);
+    let Setup {
+        endpoint,
+        prefix,
+        data,
+        v1,
+        dir: _data_dir,
+        ..
+    } = given_v1_published("slow");
 
     // Given the function reads S3 through a proxy and is warm on v1,
     let proxy = FaultProxy::start(upstream(&endpoint));

@@ -17,8 +17,8 @@ use kindred_core::registry::{self, POINTER};
 use kindred_core::store::{ObjectStore, Precondition, S3Store};
 use kindred_e2e::events::{Source, event_json};
 use kindred_e2e::{
-    FUNCTION, LambdaWatch, LocalStack, Response, eventually, is_emulator_error, primary_cohorts,
-    run_ok, run_ok_with_env,
+    FUNCTION, LambdaWatch, LocalStack, Response, aws_env, eventually, is_emulator_error,
+    primary_cohorts, published_version, run_ok, run_ok_with_env, unique_prefix,
 };
 use serde_json::Value;
 
@@ -56,15 +56,6 @@ fn generate(seed: u64) -> Data {
     }
 }
 
-fn aws_env(endpoint: &str) -> Vec<(&str, &str)> {
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_REGION", "us-east-1"),
-    ]
-}
-
 /// Runs `kindred-batch train` into `s3://kindred-test/<prefix>` at `endpoint`; returns
 /// the published version.
 fn train(data: &Data, endpoint: &str, prefix: &str) -> String {
@@ -76,11 +67,7 @@ fn train(data: &Data, endpoint: &str, prefix: &str) -> String {
         ],
         &aws_env(endpoint),
     );
-    out.split("published: version ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no published version in:\n{out}"))
-        .to_owned()
+    published_version(&out).unwrap_or_else(|| panic!("no published version in:\n{out}"))
 }
 
 /// Starts the function under `cargo lambda watch`, reading `s3://kindred-test/<prefix>`.
@@ -121,14 +108,6 @@ fn check_answer(body: &Value, handle: u64, version: &str, data: &Data) -> usize 
         same += usize::from(data.cohort[&other] == data.cohort[&handle]);
     }
     same
-}
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("e2e-{name}-{}-{nanos}", std::process::id())
 }
 
 /// Requests in a loop on a background thread until stopped: records answers that are not
@@ -258,7 +237,7 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
     let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
         .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let prefix = unique_prefix("serve");
+    let prefix = unique_prefix("e2e", "serve");
     let live = S3Store::at_endpoint(&endpoint, BUCKET, &prefix);
     runtime.block_on(live.create_bucket_if_missing()).unwrap();
     let data = generate(11);

@@ -1,13 +1,12 @@
 //! The function over an S3 store: unreachable (a closed port), and LocalStack behind a
-//! proxy that can be switched off, for an outage followed by recovery.
+//! proxy that can be switched off (`kindred_e2e::FaultProxy`), for an outage followed by
+//! recovery.
 //!
 //! S3 clients are built for an explicit endpoint (no process-wide environment variables).
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -15,11 +14,10 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use common::{eventually, known_handle, version};
 use kindred_core::store::{S3Store, Store};
+use kindred_e2e::{FaultProxy, ProxyMode};
 use kindred_predict::api;
 use kindred_predict::cache::{ModelCache, Unavailable};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tower::ServiceExt;
 
 async fn predict(router: &Router, handle: u64) -> (StatusCode, HeaderMap, Value) {
@@ -73,51 +71,6 @@ async fn an_s3_store_on_a_closed_port_gives_503_unreachable_without_leaking_the_
     );
 }
 
-/// A TCP proxy to `upstream` that can refuse service and cut open connections.
-struct Proxy {
-    addr: SocketAddr,
-    on: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-}
-
-impl Proxy {
-    async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let on = Arc::new(AtomicBool::new(true));
-        let (cut, _) = watch::channel(0u64);
-        let (accept_on, accept_cut) = (Arc::clone(&on), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !accept_on.load(Ordering::SeqCst) {
-                    drop(client); // The client sees its connection closed at once.
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let mut cut = accept_cut.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, on, cut }
-    }
-
-    /// Switches the proxy on or off; off also cuts every open connection.
-    fn set(&self, on: bool) {
-        self.on.store(on, Ordering::SeqCst);
-        if !on {
-            self.cut.send_modify(|n| *n += 1);
-        }
-    }
-}
-
 /// S3 store unreachable, then reachable but empty, then serving; an outage while
 /// serving is ridden out and a version published meanwhile is picked up afterwards.
 #[tokio::test]
@@ -125,10 +78,11 @@ impl Proxy {
 async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_versions() {
     let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
         .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
-    let upstream = endpoint
+    let upstream: SocketAddr = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')
-        .to_owned();
+        .parse()
+        .expect("KINDRED_TEST_S3_ENDPOINT is http://<ip>:<port>");
     // Given a bucket on LocalStack, written directly, and read by the function through a proxy,
     let bucket = format!("kindred-predict-test-{}", std::process::id());
     let direct = S3Store::at_endpoint(&endpoint, &bucket, "predict-it");
@@ -136,15 +90,15 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
         .create_bucket_if_missing()
         .await
         .expect("create bucket");
-    let proxy = Proxy::start(upstream).await;
-    let through = S3Store::at_endpoint(&format!("http://{}", proxy.addr), &bucket, "predict-it");
+    let proxy = FaultProxy::start(upstream);
+    let through = S3Store::at_endpoint(&proxy.endpoint(), &bucket, "predict-it");
     let router = api::router(ModelCache::new(Store::S3(through), Duration::ZERO));
 
     // when the proxy is off, then predictions are 503 "unreachable";
-    proxy.set(false);
+    proxy.set(ProxyMode::Refuse);
     assert_unavailable(&predict(&router, 1).await, Unavailable::STORE_UNREACHABLE);
     // when it is on but nothing is published, 503 "no model";
-    proxy.set(true);
+    proxy.set(ProxyMode::Pass);
     assert_unavailable(&predict(&router, 1).await, Unavailable::NO_MODEL);
     // when v1 is published, the next request is answered by it;
     let (v1, v2) = (version(1), version(2));
@@ -153,7 +107,7 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
     assert_eq!(status, StatusCode::OK, "{body}");
     common::assert_prediction(&body, known_handle(0), 10, &v1);
     // when the store goes away again, requests are still answered from memory,
-    proxy.set(false);
+    proxy.set(ProxyMode::Refuse);
     common::publish(&direct, &v2).await;
     for i in 0..10 {
         let (status, _, body) = predict(&router, known_handle(i)).await;
@@ -163,7 +117,7 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
         );
     }
     // and when it is back, the version published meanwhile takes over.
-    proxy.set(true);
+    proxy.set(ProxyMode::Pass);
     eventually(Duration::from_secs(60), "v2 after the outage", || {
         let router = router.clone();
         let v2 = v2.clone();
