@@ -10,28 +10,38 @@
 //!
 //! Row `i` of the user table is point `i` of the index, so a user's embedding is read
 //! from the index itself and stored only once.
+//!
+//! A sharded version (format 3, see [`crate::shard`]) has, instead of `users.bin` and
+//! `index.bin`, one `users-NNNN.bin` and one `index-NNNN.bin` per shard, listed in the
+//! manifest's `shards`; a loader may fetch only the shards it serves.
 
 use std::collections::HashMap;
 
-use instant_distance::{Hnsw, Point, PointId};
+use instant_distance::{Hnsw, Point};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::shard::{self, ShardEntry, Shards};
 
 /// Format version written by this build.
 ///
 /// - 1: users, index, manifest.
 /// - 2: each user also carries its strongest [`Feature`]s, for explanations.
-pub const FORMAT_VERSION: u32 = 2;
+/// - 3: users split into shards, each with its own user table and index
+///   ([`Manifest::shards`]). Unsharded models are still written as format 2, so functions
+///   built before sharding keep reading them.
+pub const FORMAT_VERSION: u32 = 3;
+/// Format version of an unsharded model.
+pub const UNSHARDED_FORMAT: u32 = 2;
 /// Oldest format version this build still reads (loaders refuse anything outside
 /// `OLDEST_READABLE_FORMAT..=FORMAT_VERSION`), so a function deployed ahead of the batch
 /// keeps serving the model already published.
 pub const OLDEST_READABLE_FORMAT: u32 = 1;
 /// Largest artifact this build reads (also the bincode decode limit).
 pub const MAX_ARTIFACT_BYTES: u64 = 4 << 30;
-/// Models with at most this many users also keep their embeddings in one contiguous
-/// array and answer queries by an exact scan, which measured as fast as the HNSW search
+/// Models with at most this many users (over all shards) also keep their embeddings in
+/// contiguous arrays and answer queries by an exact scan, which measured as fast as the HNSW search
 /// at 10k users (see the README) and has perfect recall. Larger models use the index.
 pub const EXACT_SCAN_MAX_USERS: usize = 50_000;
 /// Largest manifest this build reads.
@@ -241,6 +251,9 @@ pub struct Manifest {
     /// The training run's summary (parameters, ingest counts, timings); free-form.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// The shards, `0..S` in order (format 3); empty for an unsharded model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardEntry>,
 }
 
 impl Manifest {
@@ -252,12 +265,35 @@ impl Manifest {
             .ok_or_else(|| Error::Inconsistent(format!("manifest lists no artifact {name}")))
     }
 
-    /// Total size of the artifacts a loader reads (`users.bin`, `index.bin` and
-    /// `projection.bin`; not the report), as the manifest lists them.
-    pub fn artifacts_bytes(&self) -> u64 {
+    /// Number of shards (1 for an unsharded model).
+    pub fn shard_count(&self) -> u32 {
+        (self.shards.len() as u32).max(1)
+    }
+
+    /// The names of the user table and index of each shard in `selection` (all shards
+    /// when `None`): `users.bin` and `index.bin` for an unsharded model.
+    pub fn shard_artifacts(&self, selection: Option<&[u32]>) -> Vec<(u32, String, String)> {
+        if self.shards.is_empty() {
+            return vec![(0, USERS.to_owned(), INDEX.to_owned())];
+        }
+        self.shards
+            .iter()
+            .filter(|s| selection.is_none_or(|sel| sel.contains(&s.id)))
+            .map(|s| (s.id, shard::users_artifact(s.id), shard::index_artifact(s.id)))
+            .collect()
+    }
+
+    /// Total size of the artifacts a loader of `selection` reads (the selected shards'
+    /// user tables and indexes, and `projection.bin`; not the report), as listed.
+    pub fn artifacts_bytes(&self, selection: Option<&[u32]>) -> u64 {
+        let mut names = vec![crate::projection::PROJECTION.to_owned()];
+        for (_, users, index) in self.shard_artifacts(selection) {
+            names.push(users);
+            names.push(index);
+        }
         self.artifacts
             .iter()
-            .filter(|a| [USERS, INDEX, crate::projection::PROJECTION].contains(&a.name.as_str()))
+            .filter(|a| names.contains(&a.name))
             .map(|a| a.bytes)
             .sum()
     }
@@ -299,7 +335,35 @@ impl Manifest {
                 });
             }
         }
+        manifest.check_shards()?;
         Ok(manifest)
+    }
+
+    /// Shards are numbered `0..S` in order, their users add up, and only format 3 has them.
+    fn check_shards(&self) -> Result<()> {
+        if self.shards.is_empty() {
+            return Ok(());
+        }
+        if self.format_version < 3 {
+            return Err(Error::Inconsistent(format!(
+                "format {} manifest lists shards",
+                self.format_version
+            )));
+        }
+        if let Some((at, s)) = self.shards.iter().enumerate().find(|(i, s)| s.id != *i as u32) {
+            return Err(Error::Inconsistent(format!(
+                "shard {} listed at position {at}",
+                s.id
+            )));
+        }
+        let total: u64 = self.shards.iter().map(|s| s.users).sum();
+        if total != self.users {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} users, its shards add up to {total}",
+                self.users
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -386,7 +450,7 @@ pub fn decode_users(format_version: u32, bytes: &[u8]) -> Result<UserTable> {
                     .collect(),
             })
         }
-        FORMAT_VERSION => decode(USERS, bytes),
+        2 | 3 => decode(USERS, bytes),
         received => Err(Error::UnsupportedFormat {
             expected: FORMAT_VERSION,
             received,
@@ -403,101 +467,98 @@ pub struct UserTable {
     pub users: Vec<UserSummary>,
 }
 
-/// A verified, decoded model version ready for queries.
+/// A verified, decoded model version ready for queries: all its shards, or the ones this
+/// process serves, in one row space.
 pub struct Model {
     /// The version's manifest.
     pub manifest: Manifest,
-    /// Per-user metadata.
+    /// Per-user metadata of the shards held, shard after shard (row `i` is point `i` of
+    /// [`Model::shards`]).
     pub users: UserTable,
-    /// The HNSW index.
-    pub index: Index,
+    /// The HNSW indexes of the shards held.
+    pub shards: Shards,
     by_handle: HashMap<u64, u32>,
-    /// Row-major copy of the embeddings for the exact scan (small models only).
-    flat: Option<Vec<f32>>,
     /// The fold-in projection for profile queries, when the version has one.
     projection: Option<crate::projection::Projection>,
     /// Tag ids by [`crate::tags::key`], built with the projection.
     tag_keys: HashMap<String, u32>,
 }
 
+/// One shard's decoded parts: its number, user summaries and index (point `i` is user `i`).
+pub type ShardParts = (u32, Vec<UserSummary>, Index);
+
 impl Model {
-    /// Assembles a model and checks that its parts agree with each other and the manifest.
+    /// Assembles an unsharded model and checks that its parts agree with each other and
+    /// the manifest.
     pub fn from_parts(manifest: Manifest, users: UserTable, index: Index) -> Result<Model> {
-        let n = users.users.len();
-        if manifest.users != n as u64 {
-            return Err(Error::Inconsistent(format!(
-                "manifest says {} users, user table has {n}",
-                manifest.users
-            )));
-        }
-        let points = index.iter().count();
-        if points != n {
-            return Err(Error::Inconsistent(format!(
-                "index has {points} points, user table has {n}"
-            )));
-        }
-        if manifest.tags != users.tags.len() as u64 {
+        Model::from_shards(manifest, users.tags, vec![(0, users.users, index)])
+    }
+
+    /// Assembles a model from some or all of its shards (in the given order) and checks
+    /// them: counts against the manifest, dimensions, tag references, feature order,
+    /// unique handles, and that every user sits in the shard its handle hashes to.
+    pub fn from_shards(manifest: Manifest, tags: Vec<String>, parts: Vec<ShardParts>) -> Result<Model> {
+        if manifest.tags != tags.len() as u64 {
             return Err(Error::Inconsistent(format!(
                 "manifest says {} tags, user table has {}",
                 manifest.tags,
-                users.tags.len()
+                tags.len()
             )));
         }
-        let dims = manifest.dimensions as usize;
-        for (_, p) in index.iter() {
-            if p.0.len() != dims {
-                return Err(Error::InvalidVecDimension {
-                    expected: dims,
-                    received: p.0.len(),
-                });
-            }
+        let count = manifest.shard_count();
+        let whole = parts.len() as u32 == count;
+        let total: usize = parts.iter().map(|p| p.1.len()).sum();
+        if whole && manifest.users != total as u64 {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} users, user table has {total}",
+                manifest.users
+            )));
         }
-        let tag_count = users.tags.len() as u32;
-        let mut by_handle = HashMap::with_capacity(n);
-        for (row, u) in users.users.iter().enumerate() {
-            let bad_tag = u
-                .top_tags
-                .iter()
-                .map(|t| t.0)
-                .chain(u.interests.iter().copied())
-                .chain(u.assessments.iter().map(|a| a.0))
-                .chain(u.features.iter().map(|f| f.tag))
-                .any(|t| t >= tag_count);
-            if bad_tag {
+        let tag_count = tags.len() as u32;
+        let mut by_handle = HashMap::with_capacity(total);
+        let mut users = Vec::with_capacity(total);
+        let mut indexes = Vec::with_capacity(parts.len());
+        for (id, shard_users, index) in parts {
+            let listed = manifest.shards.get(id as usize).map(|s| s.users);
+            if listed.is_some_and(|n| n != shard_users.len() as u64) || id >= count {
                 return Err(Error::Inconsistent(format!(
-                    "user {} refers to an unknown tag",
-                    u.handle
+                    "shard {id} has {} users, the manifest lists {listed:?}",
+                    shard_users.len()
                 )));
             }
-            let sorted = u
-                .features
-                .windows(2)
-                .all(|w| (w[0].signal, w[0].tag) < (w[1].signal, w[1].tag));
-            if !sorted || u.features.iter().any(|f| !f.weight.is_finite()) {
+            let points = index.iter().count();
+            if points != shard_users.len() {
                 return Err(Error::Inconsistent(format!(
-                    "user {} has unsorted, repeated or non-finite features",
-                    u.handle
+                    "index has {points} points, user table has {}",
+                    shard_users.len()
                 )));
             }
-            if by_handle.insert(u.handle, row as u32).is_some() {
-                return Err(Error::Inconsistent(format!(
-                    "user {} appears twice",
-                    u.handle
-                )));
+            for u in shard_users {
+                check_user(&u, tag_count)?;
+                if count > 1 && shard::shard_of(u.handle, count) != id {
+                    return Err(Error::Inconsistent(format!(
+                        "user {} is in shard {id}, its handle belongs to shard {}",
+                        u.handle,
+                        shard::shard_of(u.handle, count)
+                    )));
+                }
+                if by_handle.insert(u.handle, users.len() as u32).is_some() {
+                    return Err(Error::Inconsistent(format!(
+                        "user {} appears twice",
+                        u.handle
+                    )));
+                }
+                users.push(u);
             }
+            indexes.push((id, index));
         }
-        let flat = (n <= EXACT_SCAN_MAX_USERS).then(|| {
-            index
-                .iter()
-                .flat_map(|(_, p)| p.0.iter().copied())
-                .collect()
-        });
+        let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
+        let shards = Shards::new(indexes, manifest.dimensions as usize, exact)?;
         Ok(Model {
             manifest,
-            users,
-            index,
+            users: UserTable { tags, users },
+            shards,
             by_handle,
-            flat,
             projection: None,
             tag_keys: HashMap::new(),
         })
@@ -521,20 +582,29 @@ impl Model {
         Some(self.projection.as_ref()?.fold(profile, &self.tag_keys))
     }
 
-    /// Row (= index point) of a user, if the model knows them.
+    /// Row (= index point) of a user, if the shards held know them.
     pub fn row_of(&self, handle: u64) -> Option<u32> {
         self.by_handle.get(&handle).copied()
     }
 
-    /// The embedding of the user at `row`.
-    pub fn embedding(&self, row: u32) -> &Embedding {
-        &self.index[PointId::from(row)]
+    /// The shard a handle belongs to, by [`shard::shard_of`].
+    pub fn shard_of(&self, handle: u64) -> u32 {
+        shard::shard_of(handle, self.manifest.shard_count())
     }
 
-    /// The embeddings as one row-major array (row `i` at `i * dimensions`), when the model
-    /// is small enough to be searched exactly ([`EXACT_SCAN_MAX_USERS`]).
-    pub fn flat_embeddings(&self) -> Option<&[f32]> {
-        self.flat.as_deref()
+    /// True when this process holds every shard of the version.
+    pub fn holds_all_shards(&self) -> bool {
+        self.shards.shards().len() as u32 == self.manifest.shard_count()
+    }
+
+    /// The numbers of the shards held.
+    pub fn shards_held(&self) -> Vec<u32> {
+        self.shards.shards().iter().map(|s| s.id).collect()
+    }
+
+    /// The embedding of the user at `row`.
+    pub fn embedding(&self, row: u32) -> &Embedding {
+        self.shards.embedding(row)
     }
 
     /// Embedding dimension.
@@ -542,12 +612,12 @@ impl Model {
         self.manifest.dimensions as usize
     }
 
-    /// Number of users.
+    /// Number of users held.
     pub fn len(&self) -> usize {
         self.users.users.len()
     }
 
-    /// True when the model has no users.
+    /// True when the model holds no users.
     pub fn is_empty(&self) -> bool {
         self.users.users.is_empty()
     }
@@ -556,6 +626,35 @@ impl Model {
     pub fn tag(&self, id: u32) -> &str {
         &self.users.tags[id as usize]
     }
+}
+
+/// A user's tag references are in range and their features sorted, unique and finite.
+fn check_user(u: &UserSummary, tag_count: u32) -> Result<()> {
+    let bad_tag = u
+        .top_tags
+        .iter()
+        .map(|t| t.0)
+        .chain(u.interests.iter().copied())
+        .chain(u.assessments.iter().map(|a| a.0))
+        .chain(u.features.iter().map(|f| f.tag))
+        .any(|t| t >= tag_count);
+    if bad_tag {
+        return Err(Error::Inconsistent(format!(
+            "user {} refers to an unknown tag",
+            u.handle
+        )));
+    }
+    let sorted = u
+        .features
+        .windows(2)
+        .all(|w| (w[0].signal, w[0].tag) < (w[1].signal, w[1].tag));
+    if !sorted || u.features.iter().any(|f| !f.weight.is_finite()) {
+        return Err(Error::Inconsistent(format!(
+            "user {} has unsorted, repeated or non-finite features",
+            u.handle
+        )));
+    }
+    Ok(())
 }
 
 fn bincode_config() -> impl bincode::config::Config {

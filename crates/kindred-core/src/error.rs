@@ -102,6 +102,16 @@ pub enum Error {
         /// The limit it was held to.
         limit: u64,
     },
+    /// A process was asked to serve a shard the version does not have.
+    #[error("model {version} has {count} shards, so it has no shard {shard}")]
+    UnknownShard {
+        /// The version.
+        version: String,
+        /// The shard asked for.
+        shard: u32,
+        /// The version's shard count.
+        count: u32,
+    },
     /// The artifacts of a version disagree with each other or with the manifest.
     #[error("inconsistent model: {0}")]
     Inconsistent(String),

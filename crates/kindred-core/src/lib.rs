@@ -7,6 +7,7 @@
 //! * [`query`]: nearest-neighbour search over a loaded model.
 //! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
 //! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
+//! * [`shard`]: which shard a user lives in; searching several shards as one index.
 //!
 //! This crate never links LAPACK: the linear algebra lives in `kindred-batch`.
 
@@ -15,6 +16,7 @@ pub mod error;
 pub mod projection;
 pub mod query;
 pub mod registry;
+pub mod shard;
 pub mod store;
 pub mod tags;
 

@@ -168,18 +168,15 @@ pub fn explain(a: &[Feature], b: &[Feature], n: usize) -> Vec<Contribution> {
 }
 
 /// The `k` users most similar to the user at `row` (never the user themself): an exact
-/// scan for small models, the HNSW index otherwise.
+/// scan for small models, the HNSW indexes otherwise, merged over the shards held.
 pub fn similar_users(model: &Model, row: u32, k: usize) -> Vec<Neighbour> {
     nearest(model, model.embedding(row), k, Some(row))
 }
 
 /// The `k` users most similar to `query`, leaving out `exclude`: an exact scan for small
-/// models, the HNSW index otherwise.
+/// models, the HNSW indexes otherwise, merged over the shards held.
 pub fn nearest(model: &Model, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
-    match model.flat_embeddings() {
-        Some(flat) => exact_flat(flat, model.dimensions(), &query.0, k, exclude),
-        None => approximate(&model.index, query, k, exclude),
-    }
+    model.shards.nearest(query, k, exclude)
 }
 
 /// Mean recall@k of the index against exact search, over the users at `rows`.

@@ -5,8 +5,9 @@
 //! ```text
 //! current.json                  pointer: {"version": ..., "manifest_sha256": ...}
 //! models/<version>/manifest.json
-//! models/<version>/users.bin
-//! models/<version>/index.bin
+//! models/<version>/users.bin     (sharded, format 3: users-0000.bin, users-0001.bin, ...)
+//! models/<version>/index.bin     (sharded, format 3: index-0000.bin, index-0001.bin, ...)
+//! models/<version>/projection.bin
 //! ```
 //!
 //! Versions are immutable (written with "if absent") and named so that they sort by
@@ -18,7 +19,7 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::artifact::{self, ArtifactEntry, INDEX, Index, MANIFEST, Manifest, Model, USERS};
+use crate::artifact::{self, ArtifactEntry, Index, MANIFEST, Manifest, Model, UserTable};
 use crate::error::{Error, Result};
 use crate::projection::PROJECTION;
 use crate::store::{ObjectStore, Precondition};
@@ -225,14 +226,40 @@ pub async fn load_version<S: ObjectStore>(
 
 /// [`load_version`] with a memory limit: when the artifacts the manifest lists add up to
 /// more than `max_model_bytes`, the version is refused with [`Error::ModelTooLarge`]
-/// before any artifact is fetched. The decoded model takes about as much memory as its
-/// artifacts (embeddings and graph are stored as they are held), so the sum is the
-/// estimate; the caller leaves room for the version it already holds.
+/// before any artifact is fetched.
 pub async fn load_version_within<S: ObjectStore>(
     store: &S,
     version: &str,
     manifest_sha256: Option<&str>,
     max_model_bytes: Option<u64>,
+) -> Result<Model> {
+    let options = LoadOptions {
+        max_model_bytes,
+        shards: None,
+    };
+    load_version_with(store, version, manifest_sha256, &options).await
+}
+
+/// What to load of a version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Refuse a version whose selected artifacts add up to more than this many bytes
+    /// ([`Error::ModelTooLarge`]) before fetching any of them. The decoded model takes
+    /// about as much memory as its artifacts (embeddings and graph are stored as they are
+    /// held), so the sum is the estimate; the caller leaves room for the version it
+    /// already holds.
+    pub max_model_bytes: Option<u64>,
+    /// Load only these shards (all when `None`). Every number must be a shard of the
+    /// version ([`Error::UnknownShard`]); an unsharded version is shard 0.
+    pub shards: Option<Vec<u32>>,
+}
+
+/// Loads and verifies the shards of one version that `options` selects.
+pub async fn load_version_with<S: ObjectStore>(
+    store: &S,
+    version: &str,
+    manifest_sha256: Option<&str>,
+    options: &LoadOptions,
 ) -> Result<Model> {
     let key = version_key(version, MANIFEST);
     let obj = store
@@ -259,8 +286,17 @@ pub async fn load_version_within<S: ObjectStore>(
             manifest.version
         )));
     }
-    if let Some(limit) = max_model_bytes {
-        let bytes = manifest.artifacts_bytes();
+    let count = manifest.shard_count();
+    if let Some(&shard) = options.shards.iter().flatten().find(|&&s| s >= count) {
+        return Err(Error::UnknownShard {
+            version: version.to_owned(),
+            shard,
+            count,
+        });
+    }
+    let selection = options.shards.as_deref();
+    if let Some(limit) = options.max_model_bytes {
+        let bytes = manifest.artifacts_bytes(selection);
         if bytes > limit {
             return Err(Error::ModelTooLarge {
                 version: version.to_owned(),
@@ -269,8 +305,12 @@ pub async fn load_version_within<S: ObjectStore>(
             });
         }
     }
-    let users_bytes = fetch_verified(store, &manifest, USERS).await?;
-    let index_bytes = fetch_verified(store, &manifest, INDEX).await?;
+    let mut fetched = Vec::new();
+    for (id, users, index) in manifest.shard_artifacts(selection) {
+        let users_bytes = fetch_verified(store, &manifest, &users).await?;
+        let index_bytes = fetch_verified(store, &manifest, &index).await?;
+        fetched.push((id, users_bytes, index, index_bytes));
+    }
     // Optional: versions published before cold-start queries have no projection.
     let projection_bytes = if manifest.artifacts.iter().any(|a| a.name == PROJECTION) {
         Some(fetch_verified(store, &manifest, PROJECTION).await?)
@@ -278,11 +318,25 @@ pub async fn load_version_within<S: ObjectStore>(
         None
     };
     tokio::task::spawn_blocking(move || {
-        let users = artifact::decode_users(manifest.format_version, &users_bytes)?;
-        drop(users_bytes);
-        let index: Index = artifact::decode(INDEX, &index_bytes)?;
-        drop(index_bytes);
-        let model = Model::from_parts(manifest, users, index)?;
+        let mut tags: Option<Vec<String>> = None;
+        let mut parts = Vec::with_capacity(fetched.len());
+        for (id, users_bytes, index_name, index_bytes) in fetched {
+            let table: UserTable = artifact::decode_users(manifest.format_version, &users_bytes)?;
+            drop(users_bytes);
+            match &tags {
+                None => tags = Some(table.tags),
+                Some(t) if *t == table.tags => {}
+                Some(_) => {
+                    return Err(Error::Inconsistent(format!(
+                        "shard {id} has another tag vocabulary"
+                    )));
+                }
+            }
+            let index: Index = artifact::decode(&index_name, &index_bytes)?;
+            drop(index_bytes);
+            parts.push((id, table.users, index));
+        }
+        let model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
         match projection_bytes {
             Some(bytes) => model.with_projection(artifact::decode(PROJECTION, &bytes)?),
             None => Ok(model),

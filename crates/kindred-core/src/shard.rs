@@ -1,0 +1,366 @@
+//! Sharding: which shard a user lives in, and searching several HNSW shards as one index.
+//!
+//! A sharded model splits its users into `S` shards by a stable hash of the handle
+//! ([`shard_of`]); each shard has its own user table and its own HNSW index. A process
+//! may hold all shards or only some ([`Shards`] keeps them in one row space: shard
+//! after shard, each at its `offset`). A query searches every held shard and merges the
+//! per-shard top-k, which is exactly the top-k of the union: the answer equals that of
+//! one index over the same users, up to each shard's ANN recall.
+
+use instant_distance::PointId;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{Embedding, Index, dot};
+use crate::error::{Error, Result};
+use crate::query::{self, Neighbour};
+
+/// The shard of a handle among `count` shards: SplitMix64's finaliser of the handle,
+/// modulo `count`. Stable across builds, platforms and versions (the format depends on it).
+pub fn shard_of(handle: u64, count: u32) -> u32 {
+    (mix64(handle) % u64::from(count.max(1))) as u32
+}
+
+/// SplitMix64's output function: a bijective, well-spread 64-bit mix.
+pub fn mix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One shard as listed in a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEntry {
+    /// Shard number, `0..count`.
+    pub id: u32,
+    /// Users in the shard.
+    pub users: u64,
+}
+
+/// Object name of shard `id`'s user table inside a version folder.
+pub fn users_artifact(id: u32) -> String {
+    format!("users-{id:04}.bin")
+}
+
+/// Object name of shard `id`'s index inside a version folder.
+pub fn index_artifact(id: u32) -> String {
+    format!("index-{id:04}.bin")
+}
+
+/// Parses a shard selection such as `0,2,5-7` (sorted, deduplicated).
+pub fn parse_selection(text: &str) -> std::result::Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{s:?} is not a shard number"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("range {part:?} runs backwards"));
+                }
+                if b - a > 65_536 {
+                    return Err(format!("range {part:?} is too long"));
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(number(part)?),
+        }
+    }
+    if out.is_empty() {
+        return Err("no shard given".into());
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// One loaded shard: its index and where its rows start in the model's row space.
+pub struct Shard {
+    /// Shard number in the model.
+    pub id: u32,
+    /// Model row of the shard's point 0.
+    pub offset: u32,
+    /// The shard's HNSW index.
+    pub index: Index,
+    len: u32,
+    /// Row-major embeddings for the exact scan (small models only).
+    flat: Option<Vec<f32>>,
+}
+
+impl Shard {
+    /// Points in the shard.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// True when the shard has no points.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn local(&self, row: Option<u32>) -> Option<u32> {
+        row.and_then(|r| r.checked_sub(self.offset))
+            .filter(|&l| l < self.len)
+    }
+
+    fn globalise(&self, found: Vec<Neighbour>) -> impl Iterator<Item = Neighbour> + '_ {
+        found.into_iter().map(|n| Neighbour {
+            row: n.row + self.offset,
+            similarity: n.similarity,
+        })
+    }
+}
+
+/// The shards a process holds, searched as one index over one row space.
+pub struct Shards {
+    shards: Vec<Shard>,
+    len: usize,
+    dims: usize,
+}
+
+impl Shards {
+    /// Puts shards into one row space, in the given order. With `exact`, each shard also
+    /// keeps a row-major copy of its embeddings and [`Shards::nearest`] scans them.
+    pub fn new(parts: Vec<(u32, Index)>, dims: usize, exact: bool) -> Result<Shards> {
+        let mut shards = Vec::with_capacity(parts.len());
+        let mut offset: u64 = 0;
+        for (id, index) in parts {
+            let mut len = 0u32;
+            for (_, p) in index.iter() {
+                if p.0.len() != dims {
+                    return Err(Error::InvalidVecDimension {
+                        expected: dims,
+                        received: p.0.len(),
+                    });
+                }
+                len += 1;
+            }
+            let flat = exact.then(|| index.iter().flat_map(|(_, p)| p.0.clone()).collect());
+            if offset + u64::from(len) > u64::from(u32::MAX) {
+                return Err(Error::Inconsistent("more than 2^32 users".into()));
+            }
+            shards.push(Shard {
+                id,
+                offset: offset as u32,
+                index,
+                len,
+                flat,
+            });
+            offset += u64::from(len);
+        }
+        Ok(Shards {
+            shards,
+            len: offset as usize,
+            dims,
+        })
+    }
+
+    /// The shards, in row order.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Points over all shards.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when no shard holds a point.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Embedding dimension.
+    pub fn dimensions(&self) -> usize {
+        self.dims
+    }
+
+    /// True when queries scan embeddings exactly instead of searching the indexes.
+    pub fn is_exact(&self) -> bool {
+        self.shards.iter().all(|s| s.flat.is_some())
+    }
+
+    /// The shard holding `row`.
+    pub fn shard_of_row(&self, row: u32) -> &Shard {
+        let i = self.shards.partition_point(|s| s.offset <= row);
+        &self.shards[i.saturating_sub(1)]
+    }
+
+    /// The embedding at model row `row` (panics when out of range).
+    pub fn embedding(&self, row: u32) -> &Embedding {
+        let s = self.shard_of_row(row);
+        &s.index[PointId::from(row - s.offset)]
+    }
+
+    /// Every (row, embedding), in row order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
+        self.shards.iter().flat_map(|s| {
+            s.index
+                .iter()
+                .map(move |(pid, p)| (pid.into_inner() + s.offset, p))
+        })
+    }
+
+    /// The `k` rows most similar to `query`, never `exclude`: an exact scan when the
+    /// shards keep flat embeddings, the HNSW indexes otherwise; per-shard results merged.
+    pub fn nearest(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+        self.merge(k, |s| match &s.flat {
+            Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
+            None => query::approximate(&s.index, query, k, s.local(exclude)),
+        })
+    }
+
+    /// The `k` rows most similar to `query` by the HNSW indexes (never a flat scan).
+    pub fn approximate(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+        self.merge(k, |s| {
+            query::approximate(&s.index, query, k, s.local(exclude))
+        })
+    }
+
+    /// The `k` rows most similar to `query` by scanning every point (the ground truth).
+    pub fn exact(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+        self.merge(k, |s| match &s.flat {
+            Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
+            None => query::exact(&s.index, query, k, s.local(exclude)),
+        })
+    }
+
+    /// Top `k` of the union of every shard's answer, ranked as one answer.
+    fn merge(&self, k: usize, search: impl Fn(&Shard) -> Vec<Neighbour>) -> Vec<Neighbour> {
+        if self.shards.len() == 1 {
+            let s = &self.shards[0];
+            return s.globalise(search(s)).collect();
+        }
+        let mut all: Vec<Neighbour> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.globalise(search(s)).collect::<Vec<_>>())
+            .collect();
+        merge_ranked(&mut all, k);
+        all
+    }
+
+    /// Mean recall@k of [`Shards::approximate`] against [`Shards::exact`] over `rows`;
+    /// answers tied with the k-th exact similarity count as found.
+    pub fn recall_at_k(&self, rows: &[u32], k: usize) -> f64 {
+        if rows.is_empty() {
+            return 1.0;
+        }
+        let mut found = 0usize;
+        let mut wanted = 0usize;
+        for &row in rows {
+            let q = self.embedding(row);
+            let truth = self.exact(q, k, Some(row));
+            let got = self.approximate(q, k, Some(row));
+            wanted += truth.len();
+            let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
+            found += got
+                .iter()
+                .filter(|a| truth.iter().any(|t| t.row == a.row) || a.similarity >= kth - 1e-6)
+                .count()
+                .min(truth.len());
+        }
+        found as f64 / wanted.max(1) as f64
+    }
+
+    /// Cosine similarity of two rows.
+    pub fn similarity(&self, a: u32, b: u32) -> f32 {
+        dot(&self.embedding(a).0, &self.embedding(b).0)
+    }
+}
+
+/// Sorts neighbours from several sources into one ranking (descending similarity, ties
+/// by row) and keeps the first `k`.
+pub fn merge_ranked(all: &mut Vec<Neighbour>, k: usize) {
+    all.sort_by(|a, b| {
+        b.similarity
+            .total_cmp(&a.similarity)
+            .then(a.row.cmp(&b.row))
+    });
+    all.truncate(k);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize, seed: u64) -> Vec<Embedding> {
+        (0..n as u64)
+            .map(|i| {
+                let v = (0..8)
+                    .map(|d| (mix64(seed ^ (i * 8 + d)) % 1000) as f32 / 1000.0 - 0.5)
+                    .collect();
+                Embedding::normalized(v)
+            })
+            .collect()
+    }
+
+    fn build(points: Vec<Embedding>) -> Index {
+        instant_distance::Builder::default()
+            .seed(7)
+            .build_hnsw(points)
+            .0
+    }
+
+    #[test]
+    fn the_hash_is_stable_and_spreads_handles_evenly() {
+        // Pinned values: the shard of a handle is part of the model format.
+        assert_eq!(mix64(0), 0xE220_A839_7B1D_CDAF);
+        assert_eq!(shard_of(1, 1), 0);
+        let mut counts = [0u32; 8];
+        for h in 0..80_000u64 {
+            counts[shard_of(h, 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+    }
+
+    #[test]
+    fn selections_parse_ranges_and_refuse_nonsense() {
+        assert_eq!(parse_selection("3, 0-2,2").unwrap(), vec![0, 1, 2, 3]);
+        assert!(parse_selection("").is_err());
+        assert!(parse_selection("2-1").is_err());
+        assert!(parse_selection("a").is_err());
+    }
+
+    #[test]
+    fn sharded_exact_search_equals_one_scan_over_all_points() {
+        // Given 600 points, once as one shard and once split into three,
+        let pts = points(600, 11);
+        let whole = Shards::new(vec![(0, build(pts.clone()))], 8, false).unwrap();
+        let mut parts = vec![Vec::new(); 3];
+        for p in &pts {
+            parts[(mix64(p.0[0].to_bits() as u64) % 3) as usize].push(p.clone());
+        }
+        let split = Shards::new(
+            parts.into_iter().enumerate().map(|(i, p)| (i as u32, build(p))).collect(),
+            8,
+            false,
+        )
+        .unwrap();
+        assert_eq!(split.len(), 600);
+        // when the same query runs against both,
+        for q in points(20, 99) {
+            let a: Vec<f32> = whole.exact(&q, 10, None).iter().map(|n| n.similarity).collect();
+            let b: Vec<f32> = split.exact(&q, 10, None).iter().map(|n| n.similarity).collect();
+            // then the exact answers are the same ranking of the same similarities,
+            assert_eq!(a, b);
+            // and each returned row's embedding has the similarity reported.
+            for n in split.approximate(&q, 10, None) {
+                assert!((split.embedding(n.row).cosine(&q) - n.similarity).abs() < 1e-6);
+            }
+        }
+        // The approximate search over shards keeps a high recall,
+        let rows: Vec<u32> = (0..600).step_by(7).collect();
+        assert!(split.recall_at_k(&rows, 10) > 0.95);
+        // and a row excluded is never returned, in whichever shard it lives.
+        for row in [0u32, 250, 599] {
+            let q = split.embedding(row).clone();
+            assert!(split.nearest(&q, 10, Some(row)).iter().all(|n| n.row != row));
+            assert_eq!(split.shard_of_row(row).id, split.shard_of_row(row).id);
+        }
+    }
+}
