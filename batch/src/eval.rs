@@ -10,9 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use instant_distance::PointId;
-use kindred_core::artifact::Index;
-use kindred_core::query;
+use kindred_core::shard::Shards;
 
 use crate::index::sample_rows;
 use crate::ingest::Dataset;
@@ -22,7 +20,7 @@ use crate::ingest::Dataset;
 /// its planted cohort. Users without a known cohort are skipped. Returns (precision,
 /// chance level).
 pub fn cohort_precision(
-    index: &Index,
+    index: &Shards,
     handles: &[u64],
     cohort_of: &HashMap<u64, u32>,
     rows: &[u32],
@@ -34,8 +32,8 @@ pub fn cohort_precision(
         let Some(c) = cohort_of.get(&handles[row as usize]) else {
             continue;
         };
-        let q = &index[PointId::from(row)];
-        for n in query::approximate(index, q, k, Some(row)) {
+        let q = index.embedding(row);
+        for n in index.approximate(q, k, Some(row)) {
             total += 1;
             if cohort_of.get(&handles[n.row as usize]) == Some(c) {
                 hits += 1;
@@ -137,7 +135,7 @@ impl HoldoutPlan {
 /// Hold-out recall@k of a model trained without the plan's hidden pairs: the share of
 /// hidden tags that at least one of the user's k neighbours carries. `handles[point]` is
 /// each index point's user. Returns (recall, chance level with k random users).
-pub fn holdout_recall(plan: &HoldoutPlan, index: &Index, handles: &[u64], k: usize) -> (f64, f64) {
+pub fn holdout_recall(plan: &HoldoutPlan, index: &Shards, handles: &[u64], k: usize) -> (f64, f64) {
     let point_of: HashMap<u64, u32> = handles
         .iter()
         .enumerate()
@@ -152,8 +150,9 @@ pub fn holdout_recall(plan: &HoldoutPlan, index: &Index, handles: &[u64], k: usi
         let (Some(&point), Some(tags)) = (point_of.get(&user), by_user.get(&user)) else {
             continue;
         };
-        let q = &index[PointId::from(point)];
-        let neighbours: Vec<u64> = query::approximate(index, q, k, Some(point))
+        let q = index.embedding(point);
+        let neighbours: Vec<u64> = index
+            .approximate(q, k, Some(point))
             .iter()
             .map(|n| handles[n.row as usize])
             .collect();

@@ -2,7 +2,7 @@
 
 use instant_distance::{Builder, Heuristic};
 use kindred_core::artifact::{Embedding, HnswParams, Index};
-use kindred_core::query;
+use kindred_core::shard::{Shards, shard_of};
 
 /// Builds the index; returns it with `order`, where point `i` of the index is input `order[i]`.
 pub fn build(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
@@ -43,8 +43,67 @@ pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
     rows
 }
 
-/// Recall@k of the index against exact search over `rows`, spread over `threads`.
-pub fn recall(index: &Index, rows: &[u32], k: usize, threads: usize) -> f64 {
+/// Builds one index per shard, users assigned by [`shard_of`] of their handle
+/// (`handles[i]` is input `i`'s), at most `threads` shards at a time (each build also
+/// spreads over the rayon pool). Returns the shards in one row space, shard after shard,
+/// with `order`: model row `r` is input `order[r]`.
+pub fn build_sharded(
+    points: Vec<Embedding>,
+    handles: &[u64],
+    count: u32,
+    params: &HnswParams,
+    threads: usize,
+) -> (Shards, Vec<u32>) {
+    let dims = points.first().map_or(0, |p| p.0.len());
+    let mut inputs: Vec<Vec<u32>> = vec![Vec::new(); count.max(1) as usize];
+    for (i, &h) in handles.iter().enumerate() {
+        inputs[shard_of(h, count) as usize].push(i as u32);
+    }
+    let mut slots: Vec<Option<Embedding>> = points.into_iter().map(Some).collect();
+    let mut jobs: Vec<(u32, Vec<u32>, Vec<Embedding>)> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(id, ins)| {
+            let pts = ins
+                .iter()
+                .map(|&i| slots[i as usize].take().expect("each input in one shard"))
+                .collect();
+            (id as u32, ins, pts)
+        })
+        .collect();
+    let mut built: Vec<(u32, Index, Vec<u32>)> = Vec::with_capacity(jobs.len());
+    while !jobs.is_empty() {
+        let batch: Vec<_> = jobs.drain(..threads.clamp(1, jobs.len())).collect();
+        let done: Vec<(u32, Index, Vec<u32>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch
+                .into_iter()
+                .map(|(id, ins, pts)| {
+                    scope.spawn(move || {
+                        let (index, order) = build(pts, params);
+                        let order = order.iter().map(|&p| ins[p as usize]).collect();
+                        (id, index, order)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("index build panicked"))
+                .collect()
+        });
+        built.extend(done);
+    }
+    let mut order = Vec::with_capacity(handles.len());
+    let mut parts = Vec::with_capacity(built.len());
+    for (id, index, shard_order) in built {
+        order.extend(shard_order);
+        parts.push((id, index));
+    }
+    let shards = Shards::new(parts, dims, false).expect("embeddings of one fit share a dimension");
+    (shards, order)
+}
+
+/// Recall@k of the (sharded) index against exact search over `rows`, spread over `threads`.
+pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
     if rows.is_empty() {
         return 1.0;
     }
@@ -52,7 +111,7 @@ pub fn recall(index: &Index, rows: &[u32], k: usize, threads: usize) -> f64 {
     let parts: Vec<(f64, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = rows
             .chunks(chunk)
-            .map(|part| scope.spawn(move || (query::recall_at_k(index, part, k), part.len())))
+            .map(|part| scope.spawn(move || (index.recall_at_k(part, k), part.len())))
             .collect();
         handles
             .into_iter()
@@ -108,7 +167,36 @@ mod tests {
         );
         // and recall@10 on a 1,000-user sample is at least 0.95.
         let sample = sample_rows(3000, 1000, 3);
-        let r = recall(&index, &sample, 10, 2);
+        let one = Shards::new(vec![(0, index)], 32, false).unwrap();
+        let r = recall(&one, &sample, 10, 2);
+        assert!(r >= 0.95, "recall@10 = {r}");
+    }
+
+    #[test]
+    fn sharded_builds_place_every_user_in_its_shard_and_keep_recall() {
+        // Given the same points with handles 1000.., split into 4 shards,
+        let points = clustered(3000, 32, 30, 7);
+        let handles: Vec<u64> = (1000..4000).collect();
+        let params = HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: true,
+            seed: 1,
+        };
+        // when built shard by shard on 2 threads,
+        let (shards, order) = build_sharded(points.clone(), &handles, 4, &params, 2);
+        // then every input is a row exactly once, with its own embedding,
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
+        assert_eq!(shards.shards().len(), 4);
+        for (row, e) in shards.iter() {
+            assert_eq!(*e, points[order[row as usize] as usize]);
+            let handle = handles[order[row as usize] as usize];
+            assert_eq!(shards.shard_of_row(row).id, shard_of(handle, 4));
+        }
+        // and the merged search over the shards keeps recall@10 at least 0.95.
+        let r = recall(&shards, &sample_rows(3000, 1000, 3), 10, 2);
         assert!(r >= 0.95, "recall@10 = {r}");
     }
 

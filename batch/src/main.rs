@@ -124,6 +124,14 @@ struct TrainArgs {
     /// Weight of the neighbours' mean in the smoothing [default: 1].
     #[arg(long, env = "KINDRED_SMOOTH_WEIGHT")]
     smooth_weight: Option<f32>,
+    /// Index shards: users are split by a stable hash of their handle, each shard gets its
+    /// own HNSW index, and the function can serve any subset (default: derived from
+    /// --shard-users; 1 writes the unsharded format 2).
+    #[arg(long, env = "KINDRED_SHARD_COUNT", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    shards: Option<u32>,
+    /// Target users per shard when --shards is not given.
+    #[arg(long, env = "KINDRED_SHARD_USERS", default_value_t = train::DEFAULT_SHARD_USERS)]
+    shard_users: usize,
     /// Seed for the index build and the recall sample.
     #[arg(long, env = "KINDRED_SEED", default_value_t = 42)]
     seed: u64,
@@ -286,6 +294,9 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         cfg.smooth_weight = w;
     }
     cfg.hnsw.seed = args.seed;
+    cfg.shards = args.shards;
+    anyhow::ensure!(args.shard_users >= 1, "--shard-users must be at least 1");
+    cfg.shard_users = args.shard_users;
     cfg.recall_sample = args.recall_sample;
     cfg.explain_features = args.explain_features;
     cfg.evaluate = args.evaluate;
@@ -325,7 +336,7 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some((p, _)) = &published {
         for a in &p.manifest.artifacts {
             println!(
-                "    {:<12} {:>12} bytes  sha256 {}",
+                "    {:<16} {:>12} bytes  sha256 {}",
                 a.name, a.bytes, a.sha256
             );
         }

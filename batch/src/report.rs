@@ -58,8 +58,11 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
     );
     let _ = writeln!(
         out,
-        "  index: recall@10 {:.4} against exact search on {} users",
-        s.recall_at_10, s.recall_sample
+        "  index: recall@10 {:.4} against exact search on {} users; {} shard(s) of {}",
+        s.recall_at_10,
+        s.recall_sample,
+        s.shard_users.len(),
+        shard_sizes(&s.shard_users)
     );
     let q = &s.quality;
     let opt = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.3}"));
@@ -94,6 +97,15 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
         }
     }
     out
+}
+
+/// "12,345 users" for one shard, "12,001 to 12,400 users" for several.
+fn shard_sizes(sizes: &[usize]) -> String {
+    match (sizes.iter().min(), sizes.iter().max()) {
+        (Some(a), Some(b)) if a == b => format!("{a} users"),
+        (Some(a), Some(b)) => format!("{a} to {b} users"),
+        _ => "no users".to_owned(),
+    }
 }
 
 /// A Markdown table comparing methods trained on the same data (`kindred-batch eval`).

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use kindred_core::artifact::{
-    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Index, Manifest, Signal, UserSummary,
-    UserTable,
+    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Manifest, Signal, UNSHARDED_FORMAT,
+    UserSummary, UserTable,
 };
+use kindred_core::shard::{self, ShardEntry, Shards};
 use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
 use serde::Serialize;
 use tracing::info;
@@ -67,6 +68,10 @@ pub struct TrainConfig {
     pub smooth_weight: f32,
     /// HNSW parameters.
     pub hnsw: HnswParams,
+    /// Number of index shards; `None` derives it from [`TrainConfig::shard_users`].
+    pub shards: Option<u32>,
+    /// Target users per shard when the shard count is derived.
+    pub shard_users: usize,
     /// Users sampled to measure recall@10.
     pub recall_sample: usize,
     /// Worker threads.
@@ -81,6 +86,21 @@ pub struct TrainConfig {
     pub evaluate: Evaluate,
     /// Users sampled for the cohort precision and hold-out measures.
     pub eval_sample: usize,
+}
+
+/// Default target of users per index shard: a 250k-user shard builds in about a minute
+/// and a half here and loads in well under a second (see the README's scaling section).
+pub const DEFAULT_SHARD_USERS: usize = 250_000;
+
+impl TrainConfig {
+    /// Shards for a model of `users` users: [`TrainConfig::shards`] if set, else enough
+    /// shards of at most [`TrainConfig::shard_users`] users (at least 1).
+    pub fn shard_count(&self, users: usize) -> u32 {
+        let derived = users.div_ceil(self.shard_users.max(1)).max(1);
+        self.shards
+            .unwrap_or(derived.min(u32::MAX as usize) as u32)
+            .max(1)
+    }
 }
 
 /// Wall time of one stage.
@@ -103,6 +123,8 @@ pub struct RunSummary {
     pub users_with_views: usize,
     /// Users in the model (with any signal).
     pub users_in_model: usize,
+    /// Users per index shard (one entry for an unsharded model).
+    pub shard_users: Vec<usize>,
     /// Users seen but without any usable signal (left out of the model).
     pub users_without_signal: usize,
     /// Tag vocabulary size (all files, after case folding).
@@ -136,7 +158,7 @@ pub struct Trained {
     /// Manifest without artifact entries (the publisher fills them in).
     pub manifest: Manifest,
     /// Encoded artifacts by name.
-    pub artifacts: Vec<(&'static str, Vec<u8>)>,
+    pub artifacts: Vec<(String, Vec<u8>)>,
     /// The run summary.
     pub summary: RunSummary,
 }
@@ -211,8 +233,8 @@ impl Stages {
 pub struct Fitted {
     /// All handles seen, by matrix row.
     pub handles: Vec<u64>,
-    /// The HNSW index; point `i` is `users[i]`.
-    pub index: Index,
+    /// The HNSW index shards; row `i` is `users[i]`.
+    pub shards: Shards,
     /// User summaries in index order.
     pub users: Vec<UserSummary>,
     /// The decomposition.
@@ -275,11 +297,14 @@ pub fn fit(
                 cfg.smooth_neighbours,
                 cfg.smooth_weight,
                 cfg.threads,
-                &cfg.hnsw,
             )
         });
     }
-    let (index, order) = stages.run("index", || index::build(points, &cfg.hnsw));
+    let point_handles: Vec<u64> = kept.iter().map(|&row| handles[row]).collect();
+    let shard_count = cfg.shard_count(points.len());
+    let (shards, order) = stages.run("index", || {
+        index::build_sharded(points, &point_handles, shard_count, &cfg.hnsw, cfg.threads)
+    });
     let mut summaries = summaries;
     for &row in &kept {
         summaries[row].features = strongest_features(&csr, &columns, row, cfg.explain_features);
@@ -294,7 +319,7 @@ pub fn fit(
     }
     Ok(Fitted {
         handles,
-        index,
+        shards,
         users,
         svd,
         nonzeros: csr.nnz(),
@@ -312,14 +337,14 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let users_in_model = fitted.users.len();
     let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
     let recall = stages.run("recall", || {
-        index::recall(&fitted.index, &sample, 10, cfg.threads)
+        index::recall(&fitted.shards, &sample, 10, cfg.threads)
     });
     let quality = evaluate(&ds, cfg, &fitted, recall, &mut stages)?;
     let pictures = stages.run("pictures", || Pictures::of(&fitted, cfg));
 
     let Fitted {
         handles,
-        index,
+        shards,
         users,
         svd,
         nonzeros,
@@ -327,23 +352,35 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         users_with_views,
         projection,
     } = fitted;
-    let table = UserTable {
-        tags: ds.tags.names.clone(),
-        users,
-    };
+    let tags = ds.tags.names.clone();
+    let shard_users: Vec<usize> = shards.shards().iter().map(|s| s.len()).collect();
+    let sharded = shard_users.len() > 1;
     let artifacts = stages.run("encode", || -> Result<_, kindred_core::Error> {
-        Ok(vec![
-            (artifact::USERS, artifact::encode(artifact::USERS, &table)?),
-            (artifact::INDEX, artifact::encode(artifact::INDEX, &index)?),
-            (PROJECTION, artifact::encode(PROJECTION, &projection)?),
-        ])
+        let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+        for s in shards.shards() {
+            let table = UserTable {
+                tags: tags.clone(),
+                users: users[s.offset as usize..s.offset as usize + s.len()].to_vec(),
+            };
+            let (users_name, index_name) = if sharded {
+                (shard::users_artifact(s.id), shard::index_artifact(s.id))
+            } else {
+                (artifact::USERS.to_owned(), artifact::INDEX.to_owned())
+            };
+            out.push((users_name.clone(), artifact::encode(&users_name, &table)?));
+            out.push((index_name.clone(), artifact::encode(&index_name, &s.index)?));
+        }
+        out.push((PROJECTION.to_owned(), artifact::encode(PROJECTION, &projection)?));
+        Ok(out)
     })?;
+    drop(users);
 
     let summary = RunSummary {
         files: ds.reports.clone(),
         users_seen: handles.len(),
         users_with_views,
         users_in_model,
+        shard_users: shard_users.clone(),
         users_without_signal: handles.len() - users_in_model,
         tags: ds.tags.len(),
         columns,
@@ -360,10 +397,14 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     };
     let mut artifacts = artifacts;
     let created_at = kindred_core::registry::now_rfc3339();
-    let html = pictures.render(version, &created_at, &summary, &table.tags);
-    artifacts.push((REPORT, html.into_bytes()));
+    let html = pictures.render(version, &created_at, &summary, &tags);
+    artifacts.push((REPORT.to_owned(), html.into_bytes()));
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: if sharded {
+            FORMAT_VERSION
+        } else {
+            UNSHARDED_FORMAT
+        },
         version: version.to_owned(),
         created_at,
         users: users_in_model as u64,
@@ -374,6 +415,18 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         hnsw: cfg.hnsw.clone(),
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
+        shards: if sharded {
+            shard_users
+                .iter()
+                .enumerate()
+                .map(|(id, &users)| ShardEntry {
+                    id: id as u32,
+                    users: users as u64,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     Ok(Trained {
         manifest,
@@ -400,9 +453,11 @@ impl Pictures {
         let sample = index::sample_rows(n, cfg.eval_sample, 23);
         let mut similarities = Vec::with_capacity(sample.len() * 10);
         for &row in &sample {
-            let q = &fitted.index[instant_distance::PointId::from(row)];
+            let q = fitted.shards.embedding(row);
             similarities.extend(
-                kindred_core::query::approximate(&fitted.index, q, 10, Some(row))
+                fitted
+                    .shards
+                    .approximate(q, 10, Some(row))
                     .iter()
                     .map(|n| n.similarity),
             );
@@ -434,7 +489,7 @@ impl Pictures {
         let map = rows
             .into_iter()
             .filter_map(|row| {
-                let e = &fitted.index[instant_distance::PointId::from(row)].0;
+                let e = &fitted.shards.embedding(row).0;
                 let group = by_weight(row)
                     .iter()
                     .map(|f| f.tag)
@@ -558,7 +613,7 @@ fn evaluate(
                 let handles = fitted.point_handles();
                 let rows = index::sample_rows(handles.len(), cfg.eval_sample, 11);
                 let (p, chance) = stages.run("cohorts", || {
-                    eval::cohort_precision(&fitted.index, &handles, &cohort_of, &rows, 10)
+                    eval::cohort_precision(&fitted.shards, &handles, &cohort_of, &rows, 10)
                 });
                 q.cohort_precision_at_10 = Some(p);
                 q.cohort_chance = Some(chance);
@@ -575,7 +630,7 @@ fn evaluate(
         let plan = eval::HoldoutPlan::draw(ds, cfg.eval_sample, HOLDOUT_SHARE, cfg.hnsw.seed);
         let mut inner = Stages::quiet();
         let refit = stages.run("holdout", || fit(ds, cfg, &plan.hidden, &mut inner))?;
-        let (r, chance) = eval::holdout_recall(&plan, &refit.index, &refit.point_handles(), 10);
+        let (r, chance) = eval::holdout_recall(&plan, &refit.shards, &refit.point_handles(), 10);
         q.holdout_recall_at_10 = Some(r);
         q.holdout_chance = Some(chance);
         q.holdout_users = plan.users.len();
@@ -908,6 +963,8 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
             heuristic: true,
             seed: 42,
         },
+        shards: None,
+        shard_users: DEFAULT_SHARD_USERS,
         recall_sample: 1000,
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         summary_tags: 5,

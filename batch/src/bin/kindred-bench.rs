@@ -110,7 +110,13 @@ fn main() -> anyhow::Result<()> {
         let q = &trained.summary.quality;
         if cli.breakdown {
             let users: UserTable = artifact::decode(artifact::USERS, &trained.artifacts[0].1)?;
+            anyhow::ensure!(
+                trained.artifacts[1].0 == artifact::INDEX,
+                "--breakdown reads an unsharded model"
+            );
             let idx: Index = artifact::decode(artifact::INDEX, &trained.artifacts[1].1)?;
+            let dims = trained.manifest.dimensions as usize;
+            let idx = kindred_core::shard::Shards::new(vec![(0, idx)], dims, false)?;
             let handles: Vec<u64> = users.users.iter().map(|u| u.handle).collect();
             let rows = index::sample_rows(handles.len(), cli.sample, 11);
             let share = |r: u32| truth[&handles[r as usize]].primary_share;

@@ -134,20 +134,20 @@ pub struct Published {
 /// previous version current; a version older than the current one is written but not
 /// made current ([`Error::StaleVersion`]); a concurrent publisher that moved the pointer
 /// first makes this one fail with [`Error::PointerRace`] unless ours is newer.
-pub async fn publish<S: ObjectStore>(
+pub async fn publish<S: ObjectStore, N: AsRef<str>>(
     store: &S,
     mut manifest: Manifest,
-    artifacts: Vec<(&str, Vec<u8>)>,
+    artifacts: Vec<(N, Vec<u8>)>,
 ) -> Result<Published> {
     let version = manifest.version.clone();
     let start = read_pointer(store).await?;
     manifest.artifacts = artifacts
         .iter()
-        .map(|(name, bytes)| ArtifactEntry::describe(name, bytes))
+        .map(|(name, bytes)| ArtifactEntry::describe(name.as_ref(), bytes))
         .collect();
     for (name, bytes) in artifacts {
         store
-            .put(&version_key(&version, name), bytes, Precondition::IfAbsent)
+            .put(&version_key(&version, name.as_ref()), bytes, Precondition::IfAbsent)
             .await?;
     }
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Encode {

@@ -93,13 +93,11 @@ fn fixture() -> Fixture {
     }
 }
 
-/// Recall@10 of the answers (index search as the function runs it) against exact search,
-/// over every user; ties at the tenth similarity count as found.
+/// Recall@10 of the HNSW search (merged over shards) against exact search, over every
+/// user; ties at the tenth similarity count as found.
 fn recall_at_10(model: &Model) -> f64 {
     let rows: Vec<u32> = (0..model.len() as u32).collect();
-    query::recall_of(&model.index, &rows, 10, |_, row| {
-        query::similar_users(model, row, 10)
-    })
+    model.shards.recall_at_k(&rows, 10)
 }
 
 /// A reproducible stream of rows (splitmix64).
@@ -203,12 +201,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let row = rows[i % rows.len()];
             i += 1;
-            black_box(query::exact(
-                &model.index,
-                model.embedding(row),
-                10,
-                Some(row),
-            ))
+            black_box(model.shards.exact(model.embedding(row), 10, Some(row)))
         })
     });
     group.finish();

@@ -124,13 +124,23 @@ impl ApiError {
             detail: detail.into(),
         }
     }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The JSON body: `{"error": ..., "detail": ...}`.
+    pub fn body(&self) -> Value {
+        json!({"error": self.error, "detail": self.detail})
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (
             self.status,
-            axum::Json(json!({"error": self.error, "detail": self.detail})),
+            axum::Json(self.body()),
         )
             .into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -393,7 +403,7 @@ pub fn neighbours(
     let mut found = query::nearest(model, query, want, exclude_row);
     let available = model.len() - usize::from(exclude_row.is_some());
     if found.len() < want.min(available) {
-        found = query::exact(&model.index, query, want, exclude_row);
+        found = model.shards.exact(query, want, exclude_row);
     }
     let min = filters.min_similarity.unwrap_or(f32::NEG_INFINITY);
     found.retain(|n| {
@@ -425,6 +435,19 @@ fn similar_users<'m>(
 }
 
 fn unknown_user(model: &Model, handle: u64) -> ApiError {
+    let shard = model.shard_of(handle);
+    if !model.holds_all_shards() && !model.shards_held().contains(&shard) {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "user in a shard not served here",
+            json!({
+                "user_handle": handle,
+                "shard": shard,
+                "shards_served": model.shards_held(),
+                "model_version": model.manifest.version,
+            }),
+        );
+    }
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown user",

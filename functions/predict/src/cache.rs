@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use kindred_core::registry;
+use kindred_core::registry::{self, LoadOptions};
 use kindred_core::store::{ObjectStore, Store};
 use kindred_core::{Error, Model};
 use serde::Serialize;
@@ -86,8 +86,9 @@ struct Checks {
 pub struct ModelCache<S = Store> {
     store: S,
     refresh: Duration,
-    /// Versions whose artifacts add up to more than this are refused unread.
-    max_model_bytes: Option<u64>,
+    /// What to load of each version: a memory limit (versions whose artifacts add up to
+    /// more are refused unread) and the shards this process serves.
+    options: LoadOptions,
     current: ArcSwapOption<Model>,
     checks: Mutex<Checks>,
     /// Held while a version is being loaded, so at most one load runs at a time.
@@ -108,10 +109,20 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         refresh: Duration,
         max_model_bytes: Option<u64>,
     ) -> Arc<Self> {
+        let options = LoadOptions {
+            max_model_bytes,
+            shards: None,
+        };
+        Self::with_options(store, refresh, options)
+    }
+
+    /// Like [`ModelCache::new`], loading what `options` selects of each version (only some
+    /// shards, under a memory limit).
+    pub fn with_options(store: S, refresh: Duration, options: LoadOptions) -> Arc<Self> {
         Arc::new(ModelCache {
             store,
             refresh,
-            max_model_bytes,
+            options,
             current: ArcSwapOption::empty(),
             checks: Mutex::new(Checks::default()),
             loading: tokio::sync::Mutex::new(()),
@@ -251,11 +262,11 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
             return Err(*why);
         }
         let started = Instant::now();
-        match registry::load_version_within(
+        match registry::load_version_with(
             &self.store,
             &pointer.version,
             Some(&pointer.manifest_sha256),
-            self.max_model_bytes,
+            &self.options,
         )
         .await
         {
@@ -265,6 +276,7 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
                     from = serving_version.unwrap_or("none"),
                     to = %pointer.version,
                     users = model.len(),
+                    shards = ?model.shards_held(),
                     millis = started.elapsed().as_millis() as u64,
                     "model loaded"
                 );

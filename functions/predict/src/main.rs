@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use kindred_core::registry::LoadOptions;
 use kindred_core::store::Store;
 use kindred_predict::{api, cache::ModelCache};
 use tracing::info;
@@ -38,9 +39,21 @@ struct Cli {
     /// during a swap), otherwise no limit].
     #[arg(long, env = "KINDRED_MAX_MODEL_MB")]
     max_model_mb: Option<u64>,
+    /// Serve only these shards of a sharded model, e.g. `0-3` or `1,5` (default: all).
+    /// Handle queries for users of other shards get a 404 that names their shard.
+    #[arg(long, env = "KINDRED_SHARDS", value_parser = parse_shards)]
+    shards: Option<Shards>,
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
+}
+
+/// A parsed shard selection (clap needs a named type for a `Vec` value).
+#[derive(Clone, Debug)]
+struct Shards(Vec<u32>);
+
+fn parse_shards(text: &str) -> Result<Shards, String> {
+    kindred_core::shard::parse_selection(text).map(Shards)
 }
 
 /// Variables the Lambda runtime client needs (it panics without them).
@@ -98,18 +111,19 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
         ),
         None => lambda_memory_mb().map(|mb| mb.saturating_mul(1 << 20) / 3),
     };
-    let cache = ModelCache::with_memory_limit(
-        store,
-        Duration::from_secs(cli.refresh_seconds),
+    let options = LoadOptions {
         max_model_bytes,
-    );
+        shards: cli.shards.map(|s| s.0),
+    };
+    let shards = options.shards.clone();
+    let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
     let app = api::router(cache);
     match cli.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, "serving");
+            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, ?shards, "serving");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
@@ -127,7 +141,7 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
                     missing.join(", ")
                 );
             }
-            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, "running as a Lambda function");
+            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, ?shards, "running as a Lambda function");
             lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
         }
     }

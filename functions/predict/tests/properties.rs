@@ -205,7 +205,7 @@ fn any_changed_or_cut_byte_of_a_version_is_refused() {
     let names: Vec<&str> = t
         .artifacts
         .iter()
-        .map(|(n, _)| *n)
+        .map(|(n, _)| n.as_str())
         .filter(|n| *n != "report.html")
         .chain(["manifest.json"])
         .collect();

@@ -64,7 +64,7 @@ pub async fn publish<S: ObjectStore>(store: &S, version: &str) -> Published {
     let artifacts = t
         .artifacts
         .iter()
-        .map(|(name, bytes)| (*name, bytes.clone()))
+        .map(|(name, bytes)| (name.clone(), bytes.clone()))
         .collect();
     registry::publish(store, manifest, artifacts)
         .await

@@ -1,0 +1,193 @@
+//! Sharded models: the same data trained unsharded and in 3 shards must give the same
+//! answers; a process serving some shards answers for them only; answers of disjoint
+//! shard subsets merge into the whole answer (what scatter-gather relies on).
+
+mod common;
+
+use std::collections::HashSet;
+
+use kindred_batch::train::{self, Trained};
+use kindred_core::Model;
+use kindred_core::registry::{self, LoadOptions};
+use kindred_core::shard::shard_of;
+use kindred_core::store::LocalStore;
+use kindred_predict::api::{self, Filters};
+
+const USERS: u64 = 2_000;
+const SHARDS: u32 = 3;
+
+fn train_with(shards: u32, data: &std::path::Path) -> Trained {
+    let mut cfg = train::default_config(data.to_owned());
+    cfg.rank = 16;
+    cfg.recall_sample = 300;
+    cfg.evaluate = train::Evaluate::Never;
+    cfg.shards = Some(shards);
+    train::train(&cfg, &common::version(shards)).expect("train")
+}
+
+/// Publishes `t` to a fresh folder store and loads the `selection` of it.
+fn publish_and_load(t: Trained, selection: Option<Vec<u32>>) -> (tempfile::TempDir, Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let model = rt.block_on(async {
+        let published = registry::publish(&store, t.manifest, t.artifacts)
+            .await
+            .expect("publish");
+        let options = LoadOptions {
+            max_model_bytes: None,
+            shards: selection,
+        };
+        registry::load_version_with(&store, &published.version, None, &options)
+            .await
+            .expect("load")
+    });
+    (dir, model)
+}
+
+struct Setup {
+    _data: tempfile::TempDir,
+    whole: (tempfile::TempDir, Model),
+    sharded: (tempfile::TempDir, Model),
+    data: std::path::PathBuf,
+}
+
+fn setup() -> Setup {
+    let data = tempfile::tempdir().unwrap();
+    let config = kindred_datagen::GenConfig {
+        users: USERS,
+        seed: 5,
+        ..Default::default()
+    };
+    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let whole = publish_and_load(train_with(1, data.path()), None);
+    let sharded = publish_and_load(train_with(SHARDS, data.path()), None);
+    Setup {
+        data: data.path().to_owned(),
+        _data: data,
+        whole,
+        sharded,
+    }
+}
+
+/// (handle, similarity) of each neighbour in an answer.
+fn neighbours(model: &Model, handle: u64, k: u32) -> Vec<(u64, f32)> {
+    api::answer_handle(model, handle, k, &Filters::default())
+        .expect("known user")
+        .similar_users
+        .iter()
+        .map(|u| (u.user_handle, u.similarity))
+        .collect()
+}
+
+#[test]
+fn sharded_and_unsharded_models_give_the_same_answers() {
+    // Given the same data trained unsharded (format 2) and in 3 shards (format 3),
+    let s = setup();
+    let (whole, sharded) = (&s.whole.1, &s.sharded.1);
+    assert_eq!(whole.manifest.format_version, 2);
+    assert!(whole.manifest.shards.is_empty());
+    assert_eq!(sharded.manifest.format_version, 3);
+    assert_eq!(sharded.manifest.shards.len(), SHARDS as usize);
+    assert_eq!(whole.len(), sharded.len());
+    // whose shards hold the users their handles hash to, in roughly equal parts,
+    for (i, entry) in sharded.manifest.shards.iter().enumerate() {
+        assert_eq!(entry.id, i as u32);
+        assert!(entry.users as usize > whole.len() / 5, "{entry:?}");
+    }
+    for u in &sharded.users.users {
+        let row = sharded.row_of(u.handle).unwrap();
+        assert_eq!(sharded.shards.shard_of_row(row).id, shard_of(u.handle, SHARDS));
+    }
+    // when every user is asked for (an exact scan at this size, merged over shards),
+    let mut same_order = 0;
+    for u in &whole.users.users {
+        let a = neighbours(whole, u.handle, 10);
+        let b = neighbours(sharded, u.handle, 10);
+        // then both rank the same similarities, and the same users up to ties.
+        let sims = |v: &[(u64, f32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+        assert_eq!(sims(&a), sims(&b), "user {}", u.handle);
+        same_order += usize::from(a == b);
+    }
+    assert!(
+        same_order * 100 >= whole.len() * 99,
+        "{same_order} of {} identical",
+        whole.len()
+    );
+    // The HNSW path merged over shards finds what the single index finds.
+    let rows: Vec<u32> = (0..sharded.len() as u32).step_by(3).collect();
+    let recall = sharded.shards.recall_at_k(&rows, 10);
+    assert!(recall >= 0.97, "sharded recall@10 {recall}");
+}
+
+#[test]
+fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
+    // Given a 3-shard model, once whole and once as two processes would hold it:
+    // shard 1 alone, and shards 0 and 2,
+    let s = setup();
+    let whole = &s.sharded.1;
+    let one = publish_and_load(train_with(SHARDS, &s.data), Some(vec![1])).1;
+    let rest = publish_and_load(train_with(SHARDS, &s.data), Some(vec![0, 2])).1;
+    assert_eq!(one.shards_held(), vec![1]);
+    assert_eq!(one.len() + rest.len(), whole.len());
+    assert_eq!(one.len() as u64, whole.manifest.shards[1].users);
+    // a handle of another shard is a 404 naming its shard, not "unknown user",
+    let elsewhere = rest.users.users[0].handle;
+    let err = api::answer_handle(&one, elsewhere, 10, &Filters::default()).unwrap_err();
+    let body = err.body().to_string();
+    assert!(body.contains("shard not served here"), "{body}");
+    assert!(body.contains(&format!("\"shard\":{}", shard_of(elsewhere, SHARDS))), "{body}");
+    // and for every user of shard 1, its own top-k merged with the top-k that shards 0
+    // and 2 give for its embedding is the whole model's answer.
+    let mut checked = 0;
+    for u in one.users.users.iter().take(200) {
+        let own = neighbours(&one, u.handle, 10);
+        let row = one.row_of(u.handle).unwrap();
+        let others = api::neighbours(&rest, one.embedding(row), None, 10, &Filters::default());
+        let mut merged: Vec<(u64, f32)> = own
+            .into_iter()
+            .chain(others.iter().map(|n| (rest.users.users[n.row as usize].handle, n.similarity)))
+            .collect();
+        merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        merged.truncate(10);
+        let expected = neighbours(whole, u.handle, 10);
+        let handles = |v: &[(u64, f32)]| v.iter().map(|x| x.0).collect::<HashSet<_>>();
+        let sims = |v: &[(u64, f32)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+        assert_eq!(sims(&merged), sims(&expected), "user {}", u.handle);
+        assert!(handles(&merged).len() == 10 && !handles(&merged).contains(&u.handle));
+        checked += 1;
+    }
+    assert!(checked >= 100, "only {checked} users in shard 1");
+}
+
+#[test]
+fn a_shard_the_version_lacks_is_refused() {
+    // Given a 3-shard version, when a process asks for shard 5, then loading fails with
+    // an error naming the shard and the count.
+    let data = tempfile::tempdir().unwrap();
+    let config = kindred_datagen::GenConfig {
+        users: 300,
+        seed: 2,
+        ..Default::default()
+    };
+    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let t = train_with(SHARDS, data.path());
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async {
+        let p = registry::publish(&store, t.manifest, t.artifacts).await.unwrap();
+        let options = LoadOptions {
+            max_model_bytes: None,
+            shards: Some(vec![0, 5]),
+        };
+        registry::load_version_with(&store, &p.version, None, &options)
+            .await
+            .err()
+            .expect("refused")
+    });
+    assert_eq!(
+        err.to_string(),
+        format!("model {} has 3 shards, so it has no shard 5", common::version(SHARDS))
+    );
+}
