@@ -11,8 +11,8 @@ use kindred_core::artifact::{
     self, Embedding, FORMAT_VERSION, Feature, HnswParams, Manifest, Signal, UNSHARDED_FORMAT,
     UserSummary, UserTable,
 };
-use kindred_core::shard::{self, ShardEntry, Shards};
 use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
+use kindred_core::shard::{self, ShardEntry, Shards};
 use serde::Serialize;
 use tracing::info;
 
@@ -370,7 +370,10 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
             out.push((users_name.clone(), artifact::encode(&users_name, &table)?));
             out.push((index_name.clone(), artifact::encode(&index_name, &s.index)?));
         }
-        out.push((PROJECTION.to_owned(), artifact::encode(PROJECTION, &projection)?));
+        out.push((
+            PROJECTION.to_owned(),
+            artifact::encode(PROJECTION, &projection)?,
+        ));
         Ok(out)
     })?;
     drop(users);

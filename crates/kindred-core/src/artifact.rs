@@ -279,7 +279,13 @@ impl Manifest {
         self.shards
             .iter()
             .filter(|s| selection.is_none_or(|sel| sel.contains(&s.id)))
-            .map(|s| (s.id, shard::users_artifact(s.id), shard::index_artifact(s.id)))
+            .map(|s| {
+                (
+                    s.id,
+                    shard::users_artifact(s.id),
+                    shard::index_artifact(s.id),
+                )
+            })
             .collect()
     }
 
@@ -350,7 +356,12 @@ impl Manifest {
                 self.format_version
             )));
         }
-        if let Some((at, s)) = self.shards.iter().enumerate().find(|(i, s)| s.id != *i as u32) {
+        if let Some((at, s)) = self
+            .shards
+            .iter()
+            .enumerate()
+            .find(|(i, s)| s.id != *i as u32)
+        {
             return Err(Error::Inconsistent(format!(
                 "shard {} listed at position {at}",
                 s.id
@@ -497,7 +508,11 @@ impl Model {
     /// Assembles a model from some or all of its shards (in the given order) and checks
     /// them: counts against the manifest, dimensions, tag references, feature order,
     /// unique handles, and that every user sits in the shard its handle hashes to.
-    pub fn from_shards(manifest: Manifest, tags: Vec<String>, parts: Vec<ShardParts>) -> Result<Model> {
+    pub fn from_shards(
+        manifest: Manifest,
+        tags: Vec<String>,
+        parts: Vec<ShardParts>,
+    ) -> Result<Model> {
         if manifest.tags != tags.len() as u64 {
             return Err(Error::Inconsistent(format!(
                 "manifest says {} tags, user table has {}",

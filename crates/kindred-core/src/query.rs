@@ -274,7 +274,10 @@ mod tests {
         let index = tiny_index();
         for (pid, q) in index.iter() {
             let row = pid.into_inner();
-            assert_eq!(approximate(&index, q, 2, Some(row)), exact(&index, q, 2, Some(row)));
+            assert_eq!(
+                approximate(&index, q, 2, Some(row)),
+                exact(&index, q, 2, Some(row))
+            );
         }
     }
 }

@@ -139,17 +139,57 @@ pub async fn publish<S: ObjectStore, N: AsRef<str>>(
     mut manifest: Manifest,
     artifacts: Vec<(N, Vec<u8>)>,
 ) -> Result<Published> {
-    let version = manifest.version.clone();
     let start = read_pointer(store).await?;
-    manifest.artifacts = artifacts
-        .iter()
-        .map(|(name, bytes)| ArtifactEntry::describe(name.as_ref(), bytes))
-        .collect();
+    manifest.artifacts = Vec::with_capacity(artifacts.len());
     for (name, bytes) in artifacts {
+        let entry = ArtifactEntry::describe(name.as_ref(), &bytes);
         store
-            .put(&version_key(&version, name.as_ref()), bytes, Precondition::IfAbsent)
+            .put(
+                &version_key(&manifest.version, name.as_ref()),
+                bytes,
+                Precondition::IfAbsent,
+            )
             .await?;
+        manifest.artifacts.push(entry);
     }
+    commit_from(store, manifest, start).await
+}
+
+/// Writes one artifact of `version` (if absent) and describes it. An object already
+/// there with the same content counts as written, so a retried step succeeds; different
+/// content is [`Error::PreconditionFailed`].
+pub async fn put_artifact<S: ObjectStore>(
+    store: &S,
+    version: &str,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<ArtifactEntry> {
+    let entry = ArtifactEntry::describe(name, &bytes);
+    let key = version_key(version, name);
+    match store.put(&key, bytes, Precondition::IfAbsent).await {
+        Ok(()) => Ok(entry),
+        Err(Error::PreconditionFailed { key }) => match store.get(&key).await? {
+            Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry),
+            _ => Err(Error::PreconditionFailed { key }),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Publishes a version whose artifacts are already written and listed in
+/// `manifest.artifacts` (by [`put_artifact`], possibly from several processes): writes
+/// the manifest, then moves the pointer, with the same guarantees as [`publish`].
+pub async fn commit<S: ObjectStore>(store: &S, manifest: Manifest) -> Result<Published> {
+    let start = read_pointer(store).await?;
+    commit_from(store, manifest, start).await
+}
+
+async fn commit_from<S: ObjectStore>(
+    store: &S,
+    manifest: Manifest,
+    start: Option<(Pointer, String)>,
+) -> Result<Published> {
+    let version = manifest.version.clone();
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Encode {
         name: MANIFEST.into(),
         message: e.to_string(),
@@ -305,6 +345,17 @@ pub async fn load_version_with<S: ObjectStore>(
             });
         }
     }
+    fetch_model(store, manifest, selection).await
+}
+
+/// Fetches, verifies and decodes the shards of `manifest` in `selection` (all when
+/// `None`) and its projection: what [`load_version_with`] does once the manifest is
+/// trusted. Also used by a publisher to check what it wrote before committing.
+pub async fn fetch_model<S: ObjectStore>(
+    store: &S,
+    manifest: Manifest,
+    selection: Option<&[u32]>,
+) -> Result<Model> {
     let mut fetched = Vec::new();
     for (id, users, index) in manifest.shard_artifacts(selection) {
         let users_bytes = fetch_verified(store, &manifest, &users).await?;

@@ -8,6 +8,7 @@
 //! one index over the same users, up to each shard's ANN recall.
 
 use instant_distance::PointId;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{Embedding, Index, dot};
@@ -229,16 +230,19 @@ impl Shards {
         })
     }
 
-    /// Top `k` of the union of every shard's answer, ranked as one answer.
-    fn merge(&self, k: usize, search: impl Fn(&Shard) -> Vec<Neighbour>) -> Vec<Neighbour> {
+    /// Top `k` of the union of every shard's answer, ranked as one answer. Several
+    /// shards are searched in parallel on rayon's pool (a query's latency is then about
+    /// that of the slowest shard, given as many cores as shards).
+    fn merge(&self, k: usize, search: impl Fn(&Shard) -> Vec<Neighbour> + Sync) -> Vec<Neighbour> {
         if self.shards.len() == 1 {
             let s = &self.shards[0];
             return s.globalise(search(s)).collect();
         }
         let mut all: Vec<Neighbour> = self
             .shards
-            .iter()
-            .flat_map(|s| s.globalise(search(s)).collect::<Vec<_>>())
+            .par_iter()
+            .map(|s| s.globalise(search(s)).collect::<Vec<_>>())
+            .flatten_iter()
             .collect();
         merge_ranked(&mut all, k);
         all
@@ -315,7 +319,10 @@ mod tests {
         for h in 0..80_000u64 {
             counts[shard_of(h, 8) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -336,7 +343,11 @@ mod tests {
             parts[(mix64(p.0[0].to_bits() as u64) % 3) as usize].push(p.clone());
         }
         let split = Shards::new(
-            parts.into_iter().enumerate().map(|(i, p)| (i as u32, build(p))).collect(),
+            parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (i as u32, build(p)))
+                .collect(),
             8,
             false,
         )
@@ -344,8 +355,16 @@ mod tests {
         assert_eq!(split.len(), 600);
         // when the same query runs against both,
         for q in points(20, 99) {
-            let a: Vec<f32> = whole.exact(&q, 10, None).iter().map(|n| n.similarity).collect();
-            let b: Vec<f32> = split.exact(&q, 10, None).iter().map(|n| n.similarity).collect();
+            let a: Vec<f32> = whole
+                .exact(&q, 10, None)
+                .iter()
+                .map(|n| n.similarity)
+                .collect();
+            let b: Vec<f32> = split
+                .exact(&q, 10, None)
+                .iter()
+                .map(|n| n.similarity)
+                .collect();
             // then the exact answers are the same ranking of the same similarities,
             assert_eq!(a, b);
             // and each returned row's embedding has the similarity reported.
@@ -359,7 +378,12 @@ mod tests {
         // and a row excluded is never returned, in whichever shard it lives.
         for row in [0u32, 250, 599] {
             let q = split.embedding(row).clone();
-            assert!(split.nearest(&q, 10, Some(row)).iter().all(|n| n.row != row));
+            assert!(
+                split
+                    .nearest(&q, 10, Some(row))
+                    .iter()
+                    .all(|n| n.row != row)
+            );
             assert_eq!(split.shard_of_row(row).id, split.shard_of_row(row).id);
         }
     }

@@ -48,6 +48,10 @@ pub const EXPLORE_HTML: &str = include_str!("explore.html");
 pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
     let routes = Router::new()
         .route("/predict", post(predict::<S>).fallback(method_not_allowed))
+        .route(
+            "/shard/search",
+            post(shard_search::<S>).fallback(method_not_allowed),
+        )
         .route("/health", get(health::<S>).fallback(method_not_allowed))
         .route("/openapi.json", get(openapi).fallback(method_not_allowed))
         .route("/explore", get(explore).fallback(method_not_allowed))
@@ -130,6 +134,33 @@ impl ApiError {
         self.status
     }
 
+    /// 404 for a handle no shard knows (scatter-gather, where no model is at hand).
+    pub fn not_found_user(handle: u64) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown user",
+            json!({"user_handle": handle}),
+        )
+    }
+
+    /// 503 when the shard holding a user did not answer (scatter-gather).
+    pub fn shard_unavailable(handle: u64, endpoints: Vec<String>) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard unavailable",
+            json!({
+                "user_handle": handle,
+                "endpoints_failed": endpoints,
+                "retry_after_seconds": RETRY_AFTER_SECONDS,
+            }),
+        )
+    }
+
+    /// A client error every shard gave, passed on with its status and body as `detail`.
+    pub fn relayed(status: StatusCode, body: Value) -> Self {
+        ApiError::new(status, "rejected by the shards", body)
+    }
+
     /// The JSON body: `{"error": ..., "detail": ...}`.
     pub fn body(&self) -> Value {
         json!({"error": self.error, "detail": self.detail})
@@ -138,11 +169,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut resp = (
-            self.status,
-            axum::Json(self.body()),
-        )
-            .into_response();
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
@@ -852,9 +879,152 @@ async fn explore() -> impl IntoResponse {
     (headers, EXPLORE_HTML)
 }
 
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+/// Body of `POST /shard/search`, the call a scatter-gather coordinator makes to a
+/// process serving some shards ([`crate::scatter`]): either a handle, answered by the
+/// process holding the user's shard together with the user's embedding and features, or
+/// that embedding and those features, answered with the top k of the shards held.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardSearch {
+    /// Round 1: the user to look up.
+    #[serde(default)]
+    pub user_handle: Option<Handle>,
+    /// Round 2: the query user's embedding.
+    #[serde(default)]
+    pub vector: Option<Vec<f32>>,
+    /// Round 2: the query user's strongest features (for `because`).
+    #[serde(default)]
+    pub features: Option<Vec<Feature>>,
+    /// Round 2: the model version the embedding comes from; another one is refused (409).
+    #[serde(default)]
+    pub model_version: Option<String>,
+    /// Round 2: the query user, never returned.
+    #[serde(default)]
+    pub exclude_handle: Option<u64>,
+    /// Neighbours wanted (1 to 100, default 10).
+    #[serde(default)]
+    pub k: Option<i64>,
+    /// Handles never to return.
+    #[serde(default)]
+    pub exclude: Option<Vec<Handle>>,
+    /// Smallest similarity returned.
+    #[serde(default)]
+    pub min_similarity: Option<f64>,
+}
+
+async fn shard_search<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    let req: ShardSearch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!(e.to_string()),
+        )
+    })?;
+    let model = cache.get().await.map_err(|u| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "model unavailable",
+            json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
+        )
+    })?;
+    Ok(axum::Json(answer_shard_search(&model, req)?).into_response())
+}
+
+/// Answers a [`ShardSearch`] from the shards `model` holds.
+pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Value, ApiError> {
+    let k = match req.k {
+        None => DEFAULT_K,
+        Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
+        Some(k) => {
+            return Err(unprocessable(
+                "k out of range",
+                json!({"k": k, "min": 1, "max": MAX_K}),
+            ));
+        }
+    };
+    let exclude = req.exclude.unwrap_or_default();
+    if exclude.len() > MAX_EXCLUDE {
+        return Err(unprocessable(
+            "exclude too long",
+            json!({"count": exclude.len(), "max": MAX_EXCLUDE}),
+        ));
+    }
+    let min_similarity = match req.min_similarity {
+        None => None,
+        Some(m) if m.is_finite() && (-1.0..=1.0).contains(&m) => Some(m as f32),
+        Some(m) => {
+            return Err(unprocessable(
+                "min_similarity out of range",
+                json!({"min_similarity": m, "min": -1, "max": 1}),
+            ));
+        }
+    };
+    let mut filters = Filters {
+        exclude: exclude.into_iter().map(|h| h.0).collect(),
+        min_similarity,
+    };
+    let served = model.shards_held();
+    match (req.user_handle, req.vector) {
+        (Some(h), None) => {
+            let answer = answer_handle(model, h.0, k, &filters)?;
+            let row = model.row_of(h.0).expect("answered users are held");
+            let mut v = serde_json::to_value(&answer).unwrap_or(Value::Null);
+            v["shards"] = json!(served);
+            v["query"] = json!({
+                "vector": model.embedding(row).0,
+                "features": model.users.users[row as usize].features,
+            });
+            Ok(v)
+        }
+        (None, Some(vector)) => {
+            if req.model_version.as_deref() != Some(model.manifest.version.as_str()) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "model version differs",
+                    json!({"serving": model.manifest.version, "asked": req.model_version}),
+                ));
+            }
+            if vector.len() != model.dimensions() || vector.iter().any(|x| !x.is_finite()) {
+                return Err(unprocessable(
+                    "invalid vector",
+                    json!({"expected_dimensions": model.dimensions(), "received": vector.len()}),
+                ));
+            }
+            let mut features = req.features.unwrap_or_default();
+            features.retain(|f| (f.tag as usize) < model.users.tags.len() && f.weight.is_finite());
+            features.sort_by(|a, b| (a.signal, a.tag).cmp(&(b.signal, b.tag)));
+            features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
+            filters.exclude.extend(req.exclude_handle);
+            let found = neighbours(
+                model,
+                &Embedding::normalized(vector),
+                None,
+                k as usize,
+                &filters,
+            );
+            Ok(json!({
+                "model_version": model.manifest.version,
+                "shards": served,
+                "similar_users": similar_users(model, found, &features),
+            }))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!("give exactly one of user_handle or vector"),
+        )),
+    }
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     let allowed = match uri.path() {
-        "/predict" => "POST",
+        "/predict" | "/shard/search" => "POST",
         _ => "GET, HEAD",
     };
     ApiError::new(
@@ -864,7 +1034,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such route",

@@ -8,3 +8,4 @@
 
 pub mod api;
 pub mod cache;
+pub mod scatter;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use kindred_core::registry::LoadOptions;
 use kindred_core::store::Store;
+use kindred_predict::scatter::{self, Gather};
 use kindred_predict::{api, cache::ModelCache};
 use tracing::info;
 
@@ -43,6 +44,15 @@ struct Cli {
     /// Handle queries for users of other shards get a 404 that names their shard.
     #[arg(long, env = "KINDRED_SHARDS", value_parser = parse_shards)]
     shards: Option<Shards>,
+    /// Scatter-gather mode: hold no model and answer from these shard-serving
+    /// kindred-predict endpoints (comma-separated http:// base URLs, each run with
+    /// --shards), merging their top-k; --store is then unused.
+    #[arg(long, env = "KINDRED_SCATTER", value_delimiter = ',')]
+    scatter: Vec<String>,
+    /// Scatter-gather: milliseconds to wait for each shard endpoint before answering
+    /// without it (the answer is then flagged `partial`).
+    #[arg(long, env = "KINDRED_SHARD_TIMEOUT_MS", default_value_t = 1000)]
+    shard_timeout_ms: u64,
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -103,6 +113,19 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
             "not running under AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): pass --listen ADDRESS to serve HTTP locally"
         );
     }
+    let app = if cli.scatter.is_empty() {
+        model_router(&cli).await?
+    } else {
+        let timeout = Duration::from_millis(cli.shard_timeout_ms.max(1));
+        let gather = Gather::new(cli.scatter.clone(), timeout).map_err(|e| anyhow::anyhow!(e))?;
+        info!(endpoints = ?gather.endpoints(), timeout_ms = cli.shard_timeout_ms, "scatter-gather mode");
+        scatter::router(std::sync::Arc::new(gather))
+    };
+    serve(&cli, app).await
+}
+
+/// The router of a process that loads a model (or some of its shards).
+async fn model_router(cli: &Cli) -> anyhow::Result<axum::Router> {
     let store = Store::open(&cli.store).await?;
     let max_model_bytes = match cli.max_model_mb {
         Some(mb) => Some(
@@ -113,17 +136,20 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
     };
     let options = LoadOptions {
         max_model_bytes,
-        shards: cli.shards.map(|s| s.0),
+        shards: cli.shards.clone().map(|s| s.0),
     };
-    let shards = options.shards.clone();
+    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = ?options.shards, "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
-    let app = api::router(cache);
+    Ok(api::router(cache))
+}
+
+async fn serve(cli: &Cli, app: axum::Router) -> anyhow::Result<()> {
     match cli.listen {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-            info!(address = %listener.local_addr()?, store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, ?shards, "serving");
+            info!(address = %listener.local_addr()?, store = %cli.store, "serving");
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown_signal())
                 .await?;
@@ -141,7 +167,7 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
                     missing.join(", ")
                 );
             }
-            info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, ?shards, "running as a Lambda function");
+            info!("running as a Lambda function");
             lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
         }
     }

@@ -97,7 +97,10 @@ fn sharded_and_unsharded_models_give_the_same_answers() {
     }
     for u in &sharded.users.users {
         let row = sharded.row_of(u.handle).unwrap();
-        assert_eq!(sharded.shards.shard_of_row(row).id, shard_of(u.handle, SHARDS));
+        assert_eq!(
+            sharded.shards.shard_of_row(row).id,
+            shard_of(u.handle, SHARDS)
+        );
     }
     // when every user is asked for (an exact scan at this size, merged over shards),
     let mut same_order = 0;
@@ -136,7 +139,10 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
     let err = api::answer_handle(&one, elsewhere, 10, &Filters::default()).unwrap_err();
     let body = err.body().to_string();
     assert!(body.contains("shard not served here"), "{body}");
-    assert!(body.contains(&format!("\"shard\":{}", shard_of(elsewhere, SHARDS))), "{body}");
+    assert!(
+        body.contains(&format!("\"shard\":{}", shard_of(elsewhere, SHARDS))),
+        "{body}"
+    );
     // and for every user of shard 1, its own top-k merged with the top-k that shards 0
     // and 2 give for its embedding is the whole model's answer.
     let mut checked = 0;
@@ -146,7 +152,11 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
         let others = api::neighbours(&rest, one.embedding(row), None, 10, &Filters::default());
         let mut merged: Vec<(u64, f32)> = own
             .into_iter()
-            .chain(others.iter().map(|n| (rest.users.users[n.row as usize].handle, n.similarity)))
+            .chain(
+                others
+                    .iter()
+                    .map(|n| (rest.users.users[n.row as usize].handle, n.similarity)),
+            )
             .collect();
         merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         merged.truncate(10);
@@ -176,7 +186,9 @@ fn a_shard_the_version_lacks_is_refused() {
     let store = LocalStore::new(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt.block_on(async {
-        let p = registry::publish(&store, t.manifest, t.artifacts).await.unwrap();
+        let p = registry::publish(&store, t.manifest, t.artifacts)
+            .await
+            .unwrap();
         let options = LoadOptions {
             max_model_bytes: None,
             shards: Some(vec![0, 5]),
@@ -188,6 +200,9 @@ fn a_shard_the_version_lacks_is_refused() {
     });
     assert_eq!(
         err.to_string(),
-        format!("model {} has 3 shards, so it has no shard 5", common::version(SHARDS))
+        format!(
+            "model {} has 3 shards, so it has no shard 5",
+            common::version(SHARDS)
+        )
     );
 }

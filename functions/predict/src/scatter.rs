@@ -1,0 +1,418 @@
+//! Scatter-gather: answering `POST /predict` from shard-serving processes.
+//!
+//! In this mode the process holds no model. Each endpoint is a `kindred-predict` that
+//! serves some shards of the same version (`--shards`). A handle query goes out in two
+//! rounds, every call under a per-shard timeout:
+//!
+//! 1. `POST /shard/search {"user_handle": h, ...}` to every endpoint. The one holding
+//!    the user's shard answers with its own top-k and the user's embedding and features;
+//!    the others answer 404 (`user in a shard not served here`).
+//! 2. `POST /shard/search {"vector": ..., "features": ..., "model_version": ...}` to
+//!    every other endpoint, which answers its top-k for that embedding (refusing with
+//!    409 if it serves another version, whose embedding space differs).
+//!
+//! The answers are merged exactly (top k by similarity, ties by handle) and re-ranked.
+//! A profile query is one round: the same `POST /predict` to every endpoint, merged.
+//! An endpoint that fails, times out or serves another version is left out and the
+//! answer says so: `"partial": true` with `shards_missing`. Only when the user's own
+//! shard cannot be reached is there no answer (503, `Retry-After`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+use tracing::warn;
+
+use crate::api::{self, ApiError, Query, Subject};
+
+/// Largest shard answer read.
+const MAX_SHARD_ANSWER_BYTES: usize = 8 << 20;
+
+/// The shard endpoints and how long to wait for each.
+pub struct Gather {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Why one endpoint gave nothing usable for a query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Missing {
+    /// The endpoint.
+    pub endpoint: String,
+    /// What went wrong (timeout, connection error, status, other version).
+    pub reason: String,
+}
+
+impl Gather {
+    /// Endpoints are base URLs (`http://host:port`, no trailing slash needed).
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Gather, String> {
+        if endpoints.is_empty() {
+            return Err("no shard endpoint given".into());
+        }
+        let mut clean = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            let e = e.trim().trim_end_matches('/').to_owned();
+            let uri: axum::http::Uri = e
+                .parse()
+                .map_err(|err| format!("shard endpoint {e:?} is not a URL: {err}"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err(format!(
+                    "shard endpoint {e:?} must be an http:// URL with a host"
+                ));
+            }
+            clean.push(e);
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        Ok(Gather {
+            endpoints: clean,
+            timeout,
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// POSTs `body` to `path` of every endpoint at once; each result within the timeout.
+    async fn fan_out(
+        &self,
+        endpoints: &[String],
+        path: &str,
+        body: &Value,
+    ) -> Vec<(String, Result<(StatusCode, Value), String>)> {
+        let bytes = Bytes::from(body.to_string());
+        let calls = endpoints.iter().map(|e| {
+            let bytes = bytes.clone();
+            async move {
+                let result = tokio::time::timeout(self.timeout, self.post(e, path, bytes))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
+                (e.clone(), result)
+            }
+        });
+        futures_join_all(calls).await
+    }
+
+    async fn post(
+        &self,
+        endpoint: &str,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Value), String> {
+        let req = axum::http::Request::post(format!("{endpoint}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status();
+        let bytes = Limited::new(resp.into_body(), MAX_SHARD_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer failed: {e}"))?
+            .to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("answer with status {status} is not JSON: {e}"))?;
+        Ok((status, value))
+    }
+
+    /// The merged answer for one handle.
+    pub async fn answer_handle(&self, handle: u64, q: &Query) -> Result<Value, ApiError> {
+        let filters = filters_json(q);
+        let mut first = json!({"user_handle": handle, "k": q.k});
+        merge_into(&mut first, &filters);
+        let round1 = self.fan_out(&self.endpoints, "/shard/search", &first).await;
+        let mut missing = Vec::new();
+        let mut owner: Option<(String, Value)> = None;
+        let mut unknown = false;
+        for (endpoint, result) in round1 {
+            match result {
+                Ok((StatusCode::OK, v)) if owner.is_none() => owner = Some((endpoint, v)),
+                Ok((StatusCode::NOT_FOUND, v)) => {
+                    unknown |= v["error"] == "unknown user";
+                }
+                Ok((status, v)) => missing.push(Missing {
+                    endpoint,
+                    reason: format!("status {status}: {}", v["error"]),
+                }),
+                Err(reason) => missing.push(Missing { endpoint, reason }),
+            }
+        }
+        let Some((owner_endpoint, mut answer)) = owner else {
+            if unknown || missing.is_empty() {
+                return Err(ApiError::not_found_user(handle));
+            }
+            warn!(handle, ?missing, "the user's shard did not answer");
+            return Err(ApiError::shard_unavailable(
+                handle,
+                missing.iter().map(|m| m.endpoint.clone()).collect(),
+            ));
+        };
+        let query = answer
+            .as_object_mut()
+            .and_then(|o| o.remove("query"))
+            .unwrap_or(Value::Null);
+        let version = answer["model_version"].clone();
+        let others: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|e| **e != owner_endpoint && !missing.iter().any(|m| &m.endpoint == *e))
+            .cloned()
+            .collect();
+        let mut second = json!({
+            "vector": query["vector"],
+            "features": query["features"],
+            "model_version": version,
+            "exclude_handle": handle,
+            "k": q.k,
+        });
+        merge_into(&mut second, &filters);
+        let mut lists = vec![take_list(&mut answer)];
+        for (endpoint, result) in self.fan_out(&others, "/shard/search", &second).await {
+            match result {
+                Ok((StatusCode::OK, mut v)) => lists.push(take_list(&mut v)),
+                Ok((status, v)) => missing.push(Missing {
+                    endpoint,
+                    reason: format!("status {status}: {}", v["error"]),
+                }),
+                Err(reason) => missing.push(Missing { endpoint, reason }),
+            }
+        }
+        answer["similar_users"] = merge_lists(lists, q.k as usize);
+        flag(&mut answer, &missing);
+        Ok(answer)
+    }
+
+    /// The merged answer for a profile: every endpoint folds it and answers its top-k.
+    pub async fn answer_profile(&self, body: &[u8], k: u32) -> Result<Value, ApiError> {
+        let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let mut answer: Option<Value> = None;
+        let mut lists = Vec::new();
+        let mut missing = Vec::new();
+        let mut refusal: Option<(StatusCode, Value)> = None;
+        for (endpoint, result) in self.fan_out(&self.endpoints, "/predict", &request).await {
+            match result {
+                Ok((StatusCode::OK, mut v)) => {
+                    let version = v["model_version"].clone();
+                    let agrees = answer
+                        .as_ref()
+                        .is_none_or(|a| a["model_version"] == version);
+                    if agrees {
+                        lists.push(take_list(&mut v));
+                        answer.get_or_insert(v);
+                    } else {
+                        missing.push(Missing {
+                            endpoint,
+                            reason: format!("serves model version {version}"),
+                        });
+                    }
+                }
+                Ok((status, v)) if status.is_client_error() => refusal = Some((status, v)),
+                Ok((status, v)) => missing.push(Missing {
+                    endpoint,
+                    reason: format!("status {status}: {}", v["error"]),
+                }),
+                Err(reason) => missing.push(Missing { endpoint, reason }),
+            }
+        }
+        let Some(mut answer) = answer else {
+            if let Some((status, v)) = refusal {
+                return Err(ApiError::relayed(status, v));
+            }
+            return Err(ApiError::shard_unavailable(
+                0,
+                missing.iter().map(|m| m.endpoint.clone()).collect(),
+            ));
+        };
+        answer["similar_users"] = merge_lists(lists, k as usize);
+        flag(&mut answer, &missing);
+        Ok(answer)
+    }
+}
+
+/// Runs the futures concurrently on this task (they borrow the coordinator, so they are
+/// polled here rather than spawned); outputs in input order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pending: Vec<(usize, std::pin::Pin<Box<F>>)> =
+        futures.map(Box::pin).enumerate().collect();
+    let mut out: Vec<Option<F::Output>> = Vec::new();
+    out.resize_with(pending.len(), || None);
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|(i, f)| match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => {
+                out[*i] = Some(v);
+                false
+            }
+            std::task::Poll::Pending => true,
+        });
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
+}
+
+/// The request's filters as JSON fields.
+fn filters_json(q: &Query) -> Value {
+    let mut exclude: Vec<u64> = q.filters.exclude.iter().copied().collect();
+    exclude.sort_unstable();
+    let mut v = json!({"exclude": exclude});
+    if let Some(m) = q.filters.min_similarity {
+        v["min_similarity"] = json!(m);
+    }
+    v
+}
+
+fn merge_into(target: &mut Value, fields: &Value) {
+    if let (Some(t), Some(f)) = (target.as_object_mut(), fields.as_object()) {
+        for (k, v) in f {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn take_list(answer: &mut Value) -> Vec<Value> {
+    match answer.get_mut("similar_users").map(Value::take) {
+        Some(Value::Array(list)) => list,
+        _ => Vec::new(),
+    }
+}
+
+/// The top `k` of several ranked lists of similar users (by similarity, ties by handle),
+/// ranked 1.. again.
+pub fn merge_lists(lists: Vec<Vec<Value>>, k: usize) -> Value {
+    let mut all: Vec<Value> = lists.into_iter().flatten().collect();
+    let key = |v: &Value| {
+        (
+            v["similarity"].as_f64().unwrap_or(f64::NEG_INFINITY),
+            v["user_handle"].as_u64().unwrap_or(u64::MAX),
+        )
+    };
+    all.sort_by(|a, b| {
+        let (sa, ha) = key(a);
+        let (sb, hb) = key(b);
+        sb.total_cmp(&sa).then(ha.cmp(&hb))
+    });
+    all.dedup_by(|a, b| a["user_handle"] == b["user_handle"]);
+    all.truncate(k);
+    for (i, v) in all.iter_mut().enumerate() {
+        v["rank"] = json!(i + 1);
+    }
+    Value::Array(all)
+}
+
+/// Marks an answer partial when endpoints are missing.
+fn flag(answer: &mut Value, missing: &[Missing]) {
+    answer["partial"] = json!(!missing.is_empty());
+    answer["shards_missing"] = missing
+        .iter()
+        .map(|m| json!({"endpoint": m.endpoint, "reason": m.reason}))
+        .collect();
+}
+
+/// The router of a scatter-gather coordinator: `POST /predict` and `GET /health`.
+pub fn router(gather: Arc<Gather>) -> Router {
+    Router::new()
+        .route("/predict", post(predict).fallback(api::method_not_allowed))
+        .route("/health", get(health).fallback(api::method_not_allowed))
+        .fallback(api::not_found)
+        .with_state(gather)
+}
+
+async fn health(State(g): State<Arc<Gather>>) -> Response {
+    axum::Json(json!({"status": "ok", "mode": "scatter-gather", "endpoints": g.endpoints}))
+        .into_response()
+}
+
+async fn predict(State(g): State<Arc<Gather>>, headers: HeaderMap, body: Bytes) -> Response {
+    let q = match api::parse_request(&headers, &body) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let result = match &q.subject {
+        Subject::Handle(h) => g.answer_handle(*h, &q).await,
+        Subject::Profile(_) => g.answer_profile(&body, q.k).await,
+        Subject::Handles(hs) => {
+            let answers = futures_join_all(hs.iter().map(|&h| g.answer_handle(h, &q))).await;
+            let results: Vec<Value> = hs
+                .iter()
+                .zip(answers)
+                .map(|(&h, a)| match a {
+                    Ok(v) => v,
+                    Err(e) => json!({"user_handle": h, "error": e.body()["error"]}),
+                })
+                .collect();
+            let version = results.iter().find_map(|r| r.get("model_version").cloned());
+            Ok(json!({"model_version": version, "results": results}))
+        }
+    };
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_merge_by_similarity_then_handle_and_are_ranked_again() {
+        let a = vec![
+            json!({"user_handle": 5, "similarity": 0.9, "rank": 1}),
+            json!({"user_handle": 2, "similarity": 0.5, "rank": 2}),
+        ];
+        let b = vec![
+            json!({"user_handle": 9, "similarity": 0.7, "rank": 1}),
+            json!({"user_handle": 1, "similarity": 0.5, "rank": 2}),
+        ];
+        let merged = merge_lists(vec![a, b], 3);
+        let got: Vec<(u64, u64)> = merged
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["user_handle"].as_u64().unwrap(),
+                    v["rank"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, [(5, 1), (9, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn endpoints_must_be_http_urls() {
+        let t = Duration::from_millis(100);
+        assert!(Gather::new(vec![], t).is_err());
+        assert!(Gather::new(vec!["ftp://x".into()], t).is_err());
+        assert!(Gather::new(vec!["not a url".into()], t).is_err());
+        let g = Gather::new(vec!["http://127.0.0.1:1/".into()], t).unwrap();
+        assert_eq!(g.endpoints(), ["http://127.0.0.1:1"]);
+    }
+}

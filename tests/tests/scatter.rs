@@ -1,0 +1,229 @@
+//! Scatter-gather over real processes: a 3-shard model served by two shard processes
+//! (shards 0-1 and shard 2), each behind a switchable TCP proxy, and a coordinator
+//! (`kindred-predict --scatter`) in front of them, compared with one process serving
+//! the whole model.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use kindred_core::shard::shard_of;
+use kindred_e2e::{FaultProxy, ProxyMode, Running, exchange, run_ok};
+use serde_json::Value;
+
+const USERS: u64 = 3000;
+const SHARDS: u32 = 3;
+
+/// Starts `kindred-predict --listen` with `args`; returns it and its address.
+fn serve(args: &[&str]) -> (Running, SocketAddr) {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--log-format", "json"];
+    all.extend_from_slice(args);
+    let mut p = Running::spawn("kindred-predict", &all);
+    let serving = p.wait_for_log("serving", Duration::from_secs(30));
+    let addr = serving["fields"]["address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (p, addr)
+}
+
+fn post(addr: SocketAddr, body: &str) -> (u16, Value, Option<String>) {
+    let r = exchange(
+        addr,
+        "POST",
+        "/predict",
+        Some("application/json"),
+        body,
+        Duration::from_secs(30),
+    );
+    let retry = r.header("retry-after").map(str::to_owned);
+    (r.status, r.json(), retry)
+}
+
+/// (handle, similarity) of each similar user.
+fn pairs(answer: &Value) -> Vec<(u64, f64)> {
+    answer["similar_users"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no similar_users in {answer}"))
+        .iter()
+        .map(|u| {
+            (
+                u["user_handle"].as_u64().unwrap(),
+                u["similarity"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn sims(v: &[(u64, f64)]) -> Vec<f64> {
+    v.iter().map(|x| x.1).collect()
+}
+
+#[test]
+fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answers() {
+    // Given 3,000 generated users trained into 3 shards and published to a folder,
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = dir.path().join("store");
+    let (data_s, store_s) = (data.to_str().unwrap(), store.to_str().unwrap());
+    run_ok(
+        "kindred-datagen",
+        &[
+            "--out",
+            data_s,
+            "--users",
+            &USERS.to_string(),
+            "--seed",
+            "4",
+        ],
+    );
+    let summary = run_ok(
+        "kindred-batch",
+        &[
+            "train",
+            "--data",
+            data_s,
+            "--store",
+            store_s,
+            "--rank",
+            "24",
+            "--shards",
+            "3",
+            "--evaluate",
+            "never",
+        ],
+    );
+    assert!(summary.contains("3 shard(s)"), "{summary}");
+    // one process serving all of it, two serving shards 0-1 and 2 behind proxies, and a
+    // coordinator that waits at most 500 ms for each,
+    let (_whole, whole) = serve(&["--store", store_s]);
+    let (_a, a_addr) = serve(&["--store", store_s, "--shards", "0-1"]);
+    let (_b, b_addr) = serve(&["--store", store_s, "--shards", "2"]);
+    let (a, b) = (FaultProxy::start(a_addr), FaultProxy::start(b_addr));
+    let scatter = format!("{},{}", a.endpoint(), b.endpoint());
+    let (_coordinator, coord) = serve(&["--scatter", &scatter, "--shard-timeout-ms", "500"]);
+
+    // when users of every shard are asked for through the coordinator and the whole,
+    let handles: Vec<u64> = (1..=USERS).step_by(53).collect();
+    let mut identical = 0;
+    for &h in &handles {
+        let body = format!(r#"{{"user_handle": {h}, "k": 10}}"#);
+        let (s1, one, _) = post(whole, &body);
+        let (s2, merged, _) = post(coord, &body);
+        assert_eq!((s1, s2), (200, 200), "{one} {merged}");
+        // then the merged answer ranks the same similarities as the whole model (the
+        // same users up to ties), with the same summary and explanations, not partial.
+        let (p1, p2) = (pairs(&one), pairs(&merged));
+        assert_eq!(sims(&p1), sims(&p2), "user {h}");
+        identical += usize::from(p1 == p2);
+        assert_eq!(merged["partial"], false, "{merged}");
+        assert_eq!(merged["model_version"], one["model_version"]);
+        assert_eq!(merged["summary"], one["summary"]);
+        let ranks: Vec<u64> = merged["similar_users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["rank"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ranks, (1..=10).collect::<Vec<u64>>());
+        if p1 == p2 {
+            assert_eq!(merged["similar_users"], one["similar_users"], "user {h}");
+        }
+    }
+    assert!(
+        identical * 100 >= handles.len() * 95,
+        "{identical} of {}",
+        handles.len()
+    );
+    // Filters, profiles, batches and unknown users behave as on one process.
+    let filtered = r#"{"user_handle": 7, "k": 5, "exclude": [1, 2, 3], "min_similarity": 0.1}"#;
+    assert_eq!(
+        pairs(&post(coord, filtered).1),
+        pairs(&post(whole, filtered).1)
+    );
+    let profile =
+        r#"{"profile": {"tags": {"python": 3600, "docker": 600}, "interests": ["python"]}}"#;
+    let (sp, merged_profile, _) = post(coord, profile);
+    assert_eq!(sp, 200, "{merged_profile}");
+    assert_eq!(
+        sims(&pairs(&merged_profile)),
+        sims(&pairs(&post(whole, profile).1))
+    );
+    assert_eq!(merged_profile["matched"], post(whole, profile).1["matched"]);
+    let (sb, batch, _) = post(coord, r#"{"user_handles": [5, 6, 99999999]}"#);
+    assert_eq!(sb, 200, "{batch}");
+    let results = batch["results"].as_array().unwrap();
+    assert_eq!(
+        sims(&pairs(&results[0])),
+        sims(&pairs(&post(whole, r#"{"user_handle": 5}"#).1))
+    );
+    assert_eq!(results[2]["error"], "unknown user");
+    let (su, unknown, _) = post(coord, r#"{"user_handle": 99999999}"#);
+    assert_eq!((su, unknown["error"].as_str()), (404, Some("unknown user")));
+    assert_eq!(post(coord, r#"{"user_handle": -1}"#).0, 400);
+
+    // When shard 2 answers too slowly, users of shards 0-1 still get an answer within
+    // about the timeout, flagged partial and naming the endpoint left out, whose users
+    // are the whole answer's best users outside shard 2;
+    let of_a = handles
+        .iter()
+        .copied()
+        .find(|&h| shard_of(h, SHARDS) != 2)
+        .unwrap();
+    let of_b = handles
+        .iter()
+        .copied()
+        .find(|&h| shard_of(h, SHARDS) == 2)
+        .unwrap();
+    let expect_without_b = |h: u64| -> Vec<(u64, f64)> {
+        let (_, one, _) = post(whole, &format!(r#"{{"user_handle": {h}, "k": 100}}"#));
+        let mut kept: Vec<(u64, f64)> = pairs(&one)
+            .into_iter()
+            .filter(|(u, _)| shard_of(*u, SHARDS) != 2)
+            .collect();
+        kept.truncate(10);
+        kept
+    };
+    for mode in [ProxyMode::Delay(Duration::from_secs(2)), ProxyMode::Refuse] {
+        b.set(mode);
+        let started = Instant::now();
+        let (status, partial, _) = post(coord, &format!(r#"{{"user_handle": {of_a}}}"#));
+        assert_eq!(status, 200, "{mode:?}: {partial}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1800),
+            "{mode:?}: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(partial["partial"], true, "{partial}");
+        let missing = partial["shards_missing"].as_array().unwrap();
+        assert_eq!(missing.len(), 1, "{partial}");
+        assert_eq!(missing[0]["endpoint"], b.endpoint());
+        assert_eq!(
+            sims(&pairs(&partial)),
+            sims(&expect_without_b(of_a)),
+            "{mode:?}"
+        );
+        assert!(
+            pairs(&partial)
+                .iter()
+                .all(|(u, _)| shard_of(*u, SHARDS) != 2)
+        );
+        // and a user of shard 2 itself gets a 503 to retry, not a wrong answer.
+        let (status, body, retry) = post(coord, &format!(r#"{{"user_handle": {of_b}}}"#));
+        assert_eq!(status, 503, "{mode:?}: {body}");
+        assert_eq!(body["error"], "shard unavailable");
+        assert!(retry.is_some());
+    }
+    // When shard 2 is back, answers are whole again.
+    b.set(ProxyMode::Pass);
+    let (status, back, _) = post(coord, &format!(r#"{{"user_handle": {of_b}}}"#));
+    assert_eq!(status, 200, "{back}");
+    assert_eq!(back["partial"], false);
+    assert_eq!(
+        sims(&pairs(&back)),
+        sims(&pairs(
+            &post(whole, &format!(r#"{{"user_handle": {of_b}}}"#)).1
+        ))
+    );
+    drop(a);
+}
