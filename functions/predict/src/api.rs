@@ -575,6 +575,31 @@ pub fn answer_profile<'m>(
     k: u32,
     filters: &Filters,
 ) -> Result<ProfileResponse<'m>, ApiError> {
+    let folded = fold_profile(model, profile)?;
+    let mut embedding = folded.embedding.clone();
+    if let Some(s) = profile_smoothing(model) {
+        let near = neighbours(
+            model,
+            &embedding,
+            None,
+            s.neighbours as usize,
+            &Filters::default(),
+        );
+        let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
+        embedding = projection::smooth_towards(&embedding, &points, s.weight);
+    }
+    let found = neighbours(model, &embedding, None, k as usize, filters);
+    let matched = matched_features(model, &folded);
+    Ok(ProfileResponse {
+        model_version: &model.manifest.version,
+        matched,
+        unknown_tags: folded.unknown_tags,
+        similar_users: similar_users(model, found, &folded.features),
+    })
+}
+
+/// Folds a profile, or says why it cannot be (no projection, no known tag).
+fn fold_profile(model: &Model, profile: &Profile) -> Result<projection::Folded, ApiError> {
     let folded = model.fold(profile).ok_or_else(|| {
         unprocessable(
             "profile queries unsupported by this model version",
@@ -587,20 +612,19 @@ pub fn answer_profile<'m>(
             json!({"unknown_tags": folded.unknown_tags, "model_version": model.manifest.version}),
         ));
     }
-    let mut embedding = folded.embedding.clone();
-    let smoothing = model.projection().map(|p| p.smoothing);
-    if let Some(s) = smoothing.filter(|s| s.neighbours > 0 && s.weight != 0.0) {
-        let near = neighbours(
-            model,
-            &embedding,
-            None,
-            s.neighbours as usize,
-            &Filters::default(),
-        );
-        let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
-        embedding = projection::smooth_towards(&embedding, &points, s.weight);
-    }
-    let found = neighbours(model, &embedding, None, k as usize, filters);
+    Ok(folded)
+}
+
+/// The smoothing a folded profile gets, as the model's users got it (none if off).
+fn profile_smoothing(model: &Model) -> Option<projection::Smoothing> {
+    model
+        .projection()
+        .map(|p| p.smoothing)
+        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
+}
+
+/// The profile's known features, largest weight first.
+fn matched_features<'m>(model: &'m Model, folded: &projection::Folded) -> Vec<Reason<'m>> {
     let mut matched: Vec<Reason<'m>> = folded
         .features
         .iter()
@@ -611,12 +635,7 @@ pub fn answer_profile<'m>(
         })
         .collect();
     matched.sort_by(|a, b| b.weight.total_cmp(&a.weight));
-    Ok(ProfileResponse {
-        model_version: &model.manifest.version,
-        matched,
-        unknown_tags: folded.unknown_tags,
-        similar_users: similar_users(model, found, &folded.features),
-    })
+    matched
 }
 
 /// Answers any validated query.
@@ -889,9 +908,14 @@ pub struct ShardSearch {
     /// Round 1: the user to look up.
     #[serde(default)]
     pub user_handle: Option<Handle>,
-    /// Round 2: the query user's embedding.
+    /// Profile round 1: a cold-start profile to fold; the answer carries the folded
+    /// embedding and the shards' nearest users for its smoothing.
     #[serde(default)]
-    pub vector: Option<Vec<f32>>,
+    pub profile: Option<ProfileRequest>,
+    /// Round 2: the query user's embedding, as the bit patterns of its `f32` components
+    /// (exact: a decimal round trip can move the last bit and reorder near ties).
+    #[serde(default)]
+    pub vector: Option<Vec<u32>>,
     /// Round 2: the query user's strongest features (for `because`).
     #[serde(default)]
     pub features: Option<Vec<Feature>>,
@@ -933,11 +957,67 @@ async fn shard_search<S: ObjectStore + 'static>(
             json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
         )
     })?;
-    Ok(axum::Json(answer_shard_search(&model, req)?).into_response())
+    answer_shard_search(&model, req)
+}
+
+/// A round-1 answer of `POST /shard/search`: the user's answer from the shards held, the
+/// shards held, and the user's embedding and features for round 2. (Serialised directly,
+/// not through a `Value`, so similarities keep their shortest `f32` spelling and merge
+/// into answers identical to a single process's.)
+#[derive(Debug, Serialize)]
+pub struct ShardOwnerAnswer<'a> {
+    /// The answer from the shards held.
+    #[serde(flatten)]
+    pub answer: PredictResponse<'a>,
+    /// Shards held.
+    pub shards: Vec<u32>,
+    /// The query user's embedding and features.
+    pub query: ShardQuery<'a>,
+}
+
+/// The query user as round 2 needs it.
+#[derive(Debug, Serialize)]
+pub struct ShardQuery<'a> {
+    /// Unit embedding, as `f32` bit patterns.
+    pub vector: Vec<u32>,
+    /// Strongest features.
+    pub features: &'a [Feature],
+}
+
+/// A profile round-1 answer of `POST /shard/search`: the folded profile and, when the
+/// model smooths profiles, the `neighbours` users of the shards held nearest to it (with
+/// their embeddings), from which the coordinator smooths it as one process would.
+#[derive(Debug, Serialize)]
+pub struct ShardFoldAnswer<'a> {
+    /// Model version that answered.
+    pub model_version: &'a str,
+    /// Shards held.
+    pub shards: Vec<u32>,
+    /// The profile's known features, largest weight first.
+    pub matched: Vec<Reason<'a>>,
+    /// Tags of the profile the model does not know.
+    pub unknown_tags: Vec<String>,
+    /// The folded embedding (bits) and features, before smoothing.
+    pub folded: ShardQuery<'a>,
+    /// The smoothing to apply: (neighbours, weight); absent when profiles are not smoothed.
+    pub smoothing: Option<(u32, f32)>,
+    /// Nearest users of the shards held: handle, similarity, embedding bits.
+    pub near: Vec<(u64, f32, Vec<u32>)>,
+}
+
+/// A round-2 answer of `POST /shard/search`.
+#[derive(Debug, Serialize)]
+pub struct ShardAnswer<'a> {
+    /// Model version that answered.
+    pub model_version: &'a str,
+    /// Shards held.
+    pub shards: Vec<u32>,
+    /// The shards' most similar users.
+    pub similar_users: Vec<SimilarUser<'a>>,
 }
 
 /// Answers a [`ShardSearch`] from the shards `model` holds.
-pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Value, ApiError> {
+pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, ApiError> {
     let k = match req.k {
         None => DEFAULT_K,
         Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
@@ -970,19 +1050,62 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Value, Api
         min_similarity,
     };
     let served = model.shards_held();
-    match (req.user_handle, req.vector) {
-        (Some(h), None) => {
+    match (req.user_handle, req.vector, req.profile) {
+        (None, None, Some(p)) => {
+            let profile = validate_profile(p)?;
+            let folded = fold_profile(model, &profile)?;
+            let smoothing = profile_smoothing(model);
+            let near = match smoothing {
+                Some(s) => neighbours(
+                    model,
+                    &folded.embedding,
+                    None,
+                    s.neighbours as usize,
+                    &Filters::default(),
+                )
+                .into_iter()
+                .map(|n| {
+                    let e = &model.embedding(n.row).0;
+                    let handle = model.users.users[n.row as usize].handle;
+                    (
+                        handle,
+                        n.similarity,
+                        e.iter().map(|x| x.to_bits()).collect(),
+                    )
+                })
+                .collect(),
+                None => Vec::new(),
+            };
+            Ok(axum::Json(ShardFoldAnswer {
+                model_version: &model.manifest.version,
+                shards: served,
+                matched: matched_features(model, &folded),
+                unknown_tags: folded.unknown_tags.clone(),
+                folded: ShardQuery {
+                    vector: folded.embedding.0.iter().map(|x| x.to_bits()).collect(),
+                    features: &folded.features,
+                },
+                smoothing: smoothing.map(|s| (s.neighbours, s.weight)),
+                near,
+            })
+            .into_response())
+        }
+        (Some(h), None, None) => {
             let answer = answer_handle(model, h.0, k, &filters)?;
             let row = model.row_of(h.0).expect("answered users are held");
-            let mut v = serde_json::to_value(&answer).unwrap_or(Value::Null);
-            v["shards"] = json!(served);
-            v["query"] = json!({
-                "vector": model.embedding(row).0,
-                "features": model.users.users[row as usize].features,
-            });
-            Ok(v)
+            let query = ShardQuery {
+                vector: model.embedding(row).0.iter().map(|x| x.to_bits()).collect(),
+                features: &model.users.users[row as usize].features,
+            };
+            Ok(axum::Json(ShardOwnerAnswer {
+                answer,
+                shards: served,
+                query,
+            })
+            .into_response())
         }
-        (None, Some(vector)) => {
+        (None, Some(bits), None) => {
+            let vector: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
             if req.model_version.as_deref() != Some(model.manifest.version.as_str()) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -1001,23 +1124,19 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Value, Api
             features.sort_by(|a, b| (a.signal, a.tag).cmp(&(b.signal, b.tag)));
             features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
             filters.exclude.extend(req.exclude_handle);
-            let found = neighbours(
-                model,
-                &Embedding::normalized(vector),
-                None,
-                k as usize,
-                &filters,
-            );
-            Ok(json!({
-                "model_version": model.manifest.version,
-                "shards": served,
-                "similar_users": similar_users(model, found, &features),
-            }))
+            // As sent: the owner's unit embedding, bit for bit.
+            let found = neighbours(model, &Embedding(vector), None, k as usize, &filters);
+            Ok(axum::Json(ShardAnswer {
+                model_version: &model.manifest.version,
+                shards: served,
+                similar_users: similar_users(model, found, &features),
+            })
+            .into_response())
         }
         _ => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid request body",
-            json!("give exactly one of user_handle or vector"),
+            json!("give exactly one of user_handle, vector or profile"),
         )),
     }
 }

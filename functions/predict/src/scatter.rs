@@ -12,7 +12,9 @@
 //!    409 if it serves another version, whose embedding space differs).
 //!
 //! The answers are merged exactly (top k by similarity, ties by handle) and re-ranked.
-//! A profile query is one round: the same `POST /predict` to every endpoint, merged.
+//! A profile query also takes two rounds: every endpoint folds the profile and returns
+//! its users nearest to it; the coordinator smooths the folded embedding towards the
+//! nearest of all (as one process does), then asks every endpoint for its top k.
 //! An endpoint that fails, times out or serves another version is left out and the
 //! answer says so: `"partial": true` with `shards_missing`. Only when the user's own
 //! shard cannot be reached is there no answer (503, `Retry-After`).
@@ -32,6 +34,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tracing::warn;
+
+use kindred_core::artifact::Embedding;
+use kindred_core::projection::smooth_towards;
 
 use crate::api::{self, ApiError, Query, Subject};
 
@@ -201,27 +206,28 @@ impl Gather {
         Ok(answer)
     }
 
-    /// The merged answer for a profile: every endpoint folds it and answers its top-k.
-    pub async fn answer_profile(&self, body: &[u8], k: u32) -> Result<Value, ApiError> {
+    /// The merged answer for a profile, in two rounds as one process would compute it:
+    /// every endpoint folds the profile and gives its users nearest to it; the coordinator
+    /// smooths the folded embedding towards the nearest of all of them, then asks every
+    /// endpoint for its top k of the smoothed embedding.
+    pub async fn answer_profile(&self, body: &[u8], q: &Query) -> Result<Value, ApiError> {
         let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let mut answer: Option<Value> = None;
-        let mut lists = Vec::new();
+        let first = json!({"profile": request["profile"]});
+        let mut folds: Vec<(String, Value)> = Vec::new();
         let mut missing = Vec::new();
         let mut refusal: Option<(StatusCode, Value)> = None;
-        for (endpoint, result) in self.fan_out(&self.endpoints, "/predict", &request).await {
+        for (endpoint, result) in self.fan_out(&self.endpoints, "/shard/search", &first).await {
             match result {
-                Ok((StatusCode::OK, mut v)) => {
-                    let version = v["model_version"].clone();
-                    let agrees = answer
-                        .as_ref()
-                        .is_none_or(|a| a["model_version"] == version);
+                Ok((StatusCode::OK, v)) => {
+                    let agrees = folds
+                        .first()
+                        .is_none_or(|(_, f)| f["model_version"] == v["model_version"]);
                     if agrees {
-                        lists.push(take_list(&mut v));
-                        answer.get_or_insert(v);
+                        folds.push((endpoint, v));
                     } else {
                         missing.push(Missing {
                             endpoint,
-                            reason: format!("serves model version {version}"),
+                            reason: format!("serves model version {}", v["model_version"]),
                         });
                     }
                 }
@@ -233,7 +239,7 @@ impl Gather {
                 Err(reason) => missing.push(Missing { endpoint, reason }),
             }
         }
-        let Some(mut answer) = answer else {
+        let Some((_, fold)) = folds.first() else {
             if let Some((status, v)) = refusal {
                 return Err(ApiError::relayed(status, v));
             }
@@ -242,10 +248,69 @@ impl Gather {
                 missing.iter().map(|m| m.endpoint.clone()).collect(),
             ));
         };
-        answer["similar_users"] = merge_lists(lists, k as usize);
+        let folded = Embedding(bits_to_f32(&fold["folded"]["vector"]));
+        let smoothed = match fold["smoothing"].as_array() {
+            Some(s) if s.len() == 2 => {
+                let n = s[0].as_u64().unwrap_or(0) as usize;
+                let weight = s[1].as_f64().unwrap_or(0.0) as f32;
+                let mut near: Vec<(f64, u64, Embedding)> = folds
+                    .iter()
+                    .flat_map(|(_, f)| f["near"].as_array().cloned().unwrap_or_default())
+                    .filter_map(|t| {
+                        Some((
+                            t[1].as_f64()?,
+                            t[0].as_u64()?,
+                            Embedding(bits_to_f32(&t[2])),
+                        ))
+                    })
+                    .collect();
+                near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                near.truncate(n);
+                let points: Vec<&Embedding> = near.iter().map(|x| &x.2).collect();
+                smooth_towards(&folded, &points, weight)
+            }
+            _ => folded,
+        };
+        let version = fold["model_version"].clone();
+        let mut second = json!({
+            "vector": smoothed.0.iter().map(|x| x.to_bits()).collect::<Vec<u32>>(),
+            "features": fold["folded"]["features"],
+            "model_version": version,
+            "k": q.k,
+        });
+        merge_into(&mut second, &filters_json(q));
+        let answered: Vec<String> = folds.iter().map(|(e, _)| e.clone()).collect();
+        let mut lists = Vec::new();
+        for (endpoint, result) in self.fan_out(&answered, "/shard/search", &second).await {
+            match result {
+                Ok((StatusCode::OK, mut v)) => lists.push(take_list(&mut v)),
+                Ok((status, v)) => missing.push(Missing {
+                    endpoint,
+                    reason: format!("status {status}: {}", v["error"]),
+                }),
+                Err(reason) => missing.push(Missing { endpoint, reason }),
+            }
+        }
+        let mut answer = json!({
+            "model_version": version,
+            "matched": fold["matched"],
+            "unknown_tags": fold["unknown_tags"],
+            "similar_users": merge_lists(lists, q.k as usize),
+        });
         flag(&mut answer, &missing);
         Ok(answer)
     }
+}
+
+/// `f32` components from a JSON array of their bit patterns (0 for anything else).
+fn bits_to_f32(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|x| f32::from_bits(x.as_u64().unwrap_or(0) as u32))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Runs the futures concurrently on this task (they borrow the coordinator, so they are
@@ -356,7 +421,7 @@ async fn predict(State(g): State<Arc<Gather>>, headers: HeaderMap, body: Bytes) 
     };
     let result = match &q.subject {
         Subject::Handle(h) => g.answer_handle(*h, &q).await,
-        Subject::Profile(_) => g.answer_profile(&body, q.k).await,
+        Subject::Profile(_) => g.answer_profile(&body, &q).await,
         Subject::Handles(hs) => {
             let answers = futures_join_all(hs.iter().map(|&h| g.answer_handle(h, &q))).await;
             let results: Vec<Value> = hs
