@@ -20,6 +20,16 @@ pub fn build(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
     (index, order)
 }
 
+/// [`build`] on one thread: the same points and seed always give the same bytes (the
+/// parallel build inserts points in a racy order). A split run's shard step uses it, so
+/// a retried step rewrites identical artifacts; its parallelism is across shard tasks.
+pub fn build_reproducible(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
+    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(|| build(points, params)),
+        Err(_) => build(points, params),
+    }
+}
+
 /// A reproducible sample of `count` distinct rows out of `n` (all rows when `count >= n`).
 pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
     if count >= n {
@@ -198,6 +208,24 @@ mod tests {
         // and the merged search over the shards keeps recall@10 at least 0.95.
         let r = recall(&shards, &sample_rows(3000, 1000, 3), 10, 2);
         assert!(r >= 0.95, "recall@10 = {r}");
+    }
+
+    #[test]
+    fn the_same_points_and_seed_build_the_same_bytes_on_one_thread() {
+        // A split run's shard step may be retried after a crash between its two writes;
+        // the artifacts are immutable, so a retry must produce the same bytes.
+        let points = clustered(2000, 16, 20, 5);
+        let params = HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: true,
+            seed: 9,
+        };
+        let a = build_reproducible(points.clone(), &params);
+        let b = build_reproducible(points, &params);
+        assert_eq!(a.1, b.1);
+        let bytes = |i: &Index| kindred_core::artifact::encode("i", i).unwrap();
+        assert!(bytes(&a.0) == bytes(&b.0), "the two builds differ");
     }
 
     #[test]

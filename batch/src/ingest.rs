@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Name of the course views file (required).
 pub const VIEWS: &str = "user_course_views.csv";
@@ -62,7 +62,7 @@ pub enum IngestError {
 }
 
 /// Why a row was skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipReason {
     /// Not the header's number of fields.
@@ -96,7 +96,7 @@ impl SkipReason {
 }
 
 /// What happened to one file.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FileReport {
     /// File name.
     pub file: String,
@@ -109,7 +109,7 @@ pub struct FileReport {
     /// Rows skipped, by reason.
     pub skipped: BTreeMap<SkipReason, u64>,
     /// File-specific observations that did not skip the row (e.g. empty tags, case variants).
-    pub quirks: BTreeMap<&'static str, u64>,
+    pub quirks: BTreeMap<String, u64>,
     /// The first few skipped rows: `file:line: reason`.
     pub examples: Vec<String>,
 }
@@ -131,7 +131,7 @@ impl FileReport {
     }
 
     fn quirk(&mut self, what: &'static str) {
-        *self.quirks.entry(what).or_default() += 1;
+        *self.quirks.entry(what.to_owned()).or_default() += 1;
     }
 
     /// Total rows skipped.
@@ -421,7 +421,9 @@ fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         }
     })?;
     let untagged = ds.course_tags.iter().filter(|t| t.is_empty()).count() as u64;
-    report.quirks.insert("courses_without_tags", untagged);
+    report
+        .quirks
+        .insert("courses_without_tags".to_owned(), untagged);
     if report.used == 0 {
         return Err(IngestError::Unusable {
             file: COURSE_TAGS,
@@ -528,7 +530,7 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let before = pairs.len();
     pairs.dedup();
     report.quirks.insert(
-        "same_interest_followed_again",
+        "same_interest_followed_again".to_owned(),
         (before - pairs.len()) as u64,
     );
     ds.interests = pairs;

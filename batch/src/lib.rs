@@ -7,6 +7,7 @@ pub mod index;
 pub mod ingest;
 pub mod matrix;
 pub mod model_report;
+pub mod pipeline;
 pub mod report;
 pub mod smooth;
 pub mod svd;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use kindred_batch::matrix::Transform;
 use kindred_batch::train::{Evaluate, Method};
-use kindred_batch::{report, train};
+use kindred_batch::{pipeline, report, train};
 use kindred_core::registry;
 use kindred_core::store::Store;
 
@@ -37,6 +37,37 @@ enum Command {
     /// nothing) and report cohort precision@10 (generated data), hold-out recall@10 and
     /// index recall@10, each with its chance level.
     Eval(EvalArgs),
+    /// Split run, step 1 of 3 (run once): read the CSVs, factorise, embed and smooth all
+    /// users, split them into shards and stage one input per shard in the store under
+    /// staging/<run>/ (with shards.json, the list a Step Functions Distributed Map reads).
+    Prepare(PrepareArgs),
+    /// Split run, step 2 of 3 (once per shard, in parallel): build one shard's HNSW index
+    /// and write its user table and index into the version.
+    BuildShard {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+        /// The run's name, as given to `prepare`.
+        #[arg(long, env = "KINDRED_RUN")]
+        run: String,
+        /// The shard to build.
+        #[arg(long, env = "KINDRED_SHARD")]
+        shard: u32,
+    },
+    /// Split run, step 3 of 3 (run once): load every shard as the function will, measure
+    /// recall@10 over all of them, write the report and manifest and move the pointer.
+    Publish {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+        /// The run's name, as given to `prepare`.
+        #[arg(long, env = "KINDRED_RUN")]
+        run: String,
+        /// The data folder, for cohort precision when it holds a generator's
+        /// ground_truth.csv (optional).
+        #[arg(long, env = "KINDRED_DATA")]
+        data: Option<PathBuf>,
+    },
     /// Show the store's current version and its manifest.
     Show {
         /// Model store: a folder or s3://bucket/prefix.
@@ -67,6 +98,16 @@ struct EvalArgs {
     /// Also write every method's run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct PrepareArgs {
+    /// A name for this run (letters, digits, '-', '_'): later steps find its staging
+    /// objects by it (in AWS, the Step Functions execution name).
+    #[arg(long, env = "KINDRED_RUN")]
+    run: String,
+    #[command(flatten)]
+    train: TrainArgs,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +246,42 @@ fn init_logs(format: LogFormat) {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Train(args) => run_train(args).await,
+        Command::Prepare(args) => {
+            anyhow::ensure!(!args.train.dry_run, "--dry-run does not apply to prepare");
+            let cfg = config_from(&args.train)?;
+            let store = Store::open(&args.train.store).await?;
+            let plan = pipeline::prepare(&store, &cfg, &args.run).await?;
+            println!(
+                "prepared run {} for version {}: {} shard(s) of {} users in total",
+                plan.run,
+                plan.version,
+                plan.shards.len(),
+                plan.shards.iter().map(|s| s.users).sum::<u64>()
+            );
+            Ok(())
+        }
+        Command::BuildShard { store, run, shard } => {
+            let store = Store::open(&store).await?;
+            let done = pipeline::build_shard(&store, &run, shard).await?;
+            println!(
+                "built shard {} of run {run}: {} users in {:.1} s",
+                done.id, done.users, done.seconds
+            );
+            Ok(())
+        }
+        Command::Publish { store, run, data } => {
+            let store = Store::open(&store).await?;
+            let (published, summary) = pipeline::publish(&store, &run, data.as_deref()).await?;
+            let location = kindred_core::ObjectStore::location(&store);
+            print!(
+                "{}",
+                report::render(
+                    &summary,
+                    Some((published.version.as_str(), location.as_str()))
+                )
+            );
+            Ok(())
+        }
         Command::Eval(args) => tokio::task::spawn_blocking(move || run_eval(args)).await?,
         Command::Show { store } => {
             let store = Store::open(&store).await?;
@@ -259,8 +336,9 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
-    let mut cfg = train::config_for(args.method, args.data);
+/// The training configuration the flags describe.
+fn config_from(args: &TrainArgs) -> anyhow::Result<train::TrainConfig> {
+    let mut cfg = train::config_for(args.method, args.data.clone());
     if let Some(rank) = args.rank {
         cfg.rank = rank;
     }
@@ -305,6 +383,11 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         cfg.threads = t.max(1);
     }
     anyhow::ensure!(cfg.rank >= 1, "--rank must be at least 1");
+    Ok(cfg)
+}
+
+async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let cfg = config_from(&args)?;
     // Open the store before the long computation so a bad location fails fast.
     let store = if args.dry_run {
         None

@@ -13,7 +13,7 @@ use kindred_core::artifact::{
 };
 use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
 use kindred_core::shard::{self, ShardEntry, Shards};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::ingest::{self, Dataset, FileReport};
@@ -25,7 +25,7 @@ use crate::{eval, index};
 pub const BLOCK_NAMES: [&str; 4] = ["views", "interests", "assessments", "courses"];
 
 /// A preset of the whole weighting, for side-by-side comparisons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Kindred's default: the baseline with interests weighted twice, assessments at half
@@ -42,7 +42,7 @@ pub enum Method {
 }
 
 /// Everything that shapes a model.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// The preset this configuration started from.
     pub method: Method,
@@ -104,16 +104,16 @@ impl TrainConfig {
 }
 
 /// Wall time of one stage.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageTime {
     /// Stage name.
-    pub stage: &'static str,
+    pub stage: String,
     /// Seconds.
     pub seconds: f64,
 }
 
 /// What a training run read, built and measured.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunSummary {
     /// One report per input file.
     pub files: Vec<FileReport>,
@@ -130,7 +130,7 @@ pub struct RunSummary {
     /// Tag vocabulary size (all files, after case folding).
     pub tags: usize,
     /// Matrix columns, per block.
-    pub columns: HashMap<&'static str, usize>,
+    pub columns: HashMap<String, usize>,
     /// Matrix non-zeros.
     pub nonzeros: usize,
     /// SVD rank used.
@@ -224,7 +224,10 @@ impl Stages {
             bar.finish_and_clear();
         }
         info!(stage, seconds, "stage done");
-        self.times.push(StageTime { stage, seconds });
+        self.times.push(StageTime {
+            stage: stage.to_owned(),
+            seconds,
+        });
         out
     }
 }
@@ -242,7 +245,7 @@ pub struct Fitted {
     /// Matrix non-zeros.
     pub nonzeros: usize,
     /// Matrix columns per block.
-    pub columns: HashMap<&'static str, usize>,
+    pub columns: HashMap<String, usize>,
     /// Users with at least one view row.
     pub users_with_views: usize,
     /// The fold-in projection for profile queries.
@@ -256,14 +259,14 @@ impl Fitted {
     }
 }
 
-/// Builds the matrix, factorises it and indexes the embeddings, with the (handle, tag)
-/// pairs in `hidden` left out of the data (for the hold-out measure).
-pub fn fit(
+/// Builds the matrix, factorises it and computes the (smoothed) embeddings, with the
+/// (handle, tag) pairs in `hidden` left out of the data.
+pub fn embed(
     ds: &Dataset,
     cfg: &TrainConfig,
     hidden: &HashSet<(u64, u32)>,
     stages: &mut Stages,
-) -> Result<Fitted, TrainError> {
+) -> Result<Embedded, TrainError> {
     let built = stages.run("matrix", || build_matrix_hiding(ds, cfg, hidden));
     let Built {
         handles,
@@ -300,30 +303,88 @@ pub fn fit(
             )
         });
     }
-    let point_handles: Vec<u64> = kept.iter().map(|&row| handles[row]).collect();
+    let mut summaries = summaries;
+    let users: Vec<UserSummary> = kept
+        .iter()
+        .map(|&row| {
+            let mut u = std::mem::take(&mut summaries[row]);
+            u.features = strongest_features(&csr, &columns, row, cfg.explain_features);
+            u
+        })
+        .collect();
+    let mut col_counts = HashMap::new();
+    for c in &columns {
+        *col_counts
+            .entry(BLOCK_NAMES[c.block].to_owned())
+            .or_default() += 1;
+    }
+    Ok(Embedded {
+        handles,
+        points,
+        users,
+        svd,
+        nonzeros: csr.nnz(),
+        columns: col_counts,
+        users_with_views,
+        projection,
+    })
+}
+
+/// Everything a fit computes before the index: the once-per-run work of a sharded
+/// training (see [`crate::pipeline`]).
+pub struct Embedded {
+    /// All handles seen, by matrix row.
+    pub handles: Vec<u64>,
+    /// Unit (smoothed) embeddings of the users with any signal.
+    pub points: Vec<Embedding>,
+    /// Their summaries, `users[i]` for `points[i]`.
+    pub users: Vec<UserSummary>,
+    /// The decomposition.
+    pub svd: svd::Svd,
+    /// Matrix non-zeros.
+    pub nonzeros: usize,
+    /// Matrix columns per block.
+    pub columns: HashMap<String, usize>,
+    /// Users with at least one view row.
+    pub users_with_views: usize,
+    /// The fold-in projection for profile queries.
+    pub projection: Projection,
+}
+
+/// Builds the matrix, factorises it and indexes the embeddings, with the (handle, tag)
+/// pairs in `hidden` left out of the data (for the hold-out measure).
+pub fn fit(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    hidden: &HashSet<(u64, u32)>,
+    stages: &mut Stages,
+) -> Result<Fitted, TrainError> {
+    let Embedded {
+        handles,
+        points,
+        mut users,
+        svd,
+        nonzeros,
+        columns,
+        users_with_views,
+        projection,
+    } = embed(ds, cfg, hidden, stages)?;
+    let point_handles: Vec<u64> = users.iter().map(|u| u.handle).collect();
     let shard_count = cfg.shard_count(points.len());
     let (shards, order) = stages.run("index", || {
         index::build_sharded(points, &point_handles, shard_count, &cfg.hnsw, cfg.threads)
     });
-    let mut summaries = summaries;
-    for &row in &kept {
-        summaries[row].features = strongest_features(&csr, &columns, row, cfg.explain_features);
-    }
     let users: Vec<UserSummary> = order
         .iter()
-        .map(|&i| std::mem::take(&mut summaries[kept[i as usize]]))
+        .map(|&i| std::mem::take(&mut users[i as usize]))
         .collect();
-    let mut col_counts = HashMap::new();
-    for c in &columns {
-        *col_counts.entry(BLOCK_NAMES[c.block]).or_default() += 1;
-    }
     Ok(Fitted {
         handles,
         shards,
         users,
         svd,
-        nonzeros: csr.nnz(),
-        columns: col_counts,
+        nonzeros,
+        columns,
         users_with_views,
         projection,
     })
@@ -340,7 +401,14 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         index::recall(&fitted.shards, &sample, 10, cfg.threads)
     });
     let quality = evaluate(&ds, cfg, &fitted, recall, &mut stages)?;
-    let pictures = stages.run("pictures", || Pictures::of(&fitted, cfg));
+    let pictures = stages.run("pictures", || {
+        Pictures::of(
+            &fitted.shards,
+            &fitted.users,
+            &fitted.svd.singular_values,
+            cfg.eval_sample,
+        )
+    });
 
     let Fitted {
         handles,
@@ -444,22 +512,27 @@ pub const REPORT: &str = "report.html";
 const MAP_USERS: usize = 3000;
 
 /// What the HTML model report plots, gathered from a fit.
-struct Pictures {
+pub struct Pictures {
     singular_values: Vec<f64>,
     similarities: Vec<f32>,
     map: Vec<crate::model_report::MapPoint>,
 }
 
 impl Pictures {
-    fn of(fitted: &Fitted, cfg: &TrainConfig) -> Pictures {
-        let n = fitted.users.len();
-        let sample = index::sample_rows(n, cfg.eval_sample, 23);
+    /// Gathers the pictures of a model: `users[i]` is row `i` of `shards`.
+    pub fn of(
+        shards: &Shards,
+        users: &[UserSummary],
+        singular_values: &[f64],
+        eval_sample: usize,
+    ) -> Pictures {
+        let n = users.len();
+        let sample = index::sample_rows(n, eval_sample, 23);
         let mut similarities = Vec::with_capacity(sample.len() * 10);
         for &row in &sample {
-            let q = fitted.shards.embedding(row);
+            let q = shards.embedding(row);
             similarities.extend(
-                fitted
-                    .shards
+                shards
                     .approximate(q, 10, Some(row))
                     .iter()
                     .map(|n| n.similarity),
@@ -467,7 +540,7 @@ impl Pictures {
         }
         // Components 2 and 3: the first mostly says how much of the popular tags a
         // user has (the matrix is not centred), the next two separate tastes.
-        let (cx, cy) = if fitted.svd.singular_values.len() >= 3 {
+        let (cx, cy) = if singular_values.len() >= 3 {
             (1, 2)
         } else {
             (0, 1)
@@ -476,7 +549,7 @@ impl Pictures {
         // feature, and each user's strongest feature among those 10 (grey if none).
         let rows = index::sample_rows(n, MAP_USERS, 29);
         let by_weight = |row: u32| {
-            let mut f: Vec<&Feature> = fitted.users[row as usize].features.iter().collect();
+            let mut f: Vec<&Feature> = users[row as usize].features.iter().collect();
             f.sort_by(|a, b| b.weight.total_cmp(&a.weight));
             f
         };
@@ -492,7 +565,7 @@ impl Pictures {
         let map = rows
             .into_iter()
             .filter_map(|row| {
-                let e = &fitted.shards.embedding(row).0;
+                let e = &shards.embedding(row).0;
                 let group = by_weight(row)
                     .iter()
                     .map(|f| f.tag)
@@ -502,18 +575,25 @@ impl Pictures {
                     x: *e.get(cx)?,
                     y: *e.get(cy)?,
                     group,
-                    handle: fitted.users[row as usize].handle,
+                    handle: users[row as usize].handle,
                 })
             })
             .collect();
         Pictures {
-            singular_values: fitted.svd.singular_values.clone(),
+            singular_values: singular_values.to_vec(),
             similarities,
             map,
         }
     }
 
-    fn render(&self, version: &str, created_at: &str, s: &RunSummary, tags: &[String]) -> String {
+    /// The HTML model report.
+    pub fn render(
+        &self,
+        version: &str,
+        created_at: &str,
+        s: &RunSummary,
+        tags: &[String],
+    ) -> String {
         let q = &s.quality;
         let opt =
             |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.3}"));
@@ -577,7 +657,7 @@ impl Pictures {
 }
 
 /// The quality figures of a run, when measured (see [`crate::eval`]).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Quality {
     /// Index recall@10 against exact search.
     pub index_recall_at_10: f64,
@@ -655,7 +735,7 @@ pub const HOLDOUT_SHARE: f64 = 0.2;
 pub const AUTO_HOLDOUT_MAX_USERS: usize = 200_000;
 
 /// When the training run measures hold-out recall (which costs a second fit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Evaluate {
     /// Up to 200,000 users.
