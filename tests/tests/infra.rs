@@ -554,7 +554,10 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
 fn scheduler_role_runs_only_the_training_task() {
     // Given the EventBridge schedule and the role it assumes,
     let t = template();
-    let schedules = of_type(&t, "AWS::Scheduler::Schedule");
+    let schedules: Vec<_> = of_type(&t, "AWS::Scheduler::Schedule")
+        .into_iter()
+        .filter(|(name, _)| *name == "BatchTrainingSchedule")
+        .collect();
     assert_eq!(schedules.len(), 1);
     let target = &schedules[0].1["Properties"]["Target"];
     assert_eq!(target["RoleArn"], get_att("BatchSchedulerRole", "Arn"));
@@ -595,6 +598,98 @@ fn scheduler_role_runs_only_the_training_task() {
         2,
         "RunTask and PassRole are both needed: {seen:?}"
     );
+}
+
+#[test]
+fn split_training_runs_prepare_a_distributed_map_of_shard_tasks_and_publish() {
+    // Given the split training state machine,
+    let t = template();
+    let machine = resource(&t, "SplitTrainingStateMachine");
+    let props = &machine["Properties"];
+    assert_eq!(props["RoleArn"], get_att("SplitTrainingRole", "Arn"));
+    let def = &props["Definition"];
+    let states = &def["States"];
+    // then it prepares once, maps over the shard list `prepare` wrote, and publishes,
+    assert_eq!(def["StartAt"], "Prepare");
+    assert_eq!(states["Prepare"]["Next"], "BuildShards");
+    assert_eq!(states["BuildShards"]["Next"], "Publish");
+    assert_eq!(states["Publish"]["End"], true);
+    let map = &states["BuildShards"];
+    assert_eq!(map["Type"], "Map");
+    assert_eq!(
+        map["ItemProcessor"]["ProcessorConfig"]["Mode"],
+        "DISTRIBUTED"
+    );
+    assert_eq!(
+        map["ItemReader"]["Resource"],
+        "arn:aws:states:::s3:getObject"
+    );
+    let key = map["ItemReader"]["Parameters"]["Key.$"].as_str().unwrap();
+    assert!(
+        key.contains("/staging/{}/shards.json") && key.contains("$$.Execution.Name"),
+        "{key}"
+    );
+    // each step an ECS task of the batch image running its kindred-batch subcommand,
+    let shard = &map["ItemProcessor"]["States"]["BuildShard"];
+    let steps = [
+        (&states["Prepare"], "${PrepareTask}", "'prepare'"),
+        (shard, "${ShardTask}", "'build-shard'"),
+        (&states["Publish"], "${ShardTask}", "'publish'"),
+    ];
+    for (state, task, command) in steps {
+        assert_eq!(
+            state["Resource"], "arn:aws:states:::ecs:runTask.sync",
+            "{state}"
+        );
+        assert_eq!(state["Parameters"]["TaskDefinition"], task);
+        let cmd = state["Parameters"]["Overrides"]["ContainerOverrides"][0]["Command.$"]
+            .as_str()
+            .unwrap();
+        assert!(cmd.starts_with(&format!("States.Array({command}")), "{cmd}");
+    }
+    let subs = &props["DefinitionSubstitutions"];
+    assert_eq!(subs["PrepareTask"], reference("BatchTaskDefinition"));
+    assert_eq!(subs["ShardTask"], reference("BatchShardTaskDefinition"));
+    // and its role may run those two task definitions, watch them, read the staging
+    // prefix and run its own map, nothing else.
+    let mut seen = BTreeSet::new();
+    for s in role_statements(&t, "SplitTrainingRole") {
+        for a in actions(s) {
+            match a.as_str() {
+                "ecs:RunTask" => {
+                    let defs: Vec<&Value> = items(&s["Resource"]);
+                    assert_eq!(
+                        defs,
+                        [
+                            &reference("BatchTaskDefinition"),
+                            &reference("BatchShardTaskDefinition")
+                        ],
+                        "{s}"
+                    );
+                }
+                "s3:GetObject" => {
+                    let r = sub_template(&s["Resource"]).unwrap_or_default();
+                    assert!(r.ends_with("${ModelPrefix}/staging/*"), "{s}");
+                }
+                "ecs:DescribeTasks"
+                | "ecs:StopTask"
+                | "events:PutTargets"
+                | "events:PutRule"
+                | "events:DescribeRule"
+                | "iam:PassRole"
+                | "states:StartExecution"
+                | "states:DescribeExecution"
+                | "states:StopExecution" => {}
+                other => panic!("the split training role may not {other}"),
+            }
+            seen.insert(a);
+        }
+    }
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    // The schedule that starts it is off unless asked for.
+    let schedule = &resource(&t, "SplitTrainingSchedule")["Properties"];
+    assert_eq!(schedule["State"], reference("SplitScheduleState"));
+    assert_eq!(t["Parameters"]["SplitScheduleState"]["Default"], "DISABLED");
 }
 
 // ------------------------------------------------------------------------------ resources
