@@ -16,7 +16,7 @@ W, H, L, R, T, B = 760, 420, 70, 190, 30, 50
 
 def main():
     with open(os.path.join(HERE, "scale.csv")) as f:
-        rows = [r for r in csv.DictReader(f) if not r["users"].startswith("#")]
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     users = [float(r["users"]) for r in rows]
     ys = [float(r[s]) for r in rows for s, _ in STAGES if r[s]]
     x0, x1 = math.log10(min(users)) - 0.1, math.log10(max(users) * 100) + 0.1
@@ -43,7 +43,7 @@ def main():
             label = {1e4: "10k", 1e5: "100k", 1e6: "1M", 1e7: "10M", 1e8: "100M"}[u]
             out.append(f'<text x="{x:.1f}" y="{H - B + 16}" text-anchor="middle">{label}</text>')
     out.append(f'<text x="{(L + W - R) / 2:.0f}" y="{H - 10}" text-anchor="middle">'
-               'users (log scale); dashed: projected from the 100k-1M slope</text>')
+               'users (log scale); dashed: projected from the slope of the last two measured points</text>')
     goal = py(600)
     out.append(f'<line x1="{L}" x2="{W - R}" y1="{goal:.1f}" y2="{goal:.1f}" '
                'stroke="#e15759" stroke-dasharray="2,3"/>')

@@ -8,8 +8,10 @@
 //! | `build-shard N` | the HNSW index of shard N | the plan and `input-N` | `models/<v>/users-N.bin`, `index-N.bin`; `staging/<run>/done-N.json` |
 //! | `publish` | index recall@10 and the report over all shards, as the function will load them | the plan, every `done`, every artifact | `models/<v>/report.html`, `manifest.json`, then the pointer |
 //!
-//! Every step can be retried: staging objects are overwritten, artifacts are written
-//! "if absent" and an identical one already there counts as written. The version's name
+//! Every step can be retried: staging objects are overwritten; artifacts are written
+//! "if absent" and an identical one already there counts as written (shards build on one
+//! thread, so a rebuilt shard is byte for byte the same); a retried `publish` keeps the
+//! report, manifest and pointer of an attempt that got that far. The version's name
 //! is chosen by `prepare` and kept in the plan, so every step of one run agrees on it;
 //! `<run>` is the caller's name for the run (the Step Functions execution name).
 
@@ -474,9 +476,26 @@ pub async fn publish<S: ObjectStore>(
     .map_err(|e| kindred_core::Error::Inconsistent(format!("publish task failed: {e}")))?;
     manifest.recall_at_10 = summary.recall_at_10;
     manifest.training = serde_json::to_value(&summary).unwrap_or_default();
-    manifest.artifacts.push(
-        registry::put_artifact(store, &plan.version, train::REPORT, html.into_bytes()).await?,
-    );
+    // A retried publish keeps the report its first attempt wrote (it differs only in
+    // timings); `commit` likewise keeps that attempt's manifest and pointer.
+    let report = match registry::put_artifact(
+        store,
+        &plan.version,
+        train::REPORT,
+        html.into_bytes(),
+    )
+    .await
+    {
+        Err(kindred_core::Error::PreconditionFailed { key }) => {
+            let obj = store
+                .get(&key)
+                .await?
+                .ok_or(kindred_core::Error::PreconditionFailed { key })?;
+            ArtifactEntry::describe(train::REPORT, &obj.bytes)
+        }
+        other => other?,
+    };
+    manifest.artifacts.push(report);
     let published = registry::commit(store, manifest).await?;
     Ok((published, summary))
 }

@@ -507,7 +507,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
 }
 
 /// Object name of the HTML model report inside a version folder.
-pub const REPORT: &str = "report.html";
+pub const REPORT: &str = artifact::REPORT;
 /// Users drawn on the report's map.
 const MAP_USERS: usize = 3000;
 

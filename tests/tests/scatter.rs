@@ -214,6 +214,20 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
         assert_eq!(body["error"], "shard unavailable");
         assert!(retry.is_some());
     }
+    // A coordinator that knows only the server of shards 0-1 answers their users,
+    // flagged partial because shard 2 has no server, and gives 503 for shard 2's users.
+    let (_lone, lone) = serve(&["--scatter", &a.endpoint(), "--shard-timeout-ms", "500"]);
+    let (status, gap, _) = post(lone, &format!(r#"{{"user_handle": {of_a}}}"#));
+    assert_eq!(status, 200, "{gap}");
+    assert_eq!(gap["partial"], true, "{gap}");
+    let reason = gap["shards_missing"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("[2]") && reason.contains("no endpoint"),
+        "{gap}"
+    );
+    assert_eq!(post(lone, &format!(r#"{{"user_handle": {of_b}}}"#)).0, 503);
     // When shard 2 is back, answers are whole again.
     b.set(ProxyMode::Pass);
     let (status, back, _) = post(coord, &format!(r#"{{"user_handle": {of_b}}}"#));

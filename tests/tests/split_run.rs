@@ -141,6 +141,14 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
     );
     assert!(published.contains("published: version"), "{published}");
     assert!(published.contains("cohort precision@10 0."), "{published}");
+    // (a retried publish succeeds and changes nothing),
+    let pointer = std::fs::read(split.join("current.json")).unwrap();
+    let again = run_ok(
+        "kindred-batch",
+        &["publish", "--store", split_s, "--run", "r1"],
+    );
+    assert!(again.contains("published: version"), "{again}");
+    assert_eq!(std::fs::read(split.join("current.json")).unwrap(), pointer);
     // then the split version verifies, lists 3 shards and carries its recall,
     let shown = run_ok("kindred-batch", &["show", "--store", split_s]);
     assert!(shown.contains("verified, 3000 users"), "{shown}");

@@ -1,12 +1,13 @@
 //! The model format: what one published version holds and how it is verified.
 //!
-//! A version is a folder `models/<version>/` with three objects:
+//! A version is a folder `models/<version>/` with these objects (and `report.html`):
 //!
 //! | object | encoding | content |
 //! |---|---|---|
 //! | `manifest.json` | JSON | [`Manifest`]: format version, parameters, counts, quality figures, size and SHA-256 of every artifact |
 //! | `users.bin` | bincode 2 | [`UserTable`]: tag vocabulary and one [`UserSummary`] per user |
 //! | `index.bin` | bincode 2 | [`Index`]: the HNSW graph over the users' unit embeddings |
+//! | `projection.bin` | bincode 2 | [`crate::projection::Projection`]: the fold-in basis for profile queries (optional) |
 //!
 //! Row `i` of the user table is point `i` of the index, so a user's embedding is read
 //! from the index itself and stored only once.
@@ -52,6 +53,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const USERS: &str = "users.bin";
 /// Object name of the index inside a version folder.
 pub const INDEX: &str = "index.bin";
+/// Object name of the HTML model report inside a version folder (not read by loaders).
+pub const REPORT: &str = "report.html";
 
 /// A unit-length user embedding; distance is `1 - cosine`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -194,18 +194,45 @@ async fn commit_from<S: ObjectStore>(
         name: MANIFEST.into(),
         message: e.to_string(),
     })?;
+    let manifest_key = version_key(&version, MANIFEST);
+    let mut manifest = manifest;
+    let mut digest = artifact::sha256_hex(&manifest_bytes);
+    match store
+        .put(&manifest_key, manifest_bytes, Precondition::IfAbsent)
+        .await
+    {
+        Ok(()) => {}
+        // A retried commit (the publish step of a split run) finds the manifest its first
+        // attempt wrote: that one stands, if it is a manifest of this version with the
+        // same artifacts.
+        Err(Error::PreconditionFailed { key }) => {
+            let existing = store
+                .get(&key)
+                .await?
+                .ok_or(Error::PreconditionFailed { key: key.clone() })?;
+            let parsed = Manifest::parse(&existing.bytes)?;
+            let same = parsed.version == version
+                && parsed
+                    .artifacts
+                    .iter()
+                    .filter(|a| a.name != crate::artifact::REPORT)
+                    .eq(manifest
+                        .artifacts
+                        .iter()
+                        .filter(|a| a.name != crate::artifact::REPORT));
+            if !same {
+                return Err(Error::PreconditionFailed { key });
+            }
+            digest = artifact::sha256_hex(&existing.bytes);
+            manifest = parsed;
+        }
+        Err(e) => return Err(e),
+    }
     let pointer = Pointer {
         version: version.clone(),
-        manifest_sha256: artifact::sha256_hex(&manifest_bytes),
+        manifest_sha256: digest,
         updated_at: now_rfc3339(),
     };
-    store
-        .put(
-            &version_key(&version, MANIFEST),
-            manifest_bytes,
-            Precondition::IfAbsent,
-        )
-        .await?;
     let pointer_bytes = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Encode {
         name: POINTER.into(),
         message: e.to_string(),
@@ -215,6 +242,16 @@ async fn commit_from<S: ObjectStore>(
     for _attempt in 0..5 {
         let (condition, previous) = match &current {
             None => (Precondition::IfAbsent, None),
+            // Already current (a retried commit whose first attempt moved the pointer).
+            Some((p, _))
+                if p.version == version && p.manifest_sha256 == pointer.manifest_sha256 =>
+            {
+                return Ok(Published {
+                    version,
+                    previous: None,
+                    manifest,
+                });
+            }
             Some((p, etag)) => {
                 if p.version >= version {
                     return Err(Error::StaleVersion {

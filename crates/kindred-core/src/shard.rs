@@ -208,10 +208,24 @@ impl Shards {
 
     /// The `k` rows most similar to `query`, never `exclude`: an exact scan when the
     /// shards keep flat embeddings, the HNSW indexes otherwise; per-shard results merged.
+    /// A shard whose index returns fewer than it could (the search considers at most
+    /// `ef_search` candidates, so for `k` above it) is scanned exactly instead, so the
+    /// merge never misses what one index would have fallen back to.
     pub fn nearest(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
-        self.merge(k, |s| match &s.flat {
-            Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
-            None => query::approximate(&s.index, query, k, s.local(exclude)),
+        self.merge(k, |s| {
+            let excluded = s.local(exclude);
+            match &s.flat {
+                Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, excluded),
+                None => {
+                    let found = query::approximate(&s.index, query, k, excluded);
+                    let possible = k.min(s.len() - usize::from(excluded.is_some()));
+                    if found.len() < possible {
+                        query::exact(&s.index, query, k, excluded)
+                    } else {
+                        found
+                    }
+                }
+            }
         })
     }
 

@@ -82,7 +82,7 @@ fn stage_of(req: &Request) -> Option<&str> {
 }
 
 /// Takes a named stage off the front of the path (`/testStage/predict` to `/predict`).
-async fn strip_stage(mut req: Request) -> Request {
+pub(crate) async fn strip_stage(mut req: Request) -> Request {
     let mut base = BasePath::default();
     if let Some(stage) = stage_of(&req) {
         let prefix = format!("/{stage}");
@@ -471,6 +471,7 @@ fn unknown_user(model: &Model, handle: u64) -> ApiError {
                 "user_handle": handle,
                 "shard": shard,
                 "shards_served": model.shards_held(),
+                "shard_count": model.manifest.shard_count(),
                 "model_version": model.manifest.version,
             }),
         );
@@ -971,6 +972,8 @@ pub struct ShardOwnerAnswer<'a> {
     pub answer: PredictResponse<'a>,
     /// Shards held.
     pub shards: Vec<u32>,
+    /// Shards of the model version.
+    pub shard_count: u32,
     /// The query user's embedding and features.
     pub query: ShardQuery<'a>,
 }
@@ -993,6 +996,8 @@ pub struct ShardFoldAnswer<'a> {
     pub model_version: &'a str,
     /// Shards held.
     pub shards: Vec<u32>,
+    /// Shards of the model version.
+    pub shard_count: u32,
     /// The profile's known features, largest weight first.
     pub matched: Vec<Reason<'a>>,
     /// Tags of the profile the model does not know.
@@ -1012,6 +1017,8 @@ pub struct ShardAnswer<'a> {
     pub model_version: &'a str,
     /// Shards held.
     pub shards: Vec<u32>,
+    /// Shards of the model version.
+    pub shard_count: u32,
     /// The shards' most similar users.
     pub similar_users: Vec<SimilarUser<'a>>,
 }
@@ -1079,6 +1086,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
             Ok(axum::Json(ShardFoldAnswer {
                 model_version: &model.manifest.version,
                 shards: served,
+                shard_count: model.manifest.shard_count(),
                 matched: matched_features(model, &folded),
                 unknown_tags: folded.unknown_tags.clone(),
                 folded: ShardQuery {
@@ -1100,6 +1108,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
             Ok(axum::Json(ShardOwnerAnswer {
                 answer,
                 shards: served,
+                shard_count: model.manifest.shard_count(),
                 query,
             })
             .into_response())
@@ -1121,7 +1130,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
             }
             let mut features = req.features.unwrap_or_default();
             features.retain(|f| (f.tag as usize) < model.users.tags.len() && f.weight.is_finite());
-            features.sort_by(|a, b| (a.signal, a.tag).cmp(&(b.signal, b.tag)));
+            features.sort_by_key(|f| (f.signal, f.tag));
             features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
             filters.exclude.extend(req.exclude_handle);
             // As sent: the owner's unit embedding, bit for bit.
@@ -1129,6 +1138,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
             Ok(axum::Json(ShardAnswer {
                 model_version: &model.manifest.version,
                 shards: served,
+                shard_count: model.manifest.shard_count(),
                 similar_users: similar_users(model, found, &features),
             })
             .into_response())

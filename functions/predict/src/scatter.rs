@@ -16,8 +16,10 @@
 //! its users nearest to it; the coordinator smooths the folded embedding towards the
 //! nearest of all (as one process does), then asks every endpoint for its top k.
 //! An endpoint that fails, times out or serves another version is left out and the
-//! answer says so: `"partial": true` with `shards_missing`. Only when the user's own
-//! shard cannot be reached is there no answer (503, `Retry-After`).
+//! answer says so: `"partial": true` with `shards_missing`; so does a shard of the
+//! model version that no endpoint serves. Only when the user's own shard cannot be
+//! reached is there no answer (503, `Retry-After`). Each round waits at most the timeout,
+//! so a partial answer takes up to about twice the timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,40 +148,68 @@ impl Gather {
         merge_into(&mut first, &filters);
         let round1 = self.fan_out(&self.endpoints, "/shard/search", &first).await;
         let mut missing = Vec::new();
-        let mut owner: Option<(String, Value)> = None;
+        let mut coverage = Coverage::default();
+        let mut owners: Vec<(String, Value)> = Vec::new();
         let mut unknown = false;
+        let mut owner_shard: Option<u64> = None;
         for (endpoint, result) in round1 {
             match result {
-                Ok((StatusCode::OK, v)) if owner.is_none() => owner = Some((endpoint, v)),
-                Ok((StatusCode::NOT_FOUND, v)) => {
+                Ok((StatusCode::OK, v)) if v.is_object() => {
+                    coverage.add(&v["shards"], &v["shard_count"]);
+                    owners.push((endpoint, v));
+                }
+                Ok((StatusCode::NOT_FOUND, v)) if v.is_object() => {
                     unknown |= v["error"] == "unknown user";
+                    owner_shard = owner_shard.or(v["detail"]["shard"].as_u64());
+                    coverage.count(&v["detail"]["shard_count"]);
                 }
                 Ok((status, v)) => missing.push(Missing {
                     endpoint,
-                    reason: format!("status {status}: {}", v["error"]),
+                    reason: reason(status, &v),
                 }),
                 Err(reason) => missing.push(Missing { endpoint, reason }),
             }
         }
-        let Some((owner_endpoint, mut answer)) = owner else {
-            if unknown || missing.is_empty() {
+        if owners.is_empty() {
+            if unknown {
                 return Err(ApiError::not_found_user(handle));
             }
-            warn!(handle, ?missing, "the user's shard did not answer");
+            if missing.is_empty() && owner_shard.is_none() {
+                return Err(ApiError::not_found_user(handle));
+            }
+            warn!(
+                handle,
+                ?missing,
+                ?owner_shard,
+                "no endpoint answered for the user's shard"
+            );
             return Err(ApiError::shard_unavailable(
                 handle,
                 missing.iter().map(|m| m.endpoint.clone()).collect(),
             ));
-        };
-        let query = answer
+        }
+        // The first owner gives the query; replicas or overlapping endpoints that also
+        // hold the user add their lists (duplicates are merged away).
+        let mut answer = owners[0].1.clone();
+        let (query, _, _) = answer
             .as_object_mut()
-            .and_then(|o| o.remove("query"))
-            .unwrap_or(Value::Null);
+            .map(|o| {
+                (
+                    o.remove("query"),
+                    o.remove("shards"),
+                    o.remove("shard_count"),
+                )
+            })
+            .unwrap_or_default();
+        let query = query.unwrap_or(Value::Null);
         let version = answer["model_version"].clone();
+        let mut lists: Vec<Vec<Value>> = owners.iter_mut().map(|(_, v)| take_list(v)).collect();
         let others: Vec<String> = self
             .endpoints
             .iter()
-            .filter(|e| **e != owner_endpoint && !missing.iter().any(|m| &m.endpoint == *e))
+            .filter(|e| {
+                !owners.iter().any(|(o, _)| o == *e) && !missing.iter().any(|m| &m.endpoint == *e)
+            })
             .cloned()
             .collect();
         let mut second = json!({
@@ -190,16 +220,22 @@ impl Gather {
             "k": q.k,
         });
         merge_into(&mut second, &filters);
-        let mut lists = vec![take_list(&mut answer)];
         for (endpoint, result) in self.fan_out(&others, "/shard/search", &second).await {
             match result {
-                Ok((StatusCode::OK, mut v)) => lists.push(take_list(&mut v)),
+                Ok((StatusCode::OK, mut v)) if v.is_object() => {
+                    coverage.add(&v["shards"], &v["shard_count"]);
+                    lists.push(take_list(&mut v));
+                }
                 Ok((status, v)) => missing.push(Missing {
                     endpoint,
-                    reason: format!("status {status}: {}", v["error"]),
+                    reason: reason(status, &v),
                 }),
                 Err(reason) => missing.push(Missing { endpoint, reason }),
             }
+        }
+        if missing.is_empty() {
+            // (With an endpoint missing, its shards are unknown and already reported.)
+            missing.extend(coverage.gaps());
         }
         answer["similar_users"] = merge_lists(lists, q.k as usize);
         flag(&mut answer, &missing);
@@ -218,7 +254,7 @@ impl Gather {
         let mut refusal: Option<(StatusCode, Value)> = None;
         for (endpoint, result) in self.fan_out(&self.endpoints, "/shard/search", &first).await {
             match result {
-                Ok((StatusCode::OK, v)) => {
+                Ok((StatusCode::OK, v)) if v.is_object() => {
                     let agrees = folds
                         .first()
                         .is_none_or(|(_, f)| f["model_version"] == v["model_version"]);
@@ -231,10 +267,12 @@ impl Gather {
                         });
                     }
                 }
-                Ok((status, v)) if status.is_client_error() => refusal = Some((status, v)),
+                Ok((status, v)) if status.is_client_error() && v.is_object() => {
+                    refusal = Some((status, v))
+                }
                 Ok((status, v)) => missing.push(Missing {
                     endpoint,
-                    reason: format!("status {status}: {}", v["error"]),
+                    reason: reason(status, &v),
                 }),
                 Err(reason) => missing.push(Missing { endpoint, reason }),
             }
@@ -281,15 +319,23 @@ impl Gather {
         merge_into(&mut second, &filters_json(q));
         let answered: Vec<String> = folds.iter().map(|(e, _)| e.clone()).collect();
         let mut lists = Vec::new();
+        let mut coverage = Coverage::default();
         for (endpoint, result) in self.fan_out(&answered, "/shard/search", &second).await {
             match result {
-                Ok((StatusCode::OK, mut v)) => lists.push(take_list(&mut v)),
+                Ok((StatusCode::OK, mut v)) if v.is_object() => {
+                    coverage.add(&v["shards"], &v["shard_count"]);
+                    lists.push(take_list(&mut v));
+                }
                 Ok((status, v)) => missing.push(Missing {
                     endpoint,
-                    reason: format!("status {status}: {}", v["error"]),
+                    reason: reason(status, &v),
                 }),
                 Err(reason) => missing.push(Missing { endpoint, reason }),
             }
+        }
+        if missing.is_empty() {
+            // (With an endpoint missing, its shards are unknown and already reported.)
+            missing.extend(coverage.gaps());
         }
         let mut answer = json!({
             "model_version": version,
@@ -299,6 +345,54 @@ impl Gather {
         });
         flag(&mut answer, &missing);
         Ok(answer)
+    }
+}
+
+/// Which shards the endpoints that answered hold, against the model's shard count: a
+/// shard no endpoint serves (a new shard after the batch split the users further, or a
+/// gap in the `--shards` assignment) makes the answer partial, like a failed endpoint.
+#[derive(Default)]
+struct Coverage {
+    held: std::collections::BTreeSet<u64>,
+    count: Option<u64>,
+}
+
+impl Coverage {
+    fn add(&mut self, shards: &Value, count: &Value) {
+        self.held.extend(
+            shards
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_u64),
+        );
+        self.count(count);
+    }
+
+    fn count(&mut self, count: &Value) {
+        if let Some(c) = count.as_u64() {
+            self.count = Some(self.count.map_or(c, |k| k.max(c)));
+        }
+    }
+
+    fn gaps(&self) -> Option<Missing> {
+        let count = self.count?;
+        let gaps: Vec<u64> = (0..count.min(1 << 16))
+            .filter(|s| !self.held.contains(s))
+            .collect();
+        (!gaps.is_empty()).then(|| Missing {
+            endpoint: "(none)".to_owned(),
+            reason: format!("shards {gaps:?} of {count} are served by no endpoint"),
+        })
+    }
+}
+
+/// Why an endpoint's answer was not used.
+fn reason(status: StatusCode, v: &Value) -> String {
+    if v.is_object() {
+        format!("status {status}: {}", v["error"])
+    } else {
+        format!("status {status}: the answer is not a JSON object")
     }
 }
 
@@ -363,7 +457,7 @@ fn merge_into(target: &mut Value, fields: &Value) {
 
 fn take_list(answer: &mut Value) -> Vec<Value> {
     match answer.get_mut("similar_users").map(Value::take) {
-        Some(Value::Array(list)) => list,
+        Some(Value::Array(list)) => list.into_iter().filter(Value::is_object).collect(),
         _ => Vec::new(),
     }
 }
@@ -371,7 +465,11 @@ fn take_list(answer: &mut Value) -> Vec<Value> {
 /// The top `k` of several ranked lists of similar users (by similarity, ties by handle),
 /// ranked 1.. again.
 pub fn merge_lists(lists: Vec<Vec<Value>>, k: usize) -> Value {
-    let mut all: Vec<Value> = lists.into_iter().flatten().collect();
+    let mut all: Vec<Value> = lists
+        .into_iter()
+        .flatten()
+        .filter(Value::is_object)
+        .collect();
     let key = |v: &Value| {
         (
             v["similarity"].as_f64().unwrap_or(f64::NEG_INFINITY),
@@ -401,12 +499,16 @@ fn flag(answer: &mut Value, missing: &[Missing]) {
 }
 
 /// The router of a scatter-gather coordinator: `POST /predict` and `GET /health`.
+/// Like [`api::router`], a named API Gateway stage is taken off the path first.
 pub fn router(gather: Arc<Gather>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/predict", post(predict).fallback(api::method_not_allowed))
         .route("/health", get(health).fallback(api::method_not_allowed))
         .fallback(api::not_found)
-        .with_state(gather)
+        .with_state(gather);
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_request(api::strip_stage))
 }
 
 async fn health(State(g): State<Arc<Gather>>) -> Response {
