@@ -20,8 +20,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use kindred_core::artifact::{
-    self, ArtifactEntry, Embedding, FORMAT_VERSION, HnswParams, Manifest, UNSHARDED_FORMAT,
-    UserSummary, UserTable,
+    self, ArtifactEntry, Embedding, HnswParams, Manifest, UserSummary, UserTable,
 };
 use kindred_core::projection::PROJECTION;
 use kindred_core::registry::{self, Published};
@@ -281,15 +280,6 @@ pub async fn prepare<S: ObjectStore>(
     Ok(plan)
 }
 
-/// The user-table and index names of shard `id` in a plan with `count` shards.
-fn shard_names(id: u32, count: usize) -> (String, String) {
-    if count > 1 {
-        (shard::users_artifact(id), shard::index_artifact(id))
-    } else {
-        (artifact::USERS.to_owned(), artifact::INDEX.to_owned())
-    }
-}
-
 /// Step 2, once per shard: builds the shard's index and writes its user table and index.
 pub async fn build_shard<S: ObjectStore>(
     store: &S,
@@ -337,7 +327,7 @@ pub async fn build_shard<S: ObjectStore>(
         })
         .await
         .map_err(|e| kindred_core::Error::Inconsistent(format!("build task failed: {e}")))??;
-    let (users_name, index_name) = shard_names(id, plan.shards.len());
+    let (users_name, index_name) = shard::artifact_names(id, plan.shards.len() > 1);
     let artifacts = vec![
         registry::put_artifact(store, &plan.version, &users_name, users_bytes).await?,
         registry::put_artifact(store, &plan.version, &index_name, index_bytes).await?,
@@ -389,13 +379,9 @@ pub async fn publish<S: ObjectStore>(
         build_seconds += done.seconds;
         artifacts.extend(done.artifacts);
     }
-    let sharded = plan.shards.len() > 1;
+    let shards = shard::entries(&plan.shards.iter().map(|s| s.users).collect::<Vec<_>>());
     let mut manifest = Manifest {
-        format_version: if sharded {
-            FORMAT_VERSION
-        } else {
-            UNSHARDED_FORMAT
-        },
+        format_version: Manifest::format_for(&shards),
         version: plan.version.clone(),
         created_at: plan.created_at.clone(),
         users: plan.shards.iter().map(|s| s.users).sum(),
@@ -406,11 +392,7 @@ pub async fn publish<S: ObjectStore>(
         hnsw: plan.hnsw.clone(),
         artifacts,
         training: serde_json::Value::Null,
-        shards: if sharded {
-            plan.shards.clone()
-        } else {
-            Vec::new()
-        },
+        shards,
     };
     let started = Instant::now();
     let model = registry::fetch_model(store, manifest.clone(), None).await?;

@@ -8,11 +8,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use kindred_core::artifact::{
-    self, Embedding, FORMAT_VERSION, Feature, HnswParams, Manifest, Signal, UNSHARDED_FORMAT,
-    UserSummary, UserTable,
+    self, Embedding, Feature, HnswParams, Manifest, Signal, UserSummary, UserTable,
 };
 use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
-use kindred_core::shard::{self, ShardEntry, Shards};
+use kindred_core::shard::{self, Shards};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -430,11 +429,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
                 tags: tags.clone(),
                 users: users[s.offset as usize..s.offset as usize + s.len()].to_vec(),
             };
-            let (users_name, index_name) = if sharded {
-                (shard::users_artifact(s.id), shard::index_artifact(s.id))
-            } else {
-                (artifact::USERS.to_owned(), artifact::INDEX.to_owned())
-            };
+            let (users_name, index_name) = shard::artifact_names(s.id, sharded);
             out.push((users_name.clone(), artifact::encode(&users_name, &table)?));
             out.push((index_name.clone(), artifact::encode(&index_name, &s.index)?));
         }
@@ -470,12 +465,9 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let created_at = kindred_core::registry::now_rfc3339();
     let html = pictures.render(version, &created_at, &summary, &tags);
     artifacts.push((REPORT.to_owned(), html.into_bytes()));
+    let shard_entries = shard::entries(&shard_users.iter().map(|&n| n as u64).collect::<Vec<_>>());
     let manifest = Manifest {
-        format_version: if sharded {
-            FORMAT_VERSION
-        } else {
-            UNSHARDED_FORMAT
-        },
+        format_version: Manifest::format_for(&shard_entries),
         version: version.to_owned(),
         created_at,
         users: users_in_model as u64,
@@ -486,18 +478,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         hnsw: cfg.hnsw.clone(),
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
-        shards: if sharded {
-            shard_users
-                .iter()
-                .enumerate()
-                .map(|(id, &users)| ShardEntry {
-                    id: id as u32,
-                    users: users as u64,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        },
+        shards: shard_entries,
     };
     Ok(Trained {
         manifest,

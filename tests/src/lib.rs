@@ -53,6 +53,37 @@ pub fn run_ok_with_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Strin
     stdout
 }
 
+/// Runs a binary that must fail; returns its stderr (panics with its output if it
+/// succeeds).
+pub fn run_err(name: &str, args: &[&str]) -> String {
+    let out = Command::new(binary(name))
+        .args(args)
+        .env_remove("KINDRED_STORE")
+        .output()
+        .expect("spawn");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{name} {args:?} succeeded:\n{}\n{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr
+}
+
+/// Starts `kindred-predict --listen 127.0.0.1:0 --log-format json` with `args` added;
+/// returns it with the address it serves on (from its `serving` log line).
+pub fn serve_predict(args: &[&str]) -> (Running, SocketAddr) {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--log-format", "json"];
+    all.extend_from_slice(args);
+    let mut p = Running::spawn("kindred-predict", &all);
+    let serving = p.wait_for_log("serving", Duration::from_secs(30));
+    let addr = serving["fields"]["address"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {serving}"));
+    (p, addr)
+}
+
 /// A child process (with its own process group) stopped when dropped; its stdout and
 /// stderr are collected together.
 pub struct Running {

@@ -7,25 +7,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kindred_core::shard::shard_of;
-use kindred_e2e::{FaultProxy, ProxyMode, Running, exchange, run_ok};
+use kindred_e2e::{FaultProxy, ProxyMode, exchange, run_ok, serve_predict as serve};
 use serde_json::Value;
 
 const USERS: u64 = 3000;
 const SHARDS: u32 = 3;
-
-/// Starts `kindred-predict --listen` with `args`; returns it and its address.
-fn serve(args: &[&str]) -> (Running, SocketAddr) {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--log-format", "json"];
-    all.extend_from_slice(args);
-    let mut p = Running::spawn("kindred-predict", &all);
-    let serving = p.wait_for_log("serving", Duration::from_secs(30));
-    let addr = serving["fields"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (p, addr)
-}
 
 fn post(addr: SocketAddr, body: &str) -> (u16, Value, Option<String>) {
     let r = exchange(

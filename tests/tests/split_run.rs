@@ -6,29 +6,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use kindred_e2e::{Running, binary, exchange, run_ok};
+use kindred_e2e::{binary, exchange, run_err, run_ok, serve_predict};
 use serde_json::Value;
-
-fn serve(store: &str) -> (Running, SocketAddr) {
-    let mut p = Running::spawn(
-        "kindred-predict",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--store",
-            store,
-        ],
-    );
-    let serving = p.wait_for_log("serving", Duration::from_secs(30));
-    let addr = serving["fields"]["address"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (p, addr)
-}
 
 fn similarities(addr: SocketAddr, handle: u64) -> (String, Vec<f64>) {
     let r = exchange(
@@ -72,8 +51,9 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
     args.extend(common);
     run_ok("kindred-batch", &args);
     // and another in steps: prepare, a shard step before prepare ran fails clearly,
-    let early = Command::new(binary("kindred-batch"))
-        .args([
+    let err = run_err(
+        "kindred-batch",
+        &[
             "build-shard",
             "--store",
             split_s,
@@ -81,11 +61,8 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
             "r1",
             "--shard",
             "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!early.status.success());
-    let err = String::from_utf8_lossy(&early.stderr);
+        ],
+    );
     assert!(err.contains("run `prepare` first"), "{err}");
     let mut args = vec![
         "prepare", "--run", "r1", "--data", data_s, "--store", split_s,
@@ -101,12 +78,11 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
         serde_json::json!([{"shard": 0}, {"shard": 1}, {"shard": 2}])
     );
     // publishing before every shard is built is refused and moves nothing,
-    let early = Command::new(binary("kindred-batch"))
-        .args(["publish", "--store", split_s, "--run", "r1"])
-        .output()
-        .unwrap();
-    assert!(!early.status.success());
-    assert!(String::from_utf8_lossy(&early.stderr).contains("run `build-shard` first"));
+    let err = run_err(
+        "kindred-batch",
+        &["publish", "--store", split_s, "--run", "r1"],
+    );
+    assert!(err.contains("run `build-shard` first"), "{err}");
     assert!(!split.join("current.json").exists());
     // the three shards build in parallel processes (one of them twice, as a retry),
     let builders: Vec<_> = (0..3)
@@ -160,8 +136,8 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
         "{manifest}"
     );
     // and both versions answer with the same similarities (exact scans at this size).
-    let (_a, split_addr) = serve(split_s);
-    let (_b, whole_addr) = serve(whole_s);
+    let (_a, split_addr) = serve_predict(&["--store", split_s]);
+    let (_b, whole_addr) = serve_predict(&["--store", whole_s]);
     for handle in (1..=3000).step_by(97) {
         let (v1, s1) = similarities(split_addr, handle);
         let (v2, s2) = similarities(whole_addr, handle);

@@ -277,19 +277,27 @@ impl Manifest {
     /// when `None`): `users.bin` and `index.bin` for an unsharded model.
     pub fn shard_artifacts(&self, selection: Option<&[u32]>) -> Vec<(u32, String, String)> {
         if self.shards.is_empty() {
-            return vec![(0, USERS.to_owned(), INDEX.to_owned())];
+            let (users, index) = shard::artifact_names(0, false);
+            return vec![(0, users, index)];
         }
         self.shards
             .iter()
             .filter(|s| selection.is_none_or(|sel| sel.contains(&s.id)))
             .map(|s| {
-                (
-                    s.id,
-                    shard::users_artifact(s.id),
-                    shard::index_artifact(s.id),
-                )
+                let (users, index) = shard::artifact_names(s.id, true);
+                (s.id, users, index)
             })
             .collect()
+    }
+
+    /// The format version a model with these shards is written in: [`UNSHARDED_FORMAT`]
+    /// without shards, [`FORMAT_VERSION`] with them.
+    pub fn format_for(shards: &[ShardEntry]) -> u32 {
+        if shards.is_empty() {
+            UNSHARDED_FORMAT
+        } else {
+            FORMAT_VERSION
+        }
     }
 
     /// Total size of the artifacts a loader of `selection` reads (the selected shards'

@@ -48,6 +48,35 @@ pub fn index_artifact(id: u32) -> String {
     format!("index-{id:04}.bin")
 }
 
+/// The user-table and index names of shard `id`: `users.bin` and `index.bin` in an
+/// unsharded model, [`users_artifact`] and [`index_artifact`] in a sharded one.
+pub fn artifact_names(id: u32, sharded: bool) -> (String, String) {
+    if sharded {
+        (users_artifact(id), index_artifact(id))
+    } else {
+        (
+            crate::artifact::USERS.to_owned(),
+            crate::artifact::INDEX.to_owned(),
+        )
+    }
+}
+
+/// The manifest's shard list for shards of these sizes: empty for one shard (an
+/// unsharded model).
+pub fn entries(users_per_shard: &[u64]) -> Vec<ShardEntry> {
+    if users_per_shard.len() <= 1 {
+        return Vec::new();
+    }
+    users_per_shard
+        .iter()
+        .enumerate()
+        .map(|(id, &users)| ShardEntry {
+            id: id as u32,
+            users,
+        })
+        .collect()
+}
+
 /// Parses a shard selection such as `0,2,5-7` (sorted, deduplicated).
 pub fn parse_selection(text: &str) -> std::result::Result<Vec<u32>, String> {
     let mut out = Vec::new();

@@ -694,16 +694,7 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError
             json!(e.to_string()),
         )
     })?;
-    let k = match req.k {
-        None => DEFAULT_K,
-        Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
-        Some(k) => {
-            return Err(unprocessable(
-                "k out of range",
-                json!({"k": k, "min": 1, "max": MAX_K}),
-            ));
-        }
-    };
+    let k = validate_k(req.k)?;
     let subject = match (req.user_handle, req.user_handles, req.profile) {
         (Some(h), None, None) => Subject::Handle(h.0),
         (None, Some(hs), None) => {
@@ -730,14 +721,38 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError
             ));
         }
     };
-    let exclude = req.exclude.unwrap_or_default();
+    Ok(Query {
+        subject,
+        k,
+        filters: validate_filters(req.exclude, req.min_similarity)?,
+    })
+}
+
+/// `k` of a request: 1 to [`MAX_K`], [`DEFAULT_K`] when absent; else 422.
+fn validate_k(k: Option<i64>) -> Result<u32, ApiError> {
+    match k {
+        None => Ok(DEFAULT_K),
+        Some(k) if (1..=i64::from(MAX_K)).contains(&k) => Ok(k as u32),
+        Some(k) => Err(unprocessable(
+            "k out of range",
+            json!({"k": k, "min": 1, "max": MAX_K}),
+        )),
+    }
+}
+
+/// The `exclude` (at most [`MAX_EXCLUDE`]) and `min_similarity` (-1 to 1) of a request.
+fn validate_filters(
+    exclude: Option<Vec<Handle>>,
+    min_similarity: Option<f64>,
+) -> Result<Filters, ApiError> {
+    let exclude = exclude.unwrap_or_default();
     if exclude.len() > MAX_EXCLUDE {
         return Err(unprocessable(
             "exclude too long",
             json!({"count": exclude.len(), "max": MAX_EXCLUDE}),
         ));
     }
-    let min_similarity = match req.min_similarity {
+    let min_similarity = match min_similarity {
         None => None,
         Some(m) if m.is_finite() && (-1.0..=1.0).contains(&m) => Some(m as f32),
         Some(m) => {
@@ -747,14 +762,19 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError
             ));
         }
     };
-    Ok(Query {
-        subject,
-        k,
-        filters: Filters {
-            exclude: exclude.into_iter().map(|h| h.0).collect(),
-            min_similarity,
-        },
+    Ok(Filters {
+        exclude: exclude.into_iter().map(|h| h.0).collect(),
+        min_similarity,
     })
+}
+
+/// 503 while no model can be served.
+fn model_unavailable(u: crate::cache::Unavailable) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "model unavailable",
+        json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
+    )
 }
 
 fn unprocessable(error: &'static str, detail: Value) -> ApiError {
@@ -840,13 +860,7 @@ async fn predict<S: ObjectStore + 'static>(
         .await
         .map_err(|_| too_large())?;
     let query = parse_request(&parts.headers, &bytes)?;
-    let model = cache.get().await.map_err(|u| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model unavailable",
-            json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
-        )
-    })?;
+    let model = cache.get().await.map_err(model_unavailable)?;
     respond(&model, &query)
 }
 
@@ -951,13 +965,7 @@ async fn shard_search<S: ObjectStore + 'static>(
             json!(e.to_string()),
         )
     })?;
-    let model = cache.get().await.map_err(|u| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model unavailable",
-            json!({"reason": u.reason, "retry_after_seconds": RETRY_AFTER_SECONDS}),
-        )
-    })?;
+    let model = cache.get().await.map_err(model_unavailable)?;
     answer_shard_search(&model, req)
 }
 
@@ -1025,37 +1033,8 @@ pub struct ShardAnswer<'a> {
 
 /// Answers a [`ShardSearch`] from the shards `model` holds.
 pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, ApiError> {
-    let k = match req.k {
-        None => DEFAULT_K,
-        Some(k) if (1..=i64::from(MAX_K)).contains(&k) => k as u32,
-        Some(k) => {
-            return Err(unprocessable(
-                "k out of range",
-                json!({"k": k, "min": 1, "max": MAX_K}),
-            ));
-        }
-    };
-    let exclude = req.exclude.unwrap_or_default();
-    if exclude.len() > MAX_EXCLUDE {
-        return Err(unprocessable(
-            "exclude too long",
-            json!({"count": exclude.len(), "max": MAX_EXCLUDE}),
-        ));
-    }
-    let min_similarity = match req.min_similarity {
-        None => None,
-        Some(m) if m.is_finite() && (-1.0..=1.0).contains(&m) => Some(m as f32),
-        Some(m) => {
-            return Err(unprocessable(
-                "min_similarity out of range",
-                json!({"min_similarity": m, "min": -1, "max": 1}),
-            ));
-        }
-    };
-    let mut filters = Filters {
-        exclude: exclude.into_iter().map(|h| h.0).collect(),
-        min_similarity,
-    };
+    let k = validate_k(req.k)?;
+    let mut filters = validate_filters(req.exclude, req.min_similarity)?;
     let served = model.shards_held();
     match (req.user_handle, req.vector, req.profile) {
         (None, None, Some(p)) => {

@@ -141,6 +141,36 @@ impl Gather {
         Ok((status, value))
     }
 
+    /// The last round of a query: `body` (an embedding to search) to `endpoints`; their
+    /// lists go to `lists`, failures to `missing`, and, when every endpoint answered,
+    /// shards that no endpoint holds too (with an endpoint missing, its shards are
+    /// unknown and already reported).
+    async fn search_round(
+        &self,
+        endpoints: &[String],
+        body: &Value,
+        lists: &mut Vec<Vec<Value>>,
+        missing: &mut Vec<Missing>,
+        mut coverage: Coverage,
+    ) {
+        for (endpoint, result) in self.fan_out(endpoints, "/shard/search", body).await {
+            match result {
+                Ok((StatusCode::OK, mut v)) if v.is_object() => {
+                    coverage.add(&v["shards"], &v["shard_count"]);
+                    lists.push(take_list(&mut v));
+                }
+                Ok((status, v)) => missing.push(Missing {
+                    endpoint,
+                    reason: reason(status, &v),
+                }),
+                Err(reason) => missing.push(Missing { endpoint, reason }),
+            }
+        }
+        if missing.is_empty() {
+            missing.extend(coverage.gaps());
+        }
+    }
+
     /// The merged answer for one handle.
     pub async fn answer_handle(&self, handle: u64, q: &Query) -> Result<Value, ApiError> {
         let filters = filters_json(q);
@@ -220,23 +250,8 @@ impl Gather {
             "k": q.k,
         });
         merge_into(&mut second, &filters);
-        for (endpoint, result) in self.fan_out(&others, "/shard/search", &second).await {
-            match result {
-                Ok((StatusCode::OK, mut v)) if v.is_object() => {
-                    coverage.add(&v["shards"], &v["shard_count"]);
-                    lists.push(take_list(&mut v));
-                }
-                Ok((status, v)) => missing.push(Missing {
-                    endpoint,
-                    reason: reason(status, &v),
-                }),
-                Err(reason) => missing.push(Missing { endpoint, reason }),
-            }
-        }
-        if missing.is_empty() {
-            // (With an endpoint missing, its shards are unknown and already reported.)
-            missing.extend(coverage.gaps());
-        }
+        self.search_round(&others, &second, &mut lists, &mut missing, coverage)
+            .await;
         answer["similar_users"] = merge_lists(lists, q.k as usize);
         flag(&mut answer, &missing);
         Ok(answer)
@@ -319,24 +334,14 @@ impl Gather {
         merge_into(&mut second, &filters_json(q));
         let answered: Vec<String> = folds.iter().map(|(e, _)| e.clone()).collect();
         let mut lists = Vec::new();
-        let mut coverage = Coverage::default();
-        for (endpoint, result) in self.fan_out(&answered, "/shard/search", &second).await {
-            match result {
-                Ok((StatusCode::OK, mut v)) if v.is_object() => {
-                    coverage.add(&v["shards"], &v["shard_count"]);
-                    lists.push(take_list(&mut v));
-                }
-                Ok((status, v)) => missing.push(Missing {
-                    endpoint,
-                    reason: reason(status, &v),
-                }),
-                Err(reason) => missing.push(Missing { endpoint, reason }),
-            }
-        }
-        if missing.is_empty() {
-            // (With an endpoint missing, its shards are unknown and already reported.)
-            missing.extend(coverage.gaps());
-        }
+        self.search_round(
+            &answered,
+            &second,
+            &mut lists,
+            &mut missing,
+            Coverage::default(),
+        )
+        .await;
         let mut answer = json!({
             "model_version": version,
             "matched": fold["matched"],
