@@ -73,9 +73,17 @@ pub fn run_err(name: &str, args: &[&str]) -> String {
 /// Starts `kindred-predict --listen 127.0.0.1:0 --log-format json` with `args` added;
 /// returns it with the address it serves on (from its `serving` log line).
 pub fn serve_predict(args: &[&str]) -> (Running, SocketAddr) {
-    let mut all = vec!["--listen", "127.0.0.1:0", "--log-format", "json"];
-    all.extend_from_slice(args);
-    let mut p = Running::spawn("kindred-predict", &all);
+    serve_predict_with_env(args, &[])
+}
+
+/// [`serve_predict`] with extra environment variables.
+pub fn serve_predict_with_env(args: &[&str], env: &[(&str, &str)]) -> (Running, SocketAddr) {
+    let mut cmd = Command::new(binary("kindred-predict"));
+    cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .envs(env.iter().copied());
+    let mut p = Running::start(cmd);
     let serving = p.wait_for_log("serving", Duration::from_secs(30));
     let addr = serving["fields"]["address"]
         .as_str()

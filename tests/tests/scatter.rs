@@ -1,13 +1,18 @@
 //! Scatter-gather over real processes: a 3-shard model served by two shard processes
 //! (shards 0-1 and shard 2), each behind a switchable TCP proxy, and a coordinator
 //! (`kindred-predict --scatter`) in front of them, compared with one process serving
-//! the whole model.
+//! the whole model. Then the same through the Lambda Invoke API: two shard functions
+//! under `cargo lambda watch` (groups `0/2` and `1/2`) and a coordinator calling them
+//! with `lambda:` endpoints.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use kindred_core::shard::shard_of;
-use kindred_e2e::{FaultProxy, ProxyMode, exchange, run_ok, serve_predict as serve};
+use kindred_e2e::{
+    FUNCTION, FaultProxy, LambdaWatch, ProxyMode, exchange, free_port, run_ok,
+    serve_predict as serve, serve_predict_with_env,
+};
 use serde_json::Value;
 
 const USERS: u64 = 3000;
@@ -45,12 +50,10 @@ fn sims(v: &[(u64, f64)]) -> Vec<f64> {
     v.iter().map(|x| x.1).collect()
 }
 
-#[test]
-fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answers() {
-    // Given 3,000 generated users trained into 3 shards and published to a folder,
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let store = dir.path().join("store");
+/// 3,000 generated users trained into 3 shards and published to `dir/store`.
+fn given_three_shards(dir: &std::path::Path) -> String {
+    let data = dir.join("data");
+    let store = dir.join("store");
     let (data_s, store_s) = (data.to_str().unwrap(), store.to_str().unwrap());
     run_ok(
         "kindred-datagen",
@@ -80,6 +83,15 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
         ],
     );
     assert!(summary.contains("3 shard(s)"), "{summary}");
+    store_s.to_owned()
+}
+
+#[test]
+fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answers() {
+    // Given 3,000 generated users trained into 3 shards and published to a folder,
+    let dir = tempfile::tempdir().unwrap();
+    let store = given_three_shards(dir.path());
+    let store_s = store.as_str();
     // one process serving all of it, two serving shards 0-1 and 2 behind proxies, and a
     // coordinator that waits at most 500 ms for each,
     let (_whole, whole) = serve(&["--store", store_s]);
@@ -226,4 +238,97 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
         ))
     );
     drop(a);
+}
+
+#[test]
+#[ignore = "needs cargo-lambda: run ./dev test"]
+fn scatter_gather_through_the_lambda_invoke_api_answers_like_one_process() {
+    // Given the 3-shard model, one process serving all of it,
+    let dir = tempfile::tempdir().unwrap();
+    let store = given_three_shards(dir.path());
+    let (_whole, whole) = serve(&["--store", &store]);
+    // two shard functions under the Lambda emulator, groups 0 and 1 of 2 (shards 0, 2
+    // and shard 1),
+    let group = |g: &str| {
+        LambdaWatch::start(&[
+            ("KINDRED_STORE", store.as_str()),
+            ("KINDRED_SHARDS", g),
+            ("KINDRED_REFRESH_SECONDS", "3600"),
+        ])
+    };
+    let (g0, g1) = (group("0/2"), group("1/2"));
+    let endpoint = |port: u16| format!("lambda:{FUNCTION}@http://127.0.0.1:{port}");
+    let lambda_env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    // and a coordinator invoking them through the emulator's Invoke API,
+    let scatter = format!("{},{}", endpoint(g0.addr.port()), endpoint(g1.addr.port()));
+    let (_coordinator, coord) = serve_predict_with_env(
+        &["--scatter", &scatter, "--shard-timeout-ms", "20000"],
+        &lambda_env,
+    );
+    // when users of every shard are asked for through the coordinator and the whole
+    // (a partial answer is asked again: the emulator itself fails a few requests in a
+    // thousand, see kindred_e2e::is_emulator_error),
+    let ask = |body: &str| -> Value {
+        for _ in 0..3 {
+            let (status, answer, _) = post(coord, body);
+            assert_eq!(status, 200, "{answer}");
+            if answer["partial"] == false {
+                return answer;
+            }
+            eprintln!("partial answer, asked again: {answer}");
+        }
+        panic!("three partial answers in a row for {body}");
+    };
+    let handles: Vec<u64> = (1..=USERS).step_by(211).collect();
+    let mut shards_seen = std::collections::BTreeSet::new();
+    for &h in &handles {
+        let body = format!(r#"{{"user_handle": {h}, "k": 10}}"#);
+        let (s1, one, _) = post(whole, &body);
+        assert_eq!(s1, 200, "{one}");
+        let merged = ask(&body);
+        // then the merged answers rank the same similarities as the whole model, whole.
+        assert_eq!(sims(&pairs(&merged)), sims(&pairs(&one)), "user {h}");
+        assert_eq!(merged["model_version"], one["model_version"]);
+        shards_seen.insert(shard_of(h, SHARDS));
+    }
+    assert_eq!(shards_seen.len(), SHARDS as usize);
+    // Profiles (two rounds through both functions) and unknown users too.
+    let profile =
+        r#"{"profile": {"tags": {"python": 3600, "docker": 600}, "interests": ["python"]}}"#;
+    assert_eq!(
+        sims(&pairs(&ask(profile))),
+        sims(&pairs(&post(whole, profile).1))
+    );
+    let (su, unknown, _) = post(coord, r#"{"user_handle": 99999999}"#);
+    assert_eq!((su, unknown["error"].as_str()), (404, Some("unknown user")));
+
+    // A coordinator with a third function endpoint that nothing answers on still answers
+    // whole lists, flagged partial with the endpoint and why.
+    let dead = endpoint(free_port());
+    let scatter = format!("{scatter},{dead}");
+    let (_c2, coord2) = serve_predict_with_env(
+        &["--scatter", &scatter, "--shard-timeout-ms", "5000"],
+        &lambda_env,
+    );
+    let h = handles[0];
+    let (status, partial, _) = post(coord2, &format!(r#"{{"user_handle": {h}}}"#));
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(partial["partial"], true, "{partial}");
+    let missing = partial["shards_missing"].as_array().unwrap();
+    assert!(
+        missing.iter().any(|m| m["endpoint"] == dead.as_str()
+            && m["reason"].as_str().unwrap_or("").contains("invoke failed")),
+        "{partial}"
+    );
+    assert_eq!(
+        sims(&pairs(&partial)),
+        sims(&pairs(
+            &post(whole, &format!(r#"{{"user_handle": {h}}}"#)).1
+        ))
+    );
+    drop((g0, g1));
 }

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::artifact::{self, ArtifactEntry, Index, MANIFEST, Manifest, Model, UserTable};
 use crate::error::{Error, Result};
 use crate::projection::PROJECTION;
+use crate::shard::Selection;
 use crate::store::{ObjectStore, Precondition};
 
 /// Key of the pointer object.
@@ -326,9 +327,10 @@ pub struct LoadOptions {
     /// held), so the sum is the estimate; the caller leaves room for the version it
     /// already holds.
     pub max_model_bytes: Option<u64>,
-    /// Load only these shards (all when `None`). Every number must be a shard of the
-    /// version ([`Error::UnknownShard`]); an unsharded version is shard 0.
-    pub shards: Option<Vec<u32>>,
+    /// Load only these shards (all when `None`): listed shards must exist in the version
+    /// ([`Error::UnknownShard`]; an unsharded version is shard 0), a group takes its share
+    /// of whatever count the version has.
+    pub shards: Option<Selection>,
 }
 
 /// Loads and verifies the shards of one version that `options` selects.
@@ -364,14 +366,19 @@ pub async fn load_version_with<S: ObjectStore>(
         )));
     }
     let count = manifest.shard_count();
-    if let Some(&shard) = options.shards.iter().flatten().find(|&&s| s >= count) {
-        return Err(Error::UnknownShard {
-            version: version.to_owned(),
-            shard,
-            count,
-        });
-    }
-    let selection = options.shards.as_deref();
+    let selected = match &options.shards {
+        None => None,
+        Some(selection) => Some(
+            selection
+                .resolve(count)
+                .map_err(|shard| Error::UnknownShard {
+                    version: version.to_owned(),
+                    shard,
+                    count,
+                })?,
+        ),
+    };
+    let selection = selected.as_deref();
     if let Some(limit) = options.max_model_bytes {
         let bytes = manifest.artifacts_bytes(selection);
         if bytes > limit {

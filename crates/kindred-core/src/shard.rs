@@ -77,7 +77,81 @@ pub fn entries(users_per_shard: &[u64]) -> Vec<ShardEntry> {
         .collect()
 }
 
-/// Parses a shard selection such as `0,2,5-7` (sorted, deduplicated).
+/// Which shards of a version a process serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// These shard numbers; each must exist in the version.
+    Listed(Vec<u32>),
+    /// Group `group` of `groups`: every shard `s` with `s mod groups == group`, whatever
+    /// the version's shard count, so `groups` processes together always serve every shard
+    /// even when the batch derives another count. When the version has fewer shards than
+    /// `group + 1`, the group serves shard `group mod count` (a replica) instead of
+    /// nothing.
+    Group {
+        /// This process's group, below `groups`.
+        group: u32,
+        /// How many groups share the shards.
+        groups: u32,
+    },
+}
+
+impl Selection {
+    /// Parses `0,2,5-7` (listed shards) or `1/4` (group 1 of 4).
+    pub fn parse(text: &str) -> std::result::Result<Selection, String> {
+        match text.split_once('/') {
+            Some((g, n)) => {
+                let number = |s: &str| {
+                    s.trim()
+                        .parse::<u32>()
+                        .map_err(|_| format!("{s:?} in {text:?} is not a number"))
+                };
+                let (group, groups) = (number(g)?, number(n)?);
+                if groups == 0 || group >= groups {
+                    return Err(format!(
+                        "group {group} of {groups}: the group must be below the number of groups"
+                    ));
+                }
+                Ok(Selection::Group { group, groups })
+            }
+            None => parse_selection(text).map(Selection::Listed),
+        }
+    }
+
+    /// The shard numbers selected of a version with `count` shards (sorted); `Err` names
+    /// a listed shard the version does not have.
+    pub fn resolve(&self, count: u32) -> std::result::Result<Vec<u32>, u32> {
+        match self {
+            Selection::Listed(list) => match list.iter().find(|&&s| s >= count) {
+                Some(&s) => Err(s),
+                None => Ok(list.clone()),
+            },
+            Selection::Group { group, groups } if *group < count => {
+                Ok((*group..count).step_by(*groups as usize).collect())
+            }
+            Selection::Group { group, .. } => Ok(vec![group % count.max(1)]),
+        }
+    }
+}
+
+impl From<Vec<u32>> for Selection {
+    fn from(list: Vec<u32>) -> Selection {
+        Selection::Listed(list)
+    }
+}
+
+impl std::fmt::Display for Selection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Selection::Listed(list) => {
+                let parts: Vec<String> = list.iter().map(u32::to_string).collect();
+                f.write_str(&parts.join(","))
+            }
+            Selection::Group { group, groups } => write!(f, "{group}/{groups}"),
+        }
+    }
+}
+
+/// Parses a shard list such as `0,2,5-7` (sorted, deduplicated).
 pub fn parse_selection(text: &str) -> std::result::Result<Vec<u32>, String> {
     let mut out = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -374,6 +448,42 @@ mod tests {
         assert!(parse_selection("").is_err());
         assert!(parse_selection("2-1").is_err());
         assert!(parse_selection("a").is_err());
+    }
+
+    #[test]
+    fn groups_cover_every_shard_of_any_count_exactly_once_or_replicate() {
+        // Given 4 groups, whatever shard count the batch derives,
+        for count in 1..=13u32 {
+            let groups: Vec<Vec<u32>> = (0..4)
+                .map(|g| {
+                    Selection::parse(&format!("{g}/4"))
+                        .unwrap()
+                        .resolve(count)
+                        .unwrap()
+                })
+                .collect();
+            // then every shard is served, every group serves something,
+            let mut all: Vec<u32> = groups.iter().flatten().copied().collect();
+            all.sort_unstable();
+            assert!(groups.iter().all(|g| !g.is_empty()), "{count}: {groups:?}");
+            all.dedup();
+            assert_eq!(all, (0..count).collect::<Vec<_>>(), "{count}: {groups:?}");
+            // and with at least as many shards as groups no shard is served twice.
+            if count >= 4 {
+                assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), count as usize);
+            }
+        }
+        assert_eq!(
+            Selection::parse("1/4").unwrap().resolve(10).unwrap(),
+            [1, 5, 9]
+        );
+        assert_eq!(Selection::parse("3/4").unwrap().resolve(2).unwrap(), [1]);
+        assert_eq!(Selection::parse("0-2").unwrap().resolve(2), Err(2));
+        for bad in ["4/4", "1/0", "a/2", "1/b", "/"] {
+            assert!(Selection::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Selection::parse("2/8").unwrap().to_string(), "2/8");
+        assert_eq!(Selection::parse("5-6,1").unwrap().to_string(), "1,5,6");
     }
 
     #[test]

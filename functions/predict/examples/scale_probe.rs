@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let load = |shards: Option<Vec<u32>>| {
         let options = LoadOptions {
             max_model_bytes: None,
-            shards,
+            shards: shards.map(Into::into),
         };
         let started = Instant::now();
         let model = rt.block_on(registry::load_version_with(

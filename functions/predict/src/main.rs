@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kindred_core::registry::LoadOptions;
+use kindred_core::shard::Selection;
 use kindred_core::store::Store;
 use kindred_predict::scatter::{self, Gather};
 use kindred_predict::{api, cache::ModelCache};
@@ -40,13 +41,18 @@ struct Cli {
     /// during a swap), otherwise no limit].
     #[arg(long, env = "KINDRED_MAX_MODEL_MB")]
     max_model_mb: Option<u64>,
-    /// Serve only these shards of a sharded model, e.g. `0-3` or `1,5` (default: all).
-    /// Handle queries for users of other shards get a 404 that names their shard.
-    #[arg(long, env = "KINDRED_SHARDS", value_parser = parse_shards)]
-    shards: Option<Shards>,
+    /// Serve only these shards of a sharded model, e.g. `0-3` or `1,5`, or a group `g/G`
+    /// (every shard s with s mod G = g, for whatever shard count the model has; a group
+    /// beyond the count serves a replica) [default: all]. Handle queries for users of
+    /// other shards get a 404 that names their shard.
+    #[arg(long, env = "KINDRED_SHARDS", value_parser = Selection::parse)]
+    shards: Option<Selection>,
     /// Scatter-gather mode: hold no model and answer from these shard-serving
-    /// kindred-predict endpoints (comma-separated http:// base URLs, each run with
-    /// --shards), merging their top-k; --store is then unused.
+    /// kindred-predict endpoints, each run with --shards, merging their top-k; --store is
+    /// then unused. Comma-separated: `http://host:port` base URLs, or `lambda:FUNCTION`
+    /// (name, name:alias or ARN; called with the Lambda Invoke API and the standard AWS
+    /// configuration; `lambda:FUNCTION@http://127.0.0.1:9000` for a local emulator);
+    /// `{0..3}` expands to one endpoint per number.
     #[arg(long, env = "KINDRED_SCATTER", value_delimiter = ',')]
     scatter: Vec<String>,
     /// Scatter-gather: milliseconds to wait for each shard endpoint before answering
@@ -56,14 +62,6 @@ struct Cli {
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
-}
-
-/// A parsed shard selection (clap needs a named type for a `Vec` value).
-#[derive(Clone, Debug)]
-struct Shards(Vec<u32>);
-
-fn parse_shards(text: &str) -> Result<Shards, String> {
-    kindred_core::shard::parse_selection(text).map(Shards)
 }
 
 /// Variables the Lambda runtime client needs (it panics without them).
@@ -117,7 +115,9 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
         model_router(&cli).await?
     } else {
         let timeout = Duration::from_millis(cli.shard_timeout_ms.max(1));
-        let gather = Gather::new(cli.scatter.clone(), timeout).map_err(|e| anyhow::anyhow!(e))?;
+        let gather = Gather::new(cli.scatter.clone(), timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
         info!(endpoints = ?gather.endpoints(), timeout_ms = cli.shard_timeout_ms, "scatter-gather mode");
         scatter::router(std::sync::Arc::new(gather))
     };
@@ -136,9 +136,9 @@ async fn model_router(cli: &Cli) -> anyhow::Result<axum::Router> {
     };
     let options = LoadOptions {
         max_model_bytes,
-        shards: cli.shards.clone().map(|s| s.0),
+        shards: cli.shards.clone(),
     };
-    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = ?options.shards, "model store");
+    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = options.shards.as_ref().map(ToString::to_string), "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
     Ok(api::router(cache))
 }

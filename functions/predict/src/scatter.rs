@@ -1,8 +1,17 @@
 //! Scatter-gather: answering `POST /predict` from shard-serving processes.
 //!
 //! In this mode the process holds no model. Each endpoint is a `kindred-predict` that
-//! serves some shards of the same version (`--shards`). A handle query goes out in two
-//! rounds, every call under a per-shard timeout:
+//! serves some shards of the same version (`--shards`), reached in one of two ways:
+//!
+//! - `http://host:port`: a process serving HTTP (`--listen`), called with plain HTTP;
+//! - `lambda:FUNCTION` (a name, `name:alias` or an ARN): a deployed function, called with
+//!   the Lambda `Invoke` API (signed with the standard AWS configuration; the payload is
+//!   the API Gateway HTTP API event of the request, the answer its response). For a local
+//!   emulator, `lambda:FUNCTION@http://127.0.0.1:9000` names the Invoke endpoint
+//!   (`cargo lambda watch`'s); otherwise `AWS_ENDPOINT_URL_LAMBDA` applies as usual.
+//!
+//! `{a..b}` in an endpoint expands to one endpoint per number (`lambda:kindred-shard-{0..3}`).
+//! A handle query goes out in two rounds, every call under a per-shard timeout:
 //!
 //! 1. `POST /shard/search {"user_handle": h, ...}` to every endpoint. The one holding
 //!    the user's shard answers with its own top-k and the user's embedding and features;
@@ -48,8 +57,117 @@ const MAX_SHARD_ANSWER_BYTES: usize = 8 << 20;
 /// The shard endpoints and how long to wait for each.
 pub struct Gather {
     endpoints: Vec<String>,
+    targets: Vec<Target>,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// How one endpoint is reached.
+enum Target {
+    /// A base URL, called over plain HTTP.
+    Http(String),
+    /// A function, called with the Lambda `Invoke` API.
+    Lambda {
+        function: String,
+        client: aws_sdk_lambda::Client,
+    },
+}
+
+/// One endpoint as written: how to reach it, before any client exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// `http://host:port`, without a trailing slash.
+    Http(String),
+    /// `lambda:FUNCTION[@ENDPOINT_URL]`.
+    Lambda {
+        /// Function name, `name:alias` or ARN.
+        function: String,
+        /// Invoke endpoint override (a local emulator), if any.
+        endpoint_url: Option<String>,
+    },
+}
+
+/// Parses endpoints (after expanding `{a..b}`), refusing anything that is neither an
+/// `http://` base URL nor `lambda:FUNCTION[@URL]`.
+pub fn parse_endpoints(specs: &[String]) -> Result<Vec<(String, EndpointSpec)>, String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for e in expand_range(spec.trim())? {
+            let e = e.trim_end_matches('/').to_owned();
+            let parsed = match e.strip_prefix("lambda:") {
+                Some(rest) => {
+                    let (function, url) = match rest.split_once('@') {
+                        Some((f, u)) => (f, Some(u)),
+                        None => (rest, None),
+                    };
+                    if function.is_empty()
+                        || !function
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c))
+                    {
+                        return Err(format!(
+                            "shard endpoint {e:?}: {function:?} is not a Lambda function name or ARN"
+                        ));
+                    }
+                    if let Some(u) = url {
+                        http_base(u).map_err(|why| format!("shard endpoint {e:?}: {why}"))?;
+                    }
+                    EndpointSpec::Lambda {
+                        function: function.to_owned(),
+                        endpoint_url: url.map(str::to_owned),
+                    }
+                }
+                None => EndpointSpec::Http(
+                    http_base(&e).map_err(|why| format!("shard endpoint {e:?}: {why}"))?,
+                ),
+            };
+            out.push((e, parsed));
+        }
+    }
+    if out.is_empty() {
+        return Err("no shard endpoint given".into());
+    }
+    Ok(out)
+}
+
+/// `text` checked as an `http://` URL with a host, without a trailing slash.
+fn http_base(text: &str) -> Result<String, String> {
+    let text = text.trim_end_matches('/');
+    let uri: axum::http::Uri = text.parse().map_err(|err| format!("not a URL: {err}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err("must be an http:// URL with a host (or lambda:FUNCTION)".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// `text` with its one `{a..b}` expanded (`x-{0..2}` gives `x-0`, `x-1`, `x-2`).
+fn expand_range(text: &str) -> Result<Vec<String>, String> {
+    let Some(open) = text.find('{') else {
+        return Ok(vec![text.to_owned()]);
+    };
+    let close = text[open..]
+        .find('}')
+        .map(|c| open + c)
+        .ok_or_else(|| format!("{text:?}: '{{' without '}}'"))?;
+    let inner = &text[open + 1..close];
+    let (a, b) = inner
+        .split_once("..")
+        .ok_or_else(|| format!("{text:?}: expected {{first..last}}"))?;
+    let number = |s: &str| {
+        s.parse::<u32>()
+            .map_err(|_| format!("{text:?}: {s:?} is not a number"))
+    };
+    let (a, b) = (number(a)?, number(b)?);
+    if a > b || b - a >= 1024 {
+        return Err(format!(
+            "{text:?}: the range must run upwards over at most 1024 numbers"
+        ));
+    }
+    let (head, tail) = (&text[..open], &text[close + 1..]);
+    if tail.contains('{') {
+        return Err(format!("{text:?}: one {{first..last}} per endpoint"));
+    }
+    Ok((a..=b).map(|i| format!("{head}{i}{tail}")).collect())
 }
 
 /// Why one endpoint gave nothing usable for a query.
@@ -62,29 +180,54 @@ pub struct Missing {
 }
 
 impl Gather {
-    /// Endpoints are base URLs (`http://host:port`, no trailing slash needed).
-    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Gather, String> {
-        if endpoints.is_empty() {
-            return Err("no shard endpoint given".into());
-        }
-        let mut clean = Vec::with_capacity(endpoints.len());
-        for e in endpoints {
-            let e = e.trim().trim_end_matches('/').to_owned();
-            let uri: axum::http::Uri = e
-                .parse()
-                .map_err(|err| format!("shard endpoint {e:?} is not a URL: {err}"))?;
-            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err(format!(
-                    "shard endpoint {e:?} must be an http:// URL with a host"
-                ));
-            }
-            clean.push(e);
+    /// Endpoints as [`parse_endpoints`] reads them. Lambda endpoints share one AWS
+    /// configuration (region, credentials), loaded here once.
+    pub async fn new(specs: Vec<String>, timeout: Duration) -> Result<Gather, String> {
+        let parsed = parse_endpoints(&specs)?;
+        let needs_aws = parsed
+            .iter()
+            .any(|(_, p)| matches!(p, EndpointSpec::Lambda { .. }));
+        let aws = if needs_aws {
+            Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
+        } else {
+            None
+        };
+        let mut endpoints = Vec::with_capacity(parsed.len());
+        let mut targets = Vec::with_capacity(parsed.len());
+        for (name, spec) in parsed {
+            targets.push(match (spec, &aws) {
+                (EndpointSpec::Http(base), _) => Target::Http(base),
+                (
+                    EndpointSpec::Lambda {
+                        function,
+                        endpoint_url,
+                    },
+                    Some(aws),
+                ) => {
+                    let mut config = aws_sdk_lambda::config::Builder::from(aws);
+                    if let Some(url) = endpoint_url {
+                        config = config.endpoint_url(url);
+                        if aws.region().is_none() {
+                            // A local emulator ignores the region, but signing needs one.
+                            config =
+                                config.region(aws_sdk_lambda::config::Region::new("us-east-1"));
+                        }
+                    }
+                    Target::Lambda {
+                        function,
+                        client: aws_sdk_lambda::Client::from_conf(config.build()),
+                    }
+                }
+                (EndpointSpec::Lambda { .. }, None) => unreachable!("AWS configuration loaded"),
+            });
+            endpoints.push(name);
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         Ok(Gather {
-            endpoints: clean,
+            endpoints,
+            targets,
             timeout,
             client: Client::builder(TokioExecutor::new()).build(connector),
         })
@@ -106,7 +249,17 @@ impl Gather {
         let calls = endpoints.iter().map(|e| {
             let bytes = bytes.clone();
             async move {
-                let result = tokio::time::timeout(self.timeout, self.post(e, path, bytes))
+                let call = async {
+                    let i = self.endpoints.iter().position(|x| x == e);
+                    match i.map(|i| &self.targets[i]) {
+                        Some(Target::Http(base)) => self.post(base, path, bytes).await,
+                        Some(Target::Lambda { function, client }) => {
+                            invoke(client, function, path, &bytes).await
+                        }
+                        None => Err("not an endpoint of this coordinator".to_owned()),
+                    }
+                };
+                let result = tokio::time::timeout(self.timeout, call)
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {:?}", self.timeout)));
                 (e.clone(), result)
@@ -117,11 +270,11 @@ impl Gather {
 
     async fn post(
         &self,
-        endpoint: &str,
+        base: &str,
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Value), String> {
-        let req = axum::http::Request::post(format!("{endpoint}{path}"))
+        let req = axum::http::Request::post(format!("{base}{path}"))
             .header("content-type", "application/json")
             .body(Full::new(body))
             .map_err(|e| e.to_string())?;
@@ -353,6 +506,89 @@ impl Gather {
     }
 }
 
+/// Calls `function` with the Lambda `Invoke` API: `POST path` with a JSON `body` as an
+/// API Gateway HTTP API event, read back from the function's API Gateway response.
+async fn invoke(
+    client: &aws_sdk_lambda::Client,
+    function: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<(StatusCode, Value), String> {
+    let event = invoke_event(path, body);
+    let out = client
+        .invoke()
+        .function_name(function)
+        .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "invoke failed: {}",
+                aws_sdk_lambda::error::DisplayErrorContext(e)
+            )
+        })?;
+    let payload = out.payload().map(|b| b.as_ref()).unwrap_or_default();
+    if payload.len() > MAX_SHARD_ANSWER_BYTES {
+        return Err(format!("answer of {} bytes is too large", payload.len()));
+    }
+    if let Some(kind) = out.function_error() {
+        let text = String::from_utf8_lossy(&payload[..payload.len().min(300)]);
+        return Err(format!("function error ({kind}): {text}"));
+    }
+    invoke_answer(payload)
+}
+
+/// The API Gateway HTTP API (payload 2.0) event of `POST path` with a JSON body: what
+/// the shard function's runtime (lambda_http) turns into the request it routes.
+pub fn invoke_event(path: &str, body: &[u8]) -> Value {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": {"content-type": "application/json", "user-agent": "kindred-scatter"},
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "kindred-scatter",
+            "domainName": "kindred-scatter.internal",
+            "domainPrefix": "kindred-scatter",
+            "http": {
+                "method": "POST",
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "kindred-scatter",
+            },
+            "requestId": "kindred-scatter",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "01/Jan/2026:00:00:00 +0000",
+            "timeEpoch": 0,
+        },
+        "body": String::from_utf8_lossy(body),
+        "isBase64Encoded": false,
+    })
+}
+
+/// Status and JSON body of a function's API Gateway response payload.
+pub fn invoke_answer(payload: &[u8]) -> Result<(StatusCode, Value), String> {
+    let response: Value = serde_json::from_slice(payload)
+        .map_err(|e| format!("the function's answer is not JSON: {e}"))?;
+    let status = response["statusCode"]
+        .as_u64()
+        .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+        .ok_or_else(|| "the function's answer has no statusCode".to_owned())?;
+    if response["isBase64Encoded"] == true {
+        return Err(format!(
+            "answer with status {status} has a base64 body (not a JSON answer)"
+        ));
+    }
+    let body = response["body"].as_str().unwrap_or("");
+    let value = serde_json::from_str(body)
+        .map_err(|e| format!("answer with status {status} is not JSON: {e}"))?;
+    Ok((status, value))
+}
+
 /// Which shards the endpoints that answered hold, against the model's shard count: a
 /// shard no endpoint serves (a new shard after the batch split the users further, or a
 /// gap in the `--shards` assignment) makes the answer partial, like a failed endpoint.
@@ -578,13 +814,88 @@ mod tests {
         assert_eq!(got, [(5, 1), (9, 2), (1, 3)]);
     }
 
+    fn parse(specs: &[&str]) -> Result<Vec<(String, EndpointSpec)>, String> {
+        parse_endpoints(&specs.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
     #[test]
-    fn endpoints_must_be_http_urls() {
-        let t = Duration::from_millis(100);
-        assert!(Gather::new(vec![], t).is_err());
-        assert!(Gather::new(vec!["ftp://x".into()], t).is_err());
-        assert!(Gather::new(vec!["not a url".into()], t).is_err());
-        let g = Gather::new(vec!["http://127.0.0.1:1/".into()], t).unwrap();
-        assert_eq!(g.endpoints(), ["http://127.0.0.1:1"]);
+    fn endpoints_are_http_urls_or_lambda_functions_with_ranges_expanded() {
+        for bad in [
+            &[][..],
+            &["ftp://x"],
+            &["not a url"],
+            &["lambda:"],
+            &["lambda:a b"],
+            &["lambda:f@ftp://x"],
+            &["http://h-{3..1}"],
+            &["http://h-{0..2}-{0..1}"],
+            &["lambda:f-{0..5000}"],
+            &["lambda:f-{0.2}"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let got = parse(&[
+            "http://127.0.0.1:1/",
+            "lambda:arn:aws:lambda:eu-west-1:123456789012:function:k-shard-0:live",
+            "lambda:k-shard-{1..2}@http://127.0.0.1:9000",
+        ])
+        .unwrap();
+        let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "http://127.0.0.1:1",
+                "lambda:arn:aws:lambda:eu-west-1:123456789012:function:k-shard-0:live",
+                "lambda:k-shard-1@http://127.0.0.1:9000",
+                "lambda:k-shard-2@http://127.0.0.1:9000",
+            ]
+        );
+        assert_eq!(got[0].1, EndpointSpec::Http("http://127.0.0.1:1".into()));
+        assert_eq!(
+            got[3].1,
+            EndpointSpec::Lambda {
+                function: "k-shard-2".into(),
+                endpoint_url: Some("http://127.0.0.1:9000".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn the_invoke_event_is_an_http_api_request_the_lambda_runtime_routes() {
+        // Given the event for a shard search,
+        let body = br#"{"user_handle": 7, "k": 3}"#;
+        let event = invoke_event("/shard/search", body);
+        // when lambda_http reads it as the runtime does,
+        let req = lambda_http::request::from_str(&event.to_string()).expect("an API Gateway event");
+        // then it is that POST, with that body.
+        assert_eq!(req.method(), "POST");
+        assert_eq!(req.uri().path(), "/shard/search");
+        assert_eq!(req.headers()["content-type"], "application/json");
+        match req.body() {
+            lambda_http::Body::Text(t) => assert_eq!(t.as_bytes(), body),
+            other => panic!("body {other:?}"),
+        }
+    }
+
+    #[test]
+    fn invoke_answers_are_read_from_api_gateway_responses() {
+        let ok = br#"{"statusCode":404,"headers":{},"body":"{\"error\":\"unknown user\"}","isBase64Encoded":false}"#;
+        let (status, v) = invoke_answer(ok).unwrap();
+        assert_eq!(
+            (status.as_u16(), v["error"].as_str()),
+            (404, Some("unknown user"))
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"body":"{}"}"#,
+            br#"{"statusCode":200,"body":"<html>"}"#,
+            br#"{"statusCode":200,"body":"e30=","isBase64Encoded":true}"#,
+        ] {
+            assert!(
+                invoke_answer(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

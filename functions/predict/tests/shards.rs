@@ -36,7 +36,7 @@ fn publish_and_load(t: Trained, selection: Option<Vec<u32>>) -> (tempfile::TempD
             .expect("publish");
         let options = LoadOptions {
             max_model_bytes: None,
-            shards: selection,
+            shards: selection.map(Into::into),
         };
         registry::load_version_with(&store, &published.version, None, &options)
             .await
@@ -191,7 +191,7 @@ fn a_shard_the_version_lacks_is_refused() {
             .unwrap();
         let options = LoadOptions {
             max_model_bytes: None,
-            shards: Some(vec![0, 5]),
+            shards: Some(vec![0, 5].into()),
         };
         registry::load_version_with(&store, &p.version, None, &options)
             .await
