@@ -83,8 +83,67 @@ fn parse_yaml(path: &Path) -> Value {
     to_json(yaml)
 }
 
-fn template() -> Value {
+/// The template as written (with its `Fn::ForEach` unexpanded).
+fn raw_template() -> Value {
     parse_yaml(&template_path())
+}
+
+/// The template as CloudFormation's LanguageExtensions transform gives it for
+/// `ShardGroups` = [`GROUPS`]: every `Fn::ForEach` of the resources expanded over the
+/// mapped group list, so the assertions below see the shard functions too.
+fn template() -> Value {
+    let mut t = raw_template();
+    let groups = shard_group_set(&t, GROUPS)["Groups"].clone();
+    let Some(resources) = t["Resources"].as_object_mut() else {
+        return t;
+    };
+    let loops: Vec<String> = resources
+        .keys()
+        .filter(|k| k.starts_with("Fn::ForEach::"))
+        .cloned()
+        .collect();
+    for key in loops {
+        let each = resources.remove(&key).unwrap();
+        let (id, collection, fragment) = (&each[0], &each[1], &each[2]);
+        let id = id.as_str().expect("a ForEach identifier");
+        assert_eq!(
+            collection,
+            &json!({"Fn::FindInMap": ["ShardGroupSets", {"Ref": "ShardGroups"}, "Groups"]}),
+            "{key} loops over the mapped shard groups"
+        );
+        for g in groups.as_array().unwrap() {
+            let g = g.as_str().unwrap();
+            for (name, body) in fragment.as_object().expect("a ForEach fragment") {
+                let replace = |text: &str| text.replace(&format!("${{{id}}}"), g);
+                resources.insert(replace(name), substitute(body, &replace));
+            }
+        }
+    }
+    t
+}
+
+/// The `ShardGroups` value the expanded template is checked with.
+const GROUPS: u32 = 4;
+
+/// `v` with `replace` applied to every string in it.
+fn substitute(v: &Value, replace: &dyn Fn(&str) -> String) -> Value {
+    match v {
+        Value::String(s) => Value::String(replace(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| substitute(x, replace)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (replace(k), substitute(x, replace)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The `ShardGroupSets` mapping's entry for `groups`.
+fn shard_group_set(t: &Value, groups: u32) -> &Value {
+    let set = &t["Mappings"]["ShardGroupSets"][groups.to_string()];
+    assert!(set.is_object(), "no ShardGroupSets entry for {groups}");
+    set
 }
 
 fn resources(t: &Value) -> &Map<String, Value> {
@@ -453,10 +512,11 @@ fn predict_function_may_only_read_the_model_prefix() {
     for (action, resources, _) in &s3 {
         assert_eq!(resources, &vec![model_prefix_arn()], "{action}");
     }
-    // its other permissions only write its own log group,
+    // its other permissions only write its own log group (and, with shard functions,
+    // invoke them: see the scatter-gather test),
     for s in &granted {
         let acts = actions(s);
-        if acts.iter().any(|a| a.starts_with("s3:")) {
+        if acts.iter().any(|a| a.starts_with("s3:")) || s["Sid"] == "InvokeShardFunctions" {
             continue;
         }
         assert_eq!(
@@ -690,6 +750,127 @@ fn split_training_runs_prepare_a_distributed_map_of_shard_tasks_and_publish() {
     let schedule = &resource(&t, "SplitTrainingSchedule")["Properties"];
     assert_eq!(schedule["State"], reference("SplitScheduleState"));
     assert_eq!(t["Parameters"]["SplitScheduleState"]["Default"], "DISABLED");
+}
+
+#[test]
+fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
+    // Given the template as written,
+    let raw = raw_template();
+    // then ShardGroups is off by default, and each allowed value maps to the groups
+    // 0..N-1 and the range the coordinator expands,
+    let param = &raw["Parameters"]["ShardGroups"];
+    assert_eq!(param["Default"], 0);
+    for n in param["AllowedValues"].as_array().unwrap() {
+        let n = n.as_u64().unwrap() as u32;
+        let set = shard_group_set(&raw, n);
+        let expected: Vec<String> = (0..n.max(1)).map(|g| g.to_string()).collect();
+        assert_eq!(set["Groups"], json!(expected), "{n}");
+        assert_eq!(set["Range"], format!("0..{}", n.max(1) - 1), "{n}");
+    }
+    assert_eq!(
+        raw["Conditions"]["ScatterGather"],
+        json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ShardGroups"}, 0]}]})
+    );
+    // and, expanded for 4 groups, there are 4 shard functions, group g serving `g/4`,
+    let t = template();
+    let shard_functions: Vec<(&str, &Value)> = of_type(&t, "AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("ShardFunction"))
+        .collect();
+    assert_eq!(shard_functions.len(), GROUPS as usize);
+    let predict = &resource(&t, "PredictFunction")["Properties"];
+    for g in 0..GROUPS {
+        let name = format!("ShardFunction{g}");
+        let f = resource(&t, &name);
+        let p = &f["Properties"];
+        assert_eq!(f["Condition"], "ScatterGather", "{name}");
+        let vars = &p["Environment"]["Variables"];
+        assert_eq!(
+            vars["KINDRED_SHARDS"],
+            json!({"Fn::Sub": format!("{g}/${{ShardGroups}}")})
+        );
+        // each the predict binary, reading the same store with its own role and log group,
+        assert_eq!(
+            vars["KINDRED_STORE"],
+            predict["Environment"]["Variables"]["KINDRED_STORE"]
+        );
+        for same in ["Runtime", "Architectures", "Handler", "CodeUri"] {
+            assert_eq!(p[same], predict[same], "{name} {same}");
+        }
+        assert_eq!(
+            f["Metadata"]["BuildProperties"]["Binary"],
+            "kindred-predict"
+        );
+        assert_eq!(p["Role"], get_att("ShardFunctionRole", "Arn"));
+        assert_eq!(
+            p["FunctionName"],
+            json!({"Fn::Sub": format!("${{AWS::StackName}}-shard-{g}")})
+        );
+        let log = &resource(&t, &format!("ShardFunctionLogGroup{g}"))["Properties"];
+        assert_eq!(
+            log["LogGroupName"],
+            json!({"Fn::Sub": format!("/aws/lambda/${{AWS::StackName}}-shard-{g}")})
+        );
+        assert_eq!(p["LoggingConfig"]["LogGroup"], log["LogGroupName"]);
+        // and none reachable through the API.
+        assert!(p["Events"].is_null(), "{name} has events");
+    }
+    // The predict function then coordinates: it invokes lambda:<stack>-shard-{0..N-1},
+    let scatter = &predict["Environment"]["Variables"]["KINDRED_SCATTER"]["Fn::If"];
+    assert_eq!(scatter[0], "ScatterGather");
+    assert_eq!(
+        scatter[1],
+        json!({"Fn::Sub": ["lambda:${AWS::StackName}-shard-{${Range}}",
+            {"Range": {"Fn::FindInMap": ["ShardGroupSets", {"Ref": "ShardGroups"}, "Range"]}}]})
+    );
+    assert_eq!(scatter[2], reference("AWS::NoValue"));
+    assert_eq!(
+        predict["Environment"]["Variables"]["KINDRED_SHARD_TIMEOUT_MS"],
+        reference("ShardTimeoutMs")
+    );
+    // with the only grant it needs for that: lambda:InvokeFunction on those functions,
+    let invoke: Vec<&Value> = role_statements(&t, "PredictFunctionRole")
+        .into_iter()
+        .filter(|s| actions(s).iter().any(|a| a.starts_with("lambda:")))
+        .collect();
+    assert_eq!(invoke.len(), 1, "{invoke:?}");
+    assert_eq!(
+        actions(invoke[0]),
+        BTreeSet::from(["lambda:InvokeFunction".to_owned()])
+    );
+    assert_eq!(
+        invoke[0]["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-shard-*"})
+    );
+    assert_eq!(
+        resource(&t, "PredictInvokeShardsPolicy")["Condition"],
+        "ScatterGather"
+    );
+    // and the shard functions' role reads the model prefix and writes their logs, only.
+    let granted = role_statements(&t, "ShardFunctionRole");
+    for (action, resources, _) in s3_grants(&granted) {
+        assert_eq!(action, "s3:GetObject");
+        assert_eq!(resources, vec![model_prefix_arn()]);
+    }
+    for s in &granted {
+        let acts = actions(s);
+        if acts.iter().any(|a| a.starts_with("s3:")) {
+            continue;
+        }
+        assert_eq!(
+            acts,
+            BTreeSet::from([
+                "logs:CreateLogStream".to_owned(),
+                "logs:PutLogEvents".to_owned()
+            ])
+        );
+        assert_eq!(
+            sub_template(&s["Resource"]),
+            Some(
+                "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/${AWS::StackName}-shard-*:*"
+            )
+        );
+    }
 }
 
 // ------------------------------------------------------------------------------ resources
