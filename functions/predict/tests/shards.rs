@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use kindred_batch::train::{self, Trained};
 use kindred_core::Model;
 use kindred_core::registry::{self, LoadOptions};
-use kindred_core::shard::shard_of;
+use kindred_core::shard::{Selection, shard_of};
 use kindred_core::store::LocalStore;
 use kindred_predict::api::{self, Filters};
 
@@ -26,7 +26,7 @@ fn train_with(shards: u32, data: &std::path::Path) -> Trained {
 }
 
 /// Publishes `t` to a fresh folder store and loads the `selection` of it.
-fn publish_and_load(t: Trained, selection: Option<Vec<u32>>) -> (tempfile::TempDir, Model) {
+fn publish_and_load(t: Trained, selection: Option<Selection>) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path());
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -36,7 +36,7 @@ fn publish_and_load(t: Trained, selection: Option<Vec<u32>>) -> (tempfile::TempD
             .expect("publish");
         let options = LoadOptions {
             max_model_bytes: None,
-            shards: selection.map(Into::into),
+            shards: selection,
         };
         registry::load_version_with(&store, &published.version, None, &options)
             .await
@@ -129,8 +129,8 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
     // shard 1 alone, and shards 0 and 2,
     let s = setup();
     let whole = &s.sharded.1;
-    let one = publish_and_load(train_with(SHARDS, &s.data), Some(vec![1])).1;
-    let rest = publish_and_load(train_with(SHARDS, &s.data), Some(vec![0, 2])).1;
+    let one = publish_and_load(train_with(SHARDS, &s.data), Some(vec![1].into())).1;
+    let rest = publish_and_load(train_with(SHARDS, &s.data), Some(vec![0, 2].into())).1;
     assert_eq!(one.shards_held(), vec![1]);
     assert_eq!(one.len() + rest.len(), whole.len());
     assert_eq!(one.len() as u64, whole.manifest.shards[1].users);
@@ -168,6 +168,39 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
         checked += 1;
     }
     assert!(checked >= 100, "only {checked} users in shard 1");
+}
+
+#[test]
+fn shard_groups_take_their_share_of_any_shard_count_and_replicate_beyond_it() {
+    // Given a 3-shard model loaded as groups of 2 and of 4,
+    let s = setup();
+    let whole = &s.sharded.1;
+    let group = |g: u32, n: u32| {
+        let selection = Selection::Group {
+            group: g,
+            groups: n,
+        };
+        publish_and_load(train_with(SHARDS, &s.data), Some(selection)).1
+    };
+    // then groups 0 and 1 of 2 hold shards 0, 2 and shard 1: every user once,
+    let (g0, g1) = (group(0, 2), group(1, 2));
+    assert_eq!((g0.shards_held(), g1.shards_held()), (vec![0, 2], vec![1]));
+    assert_eq!(g0.len() + g1.len(), whole.len());
+    // and group 3 of 4 (beyond the 3 shards) serves a replica of shard 0, answering for
+    // its users exactly as the whole model does.
+    let g3 = group(3, 4);
+    assert_eq!(g3.shards_held(), vec![0]);
+    let u = g3.users.users[0].handle;
+    assert_eq!(shard_of(u, SHARDS), 0);
+    assert_eq!(neighbours(&g3, u, 10).len(), 10);
+    let own: Vec<f32> = neighbours(&g3, u, 10).iter().map(|x| x.1).collect();
+    let top_in_shard0: Vec<f32> = neighbours(whole, u, 200)
+        .into_iter()
+        .filter(|(h, _)| shard_of(*h, SHARDS) == 0)
+        .take(10)
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(own, top_in_shard0);
 }
 
 #[test]
