@@ -288,6 +288,32 @@ fn s3_grants(statements: &[&Value]) -> Vec<(String, Vec<Value>, Value)> {
     grants
 }
 
+/// A function role's grants: `s3:GetObject` on `<bucket>/<prefix>/*` and writing logs to
+/// `log_groups`, nothing else.
+fn assert_reads_models_and_writes_logs(granted: &[&Value], log_groups: &Value) {
+    let s3 = s3_grants(granted);
+    let s3_actions: BTreeSet<&str> = s3.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(s3_actions, BTreeSet::from(["s3:GetObject"]));
+    for (action, resources, _) in &s3 {
+        assert_eq!(resources, &vec![model_prefix_arn()], "{action}");
+    }
+    for s in granted {
+        let acts = actions(s);
+        if acts.iter().any(|a| a.starts_with("s3:")) {
+            continue;
+        }
+        assert_eq!(
+            acts,
+            BTreeSet::from([
+                "logs:CreateLogStream".to_owned(),
+                "logs:PutLogEvents".to_owned()
+            ]),
+            "{s}"
+        );
+        assert_eq!(&s["Resource"], log_groups, "{s}");
+    }
+}
+
 // ------------------------------------------------------------------------------ cfn-lint
 
 fn cfn_lint(template: &Path) -> Output {
@@ -504,30 +530,13 @@ fn predict_function_may_only_read_the_model_prefix() {
     let t = template();
     let f = &resource(&t, "PredictFunction")["Properties"];
     assert_eq!(f["Role"], get_att("PredictFunctionRole", "Arn"));
-    let granted = role_statements(&t, "PredictFunctionRole");
-    // then its only S3 permission is s3:GetObject on <bucket>/<prefix>/*,
-    let s3 = s3_grants(&granted);
-    let s3_actions: BTreeSet<&str> = s3.iter().map(|(a, _, _)| a.as_str()).collect();
-    assert_eq!(s3_actions, BTreeSet::from(["s3:GetObject"]));
-    for (action, resources, _) in &s3 {
-        assert_eq!(resources, &vec![model_prefix_arn()], "{action}");
-    }
-    // its other permissions only write its own log group (and, with shard functions,
-    // invoke them: see the scatter-gather test),
-    for s in &granted {
-        let acts = actions(s);
-        if acts.iter().any(|a| a.starts_with("s3:")) || s["Sid"] == "InvokeShardFunctions" {
-            continue;
-        }
-        assert_eq!(
-            acts,
-            BTreeSet::from([
-                "logs:CreateLogStream".to_owned(),
-                "logs:PutLogEvents".to_owned()
-            ])
-        );
-        assert_eq!(s["Resource"], get_att("PredictFunctionLogGroup", "Arn"));
-    }
+    // then it may only read <bucket>/<prefix>/* and write its own log group (and, with
+    // shard functions, invoke them: see the scatter-gather test),
+    let granted: Vec<&Value> = role_statements(&t, "PredictFunctionRole")
+        .into_iter()
+        .filter(|s| actions(s) != BTreeSet::from(["lambda:InvokeFunction".to_owned()]))
+        .collect();
+    assert_reads_models_and_writes_logs(&granted, &get_att("PredictFunctionLogGroup", "Arn"));
     // and it reads the store that prefix holds.
     assert_eq!(
         f["Environment"]["Variables"]["KINDRED_STORE"],
@@ -847,30 +856,10 @@ fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
         "ScatterGather"
     );
     // and the shard functions' role reads the model prefix and writes their logs, only.
-    let granted = role_statements(&t, "ShardFunctionRole");
-    for (action, resources, _) in s3_grants(&granted) {
-        assert_eq!(action, "s3:GetObject");
-        assert_eq!(resources, vec![model_prefix_arn()]);
-    }
-    for s in &granted {
-        let acts = actions(s);
-        if acts.iter().any(|a| a.starts_with("s3:")) {
-            continue;
-        }
-        assert_eq!(
-            acts,
-            BTreeSet::from([
-                "logs:CreateLogStream".to_owned(),
-                "logs:PutLogEvents".to_owned()
-            ])
-        );
-        assert_eq!(
-            sub_template(&s["Resource"]),
-            Some(
-                "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/${AWS::StackName}-shard-*:*"
-            )
-        );
-    }
+    assert_reads_models_and_writes_logs(
+        &role_statements(&t, "ShardFunctionRole"),
+        &json!({"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/${AWS::StackName}-shard-*:*"}),
+    );
 }
 
 // ------------------------------------------------------------------------------ resources
