@@ -23,11 +23,14 @@ pub fn build(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
 /// [`build`] on one thread: the same points and seed always give the same bytes (the
 /// parallel build inserts points in a racy order). A split run's shard step uses it, so
 /// a retried step rewrites identical artifacts; its parallelism is across shard tasks.
-pub fn build_reproducible(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
-    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
-        Ok(pool) => pool.install(|| build(points, params)),
-        Err(_) => build(points, params),
-    }
+/// Fails only when the one-thread pool cannot be created (threads exhausted): a parallel
+/// build would then write other bytes than the step's first attempt.
+pub fn build_reproducible(
+    points: Vec<Embedding>,
+    params: &HnswParams,
+) -> Result<(Index, Vec<u32>), rayon::ThreadPoolBuildError> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    Ok(pool.install(|| build(points, params)))
 }
 
 /// A reproducible sample of `count` distinct rows out of `n` (all rows when `count >= n`).
@@ -221,8 +224,8 @@ mod tests {
             heuristic: true,
             seed: 9,
         };
-        let a = build_reproducible(points.clone(), &params);
-        let b = build_reproducible(points, &params);
+        let a = build_reproducible(points.clone(), &params).unwrap();
+        let b = build_reproducible(points, &params).unwrap();
         assert_eq!(a.1, b.1);
         let bytes = |i: &Index| kindred_core::artifact::encode("i", i).unwrap();
         assert!(bytes(&a.0) == bytes(&b.0), "the two builds differ");

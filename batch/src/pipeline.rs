@@ -60,6 +60,9 @@ pub enum PipelineError {
         /// Why.
         message: String,
     },
+    /// The one-thread pool of a reproducible shard build could not be created.
+    #[error("cannot start the shard build's thread: {0}")]
+    Thread(String),
     /// The data folder's ground truth could not be read.
     #[error("cannot read ground truth: {0}")]
     GroundTruth(String),
@@ -312,7 +315,8 @@ pub async fn build_shard<S: ObjectStore>(
                 mut users, points, ..
             } = input;
             // One thread, so a retried step writes the same bytes (artifacts are immutable).
-            let (index, order) = index::build_reproducible(points, &hnsw);
+            let (index, order) = index::build_reproducible(points, &hnsw)
+                .map_err(|e| PipelineError::Thread(e.to_string()))?;
             let users: Vec<UserSummary> = order
                 .iter()
                 .map(|&i| std::mem::take(&mut users[i as usize]))
