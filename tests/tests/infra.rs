@@ -89,37 +89,55 @@ fn raw_template() -> Value {
 }
 
 /// The template as CloudFormation's LanguageExtensions transform gives it for
-/// `ShardGroups` = [`GROUPS`]: every `Fn::ForEach` of the resources expanded over the
-/// mapped group list, so the assertions below see the shard functions too.
+/// `ShardGroups` = [`GROUPS`]: every `Fn::ForEach` of the conditions and resources
+/// expanded over its literal collection, `Condition: !Sub` resolved, and the resources
+/// whose per-group condition is false for that value left out, so the assertions below
+/// see the shard functions that value deploys.
 fn template() -> Value {
     let mut t = raw_template();
-    let groups = shard_group_set(&t, GROUPS)["Groups"].clone();
-    let Some(resources) = t["Resources"].as_object_mut() else {
-        return t;
-    };
-    let loops: Vec<String> = resources
+    let set = shard_group_set(&t, GROUPS).clone();
+    for section in ["Conditions", "Resources"] {
+        if let Some(map) = t[section].as_object_mut() {
+            expand_for_each(map);
+        }
+    }
+    let resources = t["Resources"].as_object_mut().expect("Resources");
+    for r in resources.values_mut() {
+        if let Some(name) = r["Condition"]["Fn::Sub"].as_str().map(str::to_owned) {
+            r["Condition"] = Value::String(name);
+        }
+    }
+    resources.retain(|_, r| match r["Condition"].as_str() {
+        Some(c) if c.starts_with("ShardGroup") => {
+            set[format!("g{}", &c["ShardGroup".len()..])] == "yes"
+        }
+        _ => true,
+    });
+    t
+}
+
+/// Replaces every `Fn::ForEach::*` entry of `map` by its fragment once per item of its
+/// literal collection, with `${Identifier}` replaced in keys and strings.
+fn expand_for_each(map: &mut Map<String, Value>) {
+    let loops: Vec<String> = map
         .keys()
         .filter(|k| k.starts_with("Fn::ForEach::"))
         .cloned()
         .collect();
     for key in loops {
-        let each = resources.remove(&key).unwrap();
-        let (id, collection, fragment) = (&each[0], &each[1], &each[2]);
-        let id = id.as_str().expect("a ForEach identifier");
-        assert_eq!(
-            collection,
-            &json!({"Fn::FindInMap": ["ShardGroupSets", {"Ref": "ShardGroups"}, "Groups"]}),
-            "{key} loops over the mapped shard groups"
-        );
-        for g in groups.as_array().unwrap() {
-            let g = g.as_str().unwrap();
-            for (name, body) in fragment.as_object().expect("a ForEach fragment") {
-                let replace = |text: &str| text.replace(&format!("${{{id}}}"), g);
-                resources.insert(replace(name), substitute(body, &replace));
+        let each = map.remove(&key).unwrap();
+        let id = each[0].as_str().expect("a ForEach identifier");
+        let items = each[1]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}: a literal collection (the documented form)"));
+        for item in items {
+            let item = item.as_str().expect("string items");
+            let replace = |text: &str| text.replace(&format!("${{{id}}}"), item);
+            for (name, body) in each[2].as_object().expect("a ForEach fragment") {
+                map.insert(replace(name), substitute(body, &replace));
             }
         }
     }
-    t
 }
 
 /// The `ShardGroups` value the expanded template is checked with.
@@ -288,9 +306,9 @@ fn s3_grants(statements: &[&Value]) -> Vec<(String, Vec<Value>, Value)> {
     grants
 }
 
-/// A function role's grants: `s3:GetObject` on `<bucket>/<prefix>/*` and writing logs to
-/// `log_groups`, nothing else.
-fn assert_reads_models_and_writes_logs(granted: &[&Value], log_groups: &Value) {
+/// A function role's grants: `s3:GetObject` on `<bucket>/<prefix>/*` and writing logs
+/// where `own_logs` accepts the statement's resource, nothing else.
+fn assert_function_role(granted: &[&Value], own_logs: impl Fn(&Value) -> bool) {
     let s3 = s3_grants(granted);
     let s3_actions: BTreeSet<&str> = s3.iter().map(|(a, _, _)| a.as_str()).collect();
     assert_eq!(s3_actions, BTreeSet::from(["s3:GetObject"]));
@@ -310,7 +328,7 @@ fn assert_reads_models_and_writes_logs(granted: &[&Value], log_groups: &Value) {
             ]),
             "{s}"
         );
-        assert_eq!(&s["Resource"], log_groups, "{s}");
+        assert!(own_logs(s), "{s}");
     }
 }
 
@@ -536,7 +554,9 @@ fn predict_function_may_only_read_the_model_prefix() {
         .into_iter()
         .filter(|s| actions(s) != BTreeSet::from(["lambda:InvokeFunction".to_owned()]))
         .collect();
-    assert_reads_models_and_writes_logs(&granted, &get_att("PredictFunctionLogGroup", "Arn"));
+    assert_function_role(&granted, |s| {
+        s["Resource"] == get_att("PredictFunctionLogGroup", "Arn")
+    });
     // and it reads the store that prefix holds.
     assert_eq!(
         f["Environment"]["Variables"]["KINDRED_STORE"],
@@ -765,15 +785,17 @@ fn split_training_runs_prepare_a_distributed_map_of_shard_tasks_and_publish() {
 fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
     // Given the template as written,
     let raw = raw_template();
-    // then ShardGroups is off by default, and each allowed value maps to the groups
-    // 0..N-1 and the range the coordinator expands,
+    // then ShardGroups is off by default, and each allowed value N maps groups 0..N-1
+    // (of the 16 the loops create) to "yes" and gives the range the coordinator expands,
     let param = &raw["Parameters"]["ShardGroups"];
     assert_eq!(param["Default"], 0);
     for n in param["AllowedValues"].as_array().unwrap() {
         let n = n.as_u64().unwrap() as u32;
         let set = shard_group_set(&raw, n);
-        let expected: Vec<String> = (0..n.max(1)).map(|g| g.to_string()).collect();
-        assert_eq!(set["Groups"], json!(expected), "{n}");
+        for g in 0..16 {
+            let used = if g < n { "yes" } else { "no" };
+            assert_eq!(set[format!("g{g}")], used, "{n} {g}");
+        }
         assert_eq!(set["Range"], format!("0..{}", n.max(1) - 1), "{n}");
     }
     assert_eq!(
@@ -782,17 +804,23 @@ fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
     );
     // and, expanded for 4 groups, there are 4 shard functions, group g serving `g/4`,
     let t = template();
+    for g in 0..16 {
+        let condition = &t["Conditions"][format!("ShardGroup{g}")]["Fn::And"];
+        assert_eq!(condition[0], json!({"Condition": "ScatterGather"}), "{g}");
+    }
     let shard_functions: Vec<(&str, &Value)> = of_type(&t, "AWS::Serverless::Function")
         .into_iter()
         .filter(|(n, _)| n.starts_with("ShardFunction"))
         .collect();
     assert_eq!(shard_functions.len(), GROUPS as usize);
     let predict = &resource(&t, "PredictFunction")["Properties"];
+    let predict_role = role_statements(&t, "PredictFunctionRole");
+    let shard_role = role_statements(&t, "ShardFunctionRole");
     for g in 0..GROUPS {
         let name = format!("ShardFunction{g}");
         let f = resource(&t, &name);
         let p = &f["Properties"];
-        assert_eq!(f["Condition"], "ScatterGather", "{name}");
+        assert_eq!(f["Condition"], format!("ShardGroup{g}"), "{name}");
         let vars = &p["Environment"]["Variables"];
         assert_eq!(
             vars["KINDRED_SHARDS"],
@@ -811,18 +839,44 @@ fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
             "kindred-predict"
         );
         assert_eq!(p["Role"], get_att("ShardFunctionRole", "Arn"));
-        assert_eq!(
-            p["FunctionName"],
-            json!({"Fn::Sub": format!("${{AWS::StackName}}-shard-{g}")})
-        );
+        let function_name = format!("${{AWS::StackName}}-shard-{g}");
+        assert_eq!(p["FunctionName"], json!({ "Fn::Sub": function_name }));
         let log = &resource(&t, &format!("ShardFunctionLogGroup{g}"))["Properties"];
         assert_eq!(
             log["LogGroupName"],
-            json!({"Fn::Sub": format!("/aws/lambda/${{AWS::StackName}}-shard-{g}")})
+            json!({"Fn::Sub": format!("/aws/lambda/{function_name}")})
         );
         assert_eq!(p["LoggingConfig"]["LogGroup"], log["LogGroupName"]);
-        // and none reachable through the API.
-        assert!(p["Events"].is_null(), "{name} has events");
+        // none reachable through the API, a URL or a resource policy,
+        assert!(
+            p["Events"].is_null() && p["FunctionUrlConfig"].is_null(),
+            "{name}"
+        );
+        // the coordinator may invoke exactly this function, the shard role may write
+        // exactly this log group,
+        let exact = |s: &&&Value, arn: &str| {
+            s["Resource"] == json!({ "Fn::Sub": format!("arn:${{AWS::Partition}}:{arn}") })
+        };
+        let function_arn =
+            format!("lambda:${{AWS::Region}}:${{AWS::AccountId}}:function:{function_name}");
+        assert!(
+            predict_role.iter().any(|s| exact(&s, &function_arn)),
+            "{name}"
+        );
+        let log_arn = format!(
+            "logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:/aws/lambda/{function_name}:*"
+        );
+        assert!(shard_role.iter().any(|s| exact(&s, &log_arn)), "{name}");
+        // and an alarm watches its errors.
+        let alarm = &resource(&t, &format!("ShardErrorsAlarm{g}"))["Properties"];
+        assert_eq!(alarm["MetricName"], "Errors");
+        assert_eq!(
+            alarm["Dimensions"][0]["Value"],
+            json!({ "Fn::Sub": function_name })
+        );
+    }
+    for kind in ["AWS::Lambda::Permission", "AWS::Lambda::Url"] {
+        assert!(of_type(&t, kind).is_empty(), "{kind}");
     }
     // The predict function then coordinates: it invokes lambda:<stack>-shard-{0..N-1},
     let scatter = &predict["Environment"]["Variables"]["KINDRED_SCATTER"]["Fn::If"];
@@ -837,29 +891,26 @@ fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
         predict["Environment"]["Variables"]["KINDRED_SHARD_TIMEOUT_MS"],
         reference("ShardTimeoutMs")
     );
-    // with the only grant it needs for that: lambda:InvokeFunction on those functions,
-    let invoke: Vec<&Value> = role_statements(&t, "PredictFunctionRole")
-        .into_iter()
+    // with no other Lambda grant than one InvokeFunction per group.
+    let invoke: Vec<&&Value> = predict_role
+        .iter()
         .filter(|s| actions(s).iter().any(|a| a.starts_with("lambda:")))
         .collect();
-    assert_eq!(invoke.len(), 1, "{invoke:?}");
-    assert_eq!(
-        actions(invoke[0]),
-        BTreeSet::from(["lambda:InvokeFunction".to_owned()])
-    );
-    assert_eq!(
-        invoke[0]["Resource"],
-        json!({"Fn::Sub": "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:function:${AWS::StackName}-shard-*"})
-    );
-    assert_eq!(
-        resource(&t, "PredictInvokeShardsPolicy")["Condition"],
-        "ScatterGather"
-    );
-    // and the shard functions' role reads the model prefix and writes their logs, only.
-    assert_reads_models_and_writes_logs(
-        &role_statements(&t, "ShardFunctionRole"),
-        &json!({"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/${AWS::StackName}-shard-*:*"}),
-    );
+    assert_eq!(invoke.len(), GROUPS as usize, "{invoke:?}");
+    for s in invoke {
+        assert_eq!(
+            actions(s),
+            BTreeSet::from(["lambda:InvokeFunction".to_owned()])
+        );
+    }
+    // The shard functions' role reads the model prefix and writes their logs, only.
+    assert_function_role(&shard_role, |s| {
+        sub_template(&s["Resource"]).is_some_and(|r| {
+            r.starts_with(
+                "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:/aws/lambda/${AWS::StackName}-shard-",
+            )
+        })
+    });
 }
 
 // ------------------------------------------------------------------------------ resources

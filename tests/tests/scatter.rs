@@ -270,18 +270,20 @@ fn scatter_gather_through_the_lambda_invoke_api_answers_like_one_process() {
         &lambda_env,
     );
     // when users of every shard are asked for through the coordinator and the whole
-    // (a partial answer is asked again: the emulator itself fails a few requests in a
-    // thousand, see kindred_e2e::is_emulator_error),
+    // (a partial answer is asked again, at most twice in the whole test: the emulator
+    // itself fails about 3 requests in a thousand, see kindred_e2e::is_emulator_error),
+    let retries = std::cell::Cell::new(0);
     let ask = |body: &str| -> Value {
-        for _ in 0..3 {
+        loop {
             let (status, answer, _) = post(coord, body);
             assert_eq!(status, 200, "{answer}");
             if answer["partial"] == false {
                 return answer;
             }
+            retries.set(retries.get() + 1);
+            assert!(retries.get() <= 2, "partial answers: {answer}");
             eprintln!("partial answer, asked again: {answer}");
         }
-        panic!("three partial answers in a row for {body}");
     };
     let handles: Vec<u64> = (1..=USERS).step_by(211).collect();
     let mut shards_seen = std::collections::BTreeSet::new();

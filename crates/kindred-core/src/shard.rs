@@ -125,6 +125,8 @@ impl Selection {
                 Some(&s) => Err(s),
                 None => Ok(list.clone()),
             },
+            // Only `parse` checks this; a hand-built group out of range selects nothing.
+            Selection::Group { group, groups } if group >= groups => Err(*group),
             Selection::Group { group, groups } if *group < count => {
                 Ok((*group..count).step_by(*groups as usize).collect())
             }
@@ -479,6 +481,11 @@ mod tests {
         );
         assert_eq!(Selection::parse("3/4").unwrap().resolve(2).unwrap(), [1]);
         assert_eq!(Selection::parse("0-2").unwrap().resolve(2), Err(2));
+        let bad = Selection::Group {
+            group: 1,
+            groups: 0,
+        };
+        assert_eq!(bad.resolve(4), Err(1));
         for bad in ["4/4", "1/0", "a/2", "1/b", "/"] {
             assert!(Selection::parse(bad).is_err(), "{bad}");
         }

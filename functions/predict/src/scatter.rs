@@ -57,6 +57,7 @@ const MAX_SHARD_ANSWER_BYTES: usize = 8 << 20;
 /// The shard endpoints and how long to wait for each.
 pub struct Gather {
     endpoints: Vec<String>,
+    /// How each of `endpoints` (same order) is reached.
     targets: Vec<Target>,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -121,6 +122,9 @@ pub fn parse_endpoints(specs: &[String]) -> Result<Vec<(String, EndpointSpec)>, 
                     http_base(&e).map_err(|why| format!("shard endpoint {e:?}: {why}"))?,
                 ),
             };
+            if out.iter().any(|(name, _)| *name == e) {
+                return Err(format!("shard endpoint {e:?} is listed twice"));
+            }
             out.push((e, parsed));
         }
     }
@@ -192,10 +196,12 @@ impl Gather {
         } else {
             None
         };
+        // One client per Invoke endpoint (the default one, or each local emulator).
+        let mut clients: Vec<(Option<String>, aws_sdk_lambda::Client)> = Vec::new();
         let mut endpoints = Vec::with_capacity(parsed.len());
         let mut targets = Vec::with_capacity(parsed.len());
         for (name, spec) in parsed {
-            targets.push(match (spec, &aws) {
+            let target = match (spec, &aws) {
                 (EndpointSpec::Http(base), _) => Target::Http(base),
                 (
                     EndpointSpec::Lambda {
@@ -204,23 +210,20 @@ impl Gather {
                     },
                     Some(aws),
                 ) => {
-                    let mut config = aws_sdk_lambda::config::Builder::from(aws);
-                    if let Some(url) = endpoint_url {
-                        config = config.endpoint_url(url);
-                        if aws.region().is_none() {
-                            // A local emulator ignores the region, but signing needs one.
-                            config =
-                                config.region(aws_sdk_lambda::config::Region::new("us-east-1"));
+                    let client = match clients.iter().find(|(u, _)| *u == endpoint_url) {
+                        Some((_, c)) => c.clone(),
+                        None => {
+                            let c = lambda_client(aws, endpoint_url.as_deref(), timeout)?;
+                            clients.push((endpoint_url, c.clone()));
+                            c
                         }
-                    }
-                    Target::Lambda {
-                        function,
-                        client: aws_sdk_lambda::Client::from_conf(config.build()),
-                    }
+                    };
+                    Target::Lambda { function, client }
                 }
                 (EndpointSpec::Lambda { .. }, None) => unreachable!("AWS configuration loaded"),
-            });
+            };
             endpoints.push(name);
+            targets.push(target);
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -250,6 +253,7 @@ impl Gather {
             let bytes = bytes.clone();
             async move {
                 let call = async {
+                    // Endpoint names are unique (parse_endpoints refuses repeats).
                     let i = self.endpoints.iter().position(|x| x == e);
                     match i.map(|i| &self.targets[i]) {
                         Some(Target::Http(base)) => self.post(base, path, bytes).await,
@@ -504,6 +508,45 @@ impl Gather {
         flag(&mut answer, &missing);
         Ok(answer)
     }
+}
+
+/// A Lambda client for Invoke calls within `timeout`: at most 2 attempts (one quick retry
+/// of a throttle or transient error, 20 ms backoff) and each attempt cut at `timeout`, so
+/// the SDK's own retries do not spend the per-shard budget in backoff and the reason a
+/// shard is missing stays the real one. `endpoint_url` overrides the Invoke endpoint (a
+/// local emulator; any region will do for signing there).
+fn lambda_client(
+    aws: &aws_config::SdkConfig,
+    endpoint_url: Option<&str>,
+    timeout: Duration,
+) -> Result<aws_sdk_lambda::Client, String> {
+    use aws_sdk_lambda::config::{Region, retry::RetryConfig, timeout::TimeoutConfig};
+    let mut config = aws_sdk_lambda::config::Builder::from(aws)
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(2)
+                .with_initial_backoff(Duration::from_millis(20)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(timeout)
+                .build(),
+        );
+    match endpoint_url {
+        Some(url) => {
+            config = config.endpoint_url(url);
+            if aws.region().is_none() {
+                config = config.region(Region::new("us-east-1"));
+            }
+        }
+        None if aws.region().is_none() => {
+            return Err(
+                "lambda: shard endpoints need an AWS region (AWS_REGION or the AWS config)".into(),
+            );
+        }
+        None => {}
+    }
+    Ok(aws_sdk_lambda::Client::from_conf(config.build()))
 }
 
 /// Calls `function` with the Lambda `Invoke` API: `POST path` with a JSON `body` as an
@@ -831,6 +874,7 @@ mod tests {
             &["http://h-{0..2}-{0..1}"],
             &["lambda:f-{0..5000}"],
             &["lambda:f-{0.2}"],
+            &["lambda:f-{0..2}", "lambda:f-1"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
@@ -857,6 +901,31 @@ mod tests {
                 function: "k-shard-2".into(),
                 endpoint_url: Some("http://127.0.0.1:9000".into()),
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn lambda_endpoints_need_a_region_unless_they_name_their_endpoint() {
+        // Given no AWS region anywhere,
+        // SAFETY: no other test of this binary reads the AWS variables.
+        unsafe {
+            std::env::remove_var("AWS_REGION");
+            std::env::remove_var("AWS_DEFAULT_REGION");
+            std::env::set_var("AWS_CONFIG_FILE", "/nonexistent");
+            std::env::set_var("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent");
+        }
+        let t = Duration::from_millis(100);
+        // then a lambda: endpoint is refused at start-up, naming the missing region,
+        let err = match Gather::new(vec!["lambda:kindred-shard-0".into()], t).await {
+            Ok(_) => panic!("accepted without a region"),
+            Err(e) => e,
+        };
+        assert!(err.contains("region"), "{err}");
+        // and one naming a local emulator is accepted.
+        assert!(
+            Gather::new(vec!["lambda:f@http://127.0.0.1:9".into()], t)
+                .await
+                .is_ok()
         );
     }
 
