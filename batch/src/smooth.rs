@@ -5,6 +5,14 @@
 //! the centre of the taste group it sits in, which denoises the embedding without
 //! moving users whose neighbourhood disagrees with them (their neighbours' mean is
 //! small when the neighbours point different ways).
+//!
+//! How many neighbours are averaged follows the number of users smoothed together
+//! ([`neighbours_for`]): a fixed share of them ([`DEFAULT_SHARE`], 2%), capped. A taste
+//! group holds a roughly constant share of the users, so a fixed count would average
+//! across groups in a small data set and stay far inside one in a large one: on
+//! generated data with 40 planted cohorts, 200 neighbours at weight 2 lift cohort
+//! precision@10 from 0.870 to 0.892 at 10k users but drop it from 0.875 to 0.783 at
+//! 1,500 users, where 2% (30 neighbours) gives 0.878.
 
 use kindred_core::artifact::{Embedding, dots};
 use kindred_core::projection::smooth_towards;
@@ -20,26 +28,62 @@ pub const EXACT_MAX_POINTS: usize = 50_000;
 /// smoothing already helps the most (see the README's scaling section).
 pub const GROUP_POINTS: usize = 20_000;
 
+/// Default share of the users smoothed together that each embedding is smoothed
+/// towards (see [`neighbours_for`]).
+pub const DEFAULT_SHARE: f32 = 0.02;
+
+/// Neighbours averaged when `n` points are smoothed together: `share` of the other
+/// points, rounded, at least 1 and at most `max` (0 when `max` or `share` is 0, or there
+/// is no other point).
+pub fn neighbours_for(n: usize, share: f32, max: usize) -> usize {
+    let others = n.saturating_sub(1);
+    if max == 0 || others == 0 || share.is_nan() || share <= 0.0 {
+        return 0;
+    }
+    let k = (f64::from(share) * others as f64).round() as usize;
+    k.clamp(1, max.min(others))
+}
+
+/// Neighbours each point gets when `n` points are smoothed by [`smooth`] (within its
+/// group above [`EXACT_MAX_POINTS`]): what a folded-in profile is smoothed towards too.
+pub fn effective_neighbours(n: usize, share: f32, max: usize) -> usize {
+    if n <= EXACT_MAX_POINTS {
+        neighbours_for(n, share, max)
+    } else {
+        let groups = n.div_ceil(GROUP_POINTS);
+        neighbours_for(n / groups, share, max)
+    }
+}
+
 /// Returns `normalise(e_i + alpha * mean(e_j for the k nearest j != i))` for every point,
-/// spread over `threads`. Neighbours are exact among all points up to
+/// spread over `threads`, with `k` from [`neighbours_for`] (`share` of the points
+/// smoothed together, at most `max_k`). Neighbours are exact among all points up to
 /// [`EXACT_MAX_POINTS`] points, else exact within the point's random group of at most
 /// [`GROUP_POINTS`].
-pub fn smooth(points: &[Embedding], k: usize, alpha: f32, threads: usize) -> Vec<Embedding> {
+pub fn smooth(
+    points: &[Embedding],
+    max_k: usize,
+    share: f32,
+    alpha: f32,
+    threads: usize,
+) -> Vec<Embedding> {
     let n = points.len();
-    if n < 2 || k == 0 || alpha == 0.0 {
+    if n < 2 || neighbours_for(n, share, max_k) == 0 || alpha == 0.0 {
         return points.to_vec();
     }
     if n <= EXACT_MAX_POINTS {
-        return smooth_exact(points, k, alpha, threads);
+        return smooth_exact(points, neighbours_for(n, share, max_k), alpha, threads);
     }
-    smooth_grouped(points, k, alpha, threads, GROUP_POINTS)
+    smooth_grouped(points, max_k, share, alpha, threads, GROUP_POINTS)
 }
 
 /// [`smooth`] with each point's neighbours taken from its own group: the points are
-/// split into `ceil(n / group_points)` groups by a hash of their position.
+/// split into `ceil(n / group_points)` groups by a hash of their position, and each
+/// group gets its own neighbour count from [`neighbours_for`].
 fn smooth_grouped(
     points: &[Embedding],
-    k: usize,
+    max_k: usize,
+    share: f32,
     alpha: f32,
     threads: usize,
     group_points: usize,
@@ -52,7 +96,8 @@ fn smooth_grouped(
     let mut out: Vec<Option<Embedding>> = vec![None; points.len()];
     for group in members {
         let local: Vec<Embedding> = group.iter().map(|&i| points[i].clone()).collect();
-        let smoothed = if local.len() < 2 {
+        let k = neighbours_for(local.len(), share, max_k);
+        let smoothed = if k == 0 {
             local
         } else {
             smooth_exact(&local, k, alpha, threads)
@@ -121,13 +166,14 @@ mod tests {
         points.push(Embedding::normalized(vec![1.0, 0.6]));
         let before = points[40].0[1] / points[40].0[0];
         // when smoothed towards its 5 nearest neighbours,
-        let smoothed = smooth(&points, 5, 1.0, 2);
+        let smoothed = smooth(&points, 5, 1.0, 1.0, 2);
         // then it leans less towards the second group, everything stays unit length,
         let after = smoothed[40].0[1] / smoothed[40].0[0];
         assert!(after < before * 0.7, "{before} -> {after}");
         assert!(smoothed.iter().all(|e| (e.cosine(e) - 1.0).abs() < 1e-5));
         // and weight 0 changes nothing.
-        assert_eq!(smooth(&points, 5, 0.0, 2), points);
+        assert_eq!(smooth(&points, 5, 1.0, 0.0, 2), points);
+        assert_eq!(smooth(&points, 5, 0.0, 1.0, 2), points);
     }
 
     #[test]
@@ -144,8 +190,8 @@ mod tests {
         }
         // Given three separated clusters of 100 points each, smoothed exactly and
         // within 3 random groups of about 100 points,
-        let exact = smooth(&points, 8, 1.0, 2);
-        let approx = smooth_grouped(&points, 8, 1.0, 2, 100);
+        let exact = smooth(&points, 8, 1.0, 1.0, 2);
+        let approx = smooth_grouped(&points, 8, 1.0, 1.0, 2, 100);
         // then every point lands where the exact smoothing puts it.
         let worst = exact
             .iter()
@@ -153,5 +199,25 @@ mod tests {
             .map(|(a, b)| a.cosine(b))
             .fold(1.0f32, f32::min);
         assert!(worst > 0.999, "worst agreement {worst}");
+    }
+
+    #[test]
+    fn the_neighbour_count_is_a_share_of_the_points_capped() {
+        // 2% of the other points, rounded,
+        assert_eq!(neighbours_for(1_501, 0.02, 200), 30);
+        assert_eq!(neighbours_for(3_001, 0.02, 200), 60);
+        // capped (a 10k model and a 20k group both get 200),
+        assert_eq!(neighbours_for(10_000, 0.02, 200), 200);
+        assert_eq!(neighbours_for(20_000, 0.02, 200), 200);
+        // at least one and never more than the other points,
+        assert_eq!(neighbours_for(10, 0.02, 200), 1);
+        assert_eq!(neighbours_for(3, 1.0, 200), 2);
+        // none without another point, a cap or a share;
+        assert_eq!(neighbours_for(1, 0.02, 200), 0);
+        assert_eq!(neighbours_for(100, 0.02, 0), 0);
+        assert_eq!(neighbours_for(100, 0.0, 200), 0);
+        // above the exact limit each group of about 20k points gets its own count.
+        assert_eq!(effective_neighbours(1_000_000, 0.02, 200), 200);
+        assert_eq!(effective_neighbours(60_000, 0.01, 500), 200);
     }
 }

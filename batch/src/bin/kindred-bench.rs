@@ -62,6 +62,14 @@ fn variants() -> Vec<Variant> {
             Box::new(|c| c.smooth_weight = 5.0),
         ),
         (
+            "kindred, smoothing 50 users at weight 1",
+            Box::new(|c| {
+                c.smooth_share = 1.0;
+                c.smooth_neighbours = 50;
+                c.smooth_weight = 1.0;
+            }),
+        ),
+        (
             "kindred, HNSW without heuristic",
             Box::new(|c| c.hnsw.heuristic = false),
         ),

@@ -71,10 +71,14 @@ pub struct Centring {
     pub basis_column_sums: Vec<f32>,
 }
 
-/// The smoothing applied to training embeddings, repeated for folded-in profiles.
+/// The smoothing applied to training embeddings, repeated for folded-in profiles: one
+/// step towards the mean of the profile's `neighbours` nearest (smoothed) users.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Smoothing {
-    /// Nearest users averaged in (0: none).
+    /// Nearest users averaged in (0: none): the count each training embedding got (a
+    /// share of the users smoothed together, capped; for a model smoothed in random
+    /// groups, that of one group), at most the index's `ef_search` so that the profile's
+    /// neighbours come from the index.
     pub neighbours: u32,
     /// Weight of their mean.
     pub weight: f32,
