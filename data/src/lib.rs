@@ -31,6 +31,7 @@ mod catalog;
 mod cohorts;
 mod dates;
 mod rng;
+pub mod structure;
 mod synth;
 mod users;
 
@@ -69,7 +70,9 @@ pub const CSV_FILES: [&str; 5] = [
 ];
 
 /// What to generate. Every field has a default matching the real data set
-/// (see [`GenConfig::DEFAULT`]).
+/// (see [`GenConfig::DEFAULT`]), except the primary shares, whose default
+/// plants a weaker structure than the real assessments show (harder data; see
+/// [`GenConfig::primary_share_min`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GenConfig {
     /// Number of users; handles are `1..=users`.
@@ -86,6 +89,11 @@ pub struct GenConfig {
     /// popular courses and tags instead of the user's cohorts.
     pub popular_noise: f64,
     /// Lowest weight of a user's primary cohort; the rest goes to the secondary.
+    ///
+    /// The primary shares set how strong the planted structure is. By the probe
+    /// of [`structure`], the default range 0.6-0.9 gives assessments about half
+    /// the structure of the real file's (excess information 0.15-0.17 against
+    /// 0.32), 0.7-1.0 about 70% (0.22-0.26), and 0.85-1.0 matches it.
     pub primary_share_min: f64,
     /// Highest weight of a user's primary cohort.
     pub primary_share_max: f64,

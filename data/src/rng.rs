@@ -20,6 +20,8 @@ pub(crate) enum Stream {
     Views = 5,
     Interests = 6,
     Assessments = 7,
+    /// Shuffles and samples of [`crate::structure`], not the generator's.
+    Structure = 8,
 }
 
 /// One step of SplitMix64: advances `state` and returns a well-mixed value.
