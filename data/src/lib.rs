@@ -90,10 +90,12 @@ pub struct GenConfig {
     pub popular_noise: f64,
     /// Lowest weight of a user's primary cohort; the rest goes to the secondary.
     ///
-    /// The primary shares set how strong the planted structure is. By the probe
-    /// of [`structure`], the default range 0.6-0.9 gives assessments about half
-    /// the structure of the real file's (excess information 0.15-0.17 against
-    /// 0.32), 0.7-1.0 about 70% (0.22-0.26), and 0.85-1.0 matches it.
+    /// The primary shares set how strong the planted structure is. By both
+    /// measures of [`structure`] (3,000 users each), the default range 0.6-0.9
+    /// gives assessments less structure than the real file's (excess
+    /// information 0.16-0.18 against 0.33, held-out gain 0.24-0.26 against
+    /// 0.34), and so does 0.7-1.0 (0.24-0.28 and 0.31-0.33); ranges from about
+    /// 0.78 or 0.87 (by one measure or the other) to 1.0 match it.
     pub primary_share_min: f64,
     /// Highest weight of a user's primary cohort.
     pub primary_share_max: f64,

@@ -63,7 +63,7 @@ struct Cli {
 
     /// Lowest weight of a user's primary cohort (the rest goes to the secondary).
     /// The default 0.6-0.9 plants a weaker structure than the real assessments
-    /// show; 0.7-1.0 is still weaker, 0.85-1.0 matches them (README, Quality).
+    /// show; 0.7-1.0 is still weaker, about 0.8-1.0 matches them (README, Quality).
     #[arg(long, value_name = "SHARE", default_value_t = DEFAULT.primary_share_min, value_parser = share)]
     primary_share_min: f64,
 

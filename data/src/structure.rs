@@ -15,6 +15,12 @@
 //! tags independently of each other, larger the more a user's tags belong
 //! together.
 //!
+//! A second figure, [`TagStructure::held_out_gain`], asks the same question
+//! another way: hide one of a user's tags and predict it from the tags the
+//! user's other tags co-occur with among the other users; it is the mean log
+//! gain of that prediction over popularity alone. Two measures, because the
+//! setting at which generated data matches the real file differs between them.
+//!
 //! ```
 //! use kindred_datagen::structure::{UserTags, measure};
 //!
@@ -123,11 +129,20 @@ impl UserTags {
         ))
     }
 
-    /// The same tags for a subset of the users (by index).
-    fn subset(&self, users: &[usize]) -> UserTags {
+    /// At most `n` of the users, drawn at random with `seed` (all of them, in
+    /// their order, when there are no more than `n`). The measures grow with
+    /// the number of users, so files are compared at equal sizes.
+    pub fn sample(&self, n: usize, seed: u64) -> UserTags {
+        if self.users.len() <= n {
+            return self.clone();
+        }
+        let mut order: Vec<usize> = (0..self.users.len()).collect();
+        Rng::stream(seed, Stream::Structure, u64::MAX).shuffle(&mut order);
+        order.truncate(n);
+        order.sort_unstable();
         UserTags {
             tags: self.tags.clone(),
-            users: users.iter().map(|&u| self.users[u].clone()).collect(),
+            users: order.iter().map(|&u| self.users[u].clone()).collect(),
         }
     }
 }
@@ -149,6 +164,10 @@ pub struct TagStructure {
     pub pair_information: f64,
     /// The same with tags shuffled across users, averaged over the shuffles.
     pub shuffled_information: f64,
+    /// A second, independent measure: how much better a user's tag is
+    /// predicted from their other tags than from popularity, in nats per tag
+    /// (see the module documentation).
+    pub held_out_gain: f64,
 }
 
 impl TagStructure {
@@ -189,19 +208,18 @@ pub fn measure(users: &UserTags, shuffles: u32, seed: u64) -> TagStructure {
         pair_tag_entropy: entropy,
         pair_information: information,
         shuffled_information,
+        held_out_gain: held_out_gain(&users.users, n_tags),
     }
 }
 
 /// [`TagStructure::excess_information`] of `halves` random halves of the
-/// users: its spread shows how much the figure moves with the sample.
+/// users: its spread shows how much the figure moves with the sample. The
+/// figure grows with the number of users, so halves read lower than the whole.
 pub fn excess_on_halves(users: &UserTags, halves: u32, shuffles: u32, seed: u64) -> Vec<f64> {
     (0..halves)
         .map(|h| {
-            let mut rng = Rng::stream(seed, Stream::Structure, 1 + u64::from(h));
-            let mut order: Vec<usize> = (0..users.users.len()).collect();
-            rng.shuffle(&mut order);
-            order.truncate(order.len() / 2);
-            measure(&users.subset(&order), shuffles, rng.next_u64()).excess_information()
+            let half = users.sample(users.users.len() / 2, seed.wrapping_add(u64::from(h)));
+            measure(&half, shuffles, seed ^ u64::from(h)).excess_information()
         })
         .collect()
 }
@@ -246,23 +264,128 @@ fn pair_information(users: &[Vec<u32>], n_tags: usize) -> (f64, f64) {
     (information, entropy)
 }
 
-/// The users' tags shuffled across users: each user keeps their count, each
-/// tag its rows; a tag dealt twice to one user counts once.
+/// Attempts to find a swap partner for a tag dealt twice to one user.
+const SWAP_ATTEMPTS: usize = 200;
+
+/// The users' tags shuffled across users: each user keeps their number of
+/// tags, each tag its number of rows. Tags are dealt at random; a tag dealt
+/// twice to one user is swapped with a random tag of another user where
+/// neither swap repeats a tag. Only if no such swap turns up in
+/// [`SWAP_ATTEMPTS`] tries is the repeat dropped (it does not happen with the
+/// challenge's files).
 fn shuffled(users: &[Vec<u32>], rng: &mut Rng) -> Vec<Vec<u32>> {
     let mut pool: Vec<u32> = users.iter().flatten().copied().collect();
     rng.shuffle(&mut pool);
-    let mut rest = pool.as_slice();
-    users
-        .iter()
-        .map(|u| {
-            let (mine, after) = rest.split_at(u.len());
-            rest = after;
-            let mut mine = mine.to_vec();
+    let mut ranges = Vec::with_capacity(users.len());
+    let mut owner = Vec::with_capacity(pool.len());
+    for (u, tags) in users.iter().enumerate() {
+        let start = owner.len();
+        owner.extend(std::iter::repeat_n(u, tags.len()));
+        ranges.push(start..owner.len());
+    }
+    let holds =
+        |pool: &[u32], range: &std::ops::Range<usize>, tag: u32| pool[range.clone()].contains(&tag);
+    for range in &ranges {
+        for pos in range.clone() {
+            if !pool[range.start..pos].contains(&pool[pos]) {
+                continue;
+            }
+            for _ in 0..SWAP_ATTEMPTS {
+                let other = rng.index(pool.len());
+                let theirs = &ranges[owner[other]];
+                if theirs == range {
+                    continue;
+                }
+                let (mine, given) = (pool[pos], pool[other]);
+                if !holds(&pool, range, given) && !holds(&pool, theirs, mine) {
+                    pool.swap(pos, other);
+                    break;
+                }
+            }
+        }
+    }
+    ranges
+        .into_iter()
+        .map(|range| {
+            let mut mine = pool[range].to_vec();
             mine.sort_unstable();
             mine.dedup();
             mine
         })
         .collect()
+}
+
+/// Weight of the co-occurrence prediction in [`held_out_gain`]; the rest is
+/// popularity, so that a tag never seen with the others keeps a chance.
+const CO_OCCURRENCE_WEIGHT: f64 = 0.9;
+
+/// How much better a user's tag is predicted from their other tags than from
+/// popularity alone, in nats: for each user with two or more tags and each of
+/// their tags `t`, with that user left out of every count, the mean of
+/// `ln(p(t | others) / p_pop(t))`. `p_pop` is each tag's share of users among
+/// the tags the user's others are not; `p(t | others)` mixes (0.9) the mean,
+/// over the others `o`, of `t`'s share of the users `o` shares a tag with, and
+/// (0.1) `p_pop`. 0 when users pick tags independently; a tag only this user
+/// has is skipped. Cost: tags² memory, users x tags² time at most.
+fn held_out_gain(users: &[Vec<u32>], n_tags: usize) -> f64 {
+    let mut users_with = vec![0u64; n_tags];
+    let mut together = vec![0u64; n_tags * n_tags];
+    let update = |users_with: &mut [u64], together: &mut [u64], tags: &[u32], add: bool| {
+        let step = |x: &mut u64| if add { *x += 1 } else { *x -= 1 };
+        for &a in tags {
+            step(&mut users_with[a as usize]);
+            for &b in tags.iter().filter(|&&b| b != a) {
+                step(&mut together[a as usize * n_tags + b as usize]);
+            }
+        }
+    };
+    for tags in users {
+        update(&mut users_with, &mut together, tags, true);
+    }
+    let (mut gain, mut held) = (0.0, 0u64);
+    let mut pop = vec![0.0f64; n_tags];
+    let mut co = vec![0.0f64; n_tags];
+    for tags in users.iter().filter(|t| t.len() >= 2) {
+        update(&mut users_with, &mut together, tags, false);
+        for &t in tags {
+            let others: Vec<u32> = tags.iter().copied().filter(|&o| o != t).collect();
+            let candidate = |c: usize| !others.contains(&(c as u32));
+            let total: u64 = (0..n_tags)
+                .filter(|&c| candidate(c))
+                .map(|c| users_with[c])
+                .sum();
+            if users_with[t as usize] == 0 || total == 0 {
+                continue;
+            }
+            for c in 0..n_tags {
+                pop[c] = if candidate(c) {
+                    users_with[c] as f64 / total as f64
+                } else {
+                    0.0
+                };
+                co[c] = 0.0;
+            }
+            for &o in &others {
+                let row = &together[o as usize * n_tags..(o as usize + 1) * n_tags];
+                let seen: u64 = (0..n_tags).filter(|&c| candidate(c)).map(|c| row[c]).sum();
+                for c in (0..n_tags).filter(|&c| candidate(c)) {
+                    // An `o` seen with no candidate predicts by popularity.
+                    co[c] += if seen == 0 {
+                        pop[c]
+                    } else {
+                        row[c] as f64 / seen as f64
+                    };
+                }
+            }
+            let t = t as usize;
+            let predicted = CO_OCCURRENCE_WEIGHT * co[t] / others.len() as f64
+                + (1.0 - CO_OCCURRENCE_WEIGHT) * pop[t];
+            gain += (predicted / pop[t]).ln();
+            held += 1;
+        }
+        update(&mut users_with, &mut together, tags, true);
+    }
+    if held == 0 { 0.0 } else { gain / held as f64 }
 }
 
 #[cfg(test)]
@@ -298,7 +421,7 @@ mod tests {
     }
 
     #[test]
-    fn given_tags_drawn_independently_when_measured_then_there_is_no_excess() {
+    fn given_tags_drawn_independently_when_measured_then_there_is_no_structure() {
         let users = planted(3_000, 6, 9, 3, 0.0, 7);
         let s = measure(&users, 5, 1);
         assert!(
@@ -306,18 +429,48 @@ mod tests {
             "a finite sample shows information: {s:?}"
         );
         assert!(s.excess_information().abs() < 0.03, "{s:?}");
+        assert!(s.held_out_gain.abs() < 0.05, "{s:?}");
     }
 
     #[test]
-    fn given_more_coherent_users_when_measured_then_the_excess_grows() {
-        let excess = |c| measure(&planted(3_000, 6, 9, 3, c, 7), 5, 1).excess_information();
-        let (weak, strong, pure) = (excess(0.5), excess(0.8), excess(1.0));
+    fn given_more_coherent_users_when_measured_then_both_measures_grow() {
+        let at = |c| measure(&planted(3_000, 6, 9, 3, c, 7), 5, 1);
+        let (weak, strong, pure) = (at(0.5), at(0.8), at(1.0));
+        let excess = [&weak, &strong, &pure].map(|s| s.excess_information());
         assert!(
-            0.03 < weak && weak < strong && strong < pure,
-            "{weak} {strong} {pure}"
+            0.03 < excess[0] && excess[0] < excess[1] && excess[1] < excess[2],
+            "{excess:?}"
         );
         // Six equally likely groups: a pair tells the group, ln 6 at most.
-        assert!(pure <= 6f64.ln() + 0.05, "{pure}");
+        assert!(excess[2] <= 6f64.ln() + 0.05, "{excess:?}");
+        let gain = [&weak, &strong, &pure].map(|s| s.held_out_gain);
+        assert!(
+            0.05 < gain[0] && gain[0] < gain[1] && gain[1] < gain[2],
+            "{gain:?}"
+        );
+        // At best a hidden tag is one of the 7 group tags the user's two others
+        // are not, against 1 in 52 by popularity.
+        assert!(
+            gain[2] <= (0.9 * 52.0 / 7.0 + 0.1f64).ln() + 0.01,
+            "{gain:?}"
+        );
+    }
+
+    #[test]
+    fn given_users_when_shuffled_then_every_user_keeps_their_count_and_every_tag_its_rows() {
+        // Few tags and users with many of them: random dealing repeats tags often.
+        let users = planted(400, 2, 4, 6, 0.9, 5);
+        let mut rng = Rng::from_seed(3);
+        let mixed = shuffled(&users.users, &mut rng);
+        let counts = |u: &[Vec<u32>]| u.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(counts(&mixed), counts(&users.users));
+        let rows = |u: &[Vec<u32>]| {
+            let mut r = vec![0; users.tags.len()];
+            u.iter().flatten().for_each(|&t| r[t as usize] += 1);
+            r
+        };
+        assert_eq!(rows(&mixed), rows(&users.users));
+        assert_ne!(mixed, users.users);
     }
 
     #[test]
