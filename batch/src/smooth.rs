@@ -45,14 +45,15 @@ pub fn neighbours_for(n: usize, share: f32, max: usize) -> usize {
 }
 
 /// Neighbours each point gets when `n` points are smoothed by [`smooth`] (within its
-/// group above [`EXACT_MAX_POINTS`]): what a folded-in profile is smoothed towards too.
+/// group above [`EXACT_MAX_POINTS`], taken as the mean group size): what a folded-in
+/// profile is smoothed towards too.
 pub fn effective_neighbours(n: usize, share: f32, max: usize) -> usize {
-    if n <= EXACT_MAX_POINTS {
-        neighbours_for(n, share, max)
+    let together = if n <= EXACT_MAX_POINTS {
+        n
     } else {
-        let groups = n.div_ceil(GROUP_POINTS);
-        neighbours_for(n / groups, share, max)
-    }
+        n / n.div_ceil(GROUP_POINTS)
+    };
+    neighbours_for(together, share, max)
 }
 
 /// Returns `normalise(e_i + alpha * mean(e_j for the k nearest j != i))` for every point,
@@ -68,12 +69,14 @@ pub fn smooth(
     threads: usize,
 ) -> Vec<Embedding> {
     let n = points.len();
-    if n < 2 || neighbours_for(n, share, max_k) == 0 || alpha == 0.0 {
+    let k = effective_neighbours(n, share, max_k);
+    if k == 0 || alpha == 0.0 {
         return points.to_vec();
     }
     if n <= EXACT_MAX_POINTS {
-        return smooth_exact(points, neighbours_for(n, share, max_k), alpha, threads);
+        return smooth_exact(points, k, alpha, threads);
     }
+    // Each group counts its own neighbours: group sizes vary around the mean.
     smooth_grouped(points, max_k, share, alpha, threads, GROUP_POINTS)
 }
 
