@@ -1,7 +1,9 @@
 //! Building the HNSW index over user embeddings and measuring its recall.
 
 use instant_distance::{Builder, Heuristic};
-use kindred_core::artifact::{Embedding, HnswParams, Index};
+use kindred_core::embedding::Embedding;
+use kindred_core::manifest::HnswParams;
+use kindred_core::search::Index;
 use kindred_core::shard::{Shards, shard_of};
 
 /// Builds the index; returns it with `order`, where point `i` of the index is input `order[i]`.
@@ -227,7 +229,7 @@ mod tests {
         let a = build_reproducible(points.clone(), &params).unwrap();
         let b = build_reproducible(points, &params).unwrap();
         assert_eq!(a.1, b.1);
-        let bytes = |i: &Index| kindred_core::artifact::encode("i", i).unwrap();
+        let bytes = |i: &Index| kindred_core::codec::encode("i", i).unwrap();
         assert!(bytes(&a.0) == bytes(&b.0), "the two builds differ");
     }
 

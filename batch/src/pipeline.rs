@@ -19,13 +19,15 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use kindred_core::artifact::{
-    self, ArtifactEntry, Embedding, HnswParams, Manifest, UserSummary, UserTable,
+use kindred_core::codec::{decode, encode};
+use kindred_core::embedding::Embedding;
+use kindred_core::manifest::{
+    self, ArtifactEntry, HnswParams, INDEX, Manifest, PROJECTION, ShardEntry, USERS,
 };
-use kindred_core::projection::PROJECTION;
 use kindred_core::registry::{self, Published};
-use kindred_core::shard::{self, ShardEntry, shard_of};
+use kindred_core::shard::shard_of;
 use kindred_core::store::{ObjectStore, Precondition};
+use kindred_core::users::{UserSummary, UserTable};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -239,14 +241,14 @@ pub async fn prepare<S: ObjectStore>(
         store,
         &version,
         PROJECTION,
-        artifact::encode(PROJECTION, &embedded.projection)?,
+        encode(PROJECTION, &embedded.projection)?,
     )
     .await?;
     let started = Instant::now();
     let mut shards = Vec::with_capacity(inputs.len());
     for input in &inputs {
         let name = format!("input-{:04}.bin", input.id);
-        let bytes = artifact::encode(&name, input)?;
+        let bytes = encode(&name, input)?;
         store
             .put(&staging_key(run, &name), bytes, Precondition::None)
             .await?;
@@ -305,11 +307,10 @@ pub async fn build_shard<S: ObjectStore>(
     let (tags, hnsw) = (plan.tags.clone(), plan.hnsw.clone());
     let (users_bytes, index_bytes, users) =
         tokio::task::spawn_blocking(move || -> Result<_, PipelineError> {
-            let input: ShardInput =
-                artifact::decode(&key, &bytes).map_err(|e| PipelineError::Decode {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
+            let input: ShardInput = decode(&key, &bytes).map_err(|e| PipelineError::Decode {
+                key: key.clone(),
+                message: e.to_string(),
+            })?;
             drop(bytes);
             let ShardInput {
                 mut users, points, ..
@@ -323,15 +324,11 @@ pub async fn build_shard<S: ObjectStore>(
                 .collect();
             let n = users.len() as u64;
             let table = UserTable { tags, users };
-            Ok((
-                artifact::encode(artifact::USERS, &table)?,
-                artifact::encode(artifact::INDEX, &index)?,
-                n,
-            ))
+            Ok((encode(USERS, &table)?, encode(INDEX, &index)?, n))
         })
         .await
         .map_err(|e| kindred_core::Error::Inconsistent(format!("build task failed: {e}")))??;
-    let (users_name, index_name) = shard::artifact_names(id, plan.shards.len() > 1);
+    let (users_name, index_name) = manifest::artifact_names(id, plan.shards.len() > 1);
     let artifacts = vec![
         registry::put_artifact(store, &plan.version, &users_name, users_bytes).await?,
         registry::put_artifact(store, &plan.version, &index_name, index_bytes).await?,
@@ -383,7 +380,7 @@ pub async fn publish<S: ObjectStore>(
         build_seconds += done.seconds;
         artifacts.extend(done.artifacts);
     }
-    let shards = shard::entries(&plan.shards.iter().map(|s| s.users).collect::<Vec<_>>());
+    let shards = manifest::entries(&plan.shards.iter().map(|s| s.users).collect::<Vec<_>>());
     let mut manifest = Manifest {
         format_version: Manifest::format_for(&shards),
         version: plan.version.clone(),

@@ -14,7 +14,7 @@
 //! precision@10 from 0.870 to 0.892 at 10k users but drop it from 0.875 to 0.783 at
 //! 1,500 users, where 2% (30 neighbours) gives 0.878.
 
-use kindred_core::artifact::{Embedding, dots};
+use kindred_core::embedding::{Embedding, dots};
 use kindred_core::projection::smooth_towards;
 use kindred_core::shard::mix64;
 

@@ -7,11 +7,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kindred_core::artifact::{
-    self, Embedding, Feature, HnswParams, Manifest, Signal, UserSummary, UserTable,
-};
-use kindred_core::projection::{Centring, PROJECTION, ProjectedBlock, Projection, Smoothing};
-use kindred_core::shard::{self, Shards};
+use kindred_core::codec::encode;
+use kindred_core::embedding::Embedding;
+use kindred_core::manifest::{self, HnswParams, Manifest, PROJECTION};
+use kindred_core::projection::{Centring, ProjectedBlock, Projection, Smoothing};
+use kindred_core::shard::Shards;
+use kindred_core::users::{Feature, Signal, UserSummary, UserTable};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -451,14 +452,11 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
                 tags: tags.clone(),
                 users: users[s.offset as usize..s.offset as usize + s.len()].to_vec(),
             };
-            let (users_name, index_name) = shard::artifact_names(s.id, sharded);
-            out.push((users_name.clone(), artifact::encode(&users_name, &table)?));
-            out.push((index_name.clone(), artifact::encode(&index_name, &s.index)?));
+            let (users_name, index_name) = manifest::artifact_names(s.id, sharded);
+            out.push((users_name.clone(), encode(&users_name, &table)?));
+            out.push((index_name.clone(), encode(&index_name, &s.index)?));
         }
-        out.push((
-            PROJECTION.to_owned(),
-            artifact::encode(PROJECTION, &projection)?,
-        ));
+        out.push((PROJECTION.to_owned(), encode(PROJECTION, &projection)?));
         Ok(out)
     })?;
     drop(users);
@@ -487,7 +485,8 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let created_at = kindred_core::registry::now_rfc3339();
     let html = pictures.render(version, &created_at, &summary, &tags);
     artifacts.push((REPORT.to_owned(), html.into_bytes()));
-    let shard_entries = shard::entries(&shard_users.iter().map(|&n| n as u64).collect::<Vec<_>>());
+    let shard_entries =
+        manifest::entries(&shard_users.iter().map(|&n| n as u64).collect::<Vec<_>>());
     let manifest = Manifest {
         format_version: Manifest::format_for(&shard_entries),
         version: version.to_owned(),
@@ -510,7 +509,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
 }
 
 /// Object name of the HTML model report inside a version folder.
-pub const REPORT: &str = artifact::REPORT;
+pub const REPORT: &str = manifest::REPORT;
 /// Users drawn on the report's map.
 const MAP_USERS: usize = 3000;
 

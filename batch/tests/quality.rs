@@ -175,9 +175,9 @@ fn users_with_only_interests_or_only_assessments_get_neighbours() {
     )
     .unwrap();
     let users: kindred_core::UserTable =
-        kindred_core::artifact::decode("users.bin", &trained.artifacts[0].1).unwrap();
-    let index: kindred_core::artifact::Index =
-        kindred_core::artifact::decode("index.bin", &trained.artifacts[1].1).unwrap();
+        kindred_core::codec::decode("users.bin", &trained.artifacts[0].1).unwrap();
+    let index: kindred_core::search::Index =
+        kindred_core::codec::decode("index.bin", &trained.artifacts[1].1).unwrap();
     let model = kindred_core::Model::from_parts(trained.manifest, users, index).unwrap();
     // then both are in the model and have ten neighbours.
     for handle in [900001, 900002] {

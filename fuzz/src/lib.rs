@@ -157,19 +157,20 @@ pub fn predict_request(data: &[u8]) {
 /// The first byte chooses a decoder (manifest, users table in format 1 or 2, index,
 /// projection); the rest is its input.
 pub fn artifact(data: &[u8]) {
-    use kindred_core::artifact;
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
     match which % 5 {
-        0 => drop(artifact::Manifest::parse(bytes)),
-        1 => drop(artifact::decode_users(1, bytes)),
-        2 => drop(artifact::decode_users(2, bytes)),
-        3 => drop(artifact::decode::<artifact::Index>(artifact::INDEX, bytes)),
-        _ => drop(artifact::decode::<kindred_core::projection::Projection>(
-            kindred_core::projection::PROJECTION,
+        0 => drop(kindred_core::Manifest::parse(bytes)),
+        1 => drop(kindred_core::users::decode_users(1, bytes)),
+        2 => drop(kindred_core::users::decode_users(2, bytes)),
+        3 => drop(kindred_core::codec::decode::<kindred_core::search::Index>(
+            kindred_core::manifest::INDEX,
             bytes,
         )),
+        _ => drop(kindred_core::codec::decode::<
+            kindred_core::projection::Projection,
+        >(kindred_core::manifest::PROJECTION, bytes)),
     }
 }
 

@@ -2,7 +2,7 @@
 //! `fuzz/regressions/<target>/`) runs through its harness on the stable toolchain, so a
 //! fixed panic that comes back fails the ordinary test suite. (An out-of-memory finding
 //! does not fail here: without libFuzzer's malloc limit a huge zeroed allocation is lazy
-//! and succeeds. Those get a unit test of their own, as in `kindred_core::artifact`.)
+//! and succeeds. Those get a unit test of their own, as in `kindred_core::codec`.)
 
 use std::path::Path;
 

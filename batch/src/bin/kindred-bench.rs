@@ -11,7 +11,10 @@ use std::time::Instant;
 use clap::Parser;
 use kindred_batch::matrix::Transform;
 use kindred_batch::{eval, index, train};
-use kindred_core::artifact::{self, Index, UserTable};
+use kindred_core::codec::decode;
+use kindred_core::manifest::{INDEX, USERS};
+use kindred_core::search::Index;
+use kindred_core::users::UserTable;
 
 /// Compare weightings of the training matrix on a generated data set with ground truth.
 #[derive(Parser, Debug)]
@@ -117,12 +120,12 @@ fn main() -> anyhow::Result<()> {
         let secs = start.elapsed().as_secs_f64();
         let q = &trained.summary.quality;
         if cli.breakdown {
-            let users: UserTable = artifact::decode(artifact::USERS, &trained.artifacts[0].1)?;
+            let users: UserTable = decode(USERS, &trained.artifacts[0].1)?;
             anyhow::ensure!(
-                trained.artifacts[1].0 == artifact::INDEX,
+                trained.artifacts[1].0 == INDEX,
                 "--breakdown reads an unsharded model"
             );
-            let idx: Index = artifact::decode(artifact::INDEX, &trained.artifacts[1].1)?;
+            let idx: Index = decode(INDEX, &trained.artifacts[1].1)?;
             let dims = trained.manifest.dimensions as usize;
             let idx = kindred_core::shard::Shards::new(vec![(0, idx)], dims, false)?;
             let handles: Vec<u64> = users.users.iter().map(|u| u.handle).collect();

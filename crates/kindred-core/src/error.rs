@@ -65,10 +65,11 @@ pub enum Error {
     },
     /// The manifest was written by an incompatible format version.
     #[error(
-        "unsupported model format version {received} (this build reads {} to {expected})",
-        crate::artifact::OLDEST_READABLE_FORMAT
+        "unsupported model format version {received} (this build reads {oldest} to {expected})"
     )]
     UnsupportedFormat {
+        /// Oldest version this build reads.
+        oldest: u32,
         /// Newest version this build reads.
         expected: u32,
         /// Version found.

@@ -1,25 +1,43 @@
 //! Kindred's shared core, used by both the training job and the predict function.
 //!
-//! * [`artifact`]: the versioned model format (manifest, user table, HNSW index) and
-//!   its verified encoding (SHA-256, size and bincode limits).
+//! The modules read bottom-up; each uses only those above it in this list:
+//!
+//! * [`error`]: the one error type.
+//! * [`codec`]: bincode encoding with bounded decoding, SHA-256 digests.
+//! * [`manifest`]: the versioned model format: format numbers, artifact names, the
+//!   manifest that lists every artifact's size and digest.
+//! * [`embedding`]: unit-length user embeddings and their dot products.
+//! * [`users`]: the user table (summaries and strongest features).
+//! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
+//! * [`search`]: nearest neighbours within one index (HNSW or exact scan).
+//! * [`shard`]: which shard a user lives in; searching several shards as one index.
+//! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
+//! * [`model`]: a loaded model version, its parts checked against each other.
+//! * [`query`]: the users nearest to one, and why two users are similar.
 //! * [`store`]: object storage, a local folder or `s3://bucket/prefix`.
 //! * [`registry`]: publishing a model version and loading the current one.
-//! * [`query`]: nearest-neighbour search over a loaded model.
-//! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
-//! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
-//! * [`shard`]: which shard a user lives in; searching several shards as one index.
 //!
 //! This crate never links LAPACK: the linear algebra lives in `kindred-batch`.
 
-pub mod artifact;
+#![warn(missing_docs)]
+
+pub mod codec;
+pub mod embedding;
 pub mod error;
+pub mod manifest;
+pub mod model;
 pub mod projection;
 pub mod query;
 pub mod registry;
+pub mod search;
 pub mod shard;
 pub mod store;
 pub mod tags;
+pub mod users;
 
-pub use artifact::{Embedding, Manifest, Model, UserSummary, UserTable};
+pub use embedding::Embedding;
 pub use error::{Error, Result};
+pub use manifest::Manifest;
+pub use model::Model;
 pub use store::{ObjectStore, Store};
+pub use users::{UserSummary, UserTable};

@@ -14,12 +14,12 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Embedding, Feature, Signal};
+use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::tags;
+use crate::users::{Feature, Signal};
 
 /// Object name of the projection inside a version folder.
-pub const PROJECTION: &str = "projection.bin";
 
 /// How a block's raw values become matrix values (as in training).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,127 +1,11 @@
-//! Nearest-neighbour queries over a model: approximate (HNSW) and exact (scan).
+//! Queries over a loaded model: the users nearest to one, and why two users are similar.
 
-use std::cell::RefCell;
 use std::cmp::Ordering;
 
-use instant_distance::Search;
-
-use crate::artifact::{Embedding, Feature, Index, Model, Signal, dot, dots};
-
-/// One neighbour of a query: a row of the model and its cosine similarity.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Neighbour {
-    /// Row in the user table (= point in the index).
-    pub row: u32,
-    /// Cosine similarity to the query, in [-1, 1].
-    pub similarity: f32,
-}
-
-thread_local! {
-    static SEARCH: RefCell<Search> = RefCell::new(Search::default());
-    /// Reused buffer of the exact scan's similarities.
-    static SIMILARITIES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
-/// The `k` users most similar to `query` by the HNSW index, most similar first,
-/// leaving out `exclude` (the query user themself). At most the index's `ef_search`
-/// candidates are considered, so `k` above it returns fewer.
-pub fn approximate(
-    index: &Index,
-    query: &Embedding,
-    k: usize,
-    exclude: Option<u32>,
-) -> Vec<Neighbour> {
-    SEARCH.with(|search| {
-        let mut search = search.borrow_mut();
-        let mut out: Vec<Neighbour> = index
-            .search(query, &mut search)
-            .filter(|item| Some(item.pid.into_inner()) != exclude)
-            .take(k)
-            .map(|item| Neighbour {
-                row: item.pid.into_inner(),
-                similarity: 1.0 - item.distance,
-            })
-            .collect();
-        sort_neighbours(&mut out);
-        out
-    })
-}
-
-/// The `k` users most similar to `query` by scanning every point (the ground truth for recall).
-pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
-    if k == 0 {
-        return Vec::new();
-    }
-    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
-    let mut floor = f32::NEG_INFINITY;
-    for (pid, point) in index.iter() {
-        let row = pid.into_inner();
-        if Some(row) == exclude {
-            continue;
-        }
-        let similarity = dot(&query.0, &point.0);
-        if best.len() == k && similarity <= floor {
-            continue;
-        }
-        let at = best.partition_point(|n| {
-            cmp_neighbours(n, &Neighbour { row, similarity }) == Ordering::Less
-        });
-        best.insert(at, Neighbour { row, similarity });
-        best.truncate(k);
-        if best.len() == k {
-            floor = best[k - 1].similarity;
-        }
-    }
-    best
-}
-
-/// Orders neighbours by descending similarity, ties by row, so answers are stable.
-fn cmp_neighbours(a: &Neighbour, b: &Neighbour) -> Ordering {
-    b.similarity
-        .total_cmp(&a.similarity)
-        .then(a.row.cmp(&b.row))
-}
-
-fn sort_neighbours(v: &mut [Neighbour]) {
-    v.sort_by(cmp_neighbours);
-}
-
-/// The `k` users most similar to `query` by scanning a row-major array of `dims`-wide
-/// embeddings (row `i` is user row `i`), leaving out `exclude`.
-pub fn exact_flat(
-    flat: &[f32],
-    dims: usize,
-    query: &[f32],
-    k: usize,
-    exclude: Option<u32>,
-) -> Vec<Neighbour> {
-    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
-    if k == 0 || dims == 0 {
-        return best;
-    }
-    let mut floor = f32::NEG_INFINITY;
-    let similarities = SIMILARITIES.with(|buf| {
-        let mut buf = buf.take();
-        buf.clear();
-        dots(query, flat, dims, &mut buf);
-        buf
-    });
-    for (row, &similarity) in similarities.iter().enumerate() {
-        let row = row as u32;
-        if (best.len() == k && similarity <= floor) || Some(row) == exclude {
-            continue;
-        }
-        let candidate = Neighbour { row, similarity };
-        let at = best.partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
-        best.insert(at, candidate);
-        best.truncate(k);
-        if best.len() == k {
-            floor = best[k - 1].similarity;
-        }
-    }
-    SIMILARITIES.with(|buf| buf.replace(similarities));
-    best
-}
+use crate::embedding::Embedding;
+use crate::model::Model;
+use crate::search::Neighbour;
+use crate::users::{Feature, Signal};
 
 /// One shared feature's part in the similarity of two users.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -182,20 +66,6 @@ pub fn nearest(model: &Model, query: &Embedding, k: usize, exclude: Option<u32>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use instant_distance::PointId;
-
-    fn tiny_index() -> Index {
-        let pts = vec![
-            Embedding::normalized(vec![1.0, 0.0]),
-            Embedding::normalized(vec![0.9, 0.1]),
-            Embedding::normalized(vec![0.0, 1.0]),
-            Embedding::normalized(vec![-1.0, 0.0]),
-        ];
-        instant_distance::Builder::default()
-            .seed(1)
-            .build_hnsw(pts)
-            .0
-    }
 
     fn f(signal: Signal, tag: u32, weight: f32) -> Feature {
         Feature {
@@ -241,51 +111,5 @@ mod tests {
         assert_eq!(explain(&a, &b, 2), got[..2]);
         assert_eq!(explain(&b, &a, 10), got);
         assert!(explain(&a, &[], 5).is_empty());
-    }
-
-    #[test]
-    fn exact_search_ranks_by_cosine_and_excludes_the_query() {
-        let index = tiny_index();
-        // Point order inside the index may differ from insertion; find the [1, 0] point.
-        let (pid, q) = index.iter().find(|(_, p)| p.0 == vec![1.0, 0.0]).unwrap();
-        let got = exact(&index, q, 3, Some(pid.into_inner()));
-        assert_eq!(got.len(), 3);
-        assert!(got.windows(2).all(|w| w[0].similarity >= w[1].similarity));
-        assert!(got.iter().all(|n| n.row != pid.into_inner()));
-        assert!((got[0].similarity - Embedding::normalized(vec![0.9, 0.1]).0[0]).abs() < 1e-6);
-        assert!((got[2].similarity + 1.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn the_flat_scan_agrees_with_the_index_scan() {
-        let index = tiny_index();
-        let flat: Vec<f32> = index.iter().flat_map(|(_, p)| p.0.clone()).collect();
-        for row in 0..4u32 {
-            let q = &index[PointId::from(row)];
-            assert_eq!(
-                exact_flat(&flat, 2, &q.0, 3, Some(row)),
-                exact(&index, q, 3, Some(row))
-            );
-        }
-    }
-
-    #[test]
-    fn approximate_agrees_with_exact_on_a_tiny_index() {
-        let index = tiny_index();
-        for (pid, q) in index.iter() {
-            let row = pid.into_inner();
-            let (a, e) = (
-                approximate(&index, q, 2, Some(row)),
-                exact(&index, q, 2, Some(row)),
-            );
-            // The same rows; the index reports 1 - distance, so the last bit may differ.
-            let rows = |v: &[Neighbour]| v.iter().map(|n| n.row).collect::<Vec<_>>();
-            assert_eq!(rows(&a), rows(&e));
-            assert!(
-                a.iter()
-                    .zip(&e)
-                    .all(|(x, y)| (x.similarity - y.similarity).abs() < 1e-6)
-            );
-        }
     }
 }

@@ -19,11 +19,14 @@
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::artifact::{self, ArtifactEntry, Index, MANIFEST, Manifest, Model, UserTable};
+use crate::codec::{decode, sha256_hex};
 use crate::error::{Error, Result};
-use crate::projection::PROJECTION;
+use crate::manifest::{ArtifactEntry, MANIFEST, Manifest, PROJECTION, REPORT};
+use crate::model::Model;
+use crate::search::Index;
 use crate::shard::Selection;
 use crate::store::{ObjectStore, Precondition};
+use crate::users::{UserTable, decode_users};
 
 /// Key of the pointer object.
 pub const POINTER: &str = "current.json";
@@ -197,7 +200,7 @@ async fn commit_from<S: ObjectStore>(
     })?;
     let manifest_key = version_key(&version, MANIFEST);
     let mut manifest = manifest;
-    let mut digest = artifact::sha256_hex(&manifest_bytes);
+    let mut digest = sha256_hex(&manifest_bytes);
     match store
         .put(&manifest_key, manifest_bytes, Precondition::IfAbsent)
         .await
@@ -216,15 +219,12 @@ async fn commit_from<S: ObjectStore>(
                 && parsed
                     .artifacts
                     .iter()
-                    .filter(|a| a.name != crate::artifact::REPORT)
-                    .eq(manifest
-                        .artifacts
-                        .iter()
-                        .filter(|a| a.name != crate::artifact::REPORT));
+                    .filter(|a| a.name != REPORT)
+                    .eq(manifest.artifacts.iter().filter(|a| a.name != REPORT));
             if !same {
                 return Err(Error::PreconditionFailed { key });
             }
-            digest = artifact::sha256_hex(&existing.bytes);
+            digest = sha256_hex(&existing.bytes);
             manifest = parsed;
         }
         Err(e) => return Err(e),
@@ -416,7 +416,7 @@ pub async fn fetch_model<S: ObjectStore>(
         let mut tags: Option<Vec<String>> = None;
         let mut parts = Vec::with_capacity(fetched.len());
         for (id, users_bytes, index_name, index_bytes) in fetched {
-            let table: UserTable = artifact::decode_users(manifest.format_version, &users_bytes)?;
+            let table: UserTable = decode_users(manifest.format_version, &users_bytes)?;
             drop(users_bytes);
             match &tags {
                 None => tags = Some(table.tags),
@@ -427,13 +427,13 @@ pub async fn fetch_model<S: ObjectStore>(
                     )));
                 }
             }
-            let index: Index = artifact::decode(&index_name, &index_bytes)?;
+            let index: Index = decode(&index_name, &index_bytes)?;
             drop(index_bytes);
             parts.push((id, table.users, index));
         }
         let model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
         match projection_bytes {
-            Some(bytes) => model.with_projection(artifact::decode(PROJECTION, &bytes)?),
+            Some(bytes) => model.with_projection(decode(PROJECTION, &bytes)?),
             None => Ok(model),
         }
     })

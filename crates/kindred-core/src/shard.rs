@@ -9,11 +9,10 @@
 
 use instant_distance::PointId;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-use crate::artifact::{Embedding, Index, dot};
+use crate::embedding::{Embedding, dot};
 use crate::error::{Error, Result};
-use crate::query::{self, Neighbour};
+use crate::search::{self, Index, Neighbour, merge_ranked};
 
 /// The shard of a handle among `count` shards: SplitMix64's finaliser of the handle,
 /// modulo `count`. Stable across builds, platforms and versions (the format depends on it).
@@ -30,54 +29,6 @@ pub fn mix64(x: u64) -> u64 {
 }
 
 /// One shard as listed in a manifest.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardEntry {
-    /// Shard number, `0..count`.
-    pub id: u32,
-    /// Users in the shard.
-    pub users: u64,
-}
-
-/// Object name of shard `id`'s user table inside a version folder.
-pub fn users_artifact(id: u32) -> String {
-    format!("users-{id:04}.bin")
-}
-
-/// Object name of shard `id`'s index inside a version folder.
-pub fn index_artifact(id: u32) -> String {
-    format!("index-{id:04}.bin")
-}
-
-/// The user-table and index names of shard `id`: `users.bin` and `index.bin` in an
-/// unsharded model, [`users_artifact`] and [`index_artifact`] in a sharded one.
-pub fn artifact_names(id: u32, sharded: bool) -> (String, String) {
-    if sharded {
-        (users_artifact(id), index_artifact(id))
-    } else {
-        (
-            crate::artifact::USERS.to_owned(),
-            crate::artifact::INDEX.to_owned(),
-        )
-    }
-}
-
-/// The manifest's shard list for shards of these sizes: empty for one shard (an
-/// unsharded model).
-pub fn entries(users_per_shard: &[u64]) -> Vec<ShardEntry> {
-    if users_per_shard.len() <= 1 {
-        return Vec::new();
-    }
-    users_per_shard
-        .iter()
-        .enumerate()
-        .map(|(id, &users)| ShardEntry {
-            id: id as u32,
-            users,
-        })
-        .collect()
-}
-
-/// Which shards of a version a process serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
     /// These shard numbers; each must exist in the version.
@@ -320,12 +271,12 @@ impl Shards {
         self.merge(k, |s| {
             let excluded = s.local(exclude);
             match &s.flat {
-                Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, excluded),
+                Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, excluded),
                 None => {
-                    let found = query::approximate(&s.index, query, k, excluded);
+                    let found = search::approximate(&s.index, query, k, excluded);
                     let possible = k.min(s.len() - usize::from(excluded.is_some()));
                     if found.len() < possible {
-                        query::exact(&s.index, query, k, excluded)
+                        search::exact(&s.index, query, k, excluded)
                     } else {
                         found
                     }
@@ -337,15 +288,15 @@ impl Shards {
     /// The `k` rows most similar to `query` by the HNSW indexes (never a flat scan).
     pub fn approximate(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
-            query::approximate(&s.index, query, k, s.local(exclude))
+            search::approximate(&s.index, query, k, s.local(exclude))
         })
     }
 
     /// The `k` rows most similar to `query` by scanning every point (the ground truth).
     pub fn exact(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| match &s.flat {
-            Some(flat) => query::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
-            None => query::exact(&s.index, query, k, s.local(exclude)),
+            Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
+            None => search::exact(&s.index, query, k, s.local(exclude)),
         })
     }
 
@@ -394,17 +345,6 @@ impl Shards {
     pub fn similarity(&self, a: u32, b: u32) -> f32 {
         dot(&self.embedding(a).0, &self.embedding(b).0)
     }
-}
-
-/// Sorts neighbours from several sources into one ranking (descending similarity, ties
-/// by row) and keeps the first `k`.
-pub fn merge_ranked(all: &mut Vec<Neighbour>, k: usize) {
-    all.sort_by(|a, b| {
-        b.similarity
-            .total_cmp(&a.similarity)
-            .then(a.row.cmp(&b.row))
-    });
-    all.truncate(k);
 }
 
 #[cfg(test)]

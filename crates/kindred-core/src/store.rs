@@ -150,7 +150,7 @@ impl ObjectStore for LocalStore {
         let path = self.path(key)?;
         match tokio::fs::read(&path).await {
             Ok(bytes) => {
-                let etag = crate::artifact::sha256_hex(&bytes);
+                let etag = crate::codec::sha256_hex(&bytes);
                 Ok(Some(Object { bytes, etag }))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

@@ -13,9 +13,11 @@ use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kindred_core::artifact::{Embedding, Feature, Signal};
+use kindred_core::embedding::Embedding;
 use kindred_core::projection::{self, Profile};
+use kindred_core::search::Neighbour;
 use kindred_core::store::ObjectStore;
+use kindred_core::users::{Feature, Signal};
 use kindred_core::{Model, query};
 use lambda_http::request::RequestContext;
 use serde::{Deserialize, Serialize};
@@ -425,7 +427,7 @@ pub fn neighbours(
     exclude_row: Option<u32>,
     k: usize,
     filters: &Filters,
-) -> Vec<query::Neighbour> {
+) -> Vec<Neighbour> {
     let want = k + filters.exclude.len();
     let mut found = query::nearest(model, query, want, exclude_row);
     let available = model.len() - usize::from(exclude_row.is_some());
@@ -445,7 +447,7 @@ pub fn neighbours(
 
 fn similar_users<'m>(
     model: &'m Model,
-    found: Vec<query::Neighbour>,
+    found: Vec<Neighbour>,
     features: &[Feature],
 ) -> Vec<SimilarUser<'m>> {
     found

@@ -46,7 +46,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tracing::warn;
 
-use kindred_core::artifact::Embedding;
+use kindred_core::embedding::Embedding;
 use kindred_core::projection::smooth_towards;
 
 use crate::api::{self, ApiError, Query, Subject};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use kindred_core::artifact::{FORMAT_VERSION, OLDEST_READABLE_FORMAT};
+use kindred_core::manifest::{FORMAT_VERSION, OLDEST_READABLE_FORMAT};
 use kindred_core::registry;
 use kindred_core::store::LocalStore;
 use kindred_predict::api;

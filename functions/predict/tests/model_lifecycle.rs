@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use common::{SECRET_DETAIL, TestStore, eventually, known_handle, version_for};
-use kindred_core::artifact::FORMAT_VERSION;
+use kindred_core::manifest::FORMAT_VERSION;
 use kindred_core::registry;
 use kindred_core::store::LocalStore;
 use kindred_predict::api;

@@ -77,9 +77,9 @@ pub fn model() -> &'static Model {
     MODEL.get_or_init(|| {
         let t = trained();
         let bytes = |name: &str| &t.artifacts.iter().find(|(n, _)| *n == name).expect(name).1;
-        let users = kindred_core::artifact::decode("users.bin", bytes("users.bin")).expect("users");
-        let index = kindred_core::artifact::decode("index.bin", bytes("index.bin")).expect("index");
-        let projection = kindred_core::artifact::decode("projection.bin", bytes("projection.bin"))
+        let users = kindred_core::codec::decode("users.bin", bytes("users.bin")).expect("users");
+        let index = kindred_core::codec::decode("index.bin", bytes("index.bin")).expect("index");
+        let projection = kindred_core::codec::decode("projection.bin", bytes("projection.bin"))
             .expect("projection");
         Model::from_parts(t.manifest.clone(), users, index)
             .and_then(|m| m.with_projection(projection))
@@ -102,7 +102,7 @@ pub fn repoint(root: &Path, version: &str) {
         .expect("manifest");
     let pointer = registry::Pointer {
         version: version.to_owned(),
-        manifest_sha256: kindred_core::artifact::sha256_hex(&manifest),
+        manifest_sha256: kindred_core::codec::sha256_hex(&manifest),
         updated_at: registry::now_rfc3339(),
     };
     std::fs::write(

@@ -1,0 +1,182 @@
+//! A loaded model version: its users, the shards held and the fold-in projection,
+//! checked against each other and the manifest when assembled.
+
+use std::collections::HashMap;
+
+use crate::embedding::Embedding;
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::projection::{self, Folded, Profile, Projection};
+use crate::search::Index;
+use crate::shard::{self, Shards};
+use crate::users::{UserSummary, UserTable, check_user};
+
+/// Models with at most this many users (over all shards) also keep their embeddings in
+/// contiguous arrays and answer queries by an exact scan, which measured as fast as the HNSW search
+/// at 10k users (see the README) and has perfect recall. Larger models use the index.
+pub const EXACT_SCAN_MAX_USERS: usize = 50_000;
+
+/// A verified, decoded model version ready for queries: all its shards, or the ones this
+/// process serves, in one row space.
+pub struct Model {
+    /// The version's manifest.
+    pub manifest: Manifest,
+    /// Per-user metadata of the shards held, shard after shard (row `i` is point `i` of
+    /// [`Model::shards`]).
+    pub users: UserTable,
+    /// The HNSW indexes of the shards held.
+    pub shards: Shards,
+    by_handle: HashMap<u64, u32>,
+    /// The fold-in projection for profile queries, when the version has one.
+    projection: Option<Projection>,
+    /// Tag ids by [`crate::tags::key`], built with the projection.
+    tag_keys: HashMap<String, u32>,
+}
+
+/// One shard's decoded parts: its number, user summaries and index (point `i` is user `i`).
+pub type ShardParts = (u32, Vec<UserSummary>, Index);
+
+impl Model {
+    /// Assembles an unsharded model and checks that its parts agree with each other and
+    /// the manifest.
+    pub fn from_parts(manifest: Manifest, users: UserTable, index: Index) -> Result<Model> {
+        Model::from_shards(manifest, users.tags, vec![(0, users.users, index)])
+    }
+
+    /// Assembles a model from some or all of its shards (in the given order) and checks
+    /// them: counts against the manifest, dimensions, tag references, feature order,
+    /// unique handles, and that every user sits in the shard its handle hashes to.
+    pub fn from_shards(
+        manifest: Manifest,
+        tags: Vec<String>,
+        parts: Vec<ShardParts>,
+    ) -> Result<Model> {
+        if manifest.tags != tags.len() as u64 {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} tags, user table has {}",
+                manifest.tags,
+                tags.len()
+            )));
+        }
+        let count = manifest.shard_count();
+        let whole = parts.len() as u32 == count;
+        let total: usize = parts.iter().map(|p| p.1.len()).sum();
+        if whole && manifest.users != total as u64 {
+            return Err(Error::Inconsistent(format!(
+                "manifest says {} users, user table has {total}",
+                manifest.users
+            )));
+        }
+        let tag_count = tags.len() as u32;
+        let mut by_handle = HashMap::with_capacity(total);
+        let mut users = Vec::with_capacity(total);
+        let mut indexes = Vec::with_capacity(parts.len());
+        for (id, shard_users, index) in parts {
+            let listed = manifest.shards.get(id as usize).map(|s| s.users);
+            if listed.is_some_and(|n| n != shard_users.len() as u64) || id >= count {
+                return Err(Error::Inconsistent(format!(
+                    "shard {id} has {} users, the manifest lists {listed:?}",
+                    shard_users.len()
+                )));
+            }
+            let points = index.iter().count();
+            if points != shard_users.len() {
+                return Err(Error::Inconsistent(format!(
+                    "index has {points} points, user table has {}",
+                    shard_users.len()
+                )));
+            }
+            for u in shard_users {
+                check_user(&u, tag_count)?;
+                if count > 1 && shard::shard_of(u.handle, count) != id {
+                    return Err(Error::Inconsistent(format!(
+                        "user {} is in shard {id}, its handle belongs to shard {}",
+                        u.handle,
+                        shard::shard_of(u.handle, count)
+                    )));
+                }
+                if by_handle.insert(u.handle, users.len() as u32).is_some() {
+                    return Err(Error::Inconsistent(format!(
+                        "user {} appears twice",
+                        u.handle
+                    )));
+                }
+                users.push(u);
+            }
+            indexes.push((id, index));
+        }
+        let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
+        let shards = Shards::new(indexes, manifest.dimensions as usize, exact)?;
+        Ok(Model {
+            manifest,
+            users: UserTable { tags, users },
+            shards,
+            by_handle,
+            projection: None,
+            tag_keys: HashMap::new(),
+        })
+    }
+
+    /// Attaches the fold-in projection after checking it against the model.
+    pub fn with_projection(mut self, projection: Projection) -> Result<Model> {
+        projection.validate(self.users.tags.len(), self.dimensions())?;
+        self.tag_keys = projection::key_index(&self.users.tags);
+        self.projection = Some(projection);
+        Ok(self)
+    }
+
+    /// The fold-in projection, if this version has one.
+    pub fn projection(&self) -> Option<&Projection> {
+        self.projection.as_ref()
+    }
+
+    /// Folds a profile into the embedding space; `None` when the version has no projection.
+    pub fn fold(&self, profile: &Profile) -> Option<Folded> {
+        Some(self.projection.as_ref()?.fold(profile, &self.tag_keys))
+    }
+
+    /// Row (= index point) of a user, if the shards held know them.
+    pub fn row_of(&self, handle: u64) -> Option<u32> {
+        self.by_handle.get(&handle).copied()
+    }
+
+    /// The shard a handle belongs to, by [`shard::shard_of`].
+    pub fn shard_of(&self, handle: u64) -> u32 {
+        shard::shard_of(handle, self.manifest.shard_count())
+    }
+
+    /// True when this process holds every shard of the version.
+    pub fn holds_all_shards(&self) -> bool {
+        self.shards.shards().len() as u32 == self.manifest.shard_count()
+    }
+
+    /// The numbers of the shards held.
+    pub fn shards_held(&self) -> Vec<u32> {
+        self.shards.shards().iter().map(|s| s.id).collect()
+    }
+
+    /// The embedding of the user at `row`.
+    pub fn embedding(&self, row: u32) -> &Embedding {
+        self.shards.embedding(row)
+    }
+
+    /// Embedding dimension.
+    pub fn dimensions(&self) -> usize {
+        self.manifest.dimensions as usize
+    }
+
+    /// Number of users held.
+    pub fn len(&self) -> usize {
+        self.users.users.len()
+    }
+
+    /// True when the model holds no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.users.is_empty()
+    }
+
+    /// Name of tag `id`.
+    pub fn tag(&self, id: u32) -> &str {
+        &self.users.tags[id as usize]
+    }
+}
