@@ -1,0 +1,47 @@
+//! The self-describing routes: the index (`GET /`), the OpenAPI document and the
+//! explorer page.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::routes::BasePath;
+
+/// The OpenAPI document of this API (also in the repo as `functions/predict/openapi.json`).
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+/// The explorer page served at `GET /explore` (self-contained HTML calling `predict`).
+pub const EXPLORE_HTML: &str = include_str!("../explore.html");
+
+pub(super) async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoResponse {
+    let base = base.map(|b| b.0.0).unwrap_or_default();
+    axum::Json(json!({
+        "name": "Kindred",
+        "description": "Finds the customers most similar to a given one, ranked by cosine similarity of their learning-behaviour embeddings.",
+        "endpoints": {
+            "POST /predict": "{\"user_handle\": 1, \"k\": 10} -> ranked similar users with summaries and reasons; also {\"user_handles\": [1, 2]}, {\"profile\": {\"tags\": {\"python\": 3600}, \"interests\": [\"python\"]}}, and the filters exclude and min_similarity",
+            "GET /explore": "an explorer page for the model",
+            "GET /health": "model version, user count and load state",
+            "GET /openapi.json": "OpenAPI 3.1 description of this API",
+        },
+        "openapi": format!("{base}/openapi.json"),
+        "predict": format!("{base}/predict"),
+    }))
+}
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+/// The explorer page: nothing but this page and its own inline style and script may load.
+pub(super) async fn explore() -> impl IntoResponse {
+    const CSP: &str = concat!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; ",
+        "style-src 'self' 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    let headers = [
+        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+    ];
+    (headers, EXPLORE_HTML)
+}

@@ -1,0 +1,37 @@
+//! The HTTP API: routes, request validation and JSON responses.
+//!
+//! Every outcome is a JSON response with the right status: client mistakes are 4xx,
+//! an unavailable model is 503 with `Retry-After`, and internal details go to the
+//! logs, never into a response.
+//!
+//! * [`routes`]: the router, stage stripping and the handlers;
+//! * [`request`]: request parsing and validation into a [`Query`];
+//! * [`answer`]: answers built from a model (the in-process query path);
+//! * [`error`]: [`ApiError`], every failure as a JSON response;
+//! * [`explore`]: the index, the OpenAPI document and the explorer page;
+//! * [`shard`]: `POST /shard/search`, the call a scatter-gather coordinator makes.
+
+mod answer;
+mod error;
+mod explore;
+mod request;
+mod routes;
+mod shard;
+
+pub use answer::{
+    Assessment, BECAUSE_MAX, BatchItem, BatchResponse, PredictResponse, ProfileResponse, Reason,
+    SimilarUser, TagTime, UserView, answer, answer_batch, answer_handle, answer_profile,
+    neighbours, respond,
+};
+pub use error::{ApiError, RETRY_AFTER_SECONDS};
+pub use explore::{EXPLORE_HTML, OPENAPI};
+pub use request::{
+    DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
+    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_BYTES, PredictRequest, ProfileRequest, Query, Subject,
+    parse_request,
+};
+pub use routes::{BasePath, router};
+pub(crate) use routes::{method_not_allowed, not_found, strip_stage};
+pub use shard::{
+    ShardAnswer, ShardFoldAnswer, ShardOwnerAnswer, ShardQuery, ShardSearch, answer_shard_search,
+};

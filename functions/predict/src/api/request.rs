@@ -1,0 +1,388 @@
+//! Request parsing and validation: a body in, a [`Query`] or a 4xx [`ApiError`] out.
+
+use axum::http::{HeaderMap, StatusCode, header};
+use kindred_core::projection::Profile;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::{ApiError, too_large, unprocessable};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default number of similar users.
+pub const DEFAULT_K: u32 = 10;
+/// Largest number of similar users one request may ask for.
+pub const MAX_K: u32 = 100;
+
+/// A user handle: a JSON integer, or a string of digits as some clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handle(pub u64);
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d) {
+            Ok(Raw::Int(n)) => Ok(Handle(n)),
+            Ok(Raw::Text(s)) => s.trim().parse().map(Handle).map_err(|_| {
+                serde::de::Error::custom(
+                    "user_handle must be a non-negative integer or a string of digits",
+                )
+            }),
+            Err(_) => Err(serde::de::Error::custom(
+                "user_handle must be a non-negative integer or a string of digits",
+            )),
+        }
+    }
+}
+
+/// Body of `POST /predict`: exactly one of `user_handle`, `user_handles` or `profile`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictRequest {
+    /// The user to find similar customers for.
+    #[serde(default)]
+    pub user_handle: Option<Handle>,
+    /// Several users, answered one by one (at most [`MAX_BATCH`]).
+    #[serde(default)]
+    pub user_handles: Option<Vec<Handle>>,
+    /// A cold-start profile instead of a known user.
+    #[serde(default)]
+    pub profile: Option<ProfileRequest>,
+    /// How many similar users to return (1 to 100, default 10).
+    #[serde(default)]
+    pub k: Option<i64>,
+    /// Handles never to return (at most [`MAX_EXCLUDE`]).
+    #[serde(default)]
+    pub exclude: Option<Vec<Handle>>,
+    /// Leave out neighbours less similar than this (-1 to 1).
+    #[serde(default)]
+    pub min_similarity: Option<f64>,
+}
+
+/// A cold-start profile in a request: what a new user watched, follows and scored.
+/// Tags may be spelled any way the data spells them (`C#`, `csharp`, `c-sharp`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// Average view seconds per course tag.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, f64>,
+    /// Followed interest tags.
+    #[serde(default)]
+    pub interests: Vec<String>,
+    /// Assessment scores per tag (0 to 1000).
+    #[serde(default)]
+    pub assessments: std::collections::BTreeMap<String, f64>,
+}
+
+/// Most handles in one `user_handles` request.
+pub const MAX_BATCH: usize = 100;
+/// Most neighbours one batch request may ask for in total (`handles x k`), which keeps
+/// the answer well under Lambda's 6 MB response limit.
+pub const MAX_BATCH_NEIGHBOURS: usize = 1000;
+/// Most handles in `exclude`.
+pub const MAX_EXCLUDE: usize = 1000;
+/// Most entries (tags, interests and assessments together) in a profile.
+pub const MAX_PROFILE_ENTRIES: usize = 1000;
+/// Longest tag name accepted in a profile, in bytes.
+pub const MAX_TAG_BYTES: usize = 200;
+
+/// What a request asks about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Subject {
+    /// One known user.
+    Handle(u64),
+    /// Several known users.
+    Handles(Vec<u64>),
+    /// A profile to fold into the embedding space.
+    Profile(Profile),
+}
+
+/// A validated request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Who to find neighbours for.
+    pub subject: Subject,
+    /// Neighbours per answer.
+    pub k: u32,
+    /// Filters on the neighbours.
+    pub filters: Filters,
+}
+
+/// Filters applied to every answer of a request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Handles never returned.
+    pub exclude: std::collections::HashSet<u64>,
+    /// Smallest similarity returned.
+    pub min_similarity: Option<f32>,
+}
+
+/// Validates a request (content type, body size, JSON shape, ranges). A missing content
+/// type is accepted; errors are 400, 413, 415, 422.
+pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let json_like =
+            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
+        if !json_like {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported content type",
+                json!({"expected": "application/json", "received": ct}),
+            ));
+        }
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    // serde would also read a struct from a JSON array (`[1, 5]`): only objects are valid.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!("expected a JSON object such as {\"user_handle\": 1}"),
+        ));
+    }
+    let req: PredictRequest = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            json!(e.to_string()),
+        )
+    })?;
+    let k = validate_k(req.k)?;
+    let subject = match (req.user_handle, req.user_handles, req.profile) {
+        (Some(h), None, None) => Subject::Handle(h.0),
+        (None, Some(hs), None) => {
+            if hs.is_empty() || hs.len() > MAX_BATCH {
+                return Err(unprocessable(
+                    "user_handles out of range",
+                    json!({"count": hs.len(), "min": 1, "max": MAX_BATCH}),
+                ));
+            }
+            if hs.len() * k as usize > MAX_BATCH_NEIGHBOURS {
+                return Err(unprocessable(
+                    "batch too large",
+                    json!({"handles": hs.len(), "k": k, "max_handles_times_k": MAX_BATCH_NEIGHBOURS}),
+                ));
+            }
+            Subject::Handles(hs.into_iter().map(|h| h.0).collect())
+        }
+        (None, None, Some(p)) => Subject::Profile(validate_profile(p)?),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid request body",
+                json!("give exactly one of user_handle, user_handles or profile"),
+            ));
+        }
+    };
+    Ok(Query {
+        subject,
+        k,
+        filters: validate_filters(req.exclude, req.min_similarity)?,
+    })
+}
+
+/// `k` of a request: 1 to [`MAX_K`], [`DEFAULT_K`] when absent; else 422.
+pub(super) fn validate_k(k: Option<i64>) -> Result<u32, ApiError> {
+    match k {
+        None => Ok(DEFAULT_K),
+        Some(k) if (1..=i64::from(MAX_K)).contains(&k) => Ok(k as u32),
+        Some(k) => Err(unprocessable(
+            "k out of range",
+            json!({"k": k, "min": 1, "max": MAX_K}),
+        )),
+    }
+}
+
+/// The `exclude` (at most [`MAX_EXCLUDE`]) and `min_similarity` (-1 to 1) of a request.
+pub(super) fn validate_filters(
+    exclude: Option<Vec<Handle>>,
+    min_similarity: Option<f64>,
+) -> Result<Filters, ApiError> {
+    let exclude = exclude.unwrap_or_default();
+    if exclude.len() > MAX_EXCLUDE {
+        return Err(unprocessable(
+            "exclude too long",
+            json!({"count": exclude.len(), "max": MAX_EXCLUDE}),
+        ));
+    }
+    let min_similarity = match min_similarity {
+        None => None,
+        Some(m) if m.is_finite() && (-1.0..=1.0).contains(&m) => Some(m as f32),
+        Some(m) => {
+            return Err(unprocessable(
+                "min_similarity out of range",
+                json!({"min_similarity": m, "min": -1, "max": 1}),
+            ));
+        }
+    };
+    Ok(Filters {
+        exclude: exclude.into_iter().map(|h| h.0).collect(),
+        min_similarity,
+    })
+}
+
+/// Checks a profile's sizes and values and converts it for folding.
+pub(super) fn validate_profile(p: ProfileRequest) -> Result<Profile, ApiError> {
+    let entries = p.tags.len() + p.interests.len() + p.assessments.len();
+    if entries == 0 {
+        return Err(unprocessable(
+            "empty profile",
+            json!("give at least one of tags (seconds per tag), interests or assessments"),
+        ));
+    }
+    if entries > MAX_PROFILE_ENTRIES {
+        return Err(unprocessable(
+            "profile too large",
+            json!({"entries": entries, "max": MAX_PROFILE_ENTRIES}),
+        ));
+    }
+    let names = p
+        .tags
+        .keys()
+        .chain(&p.interests)
+        .chain(p.assessments.keys());
+    for name in names {
+        if name.trim().is_empty() || name.len() > MAX_TAG_BYTES {
+            return Err(unprocessable(
+                "invalid tag name",
+                json!({"tag": name.chars().take(40).collect::<String>(), "max_bytes": MAX_TAG_BYTES}),
+            ));
+        }
+    }
+    let check = |field: &str, map: &std::collections::BTreeMap<String, f64>, max: f64| match map
+        .iter()
+        .find(|(_, v)| !(v.is_finite() && (0.0..=max).contains(*v)))
+    {
+        Some((tag, v)) => Err(unprocessable(
+            "profile value out of range",
+            json!({"field": field, "tag": tag, "value": v, "min": 0, "max": max}),
+        )),
+        None => Ok(()),
+    };
+    // A year of viewing is far more than any average per tag.
+    check("tags", &p.tags, 31_536_000.0)?;
+    check("assessments", &p.assessments, 1000.0)?;
+    Ok(Profile {
+        views: p.tags.into_iter().map(|(t, v)| (t, v as f32)).collect(),
+        interests: p.interests,
+        assessments: p
+            .assessments
+            .into_iter()
+            .map(|(t, v)| (t, v as f32))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderValue, header};
+
+    #[test]
+    fn requests_are_validated_before_any_model_is_needed() {
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        let q = parse_request(&json, br#" {"user_handle": "42", "k": null}"#).unwrap();
+        assert_eq!((q.subject, q.k), (Subject::Handle(42), DEFAULT_K));
+        let q = parse_request(&HeaderMap::new(), br#"{"user_handle": 7, "k": 100}"#).unwrap();
+        assert_eq!((q.subject, q.k), (Subject::Handle(7), 100));
+        let status = |body: &[u8]| parse_request(&HeaderMap::new(), body).unwrap_err().status;
+        assert_eq!(
+            status(br#"{"user_handle": 18446744073709551616}"#),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status(br#"{"user_handle": 1, "k": 101}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(&vec![b' '; MAX_BODY_BYTES + 1]),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        // Exactly one subject.
+        assert_eq!(status(br#"{"k": 3}"#), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            status(br#"{"user_handle": 1, "user_handles": [2]}"#),
+            StatusCode::BAD_REQUEST
+        );
+        // Batches: 1 to 100 handles, at most 1,000 neighbours in all.
+        assert_eq!(
+            status(br#"{"user_handles": []}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let many = format!("{{\"user_handles\": [{}]}}", ["1"; 101].join(","));
+        assert_eq!(status(many.as_bytes()), StatusCode::UNPROCESSABLE_ENTITY);
+        let wide = format!(
+            "{{\"user_handles\": [{}], \"k\": 100}}",
+            ["1"; 11].join(",")
+        );
+        assert_eq!(status(wide.as_bytes()), StatusCode::UNPROCESSABLE_ENTITY);
+        let q = parse_request(
+            &HeaderMap::new(),
+            br#"{"user_handles": [3, "4"], "exclude": [5], "min_similarity": 0.25}"#,
+        )
+        .unwrap();
+        assert_eq!(q.subject, Subject::Handles(vec![3, 4]));
+        assert!(q.filters.exclude.contains(&5) && q.filters.min_similarity == Some(0.25));
+        // Filters in range.
+        assert_eq!(
+            status(br#"{"user_handle": 1, "min_similarity": 1.5}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        // Profiles: not empty, values in range, known fields only.
+        assert_eq!(
+            status(br#"{"profile": {}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tags": {"python": -1}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tags": {"": 10}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"tagz": {"python": 10}}}"#),
+            StatusCode::BAD_REQUEST
+        );
+        let q = parse_request(
+            &HeaderMap::new(),
+            br#"{"profile": {"tags": {"python": 3600}, "interests": ["c#"], "assessments": {"python": 200}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            q.subject,
+            Subject::Profile(Profile {
+                views: vec![("python".into(), 3600.0)],
+                interests: vec!["c#".into()],
+                assessments: vec![("python".into(), 200.0)],
+            })
+        );
+        let mut text = HeaderMap::new();
+        text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));
+        assert_eq!(
+            parse_request(&text, b"{}").unwrap_err().status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE
+        );
+    }
+}

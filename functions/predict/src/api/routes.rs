@@ -1,0 +1,211 @@
+//! The router shared by the Lambda and the local server, API Gateway stage stripping,
+//! and the handlers of `/predict` and `/health`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::uri::PathAndQuery;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use kindred_core::store::ObjectStore;
+use lambda_http::request::RequestContext;
+use serde_json::json;
+
+use super::answer::respond;
+use super::error::{ApiError, model_unavailable, too_large};
+use super::explore::{explore, index, openapi};
+use super::request::parse_request;
+use super::shard::shard_search;
+use crate::cache::ModelCache;
+
+/// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
+const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// Builds the router shared by the Lambda and the local server.
+///
+/// Requests from an API Gateway stage other than `$default` arrive with the stage in
+/// front of the path (`/testStage/predict`, as `lambda_http` builds it for REST APIs and
+/// as HTTP APIs send it); the stage is taken off before routing, so the same routes
+/// answer under any stage, with or without `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`.
+pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
+    let routes = Router::new()
+        .route("/predict", post(predict::<S>).fallback(method_not_allowed))
+        .route(
+            "/shard/search",
+            post(shard_search::<S>).fallback(method_not_allowed),
+        )
+        .route("/health", get(health::<S>).fallback(method_not_allowed))
+        .route("/openapi.json", get(openapi).fallback(method_not_allowed))
+        .route("/explore", get(explore).fallback(method_not_allowed))
+        .route("/", get(index).fallback(method_not_allowed))
+        .fallback(not_found)
+        .with_state(cache);
+    // Layers on a router run after routing, so the stage is stripped in an outer router
+    // whose only route is the inner one.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_request(strip_stage))
+}
+
+/// The path prefix a request arrived under (the API Gateway stage, e.g. `/testStage`),
+/// empty when there is none; links in responses are built on it.
+#[derive(Debug, Clone, Default)]
+pub struct BasePath(pub String);
+
+/// The API Gateway stage of a Lambda request, when it is a named one.
+fn stage_of(req: &Request) -> Option<&str> {
+    let stage = match req.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.stage.as_deref(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.stage.as_deref(),
+        RequestContext::WebSocket(ctx) => ctx.stage.as_deref(),
+        _ => None,
+    }?;
+    (!stage.is_empty() && stage != "$default" && !stage.contains('/')).then_some(stage)
+}
+
+/// Takes a named stage off the front of the path (`/testStage/predict` to `/predict`).
+pub(crate) async fn strip_stage(mut req: Request) -> Request {
+    let mut base = BasePath::default();
+    if let Some(stage) = stage_of(&req) {
+        let prefix = format!("/{stage}");
+        let path = req.uri().path();
+        let rest = match path.strip_prefix(&prefix) {
+            Some("") => Some("/"),
+            Some(rest) if rest.starts_with('/') => Some(rest),
+            _ => None,
+        };
+        if let Some(uri) = rest.and_then(|rest| with_path(req.uri(), rest)) {
+            *req.uri_mut() = uri;
+            base = BasePath(prefix);
+        }
+    }
+    req.extensions_mut().insert(base);
+    req
+}
+
+/// `uri` with its path replaced by `path`, keeping scheme, authority and query.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+async fn predict<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > DRAIN_LIMIT_BYTES as u64) {
+        return Err(too_large());
+    }
+    // An oversize body is still read (up to a bound) before the 413 goes out: a server
+    // that answers and closes with unread input makes the peer's TCP stack reset the
+    // connection, and the client then sees a broken pipe instead of the 413.
+    let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    let query = parse_request(&parts.headers, &bytes)?;
+    let model = cache.get().await.map_err(model_unavailable)?;
+    respond(&model, &query)
+}
+
+async fn health<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+) -> impl IntoResponse {
+    let model = cache.peek();
+    axum::Json(json!({
+        "status": "ok",
+        "state": cache.state(),
+        "reason": cache.last_failure().map(|u| u.reason),
+        "model_version": model.as_ref().map(|m| m.manifest.version.clone()),
+        "users": model.as_ref().map(|m| m.len()),
+        "created_at": model.as_ref().map(|m| m.manifest.created_at.clone()),
+        "recall_at_10": model.as_ref().map(|m| m.manifest.recall_at_10),
+    }))
+}
+
+pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    let allowed = match uri.path() {
+        "/predict" | "/shard/search" => "POST",
+        _ => "GET, HEAD",
+    };
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed",
+        json!({"method": method.as_str(), "allowed": allowed}),
+    )
+}
+
+pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such route",
+        json!({"path": uri.path(), "see": "/"}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequestContext;
+
+    fn request(uri: &str, stage: Option<&str>) -> Request {
+        let mut req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        if let Some(stage) = stage {
+            let mut ctx = ApiGatewayProxyRequestContext::default();
+            ctx.stage = Some(stage.to_owned());
+            req.extensions_mut()
+                .insert(RequestContext::ApiGatewayV1(ctx));
+        }
+        req
+    }
+
+    async fn stripped(uri: &str, stage: Option<&str>) -> (String, String) {
+        let req = strip_stage(request(uri, stage)).await;
+        let base = req
+            .extensions()
+            .get::<BasePath>()
+            .expect("base path recorded")
+            .0
+            .clone();
+        (req.uri().to_string(), base)
+    }
+
+    #[tokio::test]
+    async fn a_named_stage_is_stripped_from_the_front_of_the_path_only() {
+        let s = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        // Given a named stage, the prefix goes and the query and host stay.
+        assert_eq!(
+            stripped("https://h.example/prod/predict?a=1", Some("prod")).await,
+            s("https://h.example/predict?a=1", "/prod")
+        );
+        assert_eq!(stripped("/prod", Some("prod")).await, s("/", "/prod"));
+        assert_eq!(stripped("/prod/", Some("prod")).await, s("/", "/prod"));
+        // A path that only starts with the stage's letters, or lacks the stage, is left alone.
+        assert_eq!(
+            stripped("/production/predict", Some("prod")).await,
+            s("/production/predict", "")
+        );
+        assert_eq!(stripped("/predict", Some("prod")).await, s("/predict", ""));
+        // No stage, "$default", or a request that did not come through API Gateway: unchanged.
+        assert_eq!(
+            stripped("/$default/predict", Some("$default")).await,
+            s("/$default/predict", "")
+        );
+        assert_eq!(
+            stripped("/prod/predict", None).await,
+            s("/prod/predict", "")
+        );
+    }
+}
