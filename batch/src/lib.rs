@@ -2,14 +2,18 @@
 //! matrix, factorise it with a truncated SVD, index the user embeddings with HNSW and
 //! publish the versioned model through `kindred_core`.
 
+pub mod assemble;
+pub mod config;
 pub mod eval;
 pub mod index;
 pub mod ingest;
 pub mod matrix;
 pub mod model_report;
+pub mod pictures;
 pub mod pipeline;
 pub mod report;
 pub mod smooth;
+pub mod summary;
 pub mod svd;
 pub use kindred_core::tags;
 pub mod train;

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use kindred_batch::config::{Evaluate, Method};
 use kindred_batch::matrix::Transform;
-use kindred_batch::train::{Evaluate, Method};
-use kindred_batch::{pipeline, report, train};
+use kindred_batch::{config, pipeline, report, train};
 use kindred_core::registry;
 use kindred_core::store::Store;
 
@@ -175,7 +175,7 @@ struct TrainArgs {
     #[arg(long, env = "KINDRED_SHARD_COUNT", value_parser = clap::value_parser!(u32).range(1..=4096))]
     shards: Option<u32>,
     /// Target users per shard when --shards is not given.
-    #[arg(long, env = "KINDRED_SHARD_USERS", default_value_t = train::DEFAULT_SHARD_USERS)]
+    #[arg(long, env = "KINDRED_SHARD_USERS", default_value_t = config::DEFAULT_SHARD_USERS)]
     shard_users: usize,
     /// Seed for the index build and the recall sample.
     #[arg(long, env = "KINDRED_SEED", default_value_t = 42)]
@@ -321,7 +321,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &method in &args.methods {
-        let mut cfg = train::config_for(method, args.data.clone());
+        let mut cfg = config::config_for(method, args.data.clone());
         cfg.evaluate = Evaluate::Always;
         cfg.eval_sample = args.eval_sample;
         eprintln!("training {method:?} ...");
@@ -341,8 +341,8 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// The training configuration the flags describe.
-fn config_from(args: &TrainArgs) -> anyhow::Result<train::TrainConfig> {
-    let mut cfg = train::config_for(args.method, args.data.clone());
+fn config_from(args: &TrainArgs) -> anyhow::Result<config::TrainConfig> {
+    let mut cfg = config::config_for(args.method, args.data.clone());
     if let Some(rank) = args.rank {
         cfg.rank = rank;
     }

@@ -31,7 +31,10 @@ use kindred_core::users::{UserSummary, UserTable};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::train::{self, Pictures, RunSummary, Stages, TrainConfig, TrainError};
+use crate::config::TrainConfig;
+use crate::pictures::Pictures;
+use crate::summary::{self, RunSummary, StageTime, Stages};
+use crate::train::{self, TrainError};
 use crate::{eval, index, ingest};
 
 /// What a step of a split run can fail on.
@@ -228,9 +231,9 @@ pub async fn prepare<S: ObjectStore>(
                     .collect(),
                 recall_at_10: 0.0,
                 recall_sample: 0,
-                quality: train::Quality::default(),
+                quality: summary::Quality::default(),
                 stages: stages.times().to_vec(),
-                peak_rss_mib: train::peak_rss_mib(),
+                peak_rss_mib: summary::peak_rss_mib(),
                 config: cfg.clone(),
             };
             Ok((embedded, ds.tags.names.clone(), summary, inputs))
@@ -257,7 +260,7 @@ pub async fn prepare<S: ObjectStore>(
             users: input.users.len() as u64,
         });
     }
-    summary.stages.push(train::StageTime {
+    summary.stages.push(StageTime {
         stage: "stage inputs".to_owned(),
         seconds: started.elapsed().as_secs_f64(),
     });
@@ -442,16 +445,16 @@ pub async fn publish<S: ObjectStore>(
                 cfg.eval_sample,
             )
         });
-        summary.stages.push(train::StageTime {
+        summary.stages.push(StageTime {
             stage: "index (all shards, summed)".to_owned(),
             seconds: build_seconds,
         });
-        summary.stages.push(train::StageTime {
+        summary.stages.push(StageTime {
             stage: "load and verify".to_owned(),
             seconds: load_seconds,
         });
         summary.stages.extend(stages.times().iter().cloned());
-        summary.peak_rss_mib = train::peak_rss_mib();
+        summary.peak_rss_mib = summary::peak_rss_mib();
         let html = pictures.render(&plan.version, &plan.created_at, &summary, &plan.tags);
         (summary, html)
     })
@@ -461,23 +464,19 @@ pub async fn publish<S: ObjectStore>(
     manifest.training = serde_json::to_value(&summary).unwrap_or_default();
     // A retried publish keeps the report its first attempt wrote (it differs only in
     // timings); `commit` likewise keeps that attempt's manifest and pointer.
-    let report = match registry::put_artifact(
-        store,
-        &plan.version,
-        train::REPORT,
-        html.into_bytes(),
-    )
-    .await
-    {
-        Err(kindred_core::Error::PreconditionFailed { key }) => {
-            let obj = store
-                .get(&key)
-                .await?
-                .ok_or(kindred_core::Error::PreconditionFailed { key })?;
-            ArtifactEntry::describe(train::REPORT, &obj.bytes)
-        }
-        other => other?,
-    };
+    let report =
+        match registry::put_artifact(store, &plan.version, manifest::REPORT, html.into_bytes())
+            .await
+        {
+            Err(kindred_core::Error::PreconditionFailed { key }) => {
+                let obj = store
+                    .get(&key)
+                    .await?
+                    .ok_or(kindred_core::Error::PreconditionFailed { key })?;
+                ArtifactEntry::describe(manifest::REPORT, &obj.bytes)
+            }
+            other => other?,
+        };
     manifest.artifacts.push(report);
     let published = registry::commit(store, manifest).await?;
     Ok((published, summary))

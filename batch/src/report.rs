@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::train::RunSummary;
+use crate::config::Method;
+use crate::summary::RunSummary;
 
 /// Formats the run summary for a terminal.
 pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
@@ -109,7 +110,7 @@ fn shard_sizes(sizes: &[usize]) -> String {
 }
 
 /// A Markdown table comparing methods trained on the same data (`kindred-batch eval`).
-pub fn comparison(data: &std::path::Path, rows: &[(crate::train::Method, RunSummary)]) -> String {
+pub fn comparison(data: &std::path::Path, rows: &[(Method, RunSummary)]) -> String {
     let mut out = String::new();
     let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.3}"));
     let _ = writeln!(out, "# Kindred evaluation of {}\n", data.display());

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use kindred_batch::ingest::{self, IngestError, SkipReason};
 use kindred_batch::matrix::{BlockWeighting, Transform};
-use kindred_batch::train;
+use kindred_batch::{assemble, config};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/quirks")
@@ -84,7 +84,7 @@ fn interests_and_assessments_are_deduplicated() {
 fn the_views_block_holds_hand_computed_mean_seconds() {
     // Given the fixture and the seed's raw weighting,
     let ds = ingest::read_dir(&fixture()).unwrap();
-    let mut cfg = train::default_config(fixture());
+    let mut cfg = config::default_config(fixture());
     cfg.views = BlockWeighting {
         transform: Transform::Raw,
         idf: false,
@@ -92,7 +92,7 @@ fn the_views_block_holds_hand_computed_mean_seconds() {
         weight: 1.0,
     };
     // when the matrix is built,
-    let built = train::build_matrix(&ds, &cfg);
+    let built = assemble::build_matrix(&ds, &cfg);
     // then users 1, 2, 3, 5 and 6 are seen (7's only row was empty),
     assert_eq!(built.handles, vec![1, 2, 3, 5, 6]);
     let tag = |name: &str| ds.tags.get(name).unwrap();

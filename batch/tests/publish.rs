@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use kindred_batch::config;
 use kindred_batch::train::{self, Trained};
 use kindred_core::registry::{self, POINTER};
 use kindred_core::store::{LocalStore, Object, ObjectStore, Precondition, S3Store};
@@ -18,7 +19,7 @@ fn generate(dir: &Path, users: u64, seed: u64) {
 }
 
 fn train_on(dir: &Path, version: &str) -> Trained {
-    let mut cfg = train::default_config(dir.to_owned());
+    let mut cfg = config::default_config(dir.to_owned());
     cfg.rank = 24;
     cfg.recall_sample = 300;
     train::train(&cfg, version).unwrap()

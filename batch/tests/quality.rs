@@ -170,7 +170,7 @@ fn users_with_only_interests_or_only_assessments_get_neighbours() {
     );
     // when Kindred trains on it,
     let trained = kindred_batch::train::train(
-        &kindred_batch::train::default_config(data.path().to_owned()),
+        &kindred_batch::config::default_config(data.path().to_owned()),
         "20260101T000000000Z-00000001",
     )
     .unwrap();

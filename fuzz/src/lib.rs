@@ -48,10 +48,10 @@ fn serving() -> &'static Serving {
             ..Default::default()
         };
         kindred_datagen::generate(&config, data.path()).expect("generate");
-        let mut cfg = kindred_batch::train::default_config(data.path().to_owned());
+        let mut cfg = kindred_batch::config::default_config(data.path().to_owned());
         cfg.rank = 8;
         cfg.recall_sample = 50;
-        cfg.evaluate = kindred_batch::train::Evaluate::Never;
+        cfg.evaluate = kindred_batch::config::Evaluate::Never;
         let trained = kindred_batch::train::train(&cfg, "20260101T000000000Z-f0220000")
             .expect("train the fuzzing model");
         let store = tempfile::tempdir().expect("temp dir");

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use kindred_batch::matrix::Transform;
-use kindred_batch::{eval, index, train};
+use kindred_batch::{config, eval, index, train};
 use kindred_core::codec::decode;
 use kindred_core::manifest::{INDEX, USERS};
 use kindred_core::search::Index;
@@ -38,12 +38,12 @@ struct Cli {
 type Filter<'a> = Box<dyn Fn(u32) -> bool + 'a>;
 
 /// A named change to the default configuration.
-type Variant = (&'static str, Box<dyn Fn(&mut train::TrainConfig)>);
+type Variant = (&'static str, Box<dyn Fn(&mut config::TrainConfig)>);
 
 fn variants() -> Vec<Variant> {
-    use train::Method;
+    use config::Method;
     let preset =
-        |m: Method| move |c: &mut train::TrainConfig| *c = train::config_for(m, c.data.clone());
+        |m: Method| move |c: &mut config::TrainConfig| *c = config::config_for(m, c.data.clone());
     // Every other variant changes one thing of the default (`--method kindred`).
     vec![
         ("seed (--method seed)", Box::new(preset(Method::Seed))),
@@ -111,10 +111,10 @@ fn main() -> anyhow::Result<()> {
         if !cli.only.is_empty() && !cli.only.iter().any(|o| o == &i.to_string()) {
             continue;
         }
-        let mut cfg = train::default_config(cli.data.clone());
+        let mut cfg = config::default_config(cli.data.clone());
         apply(&mut cfg);
         cfg.eval_sample = cli.sample;
-        cfg.evaluate = train::Evaluate::Always;
+        cfg.evaluate = config::Evaluate::Always;
         let start = Instant::now();
         let trained = train::train(&cfg, "bench")?;
         let secs = start.elapsed().as_secs_f64();

@@ -52,7 +52,7 @@ fn fixture() -> Fixture {
     let started = Instant::now();
     kindred_datagen::generate(&config, &data).expect("generate data");
     let trained = kindred_batch::train::train(
-        &kindred_batch::train::default_config(data.clone()),
+        &kindred_batch::config::default_config(data.clone()),
         &registry::new_version_name(),
     )
     .expect("train");

@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
+use kindred_batch::config;
 use kindred_batch::train::{self, Trained};
 use kindred_core::Model;
 use kindred_core::registry::{self, LoadOptions};
@@ -17,10 +18,10 @@ const USERS: u64 = 2_000;
 const SHARDS: u32 = 3;
 
 fn train_with(shards: u32, data: &std::path::Path) -> Trained {
-    let mut cfg = train::default_config(data.to_owned());
+    let mut cfg = config::default_config(data.to_owned());
     cfg.rank = 16;
     cfg.recall_sample = 300;
-    cfg.evaluate = train::Evaluate::Never;
+    cfg.evaluate = config::Evaluate::Never;
     cfg.shards = Some(shards);
     train::train(&cfg, &common::version(shards)).expect("train")
 }

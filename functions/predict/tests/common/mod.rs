@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use kindred_batch::config;
 use kindred_batch::train::{self, Trained};
 use kindred_core::registry::{self, POINTER, Published};
 use kindred_core::store::{LocalStore, Object, ObjectStore, Precondition};
@@ -32,7 +33,7 @@ pub fn trained() -> &'static Trained {
             ..Default::default()
         };
         kindred_datagen::generate(&config, data).expect("generate test data");
-        let mut cfg = train::default_config(data.to_owned());
+        let mut cfg = config::default_config(data.to_owned());
         cfg.rank = 16;
         cfg.recall_sample = 200;
         train::train(&cfg, &version(0)).expect("train test model")

@@ -1,0 +1,282 @@
+//! From a dataset to the training matrix: rows assigned to users, the weighted blocks,
+//! the user summaries and explanation features, and the fold-in projection of a fit.
+
+use std::collections::{HashMap, HashSet};
+
+use kindred_core::projection::{Centring, ProjectedBlock, Projection, Smoothing};
+use kindred_core::users::{Feature, Signal, UserSummary};
+
+use crate::config::TrainConfig;
+use crate::ingest::Dataset;
+use crate::matrix::{self, Block};
+use crate::svd;
+
+/// A row's `n` largest entries as explanation features, scaled to a unit-length row and
+/// sorted by (signal, tag).
+pub fn strongest_features(
+    csr: &matrix::Csr,
+    columns: &[matrix::Column],
+    row: usize,
+    n: usize,
+) -> Vec<Feature> {
+    let norm = csr.row(row).map(|(_, v)| v * v).sum::<f32>().sqrt();
+    if norm == 0.0 || n == 0 {
+        return Vec::new();
+    }
+    // Course columns have no tag to name: explanations speak of tags only.
+    let mut entries: Vec<(u32, f32)> = csr
+        .row(row)
+        .filter(|(c, _)| columns[*c as usize].block < 3)
+        .collect();
+    entries.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    entries.truncate(n);
+    let mut features: Vec<Feature> = entries
+        .into_iter()
+        .map(|(col, v)| {
+            let c = &columns[col as usize];
+            Feature {
+                signal: [Signal::Views, Signal::Interests, Signal::Assessments][c.block],
+                tag: c.tag,
+                weight: v / norm,
+            }
+        })
+        .collect();
+    features.sort_by_key(|f| (f.signal, f.tag));
+    features
+}
+
+/// The matrix stage's output.
+pub struct Built {
+    /// User handles by row (sorted).
+    pub handles: Vec<u64>,
+    /// The blocks before weighting (views hold the seed's mean seconds per tag).
+    pub blocks: Vec<Block>,
+    /// The weighted, stacked matrix.
+    pub csr: matrix::Csr,
+    /// What each column stands for.
+    pub columns: Vec<matrix::Column>,
+    /// Each column's idf factor.
+    pub idf: Vec<f32>,
+    /// One summary per row.
+    pub summaries: Vec<UserSummary>,
+    /// Users with at least one view row.
+    pub users_with_views: usize,
+}
+
+/// Assigns rows to users (sorted handles) and builds the weighted matrix and the summaries.
+pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
+    build_matrix_hiding(ds, cfg, &HashSet::new())
+}
+
+/// [`build_matrix`] with the (handle, tag) pairs in `hidden` left out of every block (and
+/// a hidden tag's courses left out of the courses block).
+pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Built {
+    let is_hidden = |user: u64, tag: u32| !hidden.is_empty() && hidden.contains(&(user, tag));
+    let mut handles: Vec<u64> = ds
+        .views
+        .iter()
+        .map(|v| v.user)
+        .chain(ds.interests.iter().map(|i| i.0))
+        .chain(ds.assessments.iter().map(|a| a.0))
+        .collect();
+    handles.sort_unstable();
+    handles.dedup();
+    let row_of: HashMap<u64, u32> = handles
+        .iter()
+        .enumerate()
+        .map(|(r, &h)| (h, r as u32))
+        .collect();
+    let rows = handles.len();
+
+    // Views: one observation per (view row, tag of its course); courses per user.
+    let mut observations: Vec<(u32, u32, u32)> = Vec::with_capacity(ds.views.len() * 2);
+    let mut user_courses: Vec<(u32, u32)> = Vec::with_capacity(ds.views.len());
+    for v in &ds.views {
+        let r = row_of[&v.user];
+        user_courses.push((r, v.course));
+        for &t in &ds.course_tags[v.course as usize] {
+            if !is_hidden(v.user, t) {
+                observations.push((r, t, v.seconds));
+            }
+        }
+    }
+    let view_entries = matrix::average_by_row_and_tag(&mut observations);
+    drop(observations);
+    // Courses: total seconds per (user, course).
+    let course_entries: Vec<(u32, u32, f32)> = if cfg.courses.weight != 0.0 {
+        let mut per_course: Vec<(u32, u32, u32)> = ds
+            .views
+            .iter()
+            .filter(|v| {
+                !ds.course_tags[v.course as usize]
+                    .iter()
+                    .any(|&t| is_hidden(v.user, t))
+            })
+            .map(|v| (row_of[&v.user], v.course, v.seconds))
+            .collect();
+        per_course.sort_unstable_by_key(|o| (o.0, o.1));
+        let mut out: Vec<(u32, u32, f32)> = Vec::new();
+        for (r, c, secs) in per_course {
+            match out.last_mut() {
+                Some(last) if last.0 == r && last.1 == c => last.2 += secs as f32,
+                _ => out.push((r, c, secs as f32)),
+            }
+        }
+        out
+    } else {
+        Vec::new()
+    };
+    user_courses.sort_unstable();
+    user_courses.dedup();
+
+    let mut summaries: Vec<UserSummary> = handles
+        .iter()
+        .map(|&handle| UserSummary {
+            handle,
+            ..Default::default()
+        })
+        .collect();
+    for &(r, _) in &user_courses {
+        summaries[r as usize].courses += 1;
+    }
+    let users_with_views = summaries.iter().filter(|s| s.courses > 0).count();
+    for &(r, t, avg) in &view_entries {
+        let s = &mut summaries[r as usize];
+        s.tags_viewed += 1;
+        s.top_tags.push((t, avg));
+    }
+    for s in &mut summaries {
+        s.top_tags
+            .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        s.top_tags.truncate(cfg.summary_tags);
+    }
+
+    let interest_entries: Vec<(u32, u32, f32)> = {
+        let mut e: Vec<_> = ds
+            .interests
+            .iter()
+            .filter(|&&(u, t)| !is_hidden(u, t))
+            .map(|&(u, t)| (row_of[&u], t, 1.0))
+            .collect();
+        e.sort_unstable_by_key(|x| (x.0, x.1));
+        e
+    };
+    for &(r, t, _) in &interest_entries {
+        let s = &mut summaries[r as usize];
+        if s.interests.len() < cfg.summary_interests {
+            s.interests.push(t);
+        }
+    }
+    let assessment_entries: Vec<(u32, u32, f32)> = {
+        let mut e: Vec<_> = ds
+            .assessments
+            .iter()
+            .filter(|&&(u, t, _)| !is_hidden(u, t))
+            .map(|&(u, t, s)| (row_of[&u], t, f32::from(s)))
+            .collect();
+        e.sort_unstable_by_key(|x| (x.0, x.1));
+        e
+    };
+    for &(r, t, score) in &assessment_entries {
+        summaries[r as usize].assessments.push((t, score as u16));
+    }
+
+    let blocks = vec![
+        Block {
+            name: "views",
+            entries: view_entries,
+            weighting: cfg.views,
+        },
+        Block {
+            name: "interests",
+            entries: interest_entries,
+            weighting: cfg.interests,
+        },
+        Block {
+            name: "assessments",
+            entries: assessment_entries,
+            weighting: cfg.assessments,
+        },
+        Block {
+            name: "courses",
+            entries: course_entries,
+            weighting: cfg.courses,
+        },
+    ];
+    let (csr, columns, idf) = matrix::assemble(rows, &blocks);
+    Built {
+        handles,
+        blocks,
+        csr,
+        columns,
+        idf,
+        summaries,
+        users_with_views,
+    }
+}
+
+/// The fold-in projection of a fit: per tag block, the weighting and the rows of
+/// `V Σ^(p-1)` (the courses block has no tags to fold in and is left out).
+pub fn projection(
+    cfg: &TrainConfig,
+    columns: &[matrix::Column],
+    idf: &[f32],
+    svd: &svd::Svd,
+) -> Projection {
+    let k = svd.singular_values.len();
+    let scale = svd.scale(cfg.power);
+    let basis_row = |col: usize| -> Vec<f32> {
+        (0..k)
+            .map(|j| (svd.v[[col, j]] * scale[j]) as f32)
+            .collect()
+    };
+    let weightings = [cfg.views, cfg.interests, cfg.assessments];
+    let signals = [Signal::Views, Signal::Interests, Signal::Assessments];
+    let blocks = (0..3)
+        .map(|b| {
+            let w = weightings[b];
+            let mut block = ProjectedBlock {
+                signal: signals[b],
+                transform: w.transform.stored(),
+                normalise: w.normalise,
+                weight: w.weight,
+                tags: Vec::new(),
+                idf: Vec::new(),
+                basis: Vec::new(),
+            };
+            let mut cols: Vec<(u32, usize)> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.block == b)
+                .map(|(i, c)| (c.tag, i))
+                .collect();
+            cols.sort_unstable();
+            for (tag, col) in cols {
+                block.tags.push(tag);
+                block.idf.push(idf[col]);
+                block.basis.extend(basis_row(col));
+            }
+            block
+        })
+        .filter(|b| !b.tags.is_empty())
+        .collect();
+    let centring = svd.centring.as_ref().map(|c| Centring {
+        columns: columns.len() as u32,
+        basis_column_sums: c
+            .v_colsums
+            .iter()
+            .zip(&scale)
+            .map(|(s, f)| (s * f) as f32)
+            .collect(),
+    });
+    Projection {
+        dimensions: k as u32,
+        blocks,
+        centring,
+        // The neighbour count used (a share of the users) is set once they are known.
+        smoothing: Smoothing {
+            neighbours: cfg.smooth_neighbours as u32,
+            weight: cfg.smooth_weight,
+        },
+    }
+}

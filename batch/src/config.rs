@@ -1,0 +1,186 @@
+//! What shapes a model: the training configuration, its method presets and defaults.
+
+use std::path::PathBuf;
+
+use kindred_core::manifest::HnswParams;
+use serde::{Deserialize, Serialize};
+
+use crate::matrix::{BlockWeighting, Transform};
+
+/// Names of the matrix blocks, by block index.
+pub const BLOCK_NAMES: [&str; 4] = ["views", "interests", "assessments", "courses"];
+
+/// A preset of the whole weighting, for side-by-side comparisons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Kindred's default: the baseline with interests weighted twice, assessments at half
+    /// weight (so users with only assessments get neighbours too) and each embedding
+    /// smoothed, at weight 2, towards the mean of its nearest neighbours: 2% of the users,
+    /// at most 200 (see [`crate::smooth`]).
+    Kindred,
+    /// The strongest classical baseline we built: tf-idf weighted views (log seconds) and
+    /// interests, each block normalised per user with equal weights, truncated SVD, cosine
+    /// on U Σ. (Adding assessments lowered its scores on every data set measured.)
+    Baseline,
+    /// The replaced Python service: mean view seconds per tag (views only), row-mean
+    /// centring, rank 50, cosine on U.
+    Seed,
+}
+
+/// Everything that shapes a model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The preset this configuration started from.
+    pub method: Method,
+    /// Folder holding the CSVs.
+    pub data: PathBuf,
+    /// SVD rank (embedding dimension).
+    pub rank: usize,
+    /// Embeddings are `U Σ^power`.
+    pub power: f64,
+    /// Weighting of the views block (average seconds per tag).
+    pub views: BlockWeighting,
+    /// Weighting of the interests block.
+    pub interests: BlockWeighting,
+    /// Weighting of the assessments block.
+    pub assessments: BlockWeighting,
+    /// Weighting of the courses block (log total seconds per user and course).
+    pub courses: BlockWeighting,
+    /// Subtract each row's mean before the SVD (the seed's demeaning).
+    pub centre_rows: bool,
+    /// Most neighbours averaged into each embedding by [`crate::smooth`] (0: no
+    /// smoothing).
+    pub smooth_neighbours: usize,
+    /// Share of the users smoothed together (all, or a random group at scale) whose mean
+    /// is averaged into each embedding, up to [`TrainConfig::smooth_neighbours`] (see
+    /// [`crate::smooth::neighbours_for`]).
+    #[serde(default = "default_smooth_share")]
+    pub smooth_share: f32,
+    /// Weight of the neighbours' mean in the smoothing.
+    pub smooth_weight: f32,
+    /// HNSW parameters.
+    pub hnsw: HnswParams,
+    /// Number of index shards; `None` derives it from [`TrainConfig::shard_users`].
+    pub shards: Option<u32>,
+    /// Target users per shard when the shard count is derived.
+    pub shard_users: usize,
+    /// Users sampled to measure recall@10.
+    pub recall_sample: usize,
+    /// Worker threads.
+    pub threads: usize,
+    /// Course tags kept per user summary.
+    pub summary_tags: usize,
+    /// Interests kept per user summary.
+    pub summary_interests: usize,
+    /// Strongest features kept per user, for the function's explanations (`because`).
+    pub explain_features: usize,
+    /// When to measure hold-out recall.
+    pub evaluate: Evaluate,
+    /// Users sampled for the cohort precision and hold-out measures.
+    pub eval_sample: usize,
+}
+
+fn default_smooth_share() -> f32 {
+    crate::smooth::DEFAULT_SHARE
+}
+
+/// Default target of users per index shard: a 250k-user shard builds in about a minute
+/// and a half here and loads in well under a second (see the README's scaling section).
+pub const DEFAULT_SHARD_USERS: usize = 250_000;
+
+impl TrainConfig {
+    /// Shards for a model of `users` users: [`TrainConfig::shards`] if set, else enough
+    /// shards of at most [`TrainConfig::shard_users`] users (at least 1).
+    pub fn shard_count(&self, users: usize) -> u32 {
+        let derived = users.div_ceil(self.shard_users.max(1)).max(1);
+        self.shards
+            .unwrap_or(derived.min(u32::MAX as usize) as u32)
+            .max(1)
+    }
+}
+
+/// Share of a hold-out user's tags hidden.
+pub const HOLDOUT_SHARE: f64 = 0.2;
+/// Largest model for which `--evaluate auto` retrains for the hold-out measure.
+pub const AUTO_HOLDOUT_MAX_USERS: usize = 200_000;
+
+/// When the training run measures hold-out recall (which costs a second fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Evaluate {
+    /// Up to 200,000 users.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The default configuration (as documented in the README) for a data folder.
+pub fn default_config(data: PathBuf) -> TrainConfig {
+    config_for(Method::Kindred, data)
+}
+
+/// The configuration of a method preset for a data folder.
+pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
+    let tfidf = |transform, weight| BlockWeighting {
+        transform,
+        idf: true,
+        normalise: true,
+        weight,
+    };
+    let mut cfg = TrainConfig {
+        method,
+        data,
+        rank: 64,
+        power: 1.0,
+        views: tfidf(Transform::Log1p, 1.0),
+        interests: tfidf(Transform::Binary, 2.0),
+        assessments: tfidf(Transform::Raw, 0.5),
+        courses: tfidf(Transform::Log1p, 0.0),
+        centre_rows: false,
+        smooth_neighbours: 200,
+        smooth_share: crate::smooth::DEFAULT_SHARE,
+        smooth_weight: 2.0,
+        hnsw: HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: true,
+            seed: 42,
+        },
+        shards: None,
+        shard_users: DEFAULT_SHARD_USERS,
+        recall_sample: 1000,
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        summary_tags: 5,
+        summary_interests: 20,
+        explain_features: 16,
+        evaluate: Evaluate::Auto,
+        eval_sample: 1000,
+    };
+    match method {
+        Method::Kindred => {}
+        Method::Baseline => {
+            cfg.interests.weight = 1.0;
+            cfg.assessments.weight = 0.0;
+            cfg.smooth_neighbours = 0;
+        }
+        Method::Seed => {
+            cfg.views = BlockWeighting {
+                transform: Transform::Raw,
+                idf: false,
+                normalise: false,
+                weight: 1.0,
+            };
+            cfg.interests.weight = 0.0;
+            cfg.assessments.weight = 0.0;
+            cfg.courses.weight = 0.0;
+            cfg.centre_rows = true;
+            cfg.smooth_neighbours = 0;
+            cfg.rank = 50;
+            cfg.power = 0.0;
+        }
+    }
+    cfg
+}

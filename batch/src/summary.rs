@@ -1,0 +1,149 @@
+//! What a training run read, built and measured: the run summary, its quality figures
+//! and stage timings.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::config::TrainConfig;
+use crate::ingest::FileReport;
+
+/// Wall time of one stage.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StageTime {
+    /// Stage name.
+    pub stage: String,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// What a training run read, built and measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// One report per input file.
+    pub files: Vec<FileReport>,
+    /// Distinct users in any file.
+    pub users_seen: usize,
+    /// Users with at least one view row.
+    pub users_with_views: usize,
+    /// Users in the model (with any signal).
+    pub users_in_model: usize,
+    /// Users per index shard (one entry for an unsharded model).
+    pub shard_users: Vec<usize>,
+    /// Users seen but without any usable signal (left out of the model).
+    pub users_without_signal: usize,
+    /// Tag vocabulary size (all files, after case folding).
+    pub tags: usize,
+    /// Matrix columns, per block.
+    pub columns: HashMap<String, usize>,
+    /// Matrix non-zeros.
+    pub nonzeros: usize,
+    /// SVD rank used.
+    pub rank: usize,
+    /// Share of the squared Frobenius norm kept.
+    pub explained_variance: f64,
+    /// Leading singular values.
+    pub singular_values: Vec<f64>,
+    /// Index recall@10 against exact search.
+    pub recall_at_10: f64,
+    /// Users in the recall sample.
+    pub recall_sample: usize,
+    /// Quality figures.
+    pub quality: Quality,
+    /// Stage timings.
+    pub stages: Vec<StageTime>,
+    /// Peak resident memory of the process so far, MiB (Linux only).
+    pub peak_rss_mib: Option<f64>,
+    /// The configuration used.
+    pub config: TrainConfig,
+}
+
+/// The quality figures of a run, when measured (see [`crate::eval`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Quality {
+    /// Index recall@10 against exact search.
+    pub index_recall_at_10: f64,
+    /// Cohort precision@10 against the data folder's `ground_truth.csv`, if present.
+    pub cohort_precision_at_10: Option<f64>,
+    /// Chance level of the cohort precision.
+    pub cohort_chance: Option<f64>,
+    /// Hold-out recall@10 (share of hidden tags carried by a neighbour), if measured.
+    pub holdout_recall_at_10: Option<f64>,
+    /// Hold-out recall of 10 random users instead of the neighbours.
+    pub holdout_chance: Option<f64>,
+    /// Users whose tags were partly hidden.
+    pub holdout_users: usize,
+    /// Why a measure was skipped, if one was.
+    pub skipped: Vec<String>,
+}
+
+/// Times stages and shows a spinner while one runs, when stderr is a terminal.
+pub struct Stages {
+    times: Vec<StageTime>,
+    tty: bool,
+}
+
+impl Stages {
+    /// Stage timing with a spinner when stderr is a terminal.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Stages {
+        Stages {
+            times: Vec::new(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// Stage timing without a spinner (for nested runs).
+    pub fn quiet() -> Stages {
+        Stages {
+            times: Vec::new(),
+            tty: false,
+        }
+    }
+
+    /// Times of the stages run so far.
+    pub fn times(&self) -> &[StageTime] {
+        &self.times
+    }
+
+    /// The times of every stage run, ending the timing.
+    pub fn into_times(self) -> Vec<StageTime> {
+        self.times
+    }
+
+    /// Runs one stage, timing it.
+    pub fn run<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let bar = self.tty.then(|| {
+            let bar = indicatif::ProgressBar::new_spinner().with_message(stage);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        let start = Instant::now();
+        let out = f();
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        info!(stage, seconds, "stage done");
+        self.times.push(StageTime {
+            stage: stage.to_owned(),
+            seconds,
+        });
+        out
+    }
+}
+
+/// Peak resident set size of this process in MiB, from `/proc/self/status` (Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
