@@ -408,12 +408,23 @@ pub fn published_version(output: &str) -> Option<String> {
     Some(rest.split_whitespace().next()?.to_owned())
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, and never handed out before in this test
+/// process: the kernel may offer a port again as soon as its probe closes, and two tests
+/// running at once would then start their servers on one port (a function would poll
+/// another test's server as its Runtime API).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind a free port")
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
@@ -506,56 +517,62 @@ impl LocalStack {
     }
 }
 
-/// The predict function run by `cargo lambda watch` (cargo-lambda's local Lambda
-/// emulator, which builds and runs the binary) on a free loopback port.
+/// The predict function under `cargo lambda watch`, cargo-lambda's local Lambda emulator,
+/// on a free loopback port. The emulator serves the Lambda Runtime API and the Function
+/// URL endpoint (`--only-lambda-apis`); the function is the `kindred-predict` binary this
+/// test run built, started against that Runtime API as Lambda starts a bootstrap. (Left
+/// to itself, the emulator would compile the function again with the feature set of
+/// `cargo run -p kindred-predict`, which differs from the workspace's: about five minutes
+/// of a fresh CI run. `./dev cloud` runs the ordinary `cargo lambda watch`.)
 pub struct LambdaWatch {
     /// The emulator's address.
     pub addr: SocketAddr,
-    process: Running,
+    emulator: Running,
+    function: Running,
 }
 
-/// The function's name under cargo-lambda (its binary name).
+/// The function's package and binary name.
 pub const FUNCTION: &str = "kindred-predict";
 
+/// The name the emulator gives a function it does not start itself: the name in its
+/// Function URL paths (`/lambda-url/_/predict`) and Invoke calls.
+pub const EMULATED: &str = "_";
+
 impl LambdaWatch {
-    /// Starts `cargo lambda watch` for the predict function with extra environment
-    /// variables for the function, and waits until the function has started. The
-    /// emulator compiles and starts the function on the first request: a `GET /health`
-    /// (which loads no model, so the function stays cold) does that here.
+    /// Starts the emulator and the function, with extra environment variables for the
+    /// function, and waits until the function answers `GET /health` through the emulator
+    /// (which loads no model, so the function stays cold).
     pub fn start(env: &[(&str, &str)]) -> LambdaWatch {
         let port = free_port();
         let mut cmd = Command::new("cargo");
-        cmd.args([
-            "lambda",
-            "watch",
-            "--ignore-changes",
-            "--quiet",
-            "-p",
-            FUNCTION,
-        ])
-        .args([
-            "--invoke-address",
-            "127.0.0.1",
-            "--invoke-port",
-            &port.to_string(),
-        ])
-        .current_dir(repo_root())
-        .env_remove("KINDRED_LISTEN")
-        .env_remove("AWS_LAMBDA_RUNTIME_API")
-        .env("KINDRED_LOG_FORMAT", "json")
-        .envs(env.iter().copied());
-        let mut process = Running::start(cmd);
-        process.wait_for_text("starting Runtime server", Duration::from_secs(60));
-        let mut watch = LambdaWatch {
+        cmd.args(["lambda", "watch", "--only-lambda-apis", "--quiet"])
+            .args([
+                "--invoke-address",
+                "127.0.0.1",
+                "--invoke-port",
+                &port.to_string(),
+            ])
+            .current_dir(repo_root());
+        let mut emulator = Running::start(cmd);
+        emulator.wait_for_text("starting Runtime server", Duration::from_secs(60));
+        let mut cmd = Command::new(binary(FUNCTION));
+        cmd.env_remove("KINDRED_LISTEN")
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", EMULATED)
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+            .env("KINDRED_LOG_FORMAT", "json")
+            .envs(env.iter().copied());
+        let mut function = Running::start(cmd);
+        function.wait_for_log("running as a Lambda function", Duration::from_secs(30));
+        let watch = LambdaWatch {
             addr: ([127, 0, 0, 1], port).into(),
-            process,
+            emulator,
+            function,
         };
-        let path = format!("/lambda-url/{FUNCTION}/health");
-        let health = exchange(watch.addr, "GET", &path, None, "", Duration::from_secs(900));
+        let path = format!("/lambda-url/{EMULATED}/health");
+        let health = exchange(watch.addr, "GET", &path, None, "", Duration::from_secs(60));
         assert_eq!(health.status, 200, "{health:?}\n{}", watch.output());
-        watch
-            .process
-            .wait_for_log("running as a Lambda function", Duration::from_secs(10));
         watch
     }
 
@@ -575,7 +592,7 @@ impl LambdaWatch {
 
     /// One request through the emulator's Function URL endpoint, as it came back.
     pub fn request_once(&self, method: &str, path: &str, body: &str) -> Response {
-        let path = format!("/lambda-url/{FUNCTION}{path}");
+        let path = format!("/lambda-url/{EMULATED}{path}");
         exchange(
             self.addr,
             method,
@@ -593,7 +610,7 @@ impl LambdaWatch {
         let file = dir.path().join("event.json");
         std::fs::write(&file, event.to_string()).unwrap();
         let out = Command::new("cargo")
-            .args(["lambda", "invoke", FUNCTION, "--output-format", "json"])
+            .args(["lambda", "invoke", EMULATED, "--output-format", "json"])
             .args(["--invoke-address", "127.0.0.1", "--invoke-port"])
             .arg(self.addr.port().to_string())
             .arg("--data-file")
@@ -616,17 +633,22 @@ impl LambdaWatch {
 
     /// Everything the emulator and the function have logged.
     pub fn output(&self) -> String {
-        self.process.output()
+        format!(
+            "emulator:\n{}\nfunction:\n{}",
+            self.emulator.output(),
+            self.function.output()
+        )
     }
 
     /// The function's JSON log lines whose message is `message`.
     pub fn logs(&self, message: &str) -> Vec<serde_json::Value> {
-        self.process.logs(message)
+        self.function.logs(message)
     }
 
-    /// Stops the emulator and the function.
+    /// Stops the function and the emulator.
     pub fn stop(&mut self) {
-        self.process.stop();
+        self.function.stop();
+        self.emulator.stop();
     }
 }
 

@@ -17,7 +17,7 @@ use kindred_core::registry::{self, POINTER};
 use kindred_core::store::{ObjectStore, Precondition, S3Store};
 use kindred_e2e::events::{Source, event_json};
 use kindred_e2e::{
-    FUNCTION, LambdaWatch, LocalStack, Response, aws_env, eventually, is_emulator_error,
+    EMULATED, LambdaWatch, LocalStack, Response, aws_env, eventually, is_emulator_error,
     primary_cohorts, published_version, run_ok, run_ok_with_env, unique_prefix,
 };
 use serde_json::Value;
@@ -142,7 +142,7 @@ impl Traffic {
                 let r = kindred_e2e::exchange(
                     addr,
                     "POST",
-                    &format!("/lambda-url/{FUNCTION}/predict"),
+                    &format!("/lambda-url/{EMULATED}/predict"),
                     Some("application/json"),
                     &format!("{{\"user_handle\": {handle}}}"),
                     Duration::from_secs(60),

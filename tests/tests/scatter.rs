@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use kindred_core::shard::shard_of;
 use kindred_e2e::{
-    FUNCTION, FaultProxy, LambdaWatch, ProxyMode, exchange, free_port, run_ok,
+    EMULATED, FaultProxy, LambdaWatch, ProxyMode, exchange, free_port, run_ok,
     serve_predict as serve, serve_predict_with_env,
 };
 use serde_json::Value;
@@ -257,7 +257,7 @@ fn scatter_gather_through_the_lambda_invoke_api_answers_like_one_process() {
         ])
     };
     let (g0, g1) = (group("0/2"), group("1/2"));
-    let endpoint = |port: u16| format!("lambda:{FUNCTION}@http://127.0.0.1:{port}");
+    let endpoint = |port: u16| format!("lambda:{EMULATED}@http://127.0.0.1:{port}");
     let lambda_env = [
         ("AWS_ACCESS_KEY_ID", "test"),
         ("AWS_SECRET_ACCESS_KEY", "test"),
