@@ -1,6 +1,6 @@
-//! Every committed fuzzing input (`fuzz/corpus/<target>/` and the crashes found and fixed,
-//! `fuzz/regressions/<target>/`) runs through its harness on the stable toolchain, so a
-//! fixed panic that comes back fails the ordinary test suite. (An out-of-memory finding
+//! Every committed fuzzing input (the seeds, `fuzz/seeds/<target>/`, and the crashes
+//! found and fixed, `fuzz/regressions/<target>/`) runs through its harness on the stable
+//! toolchain, so a fixed panic that comes back fails the ordinary test suite. (An out-of-memory finding
 //! does not fail here: without libFuzzer's malloc limit a huge zeroed allocation is lazy
 //! and succeeds. Those get a unit test of their own, as in `kindred_core::codec`.)
 
@@ -15,24 +15,37 @@ fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {
     files
 }
 
+/// Most seed inputs committed per target, and most bytes in one seed: the seeds start
+/// `./dev fuzz`, whose growing corpus lives outside the repository.
+const MAX_SEEDS: usize = 64;
+const MAX_SEED_BYTES: u64 = 16 * 1024;
+
 #[test]
-fn every_committed_corpus_and_regression_input_passes_its_harness() {
+fn every_committed_seed_and_regression_input_passes_its_harness() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (target, harness) in kindred_fuzz::TARGETS {
-        let corpus = inputs(&root.join("corpus").join(target));
+        let corpus = inputs(&root.join("seeds").join(target));
         let regressions = inputs(&root.join("regressions").join(target));
         assert!(
-            corpus.len() >= 5,
-            "fuzz/corpus/{target} holds {} inputs: run ./dev fuzz to grow it",
+            (5..=MAX_SEEDS).contains(&corpus.len()),
+            "fuzz/seeds/{target} holds {} inputs, not 5 to {MAX_SEEDS}",
             corpus.len()
         );
+        for path in &corpus {
+            let bytes = std::fs::metadata(path).unwrap().len();
+            assert!(
+                bytes <= MAX_SEED_BYTES,
+                "{}: {bytes} bytes, over {MAX_SEED_BYTES}",
+                path.display()
+            );
+        }
         for path in corpus.iter().chain(&regressions) {
             let data = std::fs::read(path).unwrap();
             let outcome = std::panic::catch_unwind(|| harness(&data));
             assert!(outcome.is_ok(), "{target}: {} fails", path.display());
         }
         eprintln!(
-            "{target}: {} corpus and {} regression inputs pass",
+            "{target}: {} seed and {} regression inputs pass",
             corpus.len(),
             regressions.len()
         );
@@ -86,16 +99,16 @@ fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn seeded_mutations_of_the_corpora_pass_their_harnesses() {
+fn seeded_mutations_of_the_seeds_pass_their_harnesses() {
     // A brief fuzz on the stable toolchain: 2,000 seeded mutations per target of its
-    // corpus inputs (coverage-guided fuzzing is `./dev fuzz`).
+    // seed inputs (coverage-guided fuzzing is `./dev fuzz`).
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for (t, (target, harness)) in kindred_fuzz::TARGETS.into_iter().enumerate() {
-        let corpus: Vec<Vec<u8>> = inputs(&root.join("corpus").join(target))
+        let corpus: Vec<Vec<u8>> = inputs(&root.join("seeds").join(target))
             .iter()
             .map(|p| std::fs::read(p).unwrap())
             .collect();
-        assert!(!corpus.is_empty(), "{target}: empty corpus");
+        assert!(!corpus.is_empty(), "{target}: no seeds");
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ t as u64);
         for case in 0..2000 {
             let input = &corpus[rng.below(corpus.len())];
