@@ -427,6 +427,28 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Waits for a job that `./dev test` started beside the test run (cargo-deny's build, the
+/// Lambda zip's cross-build; see `start_job` in `dev`): `KINDRED_<job>_DONE` names the file
+/// its exit status is written to when it ends, `KINDRED_<job>_LOG` its log. Returns `false`
+/// when the variable is unset (a run outside `./dev test`: the test does the work itself);
+/// panics with the log when the job failed or has not ended within `limit`.
+pub fn background_job(job: &str, limit: Duration) -> bool {
+    let Ok(done) = std::env::var(format!("KINDRED_{job}_DONE")) else {
+        return false;
+    };
+    let log = std::env::var(format!("KINDRED_{job}_LOG")).unwrap_or_default();
+    let tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
+    let status = eventually(limit, &format!("the background job {job} to end"), || {
+        std::fs::read_to_string(&done).ok()
+    });
+    assert_eq!(status.trim(), "0", "background job {job} failed ({log}):\n{}", tail());
+    true
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, panicking with `what` after `limit`.
 pub fn eventually<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;

@@ -1,11 +1,14 @@
 //! Packaging for AWS Lambda: `cargo lambda build --release --arm64 --output-format zip`
 //! produces the predict function's deployment zip (what `infra/template.yaml` deploys on
 //! `provided.al2023`, arm64). Needs cargo-lambda and the aarch64 Rust target: `./dev test`
-//! installs both.
+//! installs both, and runs that build beside the other tests (`KINDRED_LAMBDA_ZIP_DIR`);
+//! elsewhere the test runs it itself.
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
-use kindred_e2e::{FUNCTION, repo_root};
+use kindred_e2e::{FUNCTION, background_job, repo_root};
 use serde_json::Value;
 
 /// Lambda's limit for a zip uploaded directly (50 MB).
@@ -18,32 +21,37 @@ const EM_AARCH64: u16 = 183;
 #[ignore = "needs cargo-lambda and the aarch64 target: run ./dev test"]
 fn cargo_lambda_packages_the_function_as_an_arm64_bootstrap_zip() {
     // Given the workspace, when cargo-lambda builds the function for arm64 as a zip,
-    let out_dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cargo")
-        .args([
-            "lambda",
-            "build",
-            "--release",
-            "--arm64",
-            "--output-format",
-            "zip",
-        ])
-        .args(["-p", FUNCTION, "--lambda-dir"])
-        .arg(out_dir.path())
-        .current_dir(repo_root())
-        .status()
-        .expect("run cargo lambda build");
-    assert!(status.success(), "cargo lambda build failed: {status}");
+    let tmp = tempfile::tempdir().unwrap();
+    let lambda_dir = if background_job("LAMBDA_ZIP", Duration::from_secs(40 * 60)) {
+        PathBuf::from(std::env::var("KINDRED_LAMBDA_ZIP_DIR").unwrap())
+    } else {
+        let status = Command::new("cargo")
+            .args([
+                "lambda",
+                "build",
+                "--release",
+                "--arm64",
+                "--output-format",
+                "zip",
+            ])
+            .args(["-p", FUNCTION, "--lambda-dir"])
+            .arg(tmp.path())
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo lambda build");
+        assert!(status.success(), "cargo lambda build failed: {status}");
+        tmp.path().to_owned()
+    };
 
     // then the zip is within Lambda's direct-upload limit,
-    let zip = out_dir.path().join(FUNCTION).join("bootstrap.zip");
+    let zip = lambda_dir.join(FUNCTION).join("bootstrap.zip");
     let size = std::fs::metadata(&zip)
         .unwrap_or_else(|e| panic!("{}: {e}", zip.display()))
         .len();
     assert!(size > 0 && size < LAMBDA_ZIP_LIMIT, "zip is {size} bytes");
 
     // it holds exactly one entry, an executable named `bootstrap`,
-    let unpacked = out_dir.path().join("unpacked");
+    let unpacked = tmp.path().join("unpacked");
     let listing = Command::new("python3")
         .args([
             "-c",

@@ -3,14 +3,17 @@
 //! offline; the advisory check needs the RustSec database from GitHub, so it runs in
 //! `./dev deny --advisories` where the network allows, not here.
 //!
-//! Needs cargo-deny: `./dev test` builds it once and sets `KINDRED_CARGO_DENY`.
+//! Needs cargo-deny: `./dev test` builds it once (beside the other tests) and sets
+//! `KINDRED_CARGO_DENY`.
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use kindred_e2e::repo_root;
+use kindred_e2e::{background_job, repo_root};
 
 fn cargo_deny(config: &Path, checks: &[&str]) -> Output {
+    background_job("CARGO_DENY", Duration::from_secs(40 * 60));
     let deny = std::env::var("KINDRED_CARGO_DENY")
         .expect("KINDRED_CARGO_DENY (cargo-deny's path; ./dev test sets it)");
     Command::new(deny)
