@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p kindred-datagen --example structure -- \
-//!     real=../shared/data/pluralsight/user_assessment_scores.csv \
+//!     real=data/pluralsight/user_assessment_scores.csv \
 //!     defaults=data/generated/user_assessment_scores.csv
 //! ```
 //!

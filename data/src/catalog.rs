@@ -2,6 +2,8 @@
 //! the views carry (author, level, popularity).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -143,20 +145,26 @@ impl Catalog {
 
     /// Reads `(course_id, course_tags)` rows from a challenge-format file.
     pub(crate) fn read_rows(path: &Path) -> Result<Vec<(String, String)>> {
-        let mut reader = csv::Reader::from_path(path)
+        let file = File::open(path)
             .with_context(|| format!("cannot open course tags {}", path.display()))?;
-        let headers = reader.headers()?.clone();
+        Self::read_rows_from(file, &path.display().to_string())
+    }
+
+    /// Reads `(course_id, course_tags)` rows in the challenge's format from
+    /// `input`, named `name` in errors.
+    pub(crate) fn read_rows_from(input: impl Read, name: &str) -> Result<Vec<(String, String)>> {
+        let mut reader = csv::Reader::from_reader(input);
+        let headers = reader
+            .headers()
+            .with_context(|| format!("cannot read the header of {name}"))?
+            .clone();
         if headers.len() != 2 || &headers[0] != "course_id" || &headers[1] != "course_tags" {
-            bail!(
-                "{} does not look like course_tags.csv: header is {:?}",
-                path.display(),
-                headers
-            );
+            bail!("{name} does not look like course_tags.csv: header is {headers:?}");
         }
         reader
             .records()
             .map(|r| {
-                let r = r.with_context(|| format!("bad row in {}", path.display()))?;
+                let r = r.with_context(|| format!("bad row in {name}"))?;
                 Ok((r[0].to_owned(), r[1].to_owned()))
             })
             .collect()

@@ -2,16 +2,22 @@
 //! structure.
 //!
 //! The challenge ships four CSVs about 10,000 users (course views, course tags,
-//! interests and assessment scores), but only two are public. [`generate`]
-//! writes all four in exactly the challenge's schema and formatting, with
-//! statistics close to the real files, plus `ground_truth.csv`: every user
-//! belongs to a primary and a secondary latent cohort of shared tastes, and
-//! some users are "long watchers" whose viewing times are inflated. A
-//! similarity model can be scored against that truth.
+//! interests and assessment scores), but only two are public (both are in the
+//! repository's `data/pluralsight/`). [`generate`] writes all four in exactly
+//! the challenge's schema and formatting, with statistics close to the real
+//! files, plus `ground_truth.csv`: every user belongs to a primary and a
+//! secondary latent cohort of shared tastes, and some users are "long
+//! watchers" whose viewing times are inflated. A similarity model can be
+//! scored against that truth.
 //!
-//! Output is a pure function of [`GenConfig`]: the same config (and course-tags
-//! file) gives byte-identical files. Rows are streamed to disk user by user, so
-//! memory stays bounded at any number of users.
+//! The course catalogue is, by default, the challenge's own `course_tags.csv`,
+//! embedded in this crate ([`CHALLENGE_COURSE_TAGS`]); [`CourseTags`] selects
+//! another file or a synthetic catalogue instead.
+//!
+//! Output is a pure function of [`GenConfig`]: the same config (and, with
+//! [`CourseTags::File`], the same file) gives byte-identical files. Rows are
+//! streamed to disk user by user, so memory stays bounded at any number of
+//! users.
 //!
 //! ```no_run
 //! use kindred_datagen::{GenConfig, generate, read_ground_truth};
@@ -60,6 +66,29 @@ pub const ASSESSMENTS_FILE: &str = "user_assessment_scores.csv";
 pub const GROUND_TRUTH_FILE: &str = "ground_truth.csv";
 /// File name of the JSON record of the config and the report.
 pub const MANIFEST_FILE: &str = "generator.json";
+/// The challenge's public `course_tags.csv` (`data/pluralsight/course_tags.csv`
+/// in the repository), embedded at build time: the default catalogue
+/// ([`CourseTags::Challenge`]).
+pub const CHALLENGE_COURSE_TAGS: &str = include_str!("../pluralsight/course_tags.csv");
+
+/// Where the course catalogue (`course_tags.csv`) comes from.
+///
+/// Serialised in `generator.json` as `"challenge"`, `"synthetic"` or
+/// `{"file": PATH}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CourseTags {
+    /// The challenge's own file, [`CHALLENGE_COURSE_TAGS`], written out byte
+    /// for byte (5,942 courses, 998 tags).
+    #[default]
+    Challenge,
+    /// A `course_tags.csv` in the challenge's format, copied byte for byte.
+    File(PathBuf),
+    /// A catalogue of 5,942 courses synthesised from the seed, shaped like the
+    /// challenge's.
+    Synthetic,
+}
+
 /// The CSV files [`generate`] writes.
 pub const CSV_FILES: [&str; 5] = [
     VIEWS_FILE,
@@ -81,8 +110,8 @@ pub struct GenConfig {
     pub seed: u64,
     /// Number of latent cohorts (at least 2).
     pub cohorts: u32,
-    /// A real `course_tags.csv` to copy and build on; `None` synthesises one.
-    pub course_tags: Option<PathBuf>,
+    /// The course catalogue to build on: by default the challenge's.
+    pub course_tags: CourseTags,
     /// Share of users with course views (the rest only have interests).
     pub view_share: f64,
     /// Share of a user's views, interests and assessments drawn from globally
@@ -115,7 +144,7 @@ impl GenConfig {
         users: 10_000,
         seed: 42,
         cohorts: 40,
-        course_tags: None,
+        course_tags: CourseTags::Challenge,
         view_share: 0.88,
         popular_noise: 0.15,
         primary_share_min: 0.6,
@@ -177,7 +206,7 @@ pub struct GenReport {
     pub long_watchers: u64,
     /// Rows of `user_course_views.csv`.
     pub view_rows: u64,
-    /// `"synthetic"` or the path of the copied course-tags file.
+    /// `"challenge"`, `"synthetic"` or the path of the copied course-tags file.
     pub course_tags_source: String,
     /// Rows of `course_tags.csv`.
     pub course_tag_rows: u64,
@@ -220,9 +249,9 @@ pub struct GroundTruth {
 /// existing output files are overwritten) and returns what was written.
 ///
 /// Writes [`VIEWS_FILE`], [`COURSE_TAGS_FILE`], [`INTERESTS_FILE`],
-/// [`ASSESSMENTS_FILE`], [`GROUND_TRUTH_FILE`] and [`MANIFEST_FILE`]. With
-/// `cfg.course_tags` set, that file is copied byte for byte; otherwise a
-/// synthetic catalogue is written.
+/// [`ASSESSMENTS_FILE`], [`GROUND_TRUTH_FILE`] and [`MANIFEST_FILE`]. The
+/// course tags are the challenge's file or `cfg.course_tags`' file, written byte
+/// for byte, or a synthetic catalogue (see [`CourseTags`]).
 pub fn generate(cfg: &GenConfig, out_dir: &Path) -> Result<GenReport> {
     cfg.validate()?;
     fs::create_dir_all(out_dir)
@@ -230,7 +259,17 @@ pub fn generate(cfg: &GenConfig, out_dir: &Path) -> Result<GenReport> {
 
     let tags_out = out_dir.join(COURSE_TAGS_FILE);
     let (rows, source) = match &cfg.course_tags {
-        Some(path) => {
+        CourseTags::Challenge => {
+            // The same parser as a file's, on the embedded bytes.
+            let rows = Catalog::read_rows_from(
+                CHALLENGE_COURSE_TAGS.as_bytes(),
+                "the embedded challenge course_tags.csv",
+            )?;
+            fs::write(&tags_out, CHALLENGE_COURSE_TAGS)
+                .with_context(|| format!("cannot write {}", tags_out.display()))?;
+            (rows, "challenge".to_owned())
+        }
+        CourseTags::File(path) => {
             let rows = Catalog::read_rows(path)?;
             // Copy unless the source already is the destination.
             let same = fs::canonicalize(path).ok() == fs::canonicalize(&tags_out).ok();
@@ -239,7 +278,7 @@ pub fn generate(cfg: &GenConfig, out_dir: &Path) -> Result<GenReport> {
             }
             (rows, path.display().to_string())
         }
-        None => {
+        CourseTags::Synthetic => {
             let rows = synth::synthesize(&mut Rng::stream(cfg.seed, Stream::SyntheticCatalog, 0));
             write_course_tags(&tags_out, &rows)?;
             (rows, "synthetic".to_owned())

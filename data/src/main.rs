@@ -1,5 +1,6 @@
-//! `kindred-datagen`: writes a synthetic Pluralsight-challenge data set with
-//! planted cohorts and a ground-truth file.
+//! `kindred-datagen`: writes a generated Pluralsight-challenge data set with
+//! planted cohorts and a ground-truth file, on the challenge's course catalogue
+//! (built in) unless told otherwise.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -8,20 +9,28 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Parser;
-use kindred_datagen::{GenConfig, GenReport, existing_outputs, generate};
+use kindred_datagen::{CourseTags, GenConfig, GenReport, existing_outputs, generate};
 
 const DEFAULT: GenConfig = GenConfig::DEFAULT;
 
 const EXAMPLES: &str = "Examples:
   kindred-datagen --out data/generated
-      10,000 users over a synthetic catalogue of about 6,000 courses
-  kindred-datagen --out /tmp/gen1m --users 1000000 --course-tags course_tags.csv
-      a million users over the real challenge catalogue";
+      10,000 users over the challenge's catalogue (5,942 courses, built in)
+  kindred-datagen --out /tmp/gen1m --users 1000000
+      a million users over the same catalogue
+  kindred-datagen --out /tmp/synth --synthetic-catalogue
+      10,000 users over a synthetic catalogue of 5,942 courses drawn from the seed
+  kindred-datagen --out /tmp/mine --course-tags my_course_tags.csv
+      10,000 users over another catalogue in the challenge's format";
 
 /// Generate the four Pluralsight-challenge CSVs (course views, course tags,
 /// interests, assessment scores) with a planted cohort structure.
 ///
-/// Output is deterministic: the same options and course-tags file give
+/// The course tags are the challenge's public course_tags.csv (built into the
+/// binary and written out byte for byte) unless --course-tags or
+/// --synthetic-catalogue says otherwise.
+///
+/// Output is deterministic: the same options (and --course-tags file) give
 /// byte-identical files. Besides the four challenge files it writes
 /// ground_truth.csv (each user's primary and secondary cohort, primary share
 /// and watch multiplier) and generator.json (the options and a report).
@@ -48,9 +57,15 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = DEFAULT.cohorts)]
     cohorts: u32,
 
-    /// A real course_tags.csv to copy and build on [default: synthesise one].
+    /// A course_tags.csv in the challenge's format to copy and build on
+    /// [default: the challenge's own, built in].
     #[arg(long, value_name = "FILE", env = "KINDRED_COURSE_TAGS")]
     course_tags: Option<PathBuf>,
+
+    /// Synthesise a catalogue of 5,942 courses from the seed instead of using
+    /// the challenge's course_tags.csv.
+    #[arg(long, conflicts_with = "course_tags")]
+    synthetic_catalogue: bool,
 
     /// Share of users with course views.
     #[arg(long, value_name = "SHARE", default_value_t = DEFAULT.view_share, value_parser = share)]
@@ -91,7 +106,11 @@ impl Cli {
             users: self.users,
             seed: self.seed,
             cohorts: self.cohorts,
-            course_tags: self.course_tags.clone(),
+            course_tags: match (&self.course_tags, self.synthetic_catalogue) {
+                (_, true) => CourseTags::Synthetic,
+                (Some(path), false) => CourseTags::File(path.clone()),
+                (None, false) => CourseTags::Challenge,
+            },
             view_share: self.view_share,
             popular_noise: self.popular_noise,
             primary_share_min: self.primary_share_min,

@@ -1,4 +1,5 @@
-//! A synthetic `course_tags.csv`, used when no real file is given.
+//! A synthetic `course_tags.csv`, used instead of the challenge's on request
+//! (`CourseTags::Synthetic`, `--synthetic-catalogue`).
 //!
 //! Tags live in topic areas (3D, .NET, IT ops, ...). Each area has core tags
 //! named like the real catalogue's (so the assessment mapping finds them) and

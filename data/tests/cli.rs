@@ -92,6 +92,61 @@ fn given_bad_options_when_running_then_it_fails_with_a_message() {
 }
 
 #[test]
+fn given_no_catalogue_option_then_the_challenges_course_tags_are_used() {
+    let challenge = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/pluralsight/course_tags.csv"
+    ))
+    .expect("the challenge's course_tags.csv is in the repository");
+    let dir = tempfile::tempdir().unwrap();
+    let (default, synthetic, file) = (
+        dir.path().join("default"),
+        dir.path().join("synthetic"),
+        dir.path().join("file"),
+    );
+    let tags_file = dir.path().join("tags.csv");
+    std::fs::write(&tags_file, &challenge).unwrap();
+    for (out, extra) in [
+        (&default, vec![]),
+        (&synthetic, vec!["--synthetic-catalogue"]),
+        (&file, vec!["--course-tags", tags_file.to_str().unwrap()]),
+    ] {
+        let mut args = vec!["--out", out.to_str().unwrap(), "--users", "200"];
+        args.extend(extra);
+        let result = run(&args, &[]);
+        assert!(
+            result.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    let tags = |dir: &Path| std::fs::read(dir.join("course_tags.csv")).unwrap();
+    assert!(
+        tags(&default) == challenge,
+        "default is not the challenge's"
+    );
+    assert!(tags(&file) == challenge, "--course-tags was not copied");
+    assert!(
+        tags(&synthetic) != challenge,
+        "--synthetic-catalogue ignored"
+    );
+    let views = |dir: &Path| std::fs::read(dir.join("user_course_views.csv")).unwrap();
+    assert!(views(&default) == views(&file));
+
+    // Both catalogue options at once are refused, also through the environment.
+    let both = run(
+        &[
+            "--out",
+            default.to_str().unwrap(),
+            "--force",
+            "--synthetic-catalogue",
+        ],
+        &[("KINDRED_COURSE_TAGS", tags_file.to_str().unwrap())],
+    );
+    assert!(!both.status.success(), "conflicting options accepted");
+}
+
+#[test]
 fn given_help_then_every_option_is_documented() {
     let help = run(&["--help"], &[]);
     assert!(help.status.success());
@@ -103,6 +158,7 @@ fn given_help_then_every_option_is_documented() {
         "--seed",
         "--cohorts",
         "--course-tags",
+        "--synthetic-catalogue",
         "--view-share",
         "--popular-noise",
         "--primary-share-min",

@@ -4,25 +4,16 @@
 //! real file's, while the probe still sees more than the real file's in fully
 //! focused users (share 1.0).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kindred_datagen::structure::{UserTags, measure};
-use kindred_datagen::{ASSESSMENTS_FILE, COURSE_TAGS_FILE, GenConfig, generate};
+use kindred_datagen::{ASSESSMENTS_FILE, GenConfig, generate};
 
-/// The challenge's real assessments: `KINDRED_REAL_DATA` or `../shared` beside
-/// the repository (CI has it; the test says so and stops when it is missing).
-fn real_assessments() -> Option<PathBuf> {
-    let dir = std::env::var_os("KINDRED_REAL_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/pluralsight")
-        });
-    let candidates = [dir, PathBuf::from("/work/shared/data/pluralsight")];
-    candidates
-        .into_iter()
-        .map(|d| d.join(ASSESSMENTS_FILE))
-        .find(|p| p.exists())
-}
+/// The challenge's real assessments, in the repository.
+const REAL_ASSESSMENTS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/pluralsight/user_assessment_scores.csv"
+);
 
 /// Users compared from each file: both measures grow with the number of users.
 const USERS: usize = 3_000;
@@ -48,15 +39,11 @@ fn generated(cfg: GenConfig) -> [f64; 2] {
 
 #[test]
 fn given_the_real_assessments_then_generated_ones_at_the_documented_shares_carry_less_structure() {
-    let Some(real_path) = real_assessments() else {
-        eprintln!(
-            "skipping: the real user_assessment_scores.csv is missing (set KINDRED_REAL_DATA)"
-        );
-        return;
-    };
+    let real_path = Path::new(REAL_ASSESSMENTS);
     // Given the real file
     let whole = measure(
-        &UserTags::read_csv(&real_path, "assessment_tag").unwrap(),
+        &UserTags::read_csv(real_path, "assessment_tag")
+            .unwrap_or_else(|e| panic!("cannot read {REAL_ASSESSMENTS}: {e:#}")),
         1,
         1,
     );
@@ -64,14 +51,11 @@ fn given_the_real_assessments_then_generated_ones_at_the_documented_shares_carry
         (3_000..3_200).contains(&whole.users) && whole.tags == 54,
         "not the challenge file: {whole:?}"
     );
-    let real = measures(&real_path);
+    let real = measures(real_path);
 
     // When the defaults, shares 0.7-1.0 and fully focused users are generated on
-    // the real course tags (as the README's data sets are)
-    let on_real_tags = GenConfig {
-        course_tags: Some(real_path.with_file_name(COURSE_TAGS_FILE)),
-        ..GenConfig::default()
-    };
+    // the real course tags (the default catalogue, as in the README's data sets)
+    let on_real_tags = GenConfig::default();
     let defaults = generated(on_real_tags.clone());
     let share_07 = generated(GenConfig {
         primary_share_min: 0.7,

@@ -8,15 +8,14 @@
 //! * `cold_load/local_folder`: reading, verifying and decoding the current version from
 //!   a local folder, as the first request does.
 //!
-//! The model is generated (kindred-datagen, with the challenge's course tags when
-//! `../shared/data/pluralsight/course_tags.csv` exists), trained with the default
-//! configuration and published to a temporary folder once. Its recall@10 against exact
-//! search is printed first. `KINDRED_BENCH_USERS` changes the number of users.
+//! The model is generated (kindred-datagen's defaults: the challenge's course tags),
+//! trained with the default configuration and published to a temporary folder once.
+//! Its recall@10 against exact search is printed first. `KINDRED_BENCH_USERS` changes
+//! the number of users.
 //!
 //! Run: `cargo bench -p kindred-predict --bench query`.
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -42,11 +41,8 @@ fn users() -> u64 {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let tags = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/pluralsight/course_tags.csv");
     let config = kindred_datagen::GenConfig {
         users: users(),
-        course_tags: tags.is_file().then_some(tags),
         ..Default::default()
     };
     let started = Instant::now();
