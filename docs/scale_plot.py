@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Draws docs/scale.svg from docs/scale.csv (the README's scaling table): training time
+"""Draws docs/scale.svg from docs/scale.csv (the curve in docs/scaling.md): training time
 per stage and peak memory against users, on log-log axes. Standard library only.
 
 Run: python3 docs/scale_plot.py

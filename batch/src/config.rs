@@ -86,7 +86,7 @@ fn default_smooth_share() -> f32 {
 }
 
 /// Default target of users per index shard: a 250k-user shard builds in about a minute
-/// and a half here and loads in well under a second (see the README's scaling section).
+/// and a half here and loads in well under a second (see docs/scaling.md).
 pub const DEFAULT_SHARD_USERS: usize = 250_000;
 
 impl TrainConfig {
@@ -117,7 +117,7 @@ pub enum Evaluate {
     Never,
 }
 
-/// The default configuration (as documented in the README) for a data folder.
+/// The default configuration (as documented in docs/configuration.md) for a data folder.
 pub fn default_config(data: PathBuf) -> TrainConfig {
     config_for(Method::Kindred, data)
 }

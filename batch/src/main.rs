@@ -120,7 +120,7 @@ struct TrainArgs {
     #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
     store: String,
     /// Weighting preset; the flags below override parts of it. `seed` is the replaced
-    /// Python service's method, `baseline` the classical tf-idf one (see the README).
+    /// Python service's method, `baseline` the classical tf-idf one (see docs/quality.md).
     #[arg(long, env = "KINDRED_METHOD", value_enum, default_value_t = Method::Kindred)]
     method: Method,
     /// SVD rank, i.e. the embedding dimension [default: 64; seed: 50].

@@ -25,7 +25,7 @@ pub const EXACT_MAX_POINTS: usize = 50_000;
 /// this many, and neighbours are found by an exact scan of the point's own group: the
 /// cost grows linearly with the users (about 0.1 ms of CPU per user for 20k-point groups
 /// at rank 64). A random group of 20k users is as dense as a whole 20k-user model, where
-/// smoothing already helps the most (see the README's scaling section).
+/// smoothing already helps the most (see docs/scaling.md).
 pub const GROUP_POINTS: usize = 20_000;
 
 /// Default share of the users smoothed together that each embedding is smoothed

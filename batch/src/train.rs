@@ -108,7 +108,7 @@ pub fn embed(
     // A folded-in profile gets the same step, towards at most `ef_search` of its nearest
     // (smoothed) users: more would leave the HNSW path for an exact scan of every user at
     // query time. Their mean is about the same, the smoothed users being concentrated
-    // already: on the six 10k-user data sets of the README, a user's own data folded in
+    // already: on the six 10k-user data sets of docs/quality.md, a user's own data folded in
     // this way finds neighbours as good with 64 as with 200 (cohort precision@10 within
     // 0.002, one data set 0.010 lower) and is among its own 10 nearest 99% of the time.
     let mut projection = projection;

@@ -13,7 +13,7 @@ use crate::users::{UserSummary, UserTable, check_user};
 
 /// Models with at most this many users (over all shards) also keep their embeddings in
 /// contiguous arrays and answer queries by an exact scan, which measured as fast as the HNSW search
-/// at 10k users (see the README) and has perfect recall. Larger models use the index.
+/// at 10k users (see docs/performance.md) and has perfect recall. Larger models use the index.
 pub const EXACT_SCAN_MAX_USERS: usize = 50_000;
 
 /// A verified, decoded model version ready for queries: all its shards, or the ones this
