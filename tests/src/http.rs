@@ -50,7 +50,7 @@ pub fn http(
 }
 
 /// A minimal HTTP/1.1 exchange (one request per connection) that waits up to `limit`
-/// for the response.
+/// for the response; panics if there is none.
 pub fn exchange(
     addr: SocketAddr,
     method: &str,
@@ -59,8 +59,23 @@ pub fn exchange(
     body: &str,
     limit: Duration,
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(limit)).unwrap();
+    try_exchange(addr, method, path, content_type, body, limit)
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// [`exchange`], returning the failure to connect, send or read within `limit` (an
+/// error of kind `WouldBlock` or `TimedOut` when no response came in time) instead of
+/// panicking. A response that is not HTTP is an `InvalidData` error.
+pub fn try_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+    limit: Duration,
+) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(limit))?;
     let ct = content_type
         .map(|c| format!("content-type: {c}\r\n"))
         .unwrap_or_default();
@@ -68,17 +83,21 @@ pub fn exchange(
         stream,
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\n{ct}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
     let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("response");
-    let (head, rest) = raw.split_once("\r\n\r\n").expect("HTTP head");
+    stream.read_to_string(&mut raw)?;
+    let invalid = |what: &str| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{what}: {raw:?}"))
+    };
+    let (head, rest) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| invalid("no HTTP head"))?;
     let mut lines = head.lines();
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .expect("status code");
+        .ok_or_else(|| invalid("no status code"))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -91,11 +110,11 @@ pub fn exchange(
     } else {
         rest.to_owned()
     };
-    Response {
+    Ok(Response {
         status,
         headers,
         body,
-    }
+    })
 }
 
 fn dechunk(mut s: &str) -> String {

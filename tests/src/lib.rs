@@ -10,7 +10,7 @@ mod process;
 mod proxy;
 mod support;
 
-pub use http::{Response, exchange, http};
+pub use http::{Response, exchange, http, try_exchange};
 pub use lambda::{EMULATED, FUNCTION, LambdaWatch, is_emulator_error};
 pub use localstack::LocalStack;
 pub use process::{

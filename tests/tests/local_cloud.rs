@@ -110,6 +110,9 @@ fn check_answer(body: &Value, handle: u64, version: &str, data: &Data) -> usize 
     same
 }
 
+/// How long the traffic waits for one answer before it counts the request as lost.
+const UNANSWERED_AFTER: Duration = Duration::from_secs(15);
+
 /// Requests in a loop on a background thread until stopped: records answers that are not
 /// 200 (the emulator's own failures apart) and the versions that answered.
 struct Traffic {
@@ -117,6 +120,7 @@ struct Traffic {
     failures: Arc<Mutex<Vec<String>>>,
     answered: Arc<AtomicUsize>,
     emulator_errors: Arc<AtomicUsize>,
+    unanswered: Arc<Mutex<Vec<String>>>,
     versions: Arc<Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -128,27 +132,36 @@ impl Traffic {
         let failures = Arc::new(Mutex::new(Vec::new()));
         let answered = Arc::new(AtomicUsize::new(0));
         let emulator_errors = Arc::new(AtomicUsize::new(0));
+        let unanswered = Arc::new(Mutex::new(Vec::new()));
         let versions = Arc::new(Mutex::new(Vec::<String>::new()));
-        let (s, f, a, e, v) = (
+        let (s, f, a, e, u, v) = (
             stop.clone(),
             failures.clone(),
             answered.clone(),
             emulator_errors.clone(),
+            unanswered.clone(),
             versions.clone(),
         );
         let thread = std::thread::spawn(move || {
             let mut handle = 1;
             while !s.load(Ordering::Relaxed) {
-                let r = kindred_e2e::exchange(
+                let sent = kindred_e2e::try_exchange(
                     addr,
                     "POST",
                     &format!("/lambda-url/{EMULATED}/predict"),
                     Some("application/json"),
                     &format!("{{\"user_handle\": {handle}}}"),
-                    Duration::from_secs(60),
+                    UNANSWERED_AFTER,
                 );
                 handle = handle % USERS + 1;
                 a.fetch_add(1, Ordering::Relaxed);
+                let r = match sent {
+                    Ok(r) => r,
+                    Err(err) => {
+                        u.lock().unwrap().push(format!("handle {handle}: {err}"));
+                        continue;
+                    }
+                };
                 if is_emulator_error(&r) {
                     e.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -169,6 +182,7 @@ impl Traffic {
             failures,
             answered,
             emulator_errors,
+            unanswered,
             versions,
             thread: Some(thread),
         }
@@ -179,25 +193,36 @@ impl Traffic {
     }
 
     /// Stops the traffic and checks it: no request failed in the function, the emulator
-    /// failed at most 2% of them, and some were answered. Returns the versions in the order
-    /// they answered.
+    /// failed or lost at most 2% of them, and some were answered. Returns the versions in
+    /// the order they answered.
+    ///
+    /// A request with no response within [`UNANSWERED_AFTER`] is counted with the
+    /// emulator's failures: the function answers a warm request from memory in
+    /// milliseconds and takes the next invocation right after, so a request that never
+    /// comes back was lost between the emulator's Function URL endpoint and its Runtime
+    /// API (a CI run at dad0211 saw one). Such losses are printed with both logs.
     fn finish(mut self, function: &LambdaWatch) -> Vec<String> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.take().unwrap().join().expect("traffic thread");
         let answered = self.answered.load(Ordering::Relaxed);
         let failures = self.failures.lock().unwrap().clone();
-        let emulator = self.emulator_errors.load(Ordering::Relaxed);
+        let unanswered = self.unanswered.lock().unwrap().clone();
+        let emulator = self.emulator_errors.load(Ordering::Relaxed) + unanswered.len();
         assert!(
             failures.is_empty(),
             "failed requests: {failures:?}\n{}",
             function.output()
         );
         assert!(answered > 0, "no request was answered");
+        if !unanswered.is_empty() {
+            eprintln!("unanswered requests: {unanswered:?}\n{}", function.output());
+        }
         assert!(
             emulator * 50 <= answered,
-            "the emulator failed {emulator} of {answered} requests"
+            "the emulator failed or lost {emulator} of {answered} requests (unanswered: {unanswered:?})\n{}",
+            function.output()
         );
-        eprintln!("traffic: {answered} requests, {emulator} failed by the emulator");
+        eprintln!("traffic: {answered} requests, {emulator} failed or lost by the emulator");
         self.versions.lock().unwrap().clone()
     }
 }
