@@ -4,8 +4,9 @@
 //! - [`predict_request`]: an HTTP request (method, path, headers, body) through the
 //!   function's real router with a loaded model: never a 5xx, never a panic, and every
 //!   JSON response is valid JSON.
-//! - [`artifact`]: a manifest or a model artifact through the decoders the loader uses:
-//!   an error or a value, never a panic or an unbounded allocation.
+//! - [`artifact`]: a manifest or a model artifact through the checks and decoders the
+//!   loader uses: an error or a value, never a panic or an unbounded allocation; an
+//!   index or projection the loader would accept is then searched or folded into.
 //! - [`csv_rows`]: four CSV files through ingestion: never a panic; every data row is
 //!   counted as used or skipped.
 //!
@@ -164,14 +165,48 @@ pub fn artifact(data: &[u8]) {
         0 => drop(kindred_core::Manifest::parse(bytes)),
         1 => drop(kindred_core::users::decode_users(1, bytes)),
         2 => drop(kindred_core::users::decode_users(2, bytes)),
-        3 => drop(kindred_core::codec::decode::<kindred_core::search::Index>(
-            kindred_core::manifest::INDEX,
-            bytes,
-        )),
-        _ => drop(kindred_core::codec::decode::<
-            kindred_core::projection::Projection,
-        >(kindred_core::manifest::PROJECTION, bytes)),
+        3 => index(usize::from(which / 5) % 16 + 1, bytes),
+        _ => projection(usize::from(which / 5) % 16 + 1, bytes),
     }
+}
+
+/// An index the loader would accept (it passes [`kindred_core::graph::check_index`] for
+/// `dims` dimensions and decodes) is searched, by the index and by a scan: neither may
+/// panic.
+fn index(dims: usize, bytes: &[u8]) {
+    use kindred_core::{codec, graph, manifest, search};
+    if graph::check_index(manifest::INDEX, bytes, dims).is_err() {
+        return;
+    }
+    let Ok(index) = codec::decode::<search::Index>(manifest::INDEX, bytes) else {
+        return;
+    };
+    let query = kindred_core::Embedding::normalized((0..dims).map(|i| i as f32 + 1.0).collect());
+    for k in [1, 10, 100] {
+        drop(search::approximate(&index, &query, k, None));
+        drop(search::exact(&index, &query, k, Some(0)));
+    }
+}
+
+/// A projection the loader would accept (it validates for 64 tags and `dims` dimensions)
+/// folds a profile without panicking.
+fn projection(dims: usize, bytes: &[u8]) {
+    use kindred_core::projection::{Profile, Projection, key_index};
+    let Ok(p) =
+        kindred_core::codec::decode::<Projection>(kindred_core::manifest::PROJECTION, bytes)
+    else {
+        return;
+    };
+    let tags: Vec<String> = (0..64).map(|i| format!("t{i}")).collect();
+    if p.validate(tags.len(), dims).is_err() {
+        return;
+    }
+    let profile = Profile {
+        views: vec![("t1".into(), 600.0), ("t7".into(), 60.0)],
+        interests: vec!["t2".into()],
+        assessments: vec![("t3".into(), 150.0)],
+    };
+    drop(p.fold(&profile, &key_index(&tags)));
 }
 
 /// The data rows of the four CSVs, in the order views, course tags, interests,

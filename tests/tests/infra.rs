@@ -405,81 +405,138 @@ fn template_passes_cfn_lint() {
     }
 }
 
-/// The `Auth` blocks documented in the comment above `PredictApi`, uncommented: the IAM
-/// (SigV4) option and the JWT option.
-fn documented_auth_blocks(template: &str) -> Vec<String> {
-    let comment: Vec<&str> = template
-        .lines()
-        .skip_while(|l| !l.contains("To require callers"))
-        .take_while(|l| l.trim_start().starts_with('#'))
-        .map(|l| l.trim_start().trim_start_matches('#'))
-        .collect();
-    let mut blocks = Vec::new();
-    let mut i = 0;
-    while i < comment.len() {
-        if comment[i].trim() == "Auth:" {
-            let indent = comment[i].len() - comment[i].trim_start().len();
-            let mut block = vec![comment[i][indent..].to_owned()];
-            i += 1;
-            while i < comment.len()
-                && comment[i].len() - comment[i].trim_start().len() > indent
-                && !comment[i].trim().is_empty()
-            {
-                block.push(comment[i][indent..].to_owned());
-                i += 1;
-            }
-            blocks.push(block.join("\n"));
-        } else {
-            i += 1;
+/// Resolves the `Fn::If` of `v` on `conditions` (condition name to value) and drops
+/// `AWS::NoValue`: the value CloudFormation would see for those parameters.
+fn resolve_if(v: &Value, conditions: &dyn Fn(&str) -> bool) -> Value {
+    match v {
+        Value::Object(o) if o.contains_key("Fn::If") => {
+            let branch = &o["Fn::If"];
+            let name = branch[0].as_str().expect("a condition name");
+            resolve_if(&branch[if conditions(name) { 1 } else { 2 }], conditions)
         }
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, x)| (k.clone(), resolve_if(x, conditions)))
+                .filter(|(_, x)| *x != reference("AWS::NoValue"))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|x| resolve_if(x, conditions)).collect()),
+        other => other.clone(),
     }
-    blocks
 }
 
 #[test]
-#[ignore = "needs cfn-lint: run ./dev test"]
-fn the_documented_authorisation_options_are_valid_when_switched_on() {
-    // Given the template with each documented Auth block placed on the HTTP API (the
-    // JWT issuer and audience filled in as a deployer would),
-    let original = read(&template_path());
-    let blocks = documented_auth_blocks(&original);
+fn the_api_requires_authentication_unless_a_parameter_makes_it_public() {
+    // Given the template, its ApiAuth parameter and the conditions it drives,
+    let t = template();
+    let param = &t["Parameters"]["ApiAuth"];
+    assert_eq!(param["Default"], "iam");
+    assert_eq!(param["AllowedValues"], json!(["iam", "jwt", "none"]));
     assert_eq!(
-        blocks.len(),
-        2,
-        "expected the IAM and the JWT option: {blocks:?}"
+        t["Conditions"]["IamAuth"],
+        json!({"Fn::Equals": [reference("ApiAuth"), "iam"]})
     );
-    assert!(
-        blocks[0].contains("DefaultAuthorizer: AWS_IAM"),
-        "{}",
-        blocks[0]
+    assert_eq!(
+        t["Conditions"]["JwtAuth"],
+        json!({"Fn::Equals": [reference("ApiAuth"), "jwt"]})
     );
-    assert!(
-        blocks[1].contains("DefaultAuthorizer: Jwt"),
-        "{}",
-        blocks[1]
-    );
-    let api = "  PredictApi:\n    Type: AWS::Serverless::HttpApi\n    Properties:\n";
-    assert!(
-        original.contains(api),
-        "PredictApi is no longer laid out as expected"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    for block in blocks {
-        let block = block
-            .replace("<region>", "eu-west-1")
-            .replace("<user-pool-id>", "eu-west-1_AbCdEf123")
-            .replace("<app-client-id>", "\"1example23456789\"");
-        let indented: String = block.lines().map(|l| format!("      {l}\n")).collect();
-        let with_auth = original.replacen(api, &format!("{api}{indented}"), 1);
-        let path = dir.path().join("template.yaml");
-        std::fs::write(&path, &with_auth).unwrap();
-        // when cfn-lint checks it, then it passes, and the API carries the authorizer.
-        let out = cfn_lint(&path);
-        assert!(out.status.success(), "{block}\n{}", describe(&out));
-        let parsed = to_json(serde_yaml_ng::from_str(&with_auth).unwrap());
-        let auth = &resource(&parsed, "PredictApi")["Properties"]["Auth"];
-        assert!(auth["DefaultAuthorizer"].is_string(), "{auth}");
+    let routes = of_type(&t, "AWS::ApiGatewayV2::Route");
+    let keys: BTreeSet<&str> = routes
+        .iter()
+        .map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["GET /health", "POST /predict"]));
+    for (value, authorization, authorizer) in [
+        ("iam", "AWS_IAM", None),
+        ("jwt", "JWT", Some(reference("PredictApiJwtAuthorizer"))),
+        ("none", "NONE", None),
+    ] {
+        let conditions = |name: &str| match name {
+            "IamAuth" => value == "iam",
+            "JwtAuth" => value == "jwt",
+            other => panic!("unexpected condition {other} on a route"),
+        };
+        // when it is deployed with ApiAuth = value, then every route (health too) takes
+        // that authorization, with the JWT authorizer only for jwt,
+        for (name, route) in &routes {
+            let p = resolve_if(&route["Properties"], &conditions);
+            assert_eq!(p["AuthorizationType"], authorization, "{name} with {value}");
+            assert_eq!(
+                p.get("AuthorizerId").cloned(),
+                authorizer,
+                "{name} with {value}"
+            );
+            assert_eq!(
+                p["Target"],
+                json!({"Fn::Sub": "integrations/${PredictApiIntegration}"})
+            );
+        }
     }
+    // the authorizer checks the issuer and audiences given, and exists only for jwt,
+    let jwt = resource(&t, "PredictApiJwtAuthorizer");
+    assert_eq!(jwt["Condition"], "JwtAuth");
+    assert_eq!(jwt["Properties"]["AuthorizerType"], "JWT");
+    assert_eq!(
+        jwt["Properties"]["JwtConfiguration"],
+        json!({"Issuer": reference("JwtIssuer"), "Audience": reference("JwtAudience")})
+    );
+    // and with iam a managed policy grants exactly the two routes, for attaching to callers.
+    let policy = resource(&t, "PredictApiInvokePolicy");
+    assert_eq!(policy["Condition"], "IamAuth");
+    let granted = statements(&policy["Properties"]["PolicyDocument"]);
+    assert_eq!(granted.len(), 1);
+    assert_eq!(
+        actions(granted[0]),
+        BTreeSet::from(["execute-api:Invoke".to_owned()])
+    );
+    let resources: Vec<String> = items(&granted[0]["Resource"])
+        .iter()
+        .map(|r| sub_template(r).expect("a Sub").to_owned())
+        .collect();
+    assert_eq!(resources.len(), 2);
+    assert!(resources[0].ends_with("${PredictApi}/$default/POST/predict"));
+    assert!(resources[1].ends_with("${PredictApi}/$default/GET/health"));
+    assert_eq!(t["Outputs"]["InvokePolicyArn"]["Condition"], "IamAuth");
+}
+
+#[test]
+fn answers_disclose_the_least_by_default() {
+    // Given the Disclosure parameter,
+    let t = template();
+    let param = &t["Parameters"]["Disclosure"];
+    // then it defaults to handles and similarities only, offers the function's levels,
+    assert_eq!(param["Default"], "similarity");
+    assert_eq!(
+        param["AllowedValues"],
+        json!(["similarity", "reasons", "profiles", "full"])
+    );
+    // and reaches the predict function (and, through the coordinator's requests, the
+    // shard functions, which answer with no more than it asks).
+    let vars = &resource(&t, "PredictFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["KINDRED_DISCLOSE"], reference("Disclosure"));
+}
+
+#[test]
+fn each_caller_is_throttled_by_the_function_and_all_callers_by_the_api() {
+    // Given the template, then the function limits each caller to CallerRateLimit
+    // (positive, a default), and the API's stage throttles all callers together.
+    let t = template();
+    let param = &t["Parameters"]["CallerRateLimit"];
+    assert!(
+        param["Default"].as_f64().is_some_and(|r| r > 0.0),
+        "{param}"
+    );
+    assert!(
+        param["MinValue"].as_f64().is_some_and(|r| r > 0.0),
+        "{param}"
+    );
+    let vars = &resource(&t, "PredictFunction")["Properties"]["Environment"]["Variables"];
+    assert_eq!(vars["KINDRED_CALLER_RATE"], reference("CallerRateLimit"));
+    let stage = &resource(&t, "PredictApiStage")["Properties"]["DefaultRouteSettings"];
+    assert_eq!(
+        stage["ThrottlingRateLimit"],
+        reference("ApiThrottlingRateLimit")
+    );
 }
 
 // ------------------------------------------------------------------------------ IAM
@@ -875,9 +932,17 @@ fn scatter_gather_deploys_shard_functions_that_only_the_coordinator_invokes() {
             json!({ "Fn::Sub": function_name })
         );
     }
-    for kind in ["AWS::Lambda::Permission", "AWS::Lambda::Url"] {
-        assert!(of_type(&t, kind).is_empty(), "{kind}");
-    }
+    // No function has a URL, and the only resource policy is the API's on the predict
+    // function.
+    assert!(of_type(&t, "AWS::Lambda::Url").is_empty());
+    let permissions = of_type(&t, "AWS::Lambda::Permission");
+    assert_eq!(permissions.len(), 1, "{permissions:?}");
+    let permission = &permissions[0].1["Properties"];
+    assert_eq!(
+        permission["FunctionName"],
+        get_att("PredictFunction", "Arn")
+    );
+    assert_eq!(permission["Principal"], "apigateway.amazonaws.com");
     // The predict function then coordinates: it invokes lambda:<stack>-shard-{0..N-1},
     let scatter = &predict["Environment"]["Variables"]["KINDRED_SCATTER"]["Fn::If"];
     assert_eq!(scatter[0], "ScatterGather");
@@ -995,17 +1060,24 @@ fn predict_function_is_an_arm64_al2023_build_of_the_workspace_behind_a_throttled
         "HasReservedConcurrency"
     );
     assert_eq!(p["Environment"]["Variables"]["KINDRED_LOG_FORMAT"], "json");
-    // and POST /predict reaches it through the HTTP API, which throttles every route.
-    let events = p["Events"].as_object().expect("events");
-    assert!(events.values().any(|e| {
-        e["Type"] == "HttpApi"
-            && e["Properties"]["Path"] == "/predict"
-            && e["Properties"]["Method"] == "POST"
-            && e["Properties"]["ApiId"] == reference("PredictApi")
-    }));
-    let api = resource(&t, "PredictApi");
-    assert_eq!(api["Type"], "AWS::Serverless::HttpApi");
-    let throttle = &api["Properties"]["DefaultRouteSettings"];
+    // and POST /predict reaches it through the HTTP API (payload format 2.0), whose
+    // stage throttles every route and logs every request,
+    let integration = &resource(&t, "PredictApiIntegration")["Properties"];
+    assert_eq!(integration["IntegrationType"], "AWS_PROXY");
+    assert_eq!(
+        integration["IntegrationUri"],
+        get_att("PredictFunction", "Arn")
+    );
+    assert_eq!(integration["PayloadFormatVersion"], "2.0");
+    assert_eq!(integration["ApiId"], reference("PredictApi"));
+    assert_eq!(
+        resource(&t, "PredictApi")["Properties"]["ProtocolType"],
+        "HTTP"
+    );
+    let stage = &resource(&t, "PredictApiStage")["Properties"];
+    assert_eq!(stage["StageName"], "$default");
+    assert_eq!(stage["AutoDeploy"], true);
+    let throttle = &stage["DefaultRouteSettings"];
     assert_eq!(
         throttle["ThrottlingBurstLimit"],
         reference("ApiThrottlingBurstLimit")
@@ -1013,6 +1085,19 @@ fn predict_function_is_an_arm64_al2023_build_of_the_workspace_behind_a_throttled
     assert_eq!(
         throttle["ThrottlingRateLimit"],
         reference("ApiThrottlingRateLimit")
+    );
+    assert_eq!(
+        stage["AccessLogSettings"]["DestinationArn"],
+        get_att("PredictApiAccessLogGroup", "Arn")
+    );
+    // and only this API may invoke the function.
+    let permission = &resource(&t, "PredictApiInvokesFunction")["Properties"];
+    assert_eq!(permission["Action"], "lambda:InvokeFunction");
+    assert_eq!(
+        sub_template(&permission["SourceArn"]),
+        Some(
+            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${PredictApi}/*/*/*"
+        )
     );
     // The outputs name the API, the bucket and the function.
     for output in ["ApiUrl", "BucketName", "FunctionName"] {

@@ -93,13 +93,15 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
     let store = given_three_shards(dir.path());
     let store_s = store.as_str();
     // one process serving all of it, two serving shards 0-1 and 2 behind proxies, and a
-    // coordinator that waits at most 500 ms for each,
-    let (_whole, whole) = serve(&["--store", store_s]);
-    let (_a, a_addr) = serve(&["--store", store_s, "--shards", "0-1"]);
-    let (_b, b_addr) = serve(&["--store", store_s, "--shards", "2"]);
+    // coordinator that waits at most 500 ms for each, all disclosing everything,
+    let full = ["--disclose", "full"];
+    let (_whole, whole) = serve(&[&full[..], &["--store", store_s]].concat());
+    let (_a, a_addr) = serve(&[&full[..], &["--store", store_s, "--shards", "0-1"]].concat());
+    let (_b, b_addr) = serve(&[&full[..], &["--store", store_s, "--shards", "2"]].concat());
     let (a, b) = (FaultProxy::start(a_addr), FaultProxy::start(b_addr));
     let scatter = format!("{},{}", a.endpoint(), b.endpoint());
-    let (_coordinator, coord) = serve(&["--scatter", &scatter, "--shard-timeout-ms", "500"]);
+    let coordinator = ["--scatter", &scatter, "--shard-timeout-ms", "500"];
+    let (_coordinator, coord) = serve(&[&full[..], &coordinator[..]].concat());
 
     // when users of every shard are asked for through the coordinator and the whole,
     let handles: Vec<u64> = (1..=USERS).step_by(53).collect();
@@ -116,6 +118,7 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
         identical += usize::from(p1 == p2);
         assert_eq!(merged["partial"], false, "{merged}");
         assert_eq!(merged["model_version"], one["model_version"]);
+        assert!(one["summary"]["assessments"].is_array(), "{one}");
         assert_eq!(merged["summary"], one["summary"]);
         let ranks: Vec<u64> = merged["similar_users"]
             .as_array()
@@ -159,6 +162,31 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
     let (su, unknown, _) = post(coord, r#"{"user_handle": 99999999}"#);
     assert_eq!((su, unknown["error"].as_str()), (404, Some("unknown user")));
     assert_eq!(post(coord, r#"{"user_handle": -1}"#).0, 400);
+    // A coordinator that discloses less gets no more from shards that disclose all: with
+    // `similarity`, neither the user's summary nor any neighbour's reasons or summary.
+    let (_terse, terse) = serve(&[&["--disclose", "similarity"][..], &coordinator[..]].concat());
+    let (st, answer, _) = post(terse, r#"{"user_handle": 7}"#);
+    assert_eq!(st, 200, "{answer}");
+    assert!(answer.get("summary").is_none(), "{answer}");
+    for u in answer["similar_users"].as_array().unwrap() {
+        assert!(
+            u.get("because").is_none() && u.get("summary").is_none(),
+            "{u}"
+        );
+    }
+    assert_eq!(
+        pairs(&answer),
+        pairs(&post(coord, r#"{"user_handle": 7}"#).1)
+    );
+    // A batch that would cost more shard calls than the coordinator's bound is refused.
+    let many: Vec<String> = (1..=100).map(|h| h.to_string()).collect();
+    let (sm, refused, _) = post(
+        coord,
+        &format!(r#"{{"user_handles": [{}]}}"#, many.join(",")),
+    );
+    assert_eq!(sm, 422, "{refused}");
+    assert_eq!(refused["error"], "batch too large for scatter-gather");
+    assert_eq!(refused["detail"]["max_handles"], 64);
 
     // When shard 2 answers too slowly, users of shards 0-1 still get an answer within
     // about the timeout, flagged partial and naming the endpoint left out, whose users

@@ -47,7 +47,7 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
     assert!(summary.contains("published: version"), "{summary}");
     let cohort = primary_cohorts(&data);
 
-    // when the function serves that store,
+    // when the function serves that store, disclosing everything it knows,
     let mut server = Running::spawn(
         "kindred-predict",
         &[
@@ -59,6 +59,8 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
             "0",
             "--log-format",
             "json",
+            "--disclose",
+            "full",
         ],
     );
     let serving = server.wait_for_log("serving", Duration::from_secs(30));
@@ -129,6 +131,7 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
         "only {explained} of {total} neighbours say why"
     );
     let precision = same as f64 / total as f64;
+    eprintln!("cohort precision@10 {precision} ({same} of {total})");
     assert!(
         precision > 0.5,
         "cohort precision@10 {precision} (chance about 0.05)"

@@ -10,6 +10,7 @@
 //! * [`users`]: the user table (summaries and strongest features).
 //! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
 //! * [`search`]: nearest neighbours within one index (HNSW or exact scan).
+//! * [`graph`]: checks an encoded HNSW index before it is decoded.
 //! * [`shard`]: which shard a user lives in; searching several shards as one index.
 //! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
 //! * [`model`]: a loaded model version, its parts checked against each other.
@@ -24,6 +25,7 @@
 pub mod codec;
 pub mod embedding;
 pub mod error;
+pub mod graph;
 pub mod manifest;
 pub mod model;
 pub mod projection;

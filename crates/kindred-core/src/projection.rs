@@ -71,6 +71,10 @@ pub struct Centring {
     pub basis_column_sums: Vec<f32>,
 }
 
+/// The most neighbours a profile is smoothed with: a stored projection asking for more
+/// is refused at load (each profile query searches that many users).
+pub const MAX_SMOOTHING_NEIGHBOURS: u32 = 1024;
+
 /// The smoothing applied to training embeddings, repeated for folded-in profiles: one
 /// step towards the mean of the profile's `neighbours` nearest (smoothed) users.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,13 @@ impl Projection {
                     b.signal
                 )));
             }
+        }
+        let s = &self.smoothing;
+        if s.neighbours > MAX_SMOOTHING_NEIGHBOURS || !s.weight.is_finite() {
+            return Err(Error::Inconsistent(format!(
+                "projection smoothing of {} neighbours with weight {} is out of range (at most {MAX_SMOOTHING_NEIGHBOURS} neighbours, a finite weight)",
+                s.neighbours, s.weight
+            )));
         }
         if let Some(c) = &self.centring
             && (c.basis_column_sums.len() != d || c.columns == 0)

@@ -104,16 +104,19 @@ fn civil(secs: u64) -> ((i64, u32, u32), (u32, u32, u32)) {
 
 /// Reads the pointer and its entity tag; `Ok(None)` when nothing was published.
 pub async fn read_pointer<S: ObjectStore>(store: &S) -> Result<Option<(Pointer, String)>> {
-    let Some(obj) = store.get(POINTER).await? else {
-        return Ok(None);
+    let read = store.get_at_most(POINTER, MAX_POINTER_BYTES as u64).await;
+    let obj = match read {
+        Ok(Some(obj)) => obj,
+        Ok(None) => return Ok(None),
+        Err(Error::SizeMismatch { received, .. }) => {
+            return Err(Error::TooLarge {
+                name: POINTER.into(),
+                size: received,
+                limit: MAX_POINTER_BYTES as u64,
+            });
+        }
+        Err(e) => return Err(e),
     };
-    if obj.bytes.len() > MAX_POINTER_BYTES {
-        return Err(Error::TooLarge {
-            name: POINTER.into(),
-            size: obj.bytes.len() as u64,
-            limit: MAX_POINTER_BYTES as u64,
-        });
-    }
     let pointer = serde_json::from_slice(&obj.bytes).map_err(|e| Error::Decode {
         name: POINTER.into(),
         message: e.to_string(),
@@ -146,14 +149,7 @@ pub async fn publish<S: ObjectStore, N: AsRef<str>>(
     let start = read_pointer(store).await?;
     manifest.artifacts = Vec::with_capacity(artifacts.len());
     for (name, bytes) in artifacts {
-        let entry = ArtifactEntry::describe(name.as_ref(), &bytes);
-        store
-            .put(
-                &version_key(&manifest.version, name.as_ref()),
-                bytes,
-                Precondition::IfAbsent,
-            )
-            .await?;
+        let entry = put_artifact(store, &manifest.version, name.as_ref(), bytes).await?;
         manifest.artifacts.push(entry);
     }
     commit_from(store, manifest, start).await
@@ -342,7 +338,7 @@ pub async fn load_version_with<S: ObjectStore>(
 ) -> Result<Model> {
     let key = version_key(version, MANIFEST);
     let obj = store
-        .get(&key)
+        .get_at_most(&key, crate::manifest::MAX_MANIFEST_BYTES)
         .await?
         .ok_or(Error::MissingArtifact { key })?;
     if let Some(expected) = manifest_sha256 {
@@ -427,6 +423,7 @@ pub async fn fetch_model<S: ObjectStore>(
                     )));
                 }
             }
+            crate::graph::check_index(&index_name, &index_bytes, manifest.dimensions as usize)?;
             let index: Index = decode(&index_name, &index_bytes)?;
             drop(index_bytes);
             parts.push((id, table.users, index));
@@ -448,8 +445,9 @@ async fn fetch_verified<S: ObjectStore>(
 ) -> Result<Vec<u8>> {
     let entry = manifest.artifact(name)?;
     let key = version_key(&manifest.version, name);
+    // An object larger than the manifest says is refused before its body is read.
     let obj = store
-        .get(&key)
+        .get_at_most(&key, entry.bytes)
         .await?
         .ok_or(Error::MissingArtifact { key })?;
     entry.verify(&obj.bytes)?;

@@ -46,6 +46,35 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Human-readable location, for logs and summaries.
     fn location(&self) -> String;
+    /// Like [`ObjectStore::get`], for an object that must be `limit` bytes at most: a
+    /// larger one is [`Error::SizeMismatch`] (expected `limit`). The folder and S3 stores
+    /// refuse it from its declared size before reading its body, and stop reading a body
+    /// that runs past `limit`; this default reads the object first.
+    fn get_at_most(
+        &self,
+        key: &str,
+        limit: u64,
+    ) -> impl Future<Output = Result<Option<Object>>> + Send {
+        async move {
+            let obj = self.get(key).await?;
+            if let Some(o) = &obj {
+                check_size(key, o.bytes.len() as u64, limit)?;
+            }
+            Ok(obj)
+        }
+    }
+}
+
+/// [`Error::SizeMismatch`] when `size` is over `limit`.
+fn check_size(key: &str, size: u64, limit: u64) -> Result<()> {
+    if size > limit {
+        return Err(Error::SizeMismatch {
+            name: key.to_owned(),
+            expected: limit,
+            received: size,
+        });
+    }
+    Ok(())
 }
 
 /// A store chosen at run time from its location string.
@@ -109,6 +138,13 @@ impl ObjectStore for Store {
         match self {
             Store::Local(s) => s.location(),
             Store::S3(s) => s.location(),
+        }
+    }
+
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Option<Object>> {
+        match self {
+            Store::Local(s) => s.get_at_most(key, limit).await,
+            Store::S3(s) => s.get_at_most(key, limit).await,
         }
     }
 }
@@ -180,26 +216,85 @@ impl ObjectStore for LocalStore {
             .await
             .map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
-        if condition != Precondition::None {
-            let current = self.get(key).await?;
-            let holds = match (&condition, &current) {
-                (Precondition::IfAbsent, None) => true,
-                (Precondition::IfMatch(tag), Some(obj)) => &obj.etag == tag,
-                _ => false,
-            };
-            if !holds {
-                let _ = tokio::fs::remove_file(&tmp).await;
-                return Err(Error::PreconditionFailed { key: key.into() });
-            }
-        }
-        tokio::fs::rename(&tmp, &path)
+        let key = key.to_owned();
+        tokio::task::spawn_blocking(move || place(&tmp, &path, &key, &bytes, &condition))
             .await
-            .map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::store("(folder store)", e))?
     }
 
     fn location(&self) -> String {
         self.root.display().to_string()
     }
+
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Option<Object>> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => check_size(key, meta.len(), limit)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        let obj = self.get(key).await?;
+        if let Some(o) = &obj {
+            // It may have been replaced since.
+            check_size(key, o.bytes.len() as u64, limit)?;
+        }
+        Ok(obj)
+    }
+}
+
+/// Moves the written and synced `tmp` file to `path` if `condition` holds, atomically
+/// with respect to every other writer of this folder store, then syncs the folder so
+/// the new name survives a crash.
+///
+/// * `None`: a rename, which replaces atomically.
+/// * `IfAbsent`: a hard link, which the file system refuses when `path` exists, so two
+///   writers cannot both succeed. An object already there with the same bytes counts as
+///   written (a retried write is not an error).
+/// * `IfMatch`: under an exclusive lock on a lock file beside the object (released when
+///   the process ends, however it ends), the current content is compared and the rename
+///   done, so no other conditional writer can move the object in between.
+fn place(tmp: &Path, path: &Path, key: &str, bytes: &[u8], condition: &Precondition) -> Result<()> {
+    let dir = path.parent().expect("a key has a parent folder");
+    let outcome = match condition {
+        Precondition::None => std::fs::rename(tmp, path).map_err(|e| Error::io(path, e)),
+        Precondition::IfAbsent => match std::fs::hard_link(tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::read(path) {
+                Ok(existing) if existing == bytes => Ok(()),
+                Ok(_) => Err(Error::PreconditionFailed { key: key.into() }),
+                Err(e) => Err(Error::io(path, e)),
+            },
+            Err(e) => Err(Error::io(path, e)),
+        },
+        Precondition::IfMatch(tag) => {
+            let name = path.file_name().unwrap().to_string_lossy();
+            let lock_path = dir.join(format!(".{name}.lock"));
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| Error::io(&lock_path, e))?;
+            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+            let holds = match std::fs::read(path) {
+                Ok(current) => crate::codec::sha256_hex(&current) == *tag,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            if holds {
+                std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+            } else {
+                Err(Error::PreconditionFailed { key: key.into() })
+            }
+            // The lock is released when `lock` is dropped.
+        }
+    };
+    // The temporary name is gone after a rename; after a link or a refusal it is removed.
+    let _ = std::fs::remove_file(tmp);
+    outcome?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
 }
 
 /// A bucket and key prefix on S3.
@@ -307,10 +402,12 @@ fn status_of<E>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> Op
     err.raw_response().map(|r| r.status().as_u16())
 }
 
-impl ObjectStore for S3Store {
-    async fn get(&self, key: &str) -> Result<Option<Object>> {
+impl S3Store {
+    /// Reads `key`, refusing an object over `limit` bytes from its declared length before
+    /// reading its body, and stopping a body that runs past `limit`.
+    async fn get_limited(&self, key: &str, limit: Option<u64>) -> Result<Option<Object>> {
         let full = self.key(key);
-        let out = match self
+        let mut out = match self
             .client
             .get_object()
             .bucket(&self.bucket)
@@ -330,16 +427,31 @@ impl ObjectStore for S3Store {
                 return Err(Error::store(&full, DisplayErrorContext(&err)));
             }
         };
+        let limit = limit.unwrap_or(u64::MAX);
+        let declared = out.content_length().and_then(|n| u64::try_from(n).ok());
+        check_size(key, declared.unwrap_or(0), limit)?;
         let etag = out.e_tag().unwrap_or_default().to_owned();
-        let body = out
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+        while let Some(chunk) = out
             .body
-            .collect()
+            .try_next()
             .await
-            .map_err(|e| Error::store(&full, e))?;
-        Ok(Some(Object {
-            bytes: body.into_bytes().to_vec(),
-            etag,
-        }))
+            .map_err(|e| Error::store(&full, e))?
+        {
+            check_size(key, (bytes.len() + chunk.len()) as u64, limit)?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some(Object { bytes, etag }))
+    }
+}
+
+impl ObjectStore for S3Store {
+    async fn get(&self, key: &str) -> Result<Option<Object>> {
+        self.get_limited(key, None).await
+    }
+
+    async fn get_at_most(&self, key: &str, limit: u64) -> Result<Option<Object>> {
+        self.get_limited(key, Some(limit)).await
     }
 
     async fn put(&self, key: &str, bytes: Vec<u8>, condition: Precondition) -> Result<()> {
@@ -363,10 +475,10 @@ impl ObjectStore for S3Store {
                     .and_then(|e| e.code())
                     .unwrap_or_default()
                     .to_owned();
-                if matches!(status_of(&err), Some(412) | Some(409))
-                    || code == "PreconditionFailed"
-                    || code == "ConditionalRequestConflict"
-                {
+                // Only 412 is a failed condition. A 409 (ConditionalRequestConflict: a
+                // concurrent conditional write to the key is in flight) is an error the
+                // caller may retry, not a verdict on the condition.
+                if status_of(&err) == Some(412) || code == "PreconditionFailed" {
                     Err(Error::PreconditionFailed { key: full })
                 } else {
                     Err(Error::store(&full, DisplayErrorContext(&err)))
@@ -425,9 +537,13 @@ mod tests {
             store.get("a/current.json").await.unwrap().unwrap().bytes,
             b"v2"
         );
-        // No temporary files are left behind.
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("a")).unwrap().collect();
-        assert_eq!(leftovers.len(), 1);
+        // No temporary files are left behind (the lock file of conditional writes stays).
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path().join("a"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != ".current.json.lock")
+            .collect();
+        assert_eq!(leftovers, ["current.json"]);
     }
 
     #[tokio::test]
@@ -449,5 +565,89 @@ mod tests {
         ));
         assert!(Store::open("s3://").await.is_err());
         assert!(Store::open("gs://bucket").await.is_err());
+    }
+
+    /// Runs `writers` conditional puts of distinct contents (`{label} {i}`) to one key at
+    /// once (released together, each placed on a blocking thread); returns how many
+    /// succeeded.
+    async fn race(
+        store: &LocalStore,
+        writers: usize,
+        condition: Precondition,
+        label: &'static str,
+    ) -> usize {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let ready = std::sync::Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..writers)
+            .map(|i| {
+                let (store, ready, condition) = (store.clone(), ready.clone(), condition.clone());
+                tokio::spawn(async move {
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while ready.load(Ordering::SeqCst) < writers {
+                        tokio::task::yield_now().await;
+                    }
+                    let bytes = format!("{label} {i}").into_bytes();
+                    store.put("p/current.json", bytes, condition).await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(()) => won += 1,
+                Err(Error::PreconditionFailed { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        won
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_conditional_writes_to_a_folder_have_exactly_one_winner() {
+        for round in 0..20 {
+            // Given an absent object, of 8 writers that all want it absent, one wins;
+            let dir = tempfile::tempdir().unwrap();
+            let store = LocalStore::new(dir.path());
+            assert_eq!(
+                race(&store, 8, Precondition::IfAbsent, "first").await,
+                1,
+                "round {round}"
+            );
+            // and of 8 that all expect its current content (and write other content:
+            // the tag is the content's digest, so rewriting the same bytes keeps it), one
+            // wins, and the object is whole: one writer's bytes, not a mix.
+            let etag = store.get("p/current.json").await.unwrap().unwrap().etag;
+            assert_eq!(
+                race(&store, 8, Precondition::IfMatch(etag), "second").await,
+                1,
+                "round {round}"
+            );
+            let now = store.get("p/current.json").await.unwrap().unwrap().bytes;
+            assert!(String::from_utf8(now).unwrap().starts_with("second "));
+            // No temporary file is left behind.
+            let left: Vec<_> = std::fs::read_dir(dir.path().join("p"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".tmp-"))
+                .collect();
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_if_absent_write_repeated_with_the_same_bytes_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let put =
+            |bytes: &'static [u8]| store.put("v/a.bin", bytes.to_vec(), Precondition::IfAbsent);
+        put(b"same").await.unwrap();
+        put(b"same")
+            .await
+            .expect("a retried write of the same bytes");
+        assert!(matches!(
+            put(b"other").await,
+            Err(Error::PreconditionFailed { .. })
+        ));
+        assert_eq!(store.get("v/a.bin").await.unwrap().unwrap().bytes, b"same");
     }
 }

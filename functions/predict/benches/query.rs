@@ -150,7 +150,8 @@ fn benches(c: &mut Criterion) {
             let api::Subject::Handle(handle) = q.subject else {
                 unreachable!("the bodies ask for one handle")
             };
-            let answer = api::answer_handle(model, handle, q.k, &q.filters).expect("known user");
+            let answer = api::answer_handle(model, handle, q.k, &q.filters, api::Disclosure::Full)
+                .expect("known user");
             black_box(serde_json::to_vec(&answer).expect("encode"))
         })
     });
@@ -180,7 +181,13 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let p = &profiles[i % profiles.len()];
             i += 1;
-            let answer = api::answer_profile(model, p, 10, &api::Filters::default());
+            let answer = api::answer_profile(
+                model,
+                p,
+                10,
+                &api::Filters::default(),
+                api::Disclosure::Full,
+            );
             black_box(serde_json::to_vec(&answer.ok()).expect("encode"))
         })
     });

@@ -102,8 +102,14 @@ fn main() -> anyhow::Result<()> {
     for &row in &sample {
         let handle = model.users.users[row as usize].handle;
         let started = Instant::now();
-        let answer = api::answer_handle(&model, handle, 10, &Filters::default())
-            .map_err(|e| anyhow::anyhow!("{}", e.body()))?;
+        let answer = api::answer_handle(
+            &model,
+            handle,
+            10,
+            &Filters::default(),
+            api::Disclosure::Full,
+        )
+        .map_err(|e| anyhow::anyhow!("{}", e.body()))?;
         bytes += serde_json::to_vec(&answer)?.len();
         micros.push(started.elapsed().as_secs_f64() * 1e6);
     }

@@ -9,8 +9,9 @@ use clap::Parser;
 use kindred_core::registry::LoadOptions;
 use kindred_core::shard::Selection;
 use kindred_core::store::Store;
+use kindred_predict::api::{self, ApiKeys, CallerRate, Disclosure, Settings};
+use kindred_predict::cache::ModelCache;
 use kindred_predict::scatter::{self, Gather};
-use kindred_predict::{api, cache::ModelCache};
 use tracing::info;
 
 /// Kindred's predict function: POST /predict {"user_handle": 1} answers with the most
@@ -59,6 +60,31 @@ struct Cli {
     /// without it (the answer is then flagged `partial`).
     #[arg(long, env = "KINDRED_SHARD_TIMEOUT_MS", default_value_t = 1000)]
     shard_timeout_ms: u64,
+    /// How much answers reveal about learners: `similarity` (handles, ranks and
+    /// similarities), `reasons` (also the shared tags that explain each match), `profiles`
+    /// (also each learner's summary, without assessment scores) or `full` (also
+    /// assessment scores).
+    #[arg(long, env = "KINDRED_DISCLOSE", default_value_t = Disclosure::default())]
+    disclose: Disclosure,
+    /// Keys a caller must present as `Authorization: Bearer KEY` on /predict (and
+    /// /shard/search), comma-separated, each at least 16 characters. Required to listen
+    /// beyond loopback. Under Lambda, API Gateway's authorizer guards the API; keys set
+    /// here are checked as well.
+    #[arg(long, env = "KINDRED_API_KEYS", value_parser = ApiKeys::parse, hide_env_values = true)]
+    api_keys: Option<ApiKeys>,
+    /// Most requests per second one caller may make to /predict (an API key, an IAM
+    /// principal or JWT subject that API Gateway authenticated, else a source address);
+    /// more get 429 with Retry-After. Each process (each Lambda instance) keeps its own
+    /// count [default: no limit].
+    #[arg(long, env = "KINDRED_CALLER_RATE", value_parser = positive_rate)]
+    caller_rate: Option<f64>,
+    /// Requests one caller may make at once after a quiet spell [default: twice
+    /// --caller-rate, at least 1].
+    #[arg(long, env = "KINDRED_CALLER_BURST", requires = "caller_rate")]
+    caller_burst: Option<u32>,
+    /// Scatter-gather: the key to send to HTTP shard endpoints that require one.
+    #[arg(long, env = "KINDRED_SHARD_KEY", hide_env_values = true)]
+    shard_key: Option<String>,
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -111,21 +137,42 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
             "not running under AWS Lambda (AWS_LAMBDA_RUNTIME_API is not set): pass --listen ADDRESS to serve HTTP locally"
         );
     }
+    if let Some(addr) = cli.listen
+        && !addr.ip().is_loopback()
+        && cli.api_keys.is_none()
+    {
+        anyhow::bail!(
+            "refusing to listen on {addr} without authentication: answers describe learners. Give callers keys with --api-keys (KINDRED_API_KEYS), or listen on loopback (127.0.0.1)"
+        );
+    }
+    let keys = cli.api_keys.clone().unwrap_or_default();
+    let caller_rate = cli.caller_rate.map(|per_second| CallerRate {
+        per_second,
+        burst: cli
+            .caller_burst
+            .unwrap_or_else(|| (per_second * 2.0).ceil().clamp(1.0, f64::from(u32::MAX)) as u32),
+    });
     let app = if cli.scatter.is_empty() {
-        model_router(&cli).await?
+        model_router(&cli, keys, caller_rate).await?
     } else {
         let timeout = Duration::from_millis(cli.shard_timeout_ms.max(1));
         let gather = Gather::new(cli.scatter.clone(), timeout)
             .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-        info!(endpoints = ?gather.endpoints(), timeout_ms = cli.shard_timeout_ms, "scatter-gather mode");
-        scatter::router(std::sync::Arc::new(gather))
+            .map_err(|e| anyhow::anyhow!(e))?
+            .with_disclosure(cli.disclose)
+            .with_shard_key(cli.shard_key.clone());
+        info!(endpoints = ?gather.endpoints(), timeout_ms = cli.shard_timeout_ms, disclose = %cli.disclose, authenticated = !keys.is_empty(), "scatter-gather mode");
+        scatter::router_with(std::sync::Arc::new(gather), keys, caller_rate)
     };
     serve(&cli, app).await
 }
 
 /// The router of a process that loads a model (or some of its shards).
-async fn model_router(cli: &Cli) -> anyhow::Result<axum::Router> {
+async fn model_router(
+    cli: &Cli,
+    keys: ApiKeys,
+    caller_rate: Option<CallerRate>,
+) -> anyhow::Result<axum::Router> {
     let store = Store::open(&cli.store).await?;
     let max_model_bytes = match cli.max_model_mb {
         Some(mb) => Some(
@@ -138,9 +185,15 @@ async fn model_router(cli: &Cli) -> anyhow::Result<axum::Router> {
         max_model_bytes,
         shards: cli.shards.clone(),
     };
-    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = options.shards.as_ref().map(ToString::to_string), "model store");
+    let settings = Settings {
+        disclosure: cli.disclose,
+        keys,
+        shard_mode: cli.shards.is_some(),
+        caller_rate,
+    };
+    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = options.shards.as_ref().map(ToString::to_string), disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
-    Ok(api::router(cache))
+    Ok(api::router_with(cache, settings))
 }
 
 async fn serve(cli: &Cli, app: axum::Router) -> anyhow::Result<()> {
@@ -170,6 +223,16 @@ async fn serve(cli: &Cli, app: axum::Router) -> anyhow::Result<()> {
             info!("running as a Lambda function");
             lambda_http::run(app).await.map_err(|e| anyhow::anyhow!(e))
         }
+    }
+}
+
+/// A per-second rate above zero.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a rate above zero (requests per second)"
+        )),
     }
 }
 

@@ -38,7 +38,8 @@ impl Server {
             common::publish(&LocalStore::new(store.path()), &common::version(1)).await;
         }
         let mut cmd = function();
-        cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json", "--store"])
+        cmd.args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--disclose", "profiles", "--store"])
             .arg(store.path());
         let mut process = Running::spawn(cmd);
         let addr = process.wait_for_address(Duration::from_secs(30)).await;

@@ -734,3 +734,321 @@ async fn profile_and_batch_queries_answer_from_every_event_source() {
         assert_eq!(e.body["detail"]["unknown_tags"], json!(["no-such-tag"]));
     }
 }
+
+/// A router over a folder with the test model published as `version(1)`, with `settings`.
+async fn serving_with(settings: api::Settings) -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    common::publish(&LocalStore::new(dir.path()), &common::version(1)).await;
+    let cache = ModelCache::new(LocalStore::new(dir.path()), Duration::from_secs(3600));
+    (api::router_with(cache, settings), dir)
+}
+
+/// Standard base64 (RFC 4648, with padding), as API Gateway encodes binary bodies.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn answers_reveal_only_what_the_deployment_discloses() {
+    let handle = known_handle(3);
+    let profile = r#"{"profile": {"tags": {"python": 3600}, "interests": ["python"]}}"#;
+    for disclosure in api::Disclosure::ALL {
+        // Given a router that discloses `disclosure`,
+        let settings = api::Settings {
+            disclosure,
+            ..api::Settings::default()
+        };
+        let (router, _dir) = serving_with(settings).await;
+        // when a user, a batch and a profile are asked for,
+        let one = call(
+            &router,
+            predict(Source::HttpApi, &format!(r#"{{"user_handle": {handle}}}"#)),
+        )
+        .await;
+        let batch = call(
+            &router,
+            predict(
+                Source::HttpApi,
+                &format!(r#"{{"user_handles": [{handle}]}}"#),
+            ),
+        )
+        .await;
+        let cold = call(&router, predict(Source::HttpApi, profile)).await;
+        for a in [&one, &batch, &cold] {
+            assert_eq!(a.status, StatusCode::OK, "{disclosure}: {}", a.body);
+        }
+        // then every answer ranks neighbours with similarities, and shows reasons,
+        // summaries and assessment scores exactly when the level includes them.
+        let answers = [&one.body, &batch.body["results"][0], &cold.body];
+        for answer in answers {
+            let similar = answer["similar_users"].as_array().unwrap();
+            assert_eq!(similar.len(), 10, "{disclosure}: {answer}");
+            for u in similar {
+                assert!(u["similarity"].is_number() && u["user_handle"].is_u64());
+                assert_eq!(
+                    u.get("because").is_some(),
+                    disclosure.reasons(),
+                    "{disclosure}: {u}"
+                );
+                assert_eq!(
+                    u.get("summary").is_some(),
+                    disclosure.profiles(),
+                    "{disclosure}: {u}"
+                );
+                if let Some(summary) = u.get("summary") {
+                    assert!(summary["top_tags"].is_array(), "{summary}");
+                    assert_eq!(
+                        summary.get("assessments").is_some(),
+                        disclosure.scores(),
+                        "{disclosure}: {summary}"
+                    );
+                }
+            }
+        }
+        for answer in [&one.body, &batch.body["results"][0]] {
+            assert_eq!(
+                answer.get("summary").is_some(),
+                disclosure.profiles(),
+                "{answer}"
+            );
+        }
+        // The default shows reasons only: no learner's profile or score.
+        if disclosure == api::Disclosure::default() {
+            assert!(
+                one.body.get("summary").is_none()
+                    && one.body["similar_users"][0]["because"].is_array()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_api_keys_predict_needs_a_bearer_key_and_health_stays_open() {
+    // Given a router that accepts two keys,
+    let keys = api::ApiKeys::parse("key-number-one-0001,key-number-two-0002").unwrap();
+    let settings = api::Settings {
+        keys,
+        ..api::Settings::default()
+    };
+    let (router, _dir) = serving_with(settings).await;
+    let body = format!(r#"{{"user_handle": {}}}"#, known_handle(1));
+    let with = |auth: Option<&str>| {
+        let mut headers = vec![("Content-Type", "application/json")];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        event(Source::HttpApi, "POST", "/predict", &headers, Some(&body))
+    };
+    // when /predict comes without a key, with a wrong key or with a key in another scheme,
+    for (auth, error) in [
+        (None, "missing API key"),
+        (Some("Bearer key-number-one-0002"), "unknown API key"),
+        (Some("Bearer key-number-one-000"), "unknown API key"),
+        (Some("Basic key-number-one-0001"), "missing API key"),
+    ] {
+        let a = call(&router, with(auth)).await;
+        // then it is a 401 JSON error that names the scheme, and nothing is answered,
+        assert_json_error(&a, StatusCode::UNAUTHORIZED, error, &format!("{auth:?}"));
+        assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"kindred\"");
+        assert!(a.body.get("similar_users").is_none());
+    }
+    // with either key it answers,
+    for key in ["Bearer key-number-one-0001", "Bearer key-number-two-0002"] {
+        let a = call(&router, with(Some(key))).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    // and /health and the documentation need no key.
+    for path in ["/health", "/openapi.json", "/"] {
+        let a = call(&router, event(Source::HttpApi, "GET", path, &[], None)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn shard_search_is_routed_only_in_shard_mode() {
+    let body = format!(r#"{{"user_handle": {}}}"#, known_handle(2));
+    let search = || {
+        event(
+            Source::HttpApi,
+            "POST",
+            "/shard/search",
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        )
+    };
+    // Given the default router, /shard/search (raw embeddings) is no route at all,
+    let (router, _dir) = serving().await;
+    let a = call(&router, search()).await;
+    assert_json_error(&a, StatusCode::NOT_FOUND, "no such route", "default");
+    // and in shard mode it answers the owner's round.
+    let settings = api::Settings {
+        shard_mode: true,
+        ..api::Settings::default()
+    };
+    let (router, _dir) = serving_with(settings).await;
+    let a = call(&router, search()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert!(a.body["query"]["vector"].is_array(), "{}", a.body);
+}
+
+#[tokio::test]
+async fn a_request_over_the_work_budget_is_refused_with_422_that_says_why() {
+    // Given a published model,
+    let (router, _dir) = serving().await;
+    let exclude: Vec<String> = (1_000_000..1_000_990).map(|h: u64| h.to_string()).collect();
+    let exclude = exclude.join(",");
+    // a single user with the widest k and a long exclude list is within the budget,
+    let one = format!(
+        r#"{{"user_handle": {}, "k": 100, "exclude": [{exclude}]}}"#,
+        known_handle(0)
+    );
+    let a = call(&router, predict(Source::HttpApi, &one)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["similar_users"].as_array().unwrap().len(), 100);
+    // but two users with it are not: 2 x (100 + 990) searched neighbours.
+    let two = format!(
+        r#"{{"user_handles": [{}, {}], "k": 100, "exclude": [{exclude}]}}"#,
+        known_handle(0),
+        known_handle(1)
+    );
+    let a = call(&router, predict(Source::HttpApi, &two)).await;
+    assert_json_error(
+        &a,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "request over the work budget",
+        "batch",
+    );
+    assert_eq!(a.body["detail"]["work"], 2 * (100 + 990));
+    assert_eq!(a.body["detail"]["max_work"], api::MAX_WORK);
+}
+
+#[tokio::test]
+async fn a_base64_encoded_body_is_read_like_a_plain_one() {
+    // Given a published model and the same request as plain text and as base64 (what API
+    // Gateway sends for a body it treats as binary),
+    let (router, _dir) = serving().await;
+    let body = format!(r#"{{"user_handle": {}, "k": 4}}"#, known_handle(5));
+    for source in [Source::RestApi, Source::HttpApi] {
+        let plain = event_json(
+            source,
+            "POST",
+            "/predict",
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        );
+        let mut encoded = plain.clone();
+        encoded["body"] = json!(base64(body.as_bytes()));
+        encoded["isBase64Encoded"] = json!(true);
+        // when both reach the function, then both get the same answer,
+        let parse = |ev: &Value| lambda_http::request::from_str(&ev.to_string()).unwrap();
+        let a = call(&router, parse(&plain)).await;
+        let b = call(&router, parse(&encoded)).await;
+        assert_eq!(a.status, StatusCode::OK, "{source:?}: {}", a.body);
+        assert_eq!((b.status, &b.body), (a.status, &a.body), "{source:?}");
+        // and a base64 body that is not JSON is a 400 like a plain one.
+        let mut bad = plain.clone();
+        bad["body"] = json!(base64(b"{not json"));
+        bad["isBase64Encoded"] = json!(true);
+        assert_json_error(
+            &call(&router, parse(&bad)).await,
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            "base64",
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_handler_panic_is_a_500_json_error_not_a_dropped_request() {
+    // Given a route that panics, behind the layer every Kindred router has,
+    let router = api::catch_panics(Router::new().route(
+        "/predict",
+        axum::routing::post(|| async {
+            panic!("a bug");
+            #[allow(unreachable_code)]
+            ""
+        }),
+    ));
+    // when it is called from an HTTP API and a Function URL (a REST API event carries its
+    // stage in the path, which this bare route does not strip), then the client gets a
+    // 500 JSON error (API Gateway passes it on instead of answering 502), with no
+    // internal detail.
+    for source in [Source::HttpApi, Source::FunctionUrl] {
+        let a = call(&router, predict(source, "{}")).await;
+        assert_json_error(
+            &a,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error",
+            "panic",
+        );
+        assert!(!a.body.to_string().contains("a bug"), "{}", a.body);
+    }
+}
+
+#[tokio::test]
+async fn a_caller_over_its_rate_gets_429_and_other_callers_are_still_answered() {
+    // Given a router that lets each caller make 2 requests at once, then 1 a minute,
+    let settings = api::Settings {
+        caller_rate: Some(api::CallerRate {
+            per_second: 1.0 / 60.0,
+            burst: 2,
+        }),
+        ..api::Settings::default()
+    };
+    let (router, _dir) = serving_with(settings).await;
+    let body = format!(r#"{{"user_handle": {}}}"#, known_handle(4));
+    let from = |ip: &str, principal: Option<&str>| {
+        let mut ev = event_json(
+            Source::HttpApi,
+            "POST",
+            "/predict",
+            &[("Content-Type", "application/json")],
+            Some(&body),
+        );
+        ev["requestContext"]["http"]["sourceIp"] = json!(ip);
+        if let Some(arn) = principal {
+            ev["requestContext"]["authorizer"] = json!({"iam": {"userArn": arn}});
+        }
+        lambda_http::request::from_str(&ev.to_string()).unwrap()
+    };
+    // when one address asks three times, then the third is a 429 with Retry-After,
+    for _ in 0..2 {
+        assert_eq!(
+            call(&router, from("198.51.100.7", None)).await.status,
+            StatusCode::OK
+        );
+    }
+    let a = call(&router, from("198.51.100.7", None)).await;
+    assert_json_error(
+        &a,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too many requests",
+        "third",
+    );
+    let wait: u64 = a.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // while another address, and an IAM principal calling from the first address, are
+    // callers of their own.
+    assert_eq!(
+        call(&router, from("203.0.113.9", None)).await.status,
+        StatusCode::OK
+    );
+    let principal = Some("arn:aws:iam::123456789012:user/app");
+    assert_eq!(
+        call(&router, from("198.51.100.7", principal)).await.status,
+        StatusCode::OK
+    );
+}

@@ -389,6 +389,10 @@ fn help_describes_the_options_and_their_environment_variables() {
         "KINDRED_REFRESH_SECONDS",
         "--log-format",
         "KINDRED_LOG",
+        "--disclose",
+        "KINDRED_DISCLOSE",
+        "--api-keys",
+        "KINDRED_API_KEYS",
         "Lambda",
         "POST /predict",
     ] {
@@ -426,4 +430,62 @@ fn a_lambda_environment_missing_its_variables_is_an_error_not_a_panic() {
         stderr.contains("AWS_LAMBDA_FUNCTION_NAME") && !stderr.contains("panicked"),
         "{stderr}"
     );
+}
+
+#[test]
+fn it_refuses_to_listen_beyond_loopback_without_keys_and_refuses_short_keys() {
+    // Given an address on every interface and no API keys,
+    let out = function()
+        .args(["--listen", "0.0.0.0:0", "--store", "/nonexistent"])
+        .output()
+        .unwrap();
+    // then the binary exits before listening, saying why and what to pass,
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0 without authentication")
+            && stderr.contains("--api-keys"),
+        "{stderr}"
+    );
+    // and a key shorter than 16 characters is refused as an argument, not used.
+    let out = function()
+        .args(["--listen", "0.0.0.0:0", "--store", "/nonexistent"])
+        .env("KINDRED_API_KEYS", "too-short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shorter than 16"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_api_keys_the_server_answers_only_callers_that_present_one() {
+    // Given a published model served with a key (on loopback, as a test may listen),
+    let store = tempfile::tempdir().unwrap();
+    common::publish(&LocalStore::new(store.path()), &common::version(1)).await;
+    let key = "s3cret-key-for-the-test";
+    let server = start(store.path(), &[("KINDRED_API_KEYS", key)]).await;
+    let body = Bytes::from(format!(r#"{{"user_handle": {}}}"#, known_handle(0)));
+    // when a client asks without the key, then it gets a 401 JSON error,
+    let (status, headers, json) = server.predict(std::str::from_utf8(&body).unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{json}");
+    assert_eq!(json["error"], "missing API key");
+    assert!(headers.contains_key("www-authenticate"));
+    // and with it, the answer.
+    let bearer = format!("Bearer {key}");
+    let (status, _, json) = server
+        .send(
+            Method::POST,
+            "/predict",
+            &[
+                ("content-type", "application/json"),
+                ("authorization", &bearer),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    common::assert_prediction(&json, known_handle(0), 10, &common::version(1));
+    // The key never appears in the logs.
+    assert!(!server.process.stderr().contains(key));
 }

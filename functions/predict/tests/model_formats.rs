@@ -26,7 +26,12 @@ async fn a_format_1_model_is_served_with_empty_explanations() {
     for user in &model.users.users {
         let answer = api::answer(&model, user.handle, 5).expect("known user");
         assert_eq!(answer.similar_users.len(), 5);
-        assert!(answer.similar_users.iter().all(|s| s.because.is_empty()));
+        assert!(
+            answer
+                .similar_users
+                .iter()
+                .all(|s| s.because.as_ref().is_some_and(Vec::is_empty))
+        );
         let json = serde_json::to_value(&answer).unwrap();
         assert_eq!(json["similar_users"][0]["because"], serde_json::json!([]));
     }

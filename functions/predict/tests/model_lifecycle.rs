@@ -547,3 +547,45 @@ async fn a_cold_load_completes_even_if_the_request_that_started_it_gives_up() {
     );
     assert_eq!(store.gets(), 5);
 }
+
+#[tokio::test]
+async fn a_publish_interleaved_between_another_publishs_pointer_read_and_write_never_rolls_back() {
+    for (first, second) in [
+        // Given a publish whose pointer write is preceded by a newer version's publish,
+        // then the newer stays current and the older is refused as stale;
+        (common::version(1), common::version(2)),
+        // given one preceded by an older version's, then it retries over it and wins.
+        (common::version(4), common::version(3)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        common::check_interleaved_publish(LocalStore::new(dir.path()), &first, &second).await;
+    }
+}
+
+#[tokio::test]
+async fn an_artifact_larger_than_its_manifest_says_is_refused_before_it_is_read() {
+    // Given a published version whose users.bin has been replaced by a 64 GiB (sparse)
+    // file, far more than this machine could hold,
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    common::publish(&store, &common::version(1)).await;
+    let path = dir
+        .path()
+        .join(registry::version_key(&common::version(1), "users.bin"));
+    let listed = std::fs::metadata(&path).unwrap().len();
+    let huge = 64u64 << 30;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(huge)
+        .unwrap();
+    // when the current version is loaded, then it is refused by its size, unread.
+    match registry::load_current(&store).await {
+        Err(kindred_core::Error::SizeMismatch {
+            expected, received, ..
+        }) => assert_eq!((expected, received), (listed, huge)),
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("a 64 GiB users.bin was accepted"),
+    }
+}

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use common::{UNKNOWN_HANDLE, known_handle, model};
 use kindred_batch::ingest;
 use kindred_core::projection::Profile;
-use kindred_predict::api::{self, BatchItem, Filters};
+use kindred_predict::api::{self, BatchItem, Disclosure, Filters};
 
 /// Each user's full data as a profile: mean seconds per tag over their view rows (as
 /// training computes it), interests and assessment scores, with tags by name.
@@ -58,7 +58,8 @@ fn a_known_users_full_profile_folds_in_next_to_that_user() {
         };
         checked += 1;
         // when each is folded in and its 10 neighbours searched,
-        let a = api::answer_profile(m, p, 10, &Filters::default()).expect("profile answer");
+        let a = api::answer_profile(m, p, 10, &Filters::default(), Disclosure::Full)
+            .expect("profile answer");
         // then the user is among them (the fold-in reproduces training's embedding up to
         // the smoothing step), with a high similarity,
         if let Some(me) = a.similar_users.iter().find(|u| u.user_handle == handle) {
@@ -124,7 +125,7 @@ fn exclude_and_min_similarity_filter_the_ranked_list() {
         exclude: top[..2].iter().copied().collect(),
         min_similarity: None,
     };
-    let a = api::answer_handle(m, handle, 10, &filters).expect("known");
+    let a = api::answer_handle(m, handle, 10, &filters, Disclosure::Full).expect("known");
     let got: Vec<u64> = a.similar_users.iter().map(|u| u.user_handle).collect();
     assert_eq!(got.len(), 10);
     assert_eq!(got[..8], top[2..]);
@@ -136,7 +137,7 @@ fn exclude_and_min_similarity_filter_the_ranked_list() {
         exclude: Default::default(),
         min_similarity: Some(floor),
     };
-    let a = api::answer_handle(m, handle, 10, &filters).expect("known");
+    let a = api::answer_handle(m, handle, 10, &filters, Disclosure::Full).expect("known");
     assert!(
         a.similar_users.len() >= 5 && a.similar_users.len() < 10
             || floor == plain.similar_users[9].similarity
@@ -153,7 +154,7 @@ fn a_batch_answers_like_single_requests_in_order() {
         known_handle(9),
         known_handle(1),
     ];
-    let batch = api::answer_batch(m, &handles, 5, &Filters::default());
+    let batch = api::answer_batch(m, &handles, 5, &Filters::default(), Disclosure::Full);
     assert_eq!(batch.results.len(), 4);
     for (h, item) in handles.iter().zip(&batch.results) {
         match (item, api::answer(m, *h, 5)) {

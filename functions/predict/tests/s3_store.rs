@@ -129,3 +129,23 @@ async fn an_s3_store_outage_gives_503_then_recovery_serves_and_picks_up_new_vers
     })
     .await;
 }
+
+#[tokio::test]
+#[ignore = "needs LocalStack S3: run ./dev test"]
+async fn a_publish_interleaved_between_another_publishs_pointer_read_and_write_never_rolls_back_on_s3()
+ {
+    let endpoint = std::env::var("KINDRED_TEST_S3_ENDPOINT")
+        .expect("KINDRED_TEST_S3_ENDPOINT (./dev test sets it)");
+    let bucket = format!("kindred-interleave-{}", std::process::id());
+    for (prefix, first, second) in [
+        // Given a publish whose pointer write is preceded by a newer version's publish,
+        // then the newer stays current and the older is refused as stale;
+        ("older-first", common::version(1), common::version(2)),
+        // given one preceded by an older version's, then it retries over it and wins.
+        ("newer-first", common::version(4), common::version(3)),
+    ] {
+        let store = S3Store::at_endpoint(&endpoint, &bucket, prefix);
+        store.create_bucket_if_missing().await.expect("bucket");
+        common::check_interleaved_publish(store, &first, &second).await;
+    }
+}

@@ -97,20 +97,22 @@ async fn serve(calls: Arc<Calls>) -> SocketAddr {
 async fn invoke_failures_become_flagged_partial_answers_with_their_reasons_within_the_timeout() {
     // Given an Invoke endpoint with a function that answers, one that crashes, one that
     // is throttled and one that never answers,
-    // SAFETY: set before any thread of this test reads the environment.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    }
     let calls = Arc::new(Calls::default());
     let addr = serve(calls.clone()).await;
     let endpoint = |f: &str| format!("lambda:{f}@http://{addr}");
     let specs = ["owner", "crashes", "throttled", "stalls"].map(endpoint);
     let timeout = Duration::from_millis(700);
-    let gather = Gather::new(specs.to_vec(), timeout)
-        .await
-        .expect("endpoints");
+    // (An AWS configuration built here, not read from process variables: the test
+    // binary is threaded.)
+    use aws_sdk_lambda::config::{Credentials, Region, SharedCredentialsProvider};
+    let aws = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "test",
+        )))
+        .build();
+    let gather = Gather::with_aws_config(specs.to_vec(), timeout, Some(aws)).expect("endpoints");
     // when a handle is asked for,
     let q = api::parse_request(&HeaderMap::new(), br#"{"user_handle": 3, "k": 5}"#).unwrap();
     let started = Instant::now();

@@ -73,7 +73,7 @@ fn setup() -> Setup {
 
 /// (handle, similarity) of each neighbour in an answer.
 fn neighbours(model: &Model, handle: u64, k: u32) -> Vec<(u64, f32)> {
-    api::answer_handle(model, handle, k, &Filters::default())
+    api::answer_handle(model, handle, k, &Filters::default(), api::Disclosure::Full)
         .expect("known user")
         .similar_users
         .iter()
@@ -137,7 +137,14 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
     assert_eq!(one.len() as u64, whole.manifest.shards[1].users);
     // a handle of another shard is a 404 naming its shard, not "unknown user",
     let elsewhere = rest.users.users[0].handle;
-    let err = api::answer_handle(&one, elsewhere, 10, &Filters::default()).unwrap_err();
+    let err = api::answer_handle(
+        &one,
+        elsewhere,
+        10,
+        &Filters::default(),
+        api::Disclosure::Full,
+    )
+    .unwrap_err();
     let body = err.body().to_string();
     assert!(body.contains("shard not served here"), "{body}");
     assert!(

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::error::{ApiError, unprocessable};
 use super::request::{Filters, Query, Subject};
+use super::settings::Disclosure;
 
 /// A course tag with the user's average view seconds on it.
 #[derive(Debug, Serialize, PartialEq)]
@@ -44,8 +45,9 @@ pub struct UserView<'a> {
     pub tags_viewed: u32,
     /// Interests (first few).
     pub interests: Vec<&'a str>,
-    /// Assessment scores.
-    pub assessments: Vec<Assessment<'a>>,
+    /// Assessment scores (only where the deployment discloses them, [`Disclosure::Full`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assessments: Option<Vec<Assessment<'a>>>,
 }
 
 /// Reasons given per similar user, at most.
@@ -74,10 +76,13 @@ pub struct SimilarUser<'a> {
     /// Cosine similarity of the embeddings, in [-1, 1].
     pub similarity: f32,
     /// The shared tags, interests and assessments that contribute most, largest first
-    /// (empty for models published before explanations existed).
-    pub because: Vec<Reason<'a>>,
-    /// The user's summary.
-    pub summary: UserView<'a>,
+    /// (empty for models published before explanations existed; absent where the
+    /// deployment does not disclose reasons).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub because: Option<Vec<Reason<'a>>>,
+    /// The user's summary (where the deployment discloses profiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<UserView<'a>>,
 }
 
 /// Body of a successful `POST /predict`.
@@ -87,15 +92,20 @@ pub struct PredictResponse<'a> {
     pub user_handle: u64,
     /// Model version that answered.
     pub model_version: &'a str,
-    /// The query user's summary.
-    pub summary: UserView<'a>,
+    /// The query user's summary (where the deployment discloses profiles).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<UserView<'a>>,
     /// Similar users, most similar first; never the query user.
     pub similar_users: Vec<SimilarUser<'a>>,
 }
 
-fn user_view(model: &Model, row: u32) -> UserView<'_> {
+/// What `disclosure` lets an answer show about the user in `row`.
+fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Option<UserView<'_>> {
+    if !disclosure.profiles() {
+        return None;
+    }
     let u = &model.users.users[row as usize];
-    UserView {
+    Some(UserView {
         top_tags: u
             .top_tags
             .iter()
@@ -107,15 +117,16 @@ fn user_view(model: &Model, row: u32) -> UserView<'_> {
         courses_viewed: u.courses,
         tags_viewed: u.tags_viewed,
         interests: u.interests.iter().map(|&t| model.tag(t)).collect(),
-        assessments: u
-            .assessments
-            .iter()
-            .map(|&(t, score)| Assessment {
-                tag: model.tag(t),
-                score,
-            })
-            .collect(),
-    }
+        assessments: disclosure.scores().then(|| {
+            u.assessments
+                .iter()
+                .map(|&(t, score)| Assessment {
+                    tag: model.tag(t),
+                    score,
+                })
+                .collect()
+        }),
+    })
 }
 
 fn because<'m>(model: &'m Model, features: &[Feature], b: u32) -> Vec<Reason<'m>> {
@@ -164,6 +175,7 @@ pub(super) fn similar_users<'m>(
     model: &'m Model,
     found: Vec<Neighbour>,
     features: &[Feature],
+    disclosure: Disclosure,
 ) -> Vec<SimilarUser<'m>> {
     found
         .into_iter()
@@ -172,8 +184,10 @@ pub(super) fn similar_users<'m>(
             rank: i as u32 + 1,
             user_handle: model.users.users[n.row as usize].handle,
             similarity: n.similarity.clamp(-1.0, 1.0),
-            because: because(model, features, n.row),
-            summary: user_view(model, n.row),
+            because: disclosure
+                .reasons()
+                .then(|| because(model, features, n.row)),
+            summary: user_view(model, n.row, disclosure),
         })
         .collect()
 }
@@ -201,17 +215,19 @@ fn unknown_user(model: &Model, handle: u64) -> ApiError {
 }
 
 /// Answers a validated request against a model (the in-process query path): the `k`
-/// users most similar to `handle`. An unknown handle is a 404 error.
+/// users most similar to `handle`, with everything the model knows about them
+/// ([`Disclosure::Full`]). An unknown handle is a 404 error.
 pub fn answer(model: &Model, handle: u64, k: u32) -> Result<PredictResponse<'_>, ApiError> {
-    answer_handle(model, handle, k, &Filters::default())
+    answer_handle(model, handle, k, &Filters::default(), Disclosure::Full)
 }
 
-/// [`answer`] with filters.
+/// [`answer`] with filters, showing what `disclosure` allows.
 pub fn answer_handle<'m>(
     model: &'m Model,
     handle: u64,
     k: u32,
     filters: &Filters,
+    disclosure: Disclosure,
 ) -> Result<PredictResponse<'m>, ApiError> {
     let row = model
         .row_of(handle)
@@ -220,8 +236,13 @@ pub fn answer_handle<'m>(
     Ok(PredictResponse {
         user_handle: handle,
         model_version: &model.manifest.version,
-        summary: user_view(model, row),
-        similar_users: similar_users(model, found, &model.users.users[row as usize].features),
+        summary: user_view(model, row, disclosure),
+        similar_users: similar_users(
+            model,
+            found,
+            &model.users.users[row as usize].features,
+            disclosure,
+        ),
     })
 }
 
@@ -255,12 +276,13 @@ pub fn answer_batch<'m>(
     handles: &[u64],
     k: u32,
     filters: &Filters,
+    disclosure: Disclosure,
 ) -> BatchResponse<'m> {
     BatchResponse {
         model_version: &model.manifest.version,
         results: handles
             .iter()
-            .map(|&h| match answer_handle(model, h, k, filters) {
+            .map(|&h| match answer_handle(model, h, k, filters, disclosure) {
                 Ok(a) => BatchItem::Answer(a),
                 Err(_) => BatchItem::Error {
                     user_handle: h,
@@ -292,6 +314,7 @@ pub fn answer_profile<'m>(
     profile: &Profile,
     k: u32,
     filters: &Filters,
+    disclosure: Disclosure,
 ) -> Result<ProfileResponse<'m>, ApiError> {
     let folded = fold_profile(model, profile)?;
     let mut embedding = folded.embedding.clone();
@@ -312,7 +335,7 @@ pub fn answer_profile<'m>(
         model_version: &model.manifest.version,
         matched,
         unknown_tags: folded.unknown_tags,
-        similar_users: similar_users(model, found, &folded.features),
+        similar_users: similar_users(model, found, &folded.features, disclosure),
     })
 }
 
@@ -362,17 +385,18 @@ pub(super) fn matched_features<'m>(
     matched
 }
 
-/// Answers any validated query.
-pub fn respond(model: &Model, q: &Query) -> Result<Response, ApiError> {
+/// Answers any validated query, showing what `disclosure` allows.
+pub fn respond(model: &Model, q: &Query, disclosure: Disclosure) -> Result<Response, ApiError> {
+    let (k, filters) = (q.k, &q.filters);
     Ok(match &q.subject {
         Subject::Handle(h) => {
-            axum::Json(answer_handle(model, *h, q.k, &q.filters)?).into_response()
+            axum::Json(answer_handle(model, *h, k, filters, disclosure)?).into_response()
         }
         Subject::Handles(hs) => {
-            axum::Json(answer_batch(model, hs, q.k, &q.filters)).into_response()
+            axum::Json(answer_batch(model, hs, k, filters, disclosure)).into_response()
         }
         Subject::Profile(p) => {
-            axum::Json(answer_profile(model, p, q.k, &q.filters)?).into_response()
+            axum::Json(answer_profile(model, p, k, filters, disclosure)?).into_response()
         }
     })
 }

@@ -53,6 +53,11 @@ impl ApiError {
         )
     }
 
+    /// 422: the request is well formed but cannot be served as asked.
+    pub fn unprocessable(error: &'static str, detail: Value) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error, detail)
+    }
+
     /// A client error every shard gave, passed on with its status and body as `detail`.
     pub fn relayed(status: StatusCode, body: Value) -> Self {
         ApiError::new(status, "rejected by the shards", body)
@@ -70,6 +75,12 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"kindred\""),
+            );
         }
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             // The detail carries the allowed method.
@@ -95,8 +106,17 @@ pub(super) fn model_unavailable(u: crate::cache::Unavailable) -> ApiError {
     )
 }
 
+/// 401 without one of the deployment's API keys.
+pub(super) fn unauthorized(why: &'static str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        why,
+        json!({"expected": "Authorization: Bearer KEY, with a key this deployment was given"}),
+    )
+}
+
 pub(super) fn unprocessable(error: &'static str, detail: Value) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, error, detail)
+    ApiError::unprocessable(error, detail)
 }
 
 pub(super) fn too_large() -> ApiError {

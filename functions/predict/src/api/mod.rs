@@ -9,14 +9,18 @@
 //! * [`answer`]: answers built from a model (the in-process query path);
 //! * [`error`]: [`ApiError`], every failure as a JSON response;
 //! * [`explore`]: the index, the OpenAPI document and the explorer page;
-//! * [`shard`]: `POST /shard/search`, the call a scatter-gather coordinator makes.
+//! * [`shard`]: `POST /shard/search`, the call a scatter-gather coordinator makes;
+//! * [`settings`]: what a deployment allows: disclosure, API keys, shard mode;
+//! * [`throttle`]: a token bucket per caller.
 
 mod answer;
 mod error;
 mod explore;
 mod request;
 mod routes;
+mod settings;
 mod shard;
+mod throttle;
 
 pub use answer::{
     Assessment, BECAUSE_MAX, BatchItem, BatchResponse, PredictResponse, ProfileResponse, Reason,
@@ -27,11 +31,12 @@ pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use explore::{EXPLORE_HTML, OPENAPI};
 pub use request::{
     DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
-    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_BYTES, PredictRequest, ProfileRequest, Query, Subject,
-    parse_request,
+    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_BYTES, MAX_WORK, PredictRequest, ProfileRequest, Query,
+    Subject, parse_request,
 };
-pub use routes::{BasePath, router};
-pub(crate) use routes::{method_not_allowed, not_found, strip_stage};
+pub use routes::{BasePath, catch_panics, router, router_with};
+pub(crate) use routes::{guard, method_not_allowed, not_found, read_body, strip_stage};
+pub use settings::{ApiKeys, CallerRate, Disclosure, Settings};
 pub use shard::{
     ShardAnswer, ShardFoldAnswer, ShardOwnerAnswer, ShardQuery, ShardSearch, answer_shard_search,
 };

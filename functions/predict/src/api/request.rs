@@ -87,6 +87,11 @@ pub const MAX_BATCH: usize = 100;
 pub const MAX_BATCH_NEIGHBOURS: usize = 1000;
 /// Most handles in `exclude`.
 pub const MAX_EXCLUDE: usize = 1000;
+/// The work budget of one request: the subjects (handles, or 1 for a profile) times the
+/// neighbours searched for each (`k` plus the excluded handles, which the search must
+/// look past). A search wider than the model's index width is an exact scan of every
+/// user, so this also bounds the exact scans one request can cause.
+pub const MAX_WORK: usize = 2000;
 /// Most entries (tags, interests and assessments together) in a profile.
 pub const MAX_PROFILE_ENTRIES: usize = 1000;
 /// Longest tag name accepted in a profile, in bytes.
@@ -190,11 +195,36 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError
             ));
         }
     };
+    let filters = validate_filters(req.exclude, req.min_similarity)?;
+    let subjects = match &subject {
+        Subject::Handles(hs) => hs.len(),
+        Subject::Handle(_) | Subject::Profile(_) => 1,
+    };
+    check_work(subjects, k, filters.exclude.len())?;
     Ok(Query {
         subject,
         k,
-        filters: validate_filters(req.exclude, req.min_similarity)?,
+        filters,
     })
+}
+
+/// Refuses (422) a request whose work, `subjects x (k + excluded)`, is over [`MAX_WORK`].
+pub(super) fn check_work(subjects: usize, k: u32, excluded: usize) -> Result<(), ApiError> {
+    let work = subjects * (k as usize + excluded);
+    if work > MAX_WORK {
+        return Err(unprocessable(
+            "request over the work budget",
+            json!({
+                "subjects": subjects,
+                "k": k,
+                "exclude": excluded,
+                "work": work,
+                "max_work": MAX_WORK,
+                "why": "each subject searches k + exclude neighbours; ask for fewer subjects, a smaller k or a shorter exclude",
+            }),
+        ));
+    }
+    Ok(())
 }
 
 /// `k` of a request: 1 to [`MAX_K`], [`DEFAULT_K`] when absent; else 422.

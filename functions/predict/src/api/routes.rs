@@ -3,51 +3,122 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::uri::PathAndQuery;
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use kindred_core::store::ObjectStore;
 use lambda_http::request::RequestContext;
 use serde_json::json;
 
 use super::answer::respond;
-use super::error::{ApiError, model_unavailable, too_large};
+use super::error::{ApiError, model_unavailable, too_large, unauthorized};
 use super::explore::{explore, index, openapi};
 use super::request::parse_request;
+use super::settings::{ApiKeys, Settings};
 use super::shard::shard_search;
+use super::throttle::{self, CallerRate, Throttle};
 use crate::cache::ModelCache;
 
 /// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
 const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
 
+/// Builds the router shared by the Lambda and the local server, with the default
+/// [`Settings`] (no key needed, reasons disclosed, no `/shard/search`).
+pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
+    router_with(cache, Settings::default())
+}
+
 /// Builds the router shared by the Lambda and the local server.
+///
+/// With keys in `settings`, `/predict` and `/shard/search` answer 401 unless the request
+/// carries `Authorization: Bearer KEY` with one of them; `/health` and the documentation
+/// routes stay open. `/shard/search` exists only in shard mode.
 ///
 /// Requests from an API Gateway stage other than `$default` arrive with the stage in
 /// front of the path (`/testStage/predict`, as `lambda_http` builds it for REST APIs and
 /// as HTTP APIs send it); the stage is taken off before routing, so the same routes
 /// answer under any stage, with or without `AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH`.
-pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
-    let routes = Router::new()
-        .route("/predict", post(predict::<S>).fallback(method_not_allowed))
-        .route(
+pub fn router_with<S: ObjectStore + 'static>(
+    cache: Arc<ModelCache<S>>,
+    settings: Settings,
+) -> Router {
+    let mut protected =
+        Router::new().route("/predict", post(predict::<S>).fallback(method_not_allowed));
+    if settings.shard_mode {
+        protected = protected.route(
             "/shard/search",
             post(shard_search::<S>).fallback(method_not_allowed),
-        )
+        );
+    }
+    let routes = guard(protected, settings.keys.clone(), settings.caller_rate)
         .route("/health", get(health::<S>).fallback(method_not_allowed))
         .route("/openapi.json", get(openapi).fallback(method_not_allowed))
         .route("/explore", get(explore).fallback(method_not_allowed))
         .route("/", get(index).fallback(method_not_allowed))
         .fallback(not_found)
+        .layer(Extension(Arc::new(settings)))
         .with_state(cache);
     // Layers on a router run after routing, so the stage is stripped in an outer router
     // whose only route is the inner one.
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::map_request(strip_stage))
+    catch_panics(
+        Router::new()
+            .fallback_service(routes)
+            .layer(axum::middleware::map_request(strip_stage)),
+    )
+}
+
+/// `router` with a panic in any of its handlers answered as a 500 JSON error (and logged)
+/// instead of a dropped connection (local server) or API Gateway's 502 (Lambda).
+pub fn catch_panics(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(catch_panic))
+}
+
+async fn catch_panic(req: Request, next: axum::middleware::Next) -> Response {
+    let inner = std::pin::pin!(next.run(req));
+    match (CatchUnwind { inner }).await {
+        Ok(resp) => resp,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = message, "a handler panicked");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+                json!("the request could not be answered; it has been logged"),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// A future that returns a panic of `inner` as an `Err` instead of unwinding further.
+struct CatchUnwind<F> {
+    inner: F,
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(out)) => std::task::Poll::Ready(Ok(out)),
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
+        }
+    }
 }
 
 /// The path prefix a request arrived under (the API Gateway stage, e.g. `/testStage`),
@@ -97,10 +168,63 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// `router`'s routes (those added so far) answer 401 without one of `keys` (no keys: no
+/// check), then 429 once a caller has asked faster than `rate` (none: no limit).
+pub(crate) fn guard<S: Clone + Send + Sync + 'static>(
+    mut router: Router<S>,
+    keys: ApiKeys,
+    rate: Option<CallerRate>,
+) -> Router<S> {
+    // The layer added last runs first: keys are checked before a caller's bucket is used.
+    if let Some(rate) = rate {
+        router = router.route_layer(axum::middleware::from_fn_with_state(
+            Throttle::new(rate),
+            throttle::limit,
+        ));
+    }
+    if !keys.is_empty() {
+        router = router.route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(keys),
+            require_key,
+        ));
+    }
+    router
+}
+
+/// Lets a request through only with `Authorization: Bearer KEY` naming one of `keys`.
+async fn require_key(
+    State(keys): State<Arc<ApiKeys>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .map(<[u8]>::trim_ascii);
+    match presented {
+        Some(key) if keys.accepts(key) => next.run(req).await,
+        Some(_) => unauthorized("unknown API key").into_response(),
+        None => unauthorized("missing API key").into_response(),
+    }
+}
+
 async fn predict<S: ObjectStore + 'static>(
     State(cache): State<Arc<ModelCache<S>>>,
+    Extension(settings): Extension<Arc<Settings>>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let (parts, bytes) = read_body(req).await?;
+    let query = parse_request(&parts.headers, &bytes)?;
+    let model = cache.get().await.map_err(model_unavailable)?;
+    respond(&model, &query, settings.disclosure)
+}
+
+/// The request's head and body, or 413 (as JSON, like every error) for a body over
+/// [`DRAIN_LIMIT_BYTES`]. Routes check their own, smaller, limits on what this returns.
+pub(crate) async fn read_body(
+    req: Request,
+) -> Result<(axum::http::request::Parts, Bytes), ApiError> {
     let (parts, body) = req.into_parts();
     let declared = parts
         .headers
@@ -115,9 +239,7 @@ async fn predict<S: ObjectStore + 'static>(
     let bytes: Bytes = axum::body::to_bytes(Body::new(body), DRAIN_LIMIT_BYTES)
         .await
         .map_err(|_| too_large())?;
-    let query = parse_request(&parts.headers, &bytes)?;
-    let model = cache.get().await.map_err(model_unavailable)?;
-    respond(&model, &query)
+    Ok((parts, bytes))
 }
 
 async fn health<S: ObjectStore + 'static>(

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,8 +20,11 @@ use super::answer::{
 };
 use super::error::{ApiError, model_unavailable, too_large, unprocessable};
 use super::request::{
-    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, validate_filters, validate_k, validate_profile,
+    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, check_work, validate_filters, validate_k,
+    validate_profile,
 };
+use super::routes::read_body;
+use super::settings::{Disclosure, Settings};
 use crate::cache::ModelCache;
 
 /// Body of `POST /shard/search`, the call a scatter-gather coordinator makes to a
@@ -60,12 +63,18 @@ pub struct ShardSearch {
     /// Smallest similarity returned.
     #[serde(default)]
     pub min_similarity: Option<f64>,
+    /// How much the coordinator's answers may reveal; the shard answers with the lesser
+    /// of this and its own setting (default: its own).
+    #[serde(default)]
+    pub disclosure: Option<Disclosure>,
 }
 
 pub(super) async fn shard_search<S: ObjectStore + 'static>(
     State(cache): State<Arc<ModelCache<S>>>,
-    body: Bytes,
+    Extension(settings): Extension<Arc<Settings>>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
+    let (_, body) = read_body(req).await?;
     if body.len() > MAX_BODY_BYTES {
         return Err(too_large());
     }
@@ -77,7 +86,7 @@ pub(super) async fn shard_search<S: ObjectStore + 'static>(
         )
     })?;
     let model = cache.get().await.map_err(model_unavailable)?;
-    answer_shard_search(&model, req)
+    answer_shard_search(&model, req, settings.disclosure)
 }
 
 /// A round-1 answer of `POST /shard/search`: the user's answer from the shards held, the
@@ -142,10 +151,17 @@ pub struct ShardAnswer<'a> {
     pub similar_users: Vec<SimilarUser<'a>>,
 }
 
-/// Answers a [`ShardSearch`] from the shards `model` holds.
-pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, ApiError> {
+/// Answers a [`ShardSearch`] from the shards `model` holds, revealing at most `disclosure`
+/// (less if the coordinator asks for less).
+pub fn answer_shard_search(
+    model: &Model,
+    req: ShardSearch,
+    disclosure: Disclosure,
+) -> Result<Response, ApiError> {
+    let disclosure = req.disclosure.map_or(disclosure, |d| d.min(disclosure));
     let k = validate_k(req.k)?;
     let mut filters = validate_filters(req.exclude, req.min_similarity)?;
+    check_work(1, k, filters.exclude.len())?;
     let served = model.shards_held();
     match (req.user_handle, req.vector, req.profile) {
         (None, None, Some(p)) => {
@@ -189,7 +205,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
             .into_response())
         }
         (Some(h), None, None) => {
-            let answer = answer_handle(model, h.0, k, &filters)?;
+            let answer = answer_handle(model, h.0, k, &filters, disclosure)?;
             let row = model.row_of(h.0).expect("answered users are held");
             let query = ShardQuery {
                 vector: model.embedding(row).0.iter().map(|x| x.to_bits()).collect(),
@@ -229,7 +245,7 @@ pub fn answer_shard_search(model: &Model, req: ShardSearch) -> Result<Response, 
                 model_version: &model.manifest.version,
                 shards: served,
                 shard_count: model.manifest.shard_count(),
-                similar_users: similar_users(model, found, &features),
+                similar_users: similar_users(model, found, &features, disclosure),
             })
             .into_response())
         }

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::Missing;
-use crate::api::Query;
+use crate::api::{Disclosure, Query};
 
 /// Which shards the endpoints that answered hold, against the model's shard count: a
 /// shard no endpoint serves (a new shard after the batch split the users further, or a
@@ -66,11 +66,11 @@ pub(super) fn bits_to_f32(v: &Value) -> Vec<f32> {
         .unwrap_or_default()
 }
 
-/// The request's filters as JSON fields.
-pub(super) fn filters_json(q: &Query) -> Value {
+/// The request's filters, and what the shards may reveal, as JSON fields.
+pub(super) fn filters_json(q: &Query, disclosure: Disclosure) -> Value {
     let mut exclude: Vec<u64> = q.filters.exclude.iter().copied().collect();
     exclude.sort_unstable();
-    let mut v = json!({"exclude": exclude});
+    let mut v = json!({"exclude": exclude, "disclosure": disclosure});
     if let Some(m) = q.filters.min_similarity {
         v["min_similarity"] = json!(m);
     }

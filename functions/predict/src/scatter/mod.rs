@@ -40,7 +40,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, Full, Limited};
@@ -53,7 +53,7 @@ use tracing::warn;
 use kindred_core::embedding::Embedding;
 use kindred_core::projection::smooth_towards;
 
-use crate::api::{self, ApiError, Query, Subject};
+use crate::api::{self, ApiError, ApiKeys, CallerRate, Disclosure, Query, Subject};
 
 pub use endpoints::{EndpointSpec, parse_endpoints};
 use invoke::{invoke, lambda_client};
@@ -71,7 +71,15 @@ pub struct Gather {
     targets: Vec<Target>,
     timeout: Duration,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// What answers may reveal; shards are asked for no more.
+    disclosure: Disclosure,
+    /// The key sent to HTTP shard endpoints (`Authorization: Bearer`).
+    shard_key: Option<String>,
 }
+
+/// Most shard calls one request may cause (each handle of a batch costs two rounds to
+/// every endpoint); a batch over it gets a 422 that says how many handles fit.
+pub const MAX_FAN_OUT: usize = 256;
 
 /// How one endpoint is reached.
 enum Target {
@@ -97,8 +105,7 @@ impl Gather {
     /// Endpoints as [`parse_endpoints`] reads them. Lambda endpoints share one AWS
     /// configuration (region, credentials), loaded here once.
     pub async fn new(specs: Vec<String>, timeout: Duration) -> Result<Gather, String> {
-        let parsed = parse_endpoints(&specs)?;
-        let needs_aws = parsed
+        let needs_aws = parse_endpoints(&specs)?
             .iter()
             .any(|(_, p)| matches!(p, EndpointSpec::Lambda { .. }));
         let aws = if needs_aws {
@@ -106,6 +113,24 @@ impl Gather {
         } else {
             None
         };
+        Self::with_aws_config(specs, timeout, aws)
+    }
+
+    /// [`Gather::new`] with the AWS configuration for Lambda endpoints given, instead of
+    /// loaded from the environment (required when there are Lambda endpoints).
+    pub fn with_aws_config(
+        specs: Vec<String>,
+        timeout: Duration,
+        aws: Option<aws_config::SdkConfig>,
+    ) -> Result<Gather, String> {
+        let parsed = parse_endpoints(&specs)?;
+        if aws.is_none()
+            && parsed
+                .iter()
+                .any(|(_, p)| matches!(p, EndpointSpec::Lambda { .. }))
+        {
+            return Err("Lambda endpoints need an AWS configuration".to_owned());
+        }
         // One client per Invoke endpoint (the default one, or each local emulator).
         let mut clients: Vec<(Option<String>, aws_sdk_lambda::Client)> = Vec::new();
         let mut endpoints = Vec::with_capacity(parsed.len());
@@ -130,7 +155,7 @@ impl Gather {
                     };
                     Target::Lambda { function, client }
                 }
-                (EndpointSpec::Lambda { .. }, None) => unreachable!("AWS configuration loaded"),
+                (EndpointSpec::Lambda { .. }, None) => unreachable!("checked above"),
             };
             endpoints.push(name);
             targets.push(target);
@@ -143,7 +168,21 @@ impl Gather {
             targets,
             timeout,
             client: Client::builder(TokioExecutor::new()).build(connector),
+            disclosure: Disclosure::default(),
+            shard_key: None,
         })
+    }
+
+    /// Answers reveal at most `disclosure` (shards are asked for no more).
+    pub fn with_disclosure(mut self, disclosure: Disclosure) -> Gather {
+        self.disclosure = disclosure;
+        self
+    }
+
+    /// Sends `key` as `Authorization: Bearer` to HTTP shard endpoints that require one.
+    pub fn with_shard_key(mut self, key: Option<String>) -> Gather {
+        self.shard_key = key;
+        self
     }
 
     /// The endpoints, as given.
@@ -188,10 +227,12 @@ impl Gather {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Value), String> {
-        let req = axum::http::Request::post(format!("{base}{path}"))
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
+        let mut req = axum::http::Request::post(format!("{base}{path}"))
+            .header("content-type", "application/json");
+        if let Some(key) = &self.shard_key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let resp = self
             .client
             .request(req)
@@ -240,7 +281,7 @@ impl Gather {
 
     /// The merged answer for one handle.
     pub async fn answer_handle(&self, handle: u64, q: &Query) -> Result<Value, ApiError> {
-        let filters = filters_json(q);
+        let filters = filters_json(q, self.disclosure);
         let mut first = json!({"user_handle": handle, "k": q.k});
         merge_into(&mut first, &filters);
         let round1 = self.fan_out(&self.endpoints, "/shard/search", &first).await;
@@ -398,7 +439,7 @@ impl Gather {
             "model_version": version,
             "k": q.k,
         });
-        merge_into(&mut second, &filters_json(q));
+        merge_into(&mut second, &filters_json(q, self.disclosure));
         let answered: Vec<String> = folds.iter().map(|(e, _)| e.clone()).collect();
         let mut lists = Vec::new();
         self.search_round(
@@ -452,14 +493,26 @@ async fn futures_join_all<F: std::future::Future>(
 /// The router of a scatter-gather coordinator: `POST /predict` and `GET /health`.
 /// Like [`api::router`], a named API Gateway stage is taken off the path first.
 pub fn router(gather: Arc<Gather>) -> Router {
-    let routes = Router::new()
-        .route("/predict", post(predict).fallback(api::method_not_allowed))
+    router_with(gather, ApiKeys::default(), None)
+}
+
+/// [`router`] whose `/predict` answers 401 without one of `keys` (none: open) and 429 to
+/// a caller asking faster than `rate` (none: no limit).
+pub fn router_with(gather: Arc<Gather>, keys: ApiKeys, rate: Option<CallerRate>) -> Router {
+    let predict_route = api::guard(
+        Router::new().route("/predict", post(predict).fallback(api::method_not_allowed)),
+        keys,
+        rate,
+    );
+    let routes = predict_route
         .route("/health", get(health).fallback(api::method_not_allowed))
         .fallback(api::not_found)
         .with_state(gather);
-    Router::new()
-        .fallback_service(routes)
-        .layer(axum::middleware::map_request(api::strip_stage))
+    api::catch_panics(
+        Router::new()
+            .fallback_service(routes)
+            .layer(axum::middleware::map_request(api::strip_stage)),
+    )
 }
 
 async fn health(State(g): State<Arc<Gather>>) -> Response {
@@ -467,11 +520,30 @@ async fn health(State(g): State<Arc<Gather>>) -> Response {
         .into_response()
 }
 
-async fn predict(State(g): State<Arc<Gather>>, headers: HeaderMap, body: Bytes) -> Response {
-    let q = match api::parse_request(&headers, &body) {
+async fn predict(State(g): State<Arc<Gather>>, req: axum::extract::Request) -> Response {
+    let (parts, body) = match api::read_body(req).await {
+        Ok(read) => read,
+        Err(e) => return e.into_response(),
+    };
+    let q = match api::parse_request(&parts.headers, &body) {
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
+    if let Subject::Handles(hs) = &q.subject {
+        let calls = hs.len() * 2 * g.endpoints.len();
+        if calls > MAX_FAN_OUT {
+            return ApiError::unprocessable(
+                "batch too large for scatter-gather",
+                json!({
+                    "handles": hs.len(),
+                    "shard_calls": calls,
+                    "max_shard_calls": MAX_FAN_OUT,
+                    "max_handles": MAX_FAN_OUT / (2 * g.endpoints.len()).max(1),
+                }),
+            )
+            .into_response();
+        }
+    }
     let result = match &q.subject {
         Subject::Handle(h) => g.answer_handle(*h, &q).await,
         Subject::Profile(_) => g.answer_profile(&body, &q).await,

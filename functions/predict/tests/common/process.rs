@@ -19,6 +19,10 @@ pub fn function() -> Command {
         "KINDRED_REFRESH_SECONDS",
         "KINDRED_LOG_FORMAT",
         "KINDRED_LOG",
+        "KINDRED_DISCLOSE",
+        "KINDRED_API_KEYS",
+        "KINDRED_SHARD_KEY",
+        "KINDRED_SHARDS",
     ] {
         cmd.env_remove(var);
     }
