@@ -311,6 +311,10 @@ async fn publishes_to_s3_and_reads_back() {
         .args(["train", "--rank", "16", "--data"])
         .arg(data.path())
         .args(["--store", &format!("s3://{bucket}/batch-it")])
+        .env("AWS_ENDPOINT_URL", &endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
         .output()
         .unwrap();
     assert!(
