@@ -284,7 +284,8 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
     }
     let precision = same as f64 / total as f64;
     eprintln!("cohort precision@10 {precision} ({same} of {total})");
-    assert!(precision > 0.5, "cohort precision@10 {precision}");
+    // (Measured at 4c04b70: 0.835, 167 of 200; chance is about 0.05.)
+    assert!(precision >= 0.75, "cohort precision@10 {precision}");
     // bad requests are 4xx JSON errors through the emulator too,
     let r = function.request("POST", "/predict", r#"{"user_handle": "one"}"#);
     assert_eq!(

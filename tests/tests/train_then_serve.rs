@@ -132,8 +132,9 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
     );
     let precision = same as f64 / total as f64;
     eprintln!("cohort precision@10 {precision} ({same} of {total})");
+    // (Measured at 4c04b70: 0.776, 163 of 210, on this smaller data set.)
     assert!(
-        precision > 0.5,
+        precision >= 0.7,
         "cohort precision@10 {precision} (chance about 0.05)"
     );
     // an unknown user is a 404,

@@ -662,7 +662,14 @@ async fn health_index_and_openapi_describe_the_service_and_health_does_not_load(
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(a.body, in_repo);
+    // (the document in the repository, less /shard/search, which only a process serving
+    // shards routes and documents),
+    let mut expected = in_repo.clone();
+    expected["paths"]
+        .as_object_mut()
+        .unwrap()
+        .remove("/shard/search");
+    assert_eq!(a.body, expected);
     assert!(a.body["openapi"].as_str().unwrap().starts_with("3."));
     let statuses = a.body["paths"]["/predict"]["post"]["responses"]
         .as_object()
@@ -902,6 +909,20 @@ async fn shard_search_is_routed_only_in_shard_mode() {
     let a = call(&router, search()).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(a.body["query"]["vector"].is_array(), "{}", a.body);
+    // The document each serves says the same.
+    let doc = call(
+        &router,
+        event(Source::HttpApi, "GET", "/openapi.json", &[], None),
+    )
+    .await;
+    assert!(doc.body["paths"]["/shard/search"].is_object());
+    let (plain, _dir) = serving().await;
+    let doc = call(
+        &plain,
+        event(Source::HttpApi, "GET", "/openapi.json", &[], None),
+    )
+    .await;
+    assert!(doc.body["paths"].get("/shard/search").is_none());
 }
 
 #[tokio::test]

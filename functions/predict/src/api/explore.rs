@@ -6,6 +6,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::routes::BasePath;
+use super::settings::Settings;
 
 /// The OpenAPI document of this API (also in the repo as `functions/predict/openapi.json`).
 pub const OPENAPI: &str = include_str!("../../openapi.json");
@@ -28,8 +29,28 @@ pub(super) async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoR
     }))
 }
 
-pub(super) async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+/// The OpenAPI document as this process serves it: without `/shard/search` unless it is
+/// in shard mode (the route exists only there).
+pub(super) async fn openapi(
+    axum::Extension(settings): axum::Extension<std::sync::Arc<Settings>>,
+) -> impl IntoResponse {
+    static WITHOUT_SHARD_ROUTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let document: &str = if settings.shard_mode {
+        OPENAPI
+    } else {
+        WITHOUT_SHARD_ROUTE.get_or_init(|| {
+            let mut doc: serde_json::Value =
+                serde_json::from_str(OPENAPI).expect("openapi.json is JSON (tested)");
+            if let Some(paths) = doc["paths"].as_object_mut() {
+                paths.remove("/shard/search");
+            }
+            doc.to_string()
+        })
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document.to_owned(),
+    )
 }
 
 /// The explorer page: nothing but this page and its own inline style and script may load.

@@ -31,7 +31,7 @@ pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use explore::{EXPLORE_HTML, OPENAPI};
 pub use request::{
     DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
-    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_BYTES, MAX_WORK, PredictRequest, ProfileRequest, Query,
+    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_CHARS, MAX_WORK, PredictRequest, ProfileRequest, Query,
     Subject, parse_request,
 };
 pub use routes::{BasePath, catch_panics, router, router_with};

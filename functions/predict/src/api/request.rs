@@ -24,19 +24,57 @@ impl<'de> Deserialize<'de> for Handle {
         #[serde(untagged)]
         enum Raw {
             Int(u64),
+            // An integral number written with a fraction or exponent (`7.0`, `1e3`), which
+            // JSON Schema counts as an integer.
+            Float(f64),
             Text(String),
         }
         match Raw::deserialize(d) {
             Ok(Raw::Int(n)) => Ok(Handle(n)),
+            Ok(Raw::Float(x))
+                if x >= 0.0 && x.fract() == 0.0 && x < 18_446_744_073_709_551_616.0 =>
+            {
+                Ok(Handle(x as u64))
+            }
             Ok(Raw::Text(s)) => s.trim().parse().map(Handle).map_err(|_| {
                 serde::de::Error::custom(
                     "user_handle must be a non-negative integer or a string of digits",
                 )
             }),
-            Err(_) => Err(serde::de::Error::custom(
+            Ok(Raw::Float(_)) | Err(_) => Err(serde::de::Error::custom(
                 "user_handle must be a non-negative integer or a string of digits",
             )),
         }
+    }
+}
+
+/// A field that may be left out but, when given, is not `null` (which would otherwise
+/// read as absent, so that `{"user_handle": 1, "profile": null}` named two subjects).
+pub(super) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// An optional integer that may be written with a fraction or exponent (`10.0`), which
+/// JSON Schema counts as an integer; `null` reads as absent.
+pub(super) fn integer<'de, D>(d: D) -> Result<Option<i64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Int(i64),
+        Float(f64),
+    }
+    match Option::<Raw>::deserialize(d)? {
+        None => Ok(None),
+        Some(Raw::Int(n)) => Ok(Some(n)),
+        Some(Raw::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e18 => Ok(Some(x as i64)),
+        Some(Raw::Float(_)) => Err(serde::de::Error::custom("k must be an integer")),
     }
 }
 
@@ -45,16 +83,16 @@ impl<'de> Deserialize<'de> for Handle {
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
     /// The user to find similar customers for.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub user_handle: Option<Handle>,
     /// Several users, answered one by one (at most [`MAX_BATCH`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub user_handles: Option<Vec<Handle>>,
     /// A cold-start profile instead of a known user.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub profile: Option<ProfileRequest>,
     /// How many similar users to return (1 to 100, default 10).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer")]
     pub k: Option<i64>,
     /// Handles never to return (at most [`MAX_EXCLUDE`]).
     #[serde(default)]
@@ -94,8 +132,8 @@ pub const MAX_EXCLUDE: usize = 1000;
 pub const MAX_WORK: usize = 2000;
 /// Most entries (tags, interests and assessments together) in a profile.
 pub const MAX_PROFILE_ENTRIES: usize = 1000;
-/// Longest tag name accepted in a profile, in bytes.
-pub const MAX_TAG_BYTES: usize = 200;
+/// Longest tag name accepted in a profile, in characters.
+pub const MAX_TAG_CHARS: usize = 200;
 
 /// What a request asks about.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,10 +326,10 @@ pub(super) fn validate_profile(p: ProfileRequest) -> Result<Profile, ApiError> {
         .chain(&p.interests)
         .chain(p.assessments.keys());
     for name in names {
-        if name.trim().is_empty() || name.len() > MAX_TAG_BYTES {
+        if name.trim().is_empty() || name.chars().count() > MAX_TAG_CHARS {
             return Err(unprocessable(
                 "invalid tag name",
-                json!({"tag": name.chars().take(40).collect::<String>(), "max_bytes": MAX_TAG_BYTES}),
+                json!({"tag": name.chars().take(40).collect::<String>(), "max_characters": MAX_TAG_CHARS}),
             ));
         }
     }

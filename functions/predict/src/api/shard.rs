@@ -20,8 +20,8 @@ use super::answer::{
 };
 use super::error::{ApiError, model_unavailable, too_large, unprocessable};
 use super::request::{
-    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, check_work, validate_filters, validate_k,
-    validate_profile,
+    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, check_work, integer, present,
+    validate_filters, validate_k, validate_profile,
 };
 use super::routes::read_body;
 use super::settings::{Disclosure, Settings};
@@ -35,15 +35,15 @@ use crate::cache::ModelCache;
 #[serde(deny_unknown_fields)]
 pub struct ShardSearch {
     /// Round 1: the user to look up.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub user_handle: Option<Handle>,
     /// Profile round 1: a cold-start profile to fold; the answer carries the folded
     /// embedding and the shards' nearest users for its smoothing.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub profile: Option<ProfileRequest>,
     /// Round 2: the query user's embedding, as the bit patterns of its `f32` components
     /// (exact: a decimal round trip can move the last bit and reorder near ties).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub vector: Option<Vec<u32>>,
     /// Round 2: the query user's strongest features (for `because`).
     #[serde(default)]
@@ -55,7 +55,7 @@ pub struct ShardSearch {
     #[serde(default)]
     pub exclude_handle: Option<u64>,
     /// Neighbours wanted (1 to 100, default 10).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "integer")]
     pub k: Option<i64>,
     /// Handles never to return.
     #[serde(default)]

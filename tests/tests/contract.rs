@@ -1,0 +1,54 @@
+//! The API against its own contract: schemathesis, driven by the OpenAPI document the
+//! live server serves, sends generated valid and invalid requests to every operation and
+//! runs all its checks (server errors, undocumented statuses or content types, responses
+//! that break their schema, invalid data accepted, valid data refused, method handling).
+
+use std::process::Command;
+
+use kindred_e2e::{repo_root, run_ok, serve_predict};
+
+#[test]
+#[ignore = "needs schemathesis (./dev test installs it)"]
+fn schemathesis_with_all_checks_finds_nothing_against_the_live_server() {
+    // Given a generated data set trained into a folder and served on loopback,
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = dir.path().join("store");
+    let (data_s, store_s) = (data.to_str().unwrap(), store.to_str().unwrap());
+    run_ok(
+        "kindred-datagen",
+        &["--out", data_s, "--users", "2000", "--seed", "5"],
+    );
+    run_ok(
+        "kindred-batch",
+        &[
+            "train",
+            "--data",
+            data_s,
+            "--store",
+            store_s,
+            "--evaluate",
+            "never",
+        ],
+    );
+    let (_server, addr) = serve_predict(&["--store", store_s]);
+    // when schemathesis runs every check on every operation of /openapi.json (seeded,
+    // one worker, so that a run repeats),
+    let program =
+        std::env::var("KINDRED_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+    let out = Command::new(&program)
+        .args(["run", &format!("http://{addr}/openapi.json")])
+        .args(["--checks", "all", "--max-examples", "100", "--seed", "1"])
+        .args(["--workers", "1", "--no-color"])
+        .current_dir(repo_root().join("tests/schemathesis"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (./dev test installs it)"));
+    // then it finds nothing.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("No issues found"), "{stdout}");
+}
