@@ -402,7 +402,11 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         Some(Store::open(&args.store).await?)
     };
 
-    let version = registry::new_version_name();
+    // Named after the current version even when its publisher's clock ran ahead.
+    let version = match &store {
+        Some(store) => registry::next_version_name(store).await?,
+        None => registry::new_version_name(),
+    };
     let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
     if let Some(path) = &args.summary_json {
         std::fs::write(path, serde_json::to_vec_pretty(&trained.summary)?)?;

@@ -189,7 +189,7 @@ pub async fn prepare<S: ObjectStore>(
 ) -> Result<Plan, PipelineError> {
     check_run(run)?;
     let created_at = registry::now_rfc3339();
-    let version = registry::new_version_name();
+    let version = registry::next_version_name(store).await?;
     let job_cfg = cfg.clone();
     let (embedded, tags, mut summary, inputs) =
         tokio::task::spawn_blocking(move || -> Result<_, TrainError> {

@@ -54,19 +54,71 @@ pub fn new_version_name() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let (date, time) = civil(now.as_secs());
-    let millis = now.subsec_millis();
+    version_name_at(now.as_millis() as u64)
+}
+
+/// The version name for the instant `millis` after the Unix epoch, with fresh noise.
+fn version_name_at(millis: u64) -> String {
+    let (date, time) = civil(millis / 1000);
     let noise = {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(now.as_nanos());
+        h.write_u64(millis);
         h.write_u32(std::process::id());
         h.finish() as u32
     };
     format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}{millis:03}Z-{noise:08x}",
-        date.0, date.1, date.2, time.0, time.1, time.2
+        "{:04}{:02}{:02}T{:02}{:02}{:02}{:03}Z-{noise:08x}",
+        date.0,
+        date.1,
+        date.2,
+        time.0,
+        time.1,
+        time.2,
+        millis % 1000
     )
+}
+
+/// The instant a version name was made, in milliseconds after the Unix epoch.
+fn version_millis(name: &str) -> Option<u64> {
+    let stamp = name.get(..19)?;
+    let num = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<u64>().ok();
+    if stamp.as_bytes().get(8) != Some(&b'T') || stamp.as_bytes().get(18) != Some(&b'Z') {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)? as i64, num(4..6)?, num(6..8)?);
+    let (h, mi, se, ms) = (num(9..11)?, num(11..13)?, num(13..15)?, num(15..18)?);
+    // Days from the civil date (the inverse of `civil`).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (mo as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    Some(((days * 86_400 + h * 3600 + mi * 60 + se) * 1000) + ms)
+}
+
+/// A name for a version about to be trained for `store`: the clock's, or, when the
+/// current version's name sorts at or after it (its publisher's clock ran ahead of this
+/// one), one millisecond after the current version's. A run started after a version was
+/// published so always sorts after it, whatever the two clocks say; only runs in flight
+/// together are ordered by their clocks.
+pub async fn next_version_name<S: ObjectStore>(store: &S) -> Result<String> {
+    let name = new_version_name();
+    let Some((current, _)) = read_pointer(store).await? else {
+        return Ok(name);
+    };
+    if name > current.version {
+        return Ok(name);
+    }
+    let millis = version_millis(&current.version).ok_or_else(|| {
+        Error::Inconsistent(format!(
+            "the current version {:?} is not named <UTC time>-<hex>",
+            current.version
+        ))
+    })?;
+    Ok(version_name_at(millis + 1))
 }
 
 /// Current time as RFC 3339 UTC (`2026-11-28T18:04:32Z`).
@@ -471,6 +523,48 @@ mod tests {
         assert_eq!(civil(1_795_889_072), ((2026, 11, 28), (18, 4, 32)));
         // A leap day.
         assert_eq!(civil(951_782_400), ((2000, 2, 29), (0, 0, 0)));
+    }
+
+    #[test]
+    fn a_version_name_gives_back_its_instant() {
+        for millis in [0, 1_795_889_072_123, 951_782_400_999, 4_102_444_799_999] {
+            let name = version_name_at(millis);
+            assert_eq!(version_millis(&name), Some(millis), "{name}");
+        }
+        assert_eq!(version_millis("not a version"), None);
+    }
+
+    #[tokio::test]
+    async fn a_run_after_a_version_from_a_clock_ahead_still_sorts_after_it() {
+        use crate::store::{LocalStore, Precondition};
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        // Given nothing published, the clock's name;
+        let first = next_version_name(&store).await.unwrap();
+        let clock = version_millis(&new_version_name()).unwrap();
+        assert!(
+            clock.abs_diff(version_millis(&first).unwrap()) < 60_000,
+            "{first}"
+        );
+        // given a current version named by a clock a year ahead,
+        let ahead = version_name_at(version_millis(&first).unwrap() + 365 * 86_400_000);
+        let pointer = serde_json::to_vec(&Pointer {
+            version: ahead.clone(),
+            manifest_sha256: "0".repeat(64),
+            updated_at: now_rfc3339(),
+        })
+        .unwrap();
+        store
+            .put(POINTER, pointer, Precondition::None)
+            .await
+            .unwrap();
+        // the next run's name sorts after it, one millisecond later.
+        let next = next_version_name(&store).await.unwrap();
+        assert!(next > ahead, "{next} !> {ahead}");
+        assert_eq!(
+            version_millis(&next),
+            Some(version_millis(&ahead).unwrap() + 1)
+        );
     }
 
     #[test]
