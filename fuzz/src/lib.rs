@@ -38,7 +38,8 @@ struct Serving {
     _store: tempfile::TempDir,
 }
 
-/// A 300-user model trained once, published to a temporary folder and loaded.
+/// A 300-user model trained once, published to a temporary folder and loaded to answer
+/// from its HNSW index.
 fn serving() -> &'static Serving {
     static SERVING: OnceLock<Serving> = OnceLock::new();
     SERVING.get_or_init(|| {
@@ -65,11 +66,18 @@ fn serving() -> &'static Serving {
             kindred_core::registry::publish(&local, trained.manifest, trained.artifacts)
                 .await
                 .expect("publish");
-            let cache = kindred_predict::cache::ModelCache::new(
+            // Index only: at 300 users the model would answer by an exact scan, and the
+            // HNSW path is the one a crafted request could break.
+            let options = kindred_core::registry::LoadOptions {
+                index_only: true,
+                ..Default::default()
+            };
+            let cache = kindred_predict::cache::ModelCache::with_options(
                 local,
                 std::time::Duration::from_secs(1 << 30),
+                options,
             );
-            let router = kindred_predict::api::router(cache);
+            let router = kindred_predict::api::router(cache.clone());
             // Load the model now, so every input meets a serving function.
             let warm = Request::post("/predict")
                 .header("content-type", "application/json")
@@ -79,6 +87,11 @@ fn serving() -> &'static Serving {
             assert!(
                 resp.status().as_u16() < 500,
                 "the fuzzing model does not load"
+            );
+            let model = cache.peek().expect("loaded");
+            assert!(
+                !model.shards.is_exact(),
+                "the fuzzing model answers by a scan"
             );
             router
         });

@@ -361,7 +361,7 @@ pub async fn load_version_within<S: ObjectStore>(
 ) -> Result<Model> {
     let options = LoadOptions {
         max_model_bytes,
-        shards: None,
+        ..LoadOptions::default()
     };
     load_version_with(store, version, manifest_sha256, &options).await
 }
@@ -379,6 +379,10 @@ pub struct LoadOptions {
     /// ([`Error::UnknownShard`]; an unsharded version is shard 0), a group takes its share
     /// of whatever count the version has.
     pub shards: Option<Selection>,
+    /// Search the HNSW index whatever the model's size, never an exact scan (the exact
+    /// scan is the default up to [`crate::model::EXACT_SCAN_MAX_USERS`] users): for
+    /// tests and fuzzing of the index path on small models.
+    pub index_only: bool,
 }
 
 /// Loads and verifies the shards of one version that `options` selects.
@@ -437,7 +441,11 @@ pub async fn load_version_with<S: ObjectStore>(
             });
         }
     }
-    fetch_model(store, manifest, selection).await
+    let mut model = fetch_model(store, manifest, selection).await?;
+    if options.index_only {
+        model.shards.index_only();
+    }
+    Ok(model)
 }
 
 /// Fetches, verifies and decodes the shards of `manifest` in `selection` (all when

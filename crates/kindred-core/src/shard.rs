@@ -236,6 +236,13 @@ impl Shards {
         self.dims
     }
 
+    /// Drops the flat embeddings, so that queries search the HNSW indexes at any size.
+    pub fn index_only(&mut self) {
+        for s in &mut self.shards {
+            s.flat = None;
+        }
+    }
+
     /// True when queries scan embeddings exactly instead of searching the indexes.
     pub fn is_exact(&self) -> bool {
         self.shards.iter().all(|s| s.flat.is_some())

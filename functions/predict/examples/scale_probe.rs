@@ -54,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         let options = LoadOptions {
             max_model_bytes: None,
             shards: shards.map(Into::into),
+            index_only: false,
         };
         let started = Instant::now();
         let model = rt.block_on(registry::load_version_with(
