@@ -31,24 +31,30 @@ fn schemathesis_with_all_checks_finds_nothing_against_the_live_server() {
             "never",
         ],
     );
-    let (_server, addr) = serve_predict(&["--store", store_s]);
-    // when schemathesis runs every check on every operation of /openapi.json (seeded,
-    // one worker, so that a run repeats),
-    let program =
-        std::env::var("KINDRED_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
-    let out = Command::new(&program)
-        .args(["run", &format!("http://{addr}/openapi.json")])
-        .args(["--checks", "all", "--max-examples", "100", "--seed", "1"])
-        .args(["--workers", "1", "--no-color"])
-        .current_dir(repo_root().join("tests/schemathesis"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (./dev test installs it)"));
-    // then it finds nothing.
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("No issues found"), "{stdout}");
+    // once as a plain server and once serving shards (which adds /shard/search),
+    for mode in [
+        &["--store", store_s][..],
+        &["--store", store_s, "--shards", "0-0"],
+    ] {
+        let (_server, addr) = serve_predict(mode);
+        // when schemathesis runs every check on every operation of /openapi.json
+        // (seeded, one worker, so that a run repeats),
+        let program =
+            std::env::var("KINDRED_SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
+        let out = Command::new(&program)
+            .args(["run", &format!("http://{addr}/openapi.json")])
+            .args(["--checks", "all", "--max-examples", "100", "--seed", "1"])
+            .args(["--workers", "1", "--no-color"])
+            .current_dir(repo_root().join("tests/schemathesis"))
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e} (./dev test installs it)"));
+        // then it finds nothing.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "schemathesis found problems with {mode:?}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("No issues found"), "{stdout}");
+    }
 }

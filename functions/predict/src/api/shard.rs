@@ -44,16 +44,16 @@ pub struct ShardSearch {
     /// Round 2: the query user's embedding, as the bit patterns of its `f32` components
     /// (exact: a decimal round trip can move the last bit and reorder near ties).
     #[serde(default, deserialize_with = "present")]
-    pub vector: Option<Vec<u32>>,
+    pub vector: Option<Vec<Bits>>,
     /// Round 2: the query user's strongest features (for `because`).
-    #[serde(default)]
-    pub features: Option<Vec<Feature>>,
+    #[serde(default, deserialize_with = "present")]
+    pub features: Option<Vec<WireFeature>>,
     /// Round 2: the model version the embedding comes from; another one is refused (409).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub model_version: Option<String>,
     /// Round 2: the query user, never returned.
-    #[serde(default)]
-    pub exclude_handle: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    pub exclude_handle: Option<Handle>,
     /// Neighbours wanted (1 to 100, default 10).
     #[serde(default, deserialize_with = "integer")]
     pub k: Option<i64>,
@@ -65,8 +65,45 @@ pub struct ShardSearch {
     pub min_similarity: Option<f64>,
     /// How much the coordinator's answers may reveal; the shard answers with the lesser
     /// of this and its own setting (default: its own).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     pub disclosure: Option<Disclosure>,
+}
+
+/// A 32-bit pattern or tag id: an integer from 0 to 2^32 - 1, written `7` or `7.0` (JSON
+/// Schema counts both as integers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bits(pub u32);
+
+impl<'de> Deserialize<'de> for Bits {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Float(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Bits(n)),
+            Raw::Float(x) if x >= 0.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) => {
+                Ok(Bits(x as u32))
+            }
+            Raw::Float(x) => Err(serde::de::Error::custom(format!(
+                "{x} is not an integer from 0 to 4294967295"
+            ))),
+        }
+    }
+}
+
+/// A feature as a coordinator sends it (the query user's, for `because`).
+#[derive(Debug, Deserialize)]
+pub struct WireFeature {
+    /// The block.
+    pub signal: kindred_core::users::Signal,
+    /// Tag id.
+    pub tag: Bits,
+    /// Weight in the user's unit-length row (one that is not finite as an `f32` is
+    /// dropped).
+    pub weight: f64,
 }
 
 pub(super) async fn shard_search<S: ObjectStore + 'static>(
@@ -220,7 +257,7 @@ pub fn answer_shard_search(
             .into_response())
         }
         (None, Some(bits), None) => {
-            let vector: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+            let vector: Vec<f32> = bits.into_iter().map(|b| f32::from_bits(b.0)).collect();
             if req.model_version.as_deref() != Some(model.manifest.version.as_str()) {
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -234,11 +271,20 @@ pub fn answer_shard_search(
                     json!({"expected_dimensions": model.dimensions(), "received": vector.len()}),
                 ));
             }
-            let mut features = req.features.unwrap_or_default();
+            let mut features: Vec<Feature> = req
+                .features
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| Feature {
+                    signal: f.signal,
+                    tag: f.tag.0,
+                    weight: f.weight as f32,
+                })
+                .collect();
             features.retain(|f| (f.tag as usize) < model.users.tags.len() && f.weight.is_finite());
             features.sort_by_key(|f| (f.signal, f.tag));
             features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
-            filters.exclude.extend(req.exclude_handle);
+            filters.exclude.extend(req.exclude_handle.map(|h| h.0));
             // As sent: the owner's unit embedding, bit for bit.
             let found = neighbours(model, &Embedding(vector), None, k as usize, &filters);
             Ok(axum::Json(ShardAnswer {
