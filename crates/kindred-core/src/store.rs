@@ -266,28 +266,7 @@ fn place(tmp: &Path, path: &Path, key: &str, bytes: &[u8], condition: &Precondit
             },
             Err(e) => Err(Error::io(path, e)),
         },
-        Precondition::IfMatch(tag) => {
-            let name = path.file_name().unwrap().to_string_lossy();
-            let lock_path = dir.join(format!(".{name}.lock"));
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| Error::io(&lock_path, e))?;
-            lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-            let holds = match std::fs::read(path) {
-                Ok(current) => crate::codec::sha256_hex(&current) == *tag,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-                Err(e) => return Err(Error::io(path, e)),
-            };
-            if holds {
-                std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
-            } else {
-                Err(Error::PreconditionFailed { key: key.into() })
-            }
-            // The lock is released when `lock` is dropped.
-        }
+        Precondition::IfMatch(tag) => replace_if_matches(tmp, path, key, tag),
     };
     // The temporary name is gone after a rename; after a link or a refusal it is removed.
     let _ = std::fs::remove_file(tmp);
@@ -295,6 +274,31 @@ fn place(tmp: &Path, path: &Path, key: &str, bytes: &[u8], condition: &Precondit
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(dir, e))
+}
+
+/// Renames `tmp` over `path` if `path`'s content has the digest `tag`, under an
+/// exclusive lock on a lock file beside it, held until the rename is done.
+fn replace_if_matches(tmp: &Path, path: &Path, key: &str, tag: &str) -> Result<()> {
+    let dir = path.parent().expect("a key has a parent folder");
+    let name = path.file_name().unwrap().to_string_lossy();
+    let lock_path = dir.join(format!(".{name}.lock"));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
+    match std::fs::read(path) {
+        Ok(current) if crate::codec::sha256_hex(&current) == tag => {
+            std::fs::rename(tmp, path).map_err(|e| Error::io(path, e))
+        }
+        Ok(_) => Err(Error::PreconditionFailed { key: key.into() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(Error::PreconditionFailed { key: key.into() })
+        }
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 /// A bucket and key prefix on S3.

@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         let options = LoadOptions {
             max_model_bytes: None,
             shards: shards.map(Into::into),
-            index_only: false,
+            ..LoadOptions::default()
         };
         let started = Instant::now();
         let model = rt.block_on(registry::load_version_with(

@@ -112,7 +112,7 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         let options = LoadOptions {
             max_model_bytes,
             shards: None,
-            index_only: false,
+            ..LoadOptions::default()
         };
         Self::with_options(store, refresh, options)
     }

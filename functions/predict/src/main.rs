@@ -184,7 +184,7 @@ async fn model_router(
     let options = LoadOptions {
         max_model_bytes,
         shards: cli.shards.clone(),
-        index_only: false,
+        ..LoadOptions::default()
     };
     let settings = Settings {
         disclosure: cli.disclose,

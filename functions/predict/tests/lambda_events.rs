@@ -61,13 +61,7 @@ async fn call(router: &Router, req: lambda_http::Request) -> Answer {
 
 /// A router over a folder with the test model published as `version(1)`.
 async fn serving() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    common::publish(&LocalStore::new(dir.path()), &common::version(1)).await;
-    let router = api::router(ModelCache::new(
-        LocalStore::new(dir.path()),
-        Duration::from_secs(3600),
-    ));
-    (router, dir)
+    serving_with(api::Settings::default()).await
 }
 
 fn predict(source: Source, body: &str) -> lambda_http::Request {

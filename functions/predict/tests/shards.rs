@@ -38,7 +38,7 @@ fn publish_and_load(t: Trained, selection: Option<Selection>) -> (tempfile::Temp
         let options = LoadOptions {
             max_model_bytes: None,
             shards: selection,
-            index_only: false,
+            ..LoadOptions::default()
         };
         registry::load_version_with(&store, &published.version, None, &options)
             .await
@@ -234,7 +234,7 @@ fn a_shard_the_version_lacks_is_refused() {
         let options = LoadOptions {
             max_model_bytes: None,
             shards: Some(vec![0, 5].into()),
-            index_only: false,
+            ..LoadOptions::default()
         };
         registry::load_version_with(&store, &p.version, None, &options)
             .await

@@ -35,7 +35,7 @@ pub(super) async fn openapi(
     axum::Extension(settings): axum::Extension<std::sync::Arc<Settings>>,
 ) -> impl IntoResponse {
     static WITHOUT_SHARD_ROUTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let document: &str = if settings.shard_mode {
+    let document: &'static str = if settings.shard_mode {
         OPENAPI
     } else {
         WITHOUT_SHARD_ROUTE.get_or_init(|| {
@@ -47,10 +47,7 @@ pub(super) async fn openapi(
             doc.to_string()
         })
     };
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        document.to_owned(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], document)
 }
 
 /// The explorer page: nothing but this page and its own inline style and script may load.

@@ -14,6 +14,30 @@ pub const DEFAULT_K: u32 = 10;
 /// Largest number of similar users one request may ask for.
 pub const MAX_K: u32 = 100;
 
+/// A JSON number that is a whole number however it is written (`7`, `7.0`, `7e0`): JSON
+/// Schema counts all of them as integers. The one reading of integers in request bodies.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Whole {
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+}
+
+impl Whole {
+    /// Its value, when it is a whole number of magnitude below 2^64.
+    pub(super) fn value(self) -> Option<i128> {
+        match self {
+            Whole::Unsigned(n) => Some(n.into()),
+            Whole::Signed(n) => Some(n.into()),
+            Whole::Float(x) if x.fract() == 0.0 && x.abs() < 18_446_744_073_709_551_616.0 => {
+                Some(x as i128)
+            }
+            Whole::Float(_) => None,
+        }
+    }
+}
+
 /// A user handle: a JSON integer, or a string of digits as some clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handle(pub u64);
@@ -23,28 +47,19 @@ impl<'de> Deserialize<'de> for Handle {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
-            Int(u64),
-            // An integral number written with a fraction or exponent (`7.0`, `1e3`), which
-            // JSON Schema counts as an integer.
-            Float(f64),
+            Number(Whole),
             Text(String),
         }
-        match Raw::deserialize(d) {
-            Ok(Raw::Int(n)) => Ok(Handle(n)),
-            Ok(Raw::Float(x))
-                if x >= 0.0 && x.fract() == 0.0 && x < 18_446_744_073_709_551_616.0 =>
-            {
-                Ok(Handle(x as u64))
-            }
-            Ok(Raw::Text(s)) => s.trim().parse().map(Handle).map_err(|_| {
-                serde::de::Error::custom(
-                    "user_handle must be a non-negative integer or a string of digits",
-                )
-            }),
-            Ok(Raw::Float(_)) | Err(_) => Err(serde::de::Error::custom(
+        let handle = match Raw::deserialize(d) {
+            Ok(Raw::Number(n)) => n.value().and_then(|v| u64::try_from(v).ok()),
+            Ok(Raw::Text(s)) => s.trim().parse().ok(),
+            Err(_) => None,
+        };
+        handle.map(Handle).ok_or_else(|| {
+            serde::de::Error::custom(
                 "user_handle must be a non-negative integer or a string of digits",
-            )),
-        }
+            )
+        })
     }
 }
 
@@ -58,23 +73,18 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// An optional integer that may be written with a fraction or exponent (`10.0`), which
-/// JSON Schema counts as an integer; `null` reads as absent.
+/// An optional integer ([`Whole`]); `null` reads as absent.
 pub(super) fn integer<'de, D>(d: D) -> Result<Option<i64>, D::Error>
 where
     D: serde::Deserializer<'de>,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Int(i64),
-        Float(f64),
-    }
-    match Option::<Raw>::deserialize(d)? {
+    match Option::<Whole>::deserialize(d)? {
         None => Ok(None),
-        Some(Raw::Int(n)) => Ok(Some(n)),
-        Some(Raw::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e18 => Ok(Some(x as i64)),
-        Some(Raw::Float(_)) => Err(serde::de::Error::custom("k must be an integer")),
+        Some(n) => n
+            .value()
+            .and_then(|v| i64::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| serde::de::Error::custom("k must be an integer")),
     }
 }
 

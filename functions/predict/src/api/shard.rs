@@ -20,7 +20,7 @@ use super::answer::{
 };
 use super::error::{ApiError, model_unavailable, too_large, unprocessable};
 use super::request::{
-    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, check_work, integer, present,
+    Filters, Handle, MAX_BODY_BYTES, ProfileRequest, Whole, check_work, integer, present,
     validate_filters, validate_k, validate_profile,
 };
 use super::routes::read_body;
@@ -76,21 +76,11 @@ pub struct Bits(pub u32);
 
 impl<'de> Deserialize<'de> for Bits {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Int(u32),
-            Float(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Int(n) => Ok(Bits(n)),
-            Raw::Float(x) if x >= 0.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) => {
-                Ok(Bits(x as u32))
-            }
-            Raw::Float(x) => Err(serde::de::Error::custom(format!(
-                "{x} is not an integer from 0 to 4294967295"
-            ))),
-        }
+        Whole::deserialize(d)?
+            .value()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Bits)
+            .ok_or_else(|| serde::de::Error::custom("not an integer from 0 to 4294967295"))
     }
 }
 
