@@ -310,8 +310,6 @@ pub fn entries(users_per_shard: &[u64]) -> Vec<ShardEntry> {
         .collect()
 }
 
-/// Which shards of a version a process serves.
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 use crate::tags;
 use crate::users::{Feature, Signal};
 
-/// Object name of the projection inside a version folder.
-
 /// How a block's raw values become matrix values (as in training).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ValueTransform {
