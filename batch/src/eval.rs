@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use kindred_core::search::Neighbour;
 use kindred_core::shard::Shards;
 
 use crate::index::sample_rows;
@@ -134,8 +135,14 @@ impl HoldoutPlan {
 
 /// Hold-out recall@k of a model trained without the plan's hidden pairs: the share of
 /// hidden tags that at least one of the user's k neighbours carries. `handles[point]` is
-/// each index point's user. Returns (recall, chance level with k random users).
-pub fn holdout_recall(plan: &HoldoutPlan, index: &Shards, handles: &[u64], k: usize) -> (f64, f64) {
+/// each point's user, `nearest(point, k)` its k nearest other points. Returns (recall,
+/// chance level with k random users).
+pub fn holdout_recall(
+    plan: &HoldoutPlan,
+    handles: &[u64],
+    k: usize,
+    nearest: impl Fn(u32, usize) -> Vec<Neighbour>,
+) -> (f64, f64) {
     let point_of: HashMap<u64, u32> = handles
         .iter()
         .enumerate()
@@ -150,9 +157,7 @@ pub fn holdout_recall(plan: &HoldoutPlan, index: &Shards, handles: &[u64], k: us
         let (Some(&point), Some(tags)) = (point_of.get(&user), by_user.get(&user)) else {
             continue;
         };
-        let q = index.embedding(point);
-        let neighbours: Vec<u64> = index
-            .approximate(q, k, Some(point))
+        let neighbours: Vec<u64> = nearest(point, k)
             .iter()
             .map(|n| handles[n.row as usize])
             .collect();

@@ -7,6 +7,7 @@ use kindred_core::codec::encode;
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{self, Manifest, PROJECTION, REPORT};
 use kindred_core::projection::Projection;
+use kindred_core::scan::Scan;
 use kindred_core::shard::Shards;
 use kindred_core::users::{UserSummary, UserTable};
 
@@ -77,6 +78,7 @@ pub fn embed(
     hidden: &HashSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Embedded, TrainError> {
+    svd::blas_on_calling_thread();
     let built = stages.run("matrix", || build_matrix_hiding(ds, cfg, hidden));
     let Built {
         handles,
@@ -344,8 +346,24 @@ fn evaluate(
     if run_holdout {
         let plan = eval::HoldoutPlan::draw(ds, cfg.eval_sample, HOLDOUT_SHARE, cfg.hnsw.seed);
         let mut inner = Stages::quiet();
-        let refit = stages.run("holdout", || fit(ds, cfg, &plan.hidden, &mut inner))?;
-        let (r, chance) = eval::holdout_recall(&plan, &refit.shards, &refit.point_handles(), 10);
+        // The refit's neighbours come from an exact scan of its embeddings: no index is
+        // built for a measure, which would cost as much as the model's own index.
+        let (r, chance) = stages.run("holdout", || -> Result<_, TrainError> {
+            let refit = embed(ds, cfg, &plan.hidden, &mut inner)?;
+            let handles: Vec<u64> = refit.users.iter().map(|u| u.handle).collect();
+            let dims = refit.points.first().map_or(0, |p| p.0.len());
+            let scan = Scan::new(
+                refit
+                    .points
+                    .iter()
+                    .flat_map(|p| p.0.iter().copied())
+                    .collect(),
+                dims,
+            );
+            Ok(eval::holdout_recall(&plan, &handles, 10, |point, k| {
+                scan.nearest(&refit.points[point as usize].0, k, Some(point))
+            }))
+        })?;
         q.holdout_recall_at_10 = Some(r);
         q.holdout_chance = Some(chance);
         q.holdout_users = plan.users.len();
