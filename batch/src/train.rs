@@ -7,7 +7,7 @@ use kindred_core::codec::encode;
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{self, Manifest, PROJECTION, REPORT};
 use kindred_core::projection::Projection;
-use kindred_core::scan::Scan;
+use kindred_core::search::exact_flat;
 use kindred_core::shard::Shards;
 use kindred_core::users::{UserSummary, UserTable};
 
@@ -352,16 +352,14 @@ fn evaluate(
             let refit = embed(ds, cfg, &plan.hidden, &mut inner)?;
             let handles: Vec<u64> = refit.users.iter().map(|u| u.handle).collect();
             let dims = refit.points.first().map_or(0, |p| p.0.len());
-            let scan = Scan::new(
-                refit
-                    .points
-                    .iter()
-                    .flat_map(|p| p.0.iter().copied())
-                    .collect(),
-                dims,
-            );
+            let flat: Vec<f32> = refit
+                .points
+                .iter()
+                .flat_map(|p| p.0.iter().copied())
+                .collect();
             Ok(eval::holdout_recall(&plan, &handles, 10, |point, k| {
-                scan.nearest(&refit.points[point as usize].0, k, Some(point))
+                let query = &refit.points[point as usize].0;
+                exact_flat(&flat, dims, query, k, Some(point))
             }))
         })?;
         q.holdout_recall_at_10 = Some(r);

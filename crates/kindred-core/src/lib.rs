@@ -10,7 +10,6 @@
 //! * [`users`]: the user table (summaries and strongest features).
 //! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
 //! * [`search`]: nearest neighbours within one index (HNSW or exact scan).
-//! * [`scan`]: the exact scan of small models, narrowed by 8-bit codes.
 //! * [`graph`]: checks an encoded HNSW index before it is decoded.
 //! * [`shard`]: which shard a user lives in; searching several shards as one index.
 //! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
@@ -32,7 +31,6 @@ pub mod model;
 pub mod projection;
 pub mod query;
 pub mod registry;
-pub mod scan;
 pub mod search;
 pub mod shard;
 pub mod store;

@@ -80,7 +80,7 @@ pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -
 }
 
 /// Orders neighbours by descending similarity, ties by row, so answers are stable.
-pub(crate) fn cmp_neighbours(a: &Neighbour, b: &Neighbour) -> Ordering {
+fn cmp_neighbours(a: &Neighbour, b: &Neighbour) -> Ordering {
     b.similarity
         .total_cmp(&a.similarity)
         .then(a.row.cmp(&b.row))

@@ -12,7 +12,6 @@ use rayon::prelude::*;
 
 use crate::embedding::{Embedding, dot};
 use crate::error::{Error, Result};
-use crate::scan::Scan;
 use crate::search::{self, Index, Neighbour, merge_ranked};
 
 /// The shard of a handle among `count` shards: SplitMix64's finaliser of the handle,
@@ -145,8 +144,8 @@ pub struct Shard {
     /// The shard's HNSW index.
     pub index: Index,
     len: u32,
-    /// Row-major embeddings and their codes for the exact scan (small models only).
-    flat: Option<Scan>,
+    /// Row-major embeddings for the exact scan (small models only).
+    flat: Option<Vec<f32>>,
 }
 
 impl Shard {
@@ -197,8 +196,7 @@ impl Shards {
                 }
                 len += 1;
             }
-            let flat = exact
-                .then(|| Scan::new(index.iter().flat_map(|(_, p)| p.0.clone()).collect(), dims));
+            let flat = exact.then(|| index.iter().flat_map(|(_, p)| p.0.clone()).collect());
             if offset + u64::from(len) > u64::from(u32::MAX) {
                 return Err(Error::Inconsistent("more than 2^32 users".into()));
             }
@@ -280,7 +278,7 @@ impl Shards {
         self.merge(k, |s| {
             let excluded = s.local(exclude);
             match &s.flat {
-                Some(scan) => scan.nearest(&query.0, k, excluded),
+                Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, excluded),
                 None => {
                     let found = search::approximate(&s.index, query, k, excluded);
                     let possible = k.min(s.len() - usize::from(excluded.is_some()));
@@ -304,7 +302,7 @@ impl Shards {
     /// The `k` rows most similar to `query` by scanning every point (the ground truth).
     pub fn exact(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| match &s.flat {
-            Some(scan) => search::exact_flat(scan.rows(), self.dims, &query.0, k, s.local(exclude)),
+            Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
             None => search::exact(&s.index, query, k, s.local(exclude)),
         })
     }
