@@ -124,8 +124,7 @@ const BLOCK: usize = 128;
 /// [`smooth`] with neighbours from an exact scan of all `points` (at least 2). The
 /// similarities are computed a block of points at a time by one matrix product (each
 /// point's row is then read once per block instead of once per point), and each
-/// point's `k` largest are kept by a bounded heap (most similarities fall below its
-/// floor and cost one comparison).
+/// point's `k` largest are kept by [`largest`].
 fn smooth_exact(points: &[Embedding], k: usize, alpha: f32, threads: usize) -> Vec<Embedding> {
     let n = points.len();
     let dims = points[0].0.len();
