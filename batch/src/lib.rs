@@ -17,3 +17,4 @@ pub mod summary;
 pub mod svd;
 pub use kindred_core::tags;
 pub mod train;
+pub mod versions;

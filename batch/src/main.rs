@@ -7,8 +7,8 @@ use clap::{Args, Parser, Subcommand};
 use kindred_batch::config::{Evaluate, Method};
 use kindred_batch::matrix::Transform;
 use kindred_batch::{config, pipeline, report, train};
-use kindred_core::registry;
 use kindred_core::store::Store;
+use kindred_core::{registry, versions};
 
 /// Kindred's training job: reads the course-view, course-tag, interest and assessment CSVs,
 /// builds user embeddings with a truncated SVD, indexes them with HNSW and publishes a
@@ -73,6 +73,42 @@ enum Command {
         /// Model store: a folder or s3://bucket/prefix.
         #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
         store: String,
+    },
+    /// List the store's versions, oldest first, with date, users, quality and size, the
+    /// current and previous ones marked, then every rollback (from, to, when, why).
+    Versions {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+    },
+    /// Make an earlier (or any other) version current again, after verifying it as the
+    /// function would load it. The move is recorded; the function follows the pointer
+    /// within its refresh interval.
+    Rollback {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+        /// The version to make current (see `versions`).
+        #[arg(long)]
+        to: String,
+        /// Why, for the record.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Remove old versions: every version older than the current one except the --keep
+    /// newest complete ones and the previous one. Versions newer than the current one
+    /// are never removed.
+    Prune {
+        /// Model store: a folder or s3://bucket/prefix.
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+        /// Complete versions to keep, newest first (the current and previous versions
+        /// are kept in any case).
+        #[arg(long, env = "KINDRED_PRUNE_KEEP", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: u64,
+        /// Say what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -198,6 +234,11 @@ struct TrainArgs {
     /// Users sampled for the quality measures.
     #[arg(long, env = "KINDRED_EVAL_SAMPLE", default_value_t = 1000)]
     eval_sample: usize,
+    /// After publishing, prune the store to this many complete versions (the current and
+    /// previous ones are always kept; see `prune`). A failed prune is logged, not fatal.
+    /// Default: keep every version.
+    #[arg(long, env = "KINDRED_KEEP_VERSIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    keep_versions: Option<u64>,
     /// Train and report, but publish nothing.
     #[arg(long)]
     dry_run: bool,
@@ -284,6 +325,44 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     Some((published.version.as_str(), location.as_str()))
                 )
             );
+            Ok(())
+        }
+        Command::Versions { store } => {
+            let store = Store::open(&store).await?;
+            let (list, pointer) = versions::list(&store).await?;
+            let history = versions::history(&store).await?;
+            print!(
+                "{}",
+                kindred_batch::versions::render(&list, pointer.as_ref(), &history)
+            );
+            Ok(())
+        }
+        Command::Rollback { store, to, reason } => {
+            let store = Store::open(&store).await?;
+            let done = versions::rollback(&store, &to, &reason).await?;
+            println!(
+                "rolled back from {} to {} at {}",
+                done.from, done.to, done.at
+            );
+            Ok(())
+        }
+        Command::Prune {
+            store,
+            keep,
+            dry_run,
+        } => {
+            let store = Store::open(&store).await?;
+            let pruned = versions::prune(&store, keep as usize, dry_run).await?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "{verb} {} version(s), {} object(s); kept {}",
+                pruned.removed.len(),
+                pruned.objects,
+                pruned.kept.len()
+            );
+            for v in &pruned.removed {
+                println!("  {v}");
+            }
             Ok(())
         }
         Command::Eval(args) => tokio::task::spawn_blocking(move || run_eval(args)).await?,
@@ -433,6 +512,18 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                 "    {:<16} {:>12} bytes  sha256 {}",
                 a.name, a.bytes, a.sha256
             );
+        }
+    }
+    if let (Some(store), Some(keep)) = (&store, args.keep_versions) {
+        match versions::prune(store, keep as usize, false).await {
+            Ok(pruned) => println!(
+                "pruned: {} old version(s) removed, {} kept",
+                pruned.removed.len(),
+                pruned.kept.len()
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning old versions failed; the new version is published")
+            }
         }
     }
     Ok(())

@@ -7,7 +7,7 @@ use kindred_batch::config;
 use kindred_batch::train::{self, Trained};
 use kindred_core::registry::{self, POINTER};
 use kindred_core::store::{LocalStore, Object, ObjectStore, Precondition, S3Store};
-use kindred_core::{Error, query};
+use kindred_core::{Error, query, versions};
 
 fn generate(dir: &Path, users: u64, seed: u64) {
     let cfg = kindred_datagen::GenConfig {
@@ -252,6 +252,155 @@ fn the_cli_trains_and_publishes_with_a_summary() {
     assert!(store.path().join(POINTER).exists());
 }
 
+/// Runs `kindred-batch` with `args`; returns stdout, or panics with both streams.
+fn batch(args: &[&str], store: &Path) -> Result<String, String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kindred-batch"))
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[tokio::test]
+async fn versions_roll_back_explicitly_and_prune_spares_the_current_and_previous() {
+    // Given three versions published in turn,
+    let data = tempfile::tempdir().unwrap();
+    generate(data.path(), 600, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let mut names = Vec::new();
+    for _ in 0..3 {
+        let t = train_on(data.path(), &registry::new_version_name());
+        names.push(
+            registry::publish(&store, t.manifest, t.artifacts)
+                .await
+                .unwrap()
+                .version,
+        );
+    }
+    // `versions` lists them oldest first with their users, the newest current and the
+    // one before it previous.
+    let listed = batch(&["versions"], dir.path()).unwrap();
+    let rows: Vec<&str> = listed.lines().filter(|l| l.starts_with("2")).collect();
+    assert_eq!(rows.len(), 3, "{listed}");
+    for (row, name) in rows.iter().zip(&names) {
+        assert!(
+            row.starts_with(name.as_str()) && row.contains(" 600 "),
+            "{listed}"
+        );
+    }
+    assert!(
+        rows[2].ends_with("current") && rows[1].ends_with("previous"),
+        "{listed}"
+    );
+
+    // A rollback to a version that does not exist, or whose artifact was altered, is
+    // refused and moves nothing.
+    let before = std::fs::read(dir.path().join(POINTER)).unwrap();
+    let err = batch(
+        &[
+            "rollback",
+            "--to",
+            "20200101T000000000Z-00000000",
+            "--reason",
+            "x",
+        ],
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(err.contains("no complete version"), "{err}");
+    let users = dir
+        .path()
+        .join(registry::version_key(&names[1], "users.bin"));
+    let good = std::fs::read(&users).unwrap();
+    let mut bad = good.clone();
+    *bad.last_mut().unwrap() ^= 1;
+    std::fs::write(&users, &bad).unwrap();
+    let err = batch(
+        &["rollback", "--to", &names[1], "--reason", "x"],
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(err.contains("checksum") || err.contains("SHA-256"), "{err}");
+    assert_eq!(std::fs::read(dir.path().join(POINTER)).unwrap(), before);
+    std::fs::write(&users, &good).unwrap();
+
+    // When the oldest is made current again with a reason,
+    batch(
+        &[
+            "rollback",
+            "--to",
+            &names[0],
+            "--reason",
+            "v3 recommends badly",
+        ],
+        dir.path(),
+    )
+    .unwrap();
+    // it loads as current, and the move is recorded in the pointer and in the history,
+    let model = registry::load_current(&store).await.unwrap();
+    assert_eq!(model.manifest.version, names[0]);
+    let (pointer, _) = registry::read_pointer(&store).await.unwrap().unwrap();
+    let record = pointer.rollback.expect("the pointer records the rollback");
+    assert_eq!(
+        (record.from.as_str(), record.reason.as_str()),
+        (names[2].as_str(), "v3 recommends badly")
+    );
+    let listed = batch(&["versions"], dir.path()).unwrap();
+    assert!(
+        listed.contains(&format!(
+            "{} -> {} (v3 recommends badly)",
+            names[2], names[0]
+        )),
+        "{listed}"
+    );
+    // and a publish after it still moves the pointer on.
+    let t = train_on(data.path(), &registry::new_version_name());
+    let fourth = registry::publish(&store, t.manifest, t.artifacts)
+        .await
+        .unwrap();
+    assert_eq!(fourth.previous.as_deref(), Some(names[0].as_str()));
+    names.push(fourth.version);
+
+    // Pruning to one version keeps the current (4th) and previous (1st, served before
+    // it) ones and removes the others, manifest and artifacts, after a dry run that
+    // removes nothing.
+    let dry = batch(&["prune", "--keep", "1", "--dry-run"], dir.path()).unwrap();
+    assert!(dry.contains("would remove 2 version(s)"), "{dry}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("models"))
+            .unwrap()
+            .count(),
+        4
+    );
+    let done = batch(&["prune", "--keep", "1"], dir.path()).unwrap();
+    assert!(
+        done.contains(&names[1]) && done.contains(&names[2]),
+        "{done}"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(dir.path().join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [names[0].clone(), names[3].clone()]);
+    assert_eq!(
+        registry::load_current(&store)
+            .await
+            .unwrap()
+            .manifest
+            .version,
+        names[3]
+    );
+}
+
 /// Publishing to S3 (LocalStack): needs KINDRED_TEST_S3_ENDPOINT; `./dev test` starts LocalStack.
 #[tokio::test]
 #[ignore = "needs LocalStack S3: run ./dev test"]
@@ -324,4 +473,39 @@ async fn publishes_to_s3_and_reads_back() {
     );
     let model = registry::load_current(&store).await.unwrap();
     assert_ne!(model.manifest.version, p2.version);
+    let third = model.manifest.version.clone();
+
+    // S3 lists the three versions, rolls back with its entity tags, and prunes: keeping
+    // one removes only the oldest (the second is the previous one) and every object of it.
+    let (listed, _) = versions::list(&store).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [p1.version.as_str(), p2.version.as_str(), third.as_str()]
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|v| v.manifest().is_some() && v.objects.len() >= 4)
+    );
+    versions::rollback(&store, &p2.version, "test")
+        .await
+        .unwrap();
+    assert_eq!(
+        registry::load_current(&store)
+            .await
+            .unwrap()
+            .manifest
+            .version,
+        p2.version
+    );
+    versions::rollback(&store, &third, "test").await.unwrap();
+    let pruned = versions::prune(&store, 1, false).await.unwrap();
+    assert_eq!(pruned.removed, std::slice::from_ref(&p1.version));
+    let left = store.list("models/").await.unwrap();
+    assert!(
+        !left.is_empty() && left.iter().all(|k| !k.contains(&p1.version)),
+        "{left:?}"
+    );
+    assert_eq!(store.list("history/").await.unwrap().len(), 2);
 }

@@ -635,12 +635,24 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
         }
     }
     let s3 = s3_grants(&granted);
-    let allowed = BTreeSet::from(["s3:GetObject", "s3:PutObject", "s3:ListBucket"]);
+    let allowed = BTreeSet::from([
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:ListBucket",
+        "s3:DeleteObject",
+    ]);
     for (action, resources, condition) in &s3 {
         assert!(allowed.contains(action.as_str()), "unexpected {action}");
         match action.as_str() {
             // writes go to the model prefix only,
             "s3:PutObject" => assert_eq!(resources, &vec![model_prefix_arn()]),
+            // deletes (pruning) to its version folders only, never the pointer,
+            "s3:DeleteObject" => assert_eq!(
+                resources,
+                &vec![
+                    json!({ "Fn::Sub": "arn:${AWS::Partition}:s3:::${ModelBucket}/${ModelPrefix}/models/*" })
+                ]
+            ),
             // reads are of the model prefix (the pointer, for the conditional write) or
             // of the input prefix (the CSVs),
             "s3:GetObject" => {
@@ -690,6 +702,13 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
     assert_eq!(command[0], "train");
     assert_eq!(arg("--store"), model_store_url());
     assert_eq!(arg("--data"), "/data");
+    // It prunes old versions after publishing, as many as the stack keeps.
+    let env = items(&train["Environment"]);
+    assert!(
+        env.iter().any(|e| e["Name"] == "KINDRED_KEEP_VERSIONS"
+            && e["Value"] == json!({ "Ref": "KeepVersions" })),
+        "{env:?}"
+    );
     assert_eq!(
         train["DependsOn"],
         json!([{ "ContainerName": "fetch-data", "Condition": "SUCCESS" }])

@@ -17,6 +17,7 @@
 //! * [`query`]: the users nearest to one, and why two users are similar.
 //! * [`store`]: object storage, a local folder or `s3://bucket/prefix`.
 //! * [`registry`]: publishing a model version and loading the current one.
+//! * [`versions`]: listing a store's versions, rolling back, pruning old ones.
 //!
 //! This crate never links LAPACK: the linear algebra lives in `kindred-batch`.
 
@@ -36,6 +37,7 @@ pub mod shard;
 pub mod store;
 pub mod tags;
 pub mod users;
+pub mod versions;
 
 pub use embedding::Embedding;
 pub use error::{Error, Result};

@@ -3,18 +3,20 @@
 //! Layout inside a store:
 //!
 //! ```text
-//! current.json                  pointer: {"version": ..., "manifest_sha256": ...}
+//! current.json                  pointer: {"version", "manifest_sha256", "updated_at", "previous", "rollback"}
 //! models/<version>/manifest.json
 //! models/<version>/users.bin     (sharded, format 3: users-0000.bin, users-0001.bin, ...)
 //! models/<version>/index.bin     (sharded, format 3: index-0000.bin, index-0001.bin, ...)
 //! models/<version>/projection.bin
+//! history/<time>-rollback.json   one record per rollback (see crate::versions)
 //! ```
 //!
 //! Versions are immutable (written with "if absent") and named so that they sort by
 //! creation time. The pointer is written last, conditionally on the pointer the
-//! publisher read at the start, and never moves to an older version: a crash at any
-//! point leaves the previous version current, and two concurrent runs cannot roll the
-//! pointer back.
+//! publisher read at the start, and a publish never moves it to an older version: a
+//! crash at any point leaves the previous version current, and two concurrent runs
+//! cannot roll the pointer back. Only an explicit, recorded
+//! [`crate::versions::rollback`] does.
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -42,6 +44,12 @@ pub struct Pointer {
     pub manifest_sha256: String,
     /// When the pointer was written (RFC 3339).
     pub updated_at: String,
+    /// The version the pointer named before (absent in pointers written by older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    /// Set when the pointer was moved by [`crate::versions::rollback`], not a publish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::versions::Rollback>,
 }
 
 /// Key of an object inside a version folder.
@@ -277,15 +285,13 @@ async fn commit_from<S: ObjectStore>(
         }
         Err(e) => return Err(e),
     }
-    let pointer = Pointer {
+    let mut pointer = Pointer {
         version: version.clone(),
         manifest_sha256: digest,
         updated_at: now_rfc3339(),
+        previous: None,
+        rollback: None,
     };
-    let pointer_bytes = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Encode {
-        name: POINTER.into(),
-        message: e.to_string(),
-    })?;
 
     let mut current = start;
     for _attempt in 0..5 {
@@ -311,7 +317,12 @@ async fn commit_from<S: ObjectStore>(
                 (Precondition::IfMatch(etag.clone()), Some(p.version.clone()))
             }
         };
-        match store.put(POINTER, pointer_bytes.clone(), condition).await {
+        pointer.previous = previous.clone();
+        let pointer_bytes = serde_json::to_vec_pretty(&pointer).map_err(|e| Error::Encode {
+            name: POINTER.into(),
+            message: e.to_string(),
+        })?;
+        match store.put(POINTER, pointer_bytes, condition).await {
             Ok(()) => {
                 info!(
                     version,
@@ -560,6 +571,8 @@ mod tests {
             version: ahead.clone(),
             manifest_sha256: "0".repeat(64),
             updated_at: now_rfc3339(),
+            previous: None,
+            rollback: None,
         })
         .unwrap();
         store

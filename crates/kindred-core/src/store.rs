@@ -46,6 +46,18 @@ pub trait ObjectStore: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
     /// Human-readable location, for logs and summaries.
     fn location(&self) -> String;
+    /// Every key under `prefix` (a folder such as `models/`), in byte order. The default,
+    /// for stores that wrap another in tests, refuses.
+    fn list(&self, prefix: &str) -> impl Future<Output = Result<Vec<String>>> + Send {
+        let prefix = prefix.to_owned();
+        async move { Err(Error::store(&prefix, "this store cannot list its objects")) }
+    }
+    /// Removes `key`; removing a key that does not exist is not an error. The default,
+    /// for stores that wrap another in tests, refuses.
+    fn delete(&self, key: &str) -> impl Future<Output = Result<()>> + Send {
+        let key = key.to_owned();
+        async move { Err(Error::store(&key, "this store cannot delete objects")) }
+    }
     /// Like [`ObjectStore::get`], for an object that must be `limit` bytes at most: a
     /// larger one is [`Error::SizeMismatch`] (expected `limit`). The folder and S3 stores
     /// refuse it from its declared size before reading its body, and stop reading a body
@@ -147,6 +159,20 @@ impl ObjectStore for Store {
             Store::S3(s) => s.get_at_most(key, limit).await,
         }
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        match self {
+            Store::Local(s) => s.list(prefix).await,
+            Store::S3(s) => s.list(prefix).await,
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match self {
+            Store::Local(s) => s.delete(key).await,
+            Store::S3(s) => s.delete(key).await,
+        }
+    }
 }
 
 /// A folder on the local file system. Writes go to a temporary file renamed into place.
@@ -240,6 +266,71 @@ impl ObjectStore for LocalStore {
         }
         Ok(obj)
     }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        tokio::task::spawn_blocking(move || list_folder(&root, &prefix))
+            .await
+            .map_err(|e| Error::store("(folder store)", e))?
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        // So does the lock file of its conditional writes, if it had any;
+        let name = path.file_name().unwrap().to_string_lossy();
+        let _ = std::fs::remove_file(path.with_file_name(format!(".{name}.lock")));
+        // folders left empty go too, up to the root, so a pruned version leaves nothing.
+        let mut dir = path.parent();
+        while let Some(d) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+/// The keys of the files under `root` whose key starts with `prefix`, sorted. Hidden
+/// files (temporary writes, lock files) are not objects and are skipped.
+fn list_folder(root: &Path, prefix: &str) -> Result<Vec<String>> {
+    // Walk from the deepest folder the prefix names entirely.
+    let start = prefix.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let mut keys = Vec::new();
+    let mut pending = vec![(root.join(start), start.to_owned())];
+    while let Some((dir, key)) = pending.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let child = if key.is_empty() {
+                name
+            } else {
+                format!("{key}/{name}")
+            };
+            let kind = entry.file_type().map_err(|e| Error::io(&entry.path(), e))?;
+            if kind.is_dir() {
+                pending.push((entry.path(), child));
+            } else if child.starts_with(prefix) {
+                keys.push(child);
+            }
+        }
+    }
+    keys.sort();
+    Ok(keys)
 }
 
 /// Moves the written and synced `tmp` file to `path` if `condition` holds, atomically
@@ -491,6 +582,41 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let full = self.key(prefix);
+        let strip = full.len() - prefix.len();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        let mut keys = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| Error::store(&full, DisplayErrorContext(&e)))?;
+            for object in page.contents() {
+                if let Some(key) = object.key().and_then(|k| k.get(strip..)) {
+                    keys.push(key.to_owned());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.key(key);
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::store(&full, DisplayErrorContext(&e)))
+    }
+
     fn location(&self) -> String {
         if self.prefix.is_empty() {
             format!("s3://{}", self.bucket)
@@ -548,6 +674,47 @@ mod tests {
             .filter(|n| n != ".current.json.lock")
             .collect();
         assert_eq!(leftovers, ["current.json"]);
+    }
+
+    #[tokio::test]
+    async fn a_folder_lists_its_objects_under_a_prefix_and_deletes_them_with_their_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        for key in [
+            "models/v2/a.bin",
+            "models/v1/b/c.bin",
+            "models/v1/a.bin",
+            "current.json",
+        ] {
+            store
+                .put(key, b"x".to_vec(), Precondition::IfMatch("none".into()))
+                .await
+                .ok();
+            store
+                .put(key, b"x".to_vec(), Precondition::None)
+                .await
+                .unwrap();
+        }
+        // Keys come sorted, without hidden files (the lock file of the conditional
+        // write above), and only under the prefix;
+        assert_eq!(
+            store.list("models/").await.unwrap(),
+            ["models/v1/a.bin", "models/v1/b/c.bin", "models/v2/a.bin"]
+        );
+        assert_eq!(
+            store.list("models/v1/b").await.unwrap(),
+            ["models/v1/b/c.bin"]
+        );
+        assert!(store.list("history/").await.unwrap().is_empty());
+        // deleting removes the object and folders left empty, and a missing key is fine.
+        store.delete("models/v1/b/c.bin").await.unwrap();
+        store.delete("models/v1/a.bin").await.unwrap();
+        store.delete("models/v1/a.bin").await.unwrap();
+        assert!(!dir.path().join("models/v1").exists());
+        assert_eq!(
+            store.list("").await.unwrap(),
+            ["current.json", "models/v2/a.bin"]
+        );
     }
 
     #[tokio::test]

@@ -589,3 +589,33 @@ async fn an_artifact_larger_than_its_manifest_says_is_refused_before_it_is_read(
         Ok(_) => panic!("a 64 GiB users.bin was accepted"),
     }
 }
+
+#[tokio::test]
+async fn a_rollback_moves_the_function_back_to_the_older_version_without_a_restart() {
+    // Given v2 serving after v1,
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version_for(41, 1), version_for(41, 2));
+    let store = LocalStore::new(dir.path());
+    common::publish(&store, &v1).await;
+    common::publish(&store, &v2).await;
+    let cache = ModelCache::new(store.clone(), LONG);
+    let router = api::router(Arc::clone(&cache));
+    assert_eq!(
+        predict(&router, known_handle(1)).await.2["model_version"],
+        v2.as_str()
+    );
+    // when an operator rolls back to v1 (a pointer move to an older version, which a
+    // publish would refuse),
+    let done = kindred_core::versions::rollback(&store, &v1, "v2 answers badly")
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.from.as_str(), done.to.as_str()),
+        (v2.as_str(), v1.as_str())
+    );
+    // the next check swaps v1 in and answers come from it.
+    assert_eq!(cache.refresh_once().await.as_deref(), Some(v1.as_str()));
+    let (status, _, body) = predict(&router, known_handle(1)).await;
+    assert_eq!(status, StatusCode::OK);
+    common::assert_prediction(&body, known_handle(1), 10, &v1);
+}

@@ -105,6 +105,8 @@ pub fn repoint(root: &Path, version: &str) {
         version: version.to_owned(),
         manifest_sha256: kindred_core::codec::sha256_hex(&manifest),
         updated_at: registry::now_rfc3339(),
+        previous: None,
+        rollback: None,
     };
     std::fs::write(
         root.join(POINTER),
