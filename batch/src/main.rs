@@ -239,6 +239,10 @@ struct TrainArgs {
     /// Default: keep every version.
     #[arg(long, env = "KINDRED_KEEP_VERSIONS", value_parser = clap::value_parser!(u64).range(1..))]
     keep_versions: Option<u64>,
+    /// Also print the run's stage times and quality as one CloudWatch Embedded Metric
+    /// Format line (namespace Kindred) after the report, for CloudWatch to extract.
+    #[arg(long, env = "KINDRED_EMF")]
+    emf: bool,
     /// Train and report, but publish nothing.
     #[arg(long)]
     dry_run: bool,
@@ -513,6 +517,14 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                 a.name, a.bytes, a.sha256
             );
         }
+    }
+    if args.emf {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let version = published.as_ref().map(|(p, _)| p.version.as_str());
+        println!("{}", report::emf(&trained.summary, version, now));
     }
     if let (Some(store), Some(keep)) = (&store, args.keep_versions) {
         match versions::prune(store, keep as usize, false).await {

@@ -146,3 +146,55 @@ pub fn comparison(data: &std::path::Path, rows: &[(Method, RunSummary)]) -> Stri
     );
     out
 }
+
+/// The run's figures as one CloudWatch Embedded Metric Format line (namespace `Kindred`,
+/// dimension `Service=kindred-batch`): total and per-stage seconds, users, skipped
+/// rows, index recall@10 and, when measured, cohort precision@10 and hold-out
+/// recall@10; the version as a property.
+pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
+    let mut doc = serde_json::Map::new();
+    let mut metrics = Vec::new();
+    let mut put = |name: String, value: serde_json::Value, unit: &str| {
+        metrics.push(serde_json::json!({ "Name": name, "Unit": unit }));
+        doc.insert(name, value);
+    };
+    put(
+        "TrainSeconds".into(),
+        s.stages.iter().map(|t| t.seconds).sum::<f64>().into(),
+        "Seconds",
+    );
+    for t in &s.stages {
+        // "index (all shards, summed)" becomes IndexAllShardsSummedSeconds.
+        let name: String = t
+            .stage
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
+            .collect();
+        put(format!("{name}Seconds"), t.seconds.into(), "Seconds");
+    }
+    put("Users".into(), s.users_in_model.into(), "Count");
+    let skipped = s.files.iter().map(|f| f.skipped_total()).sum::<u64>();
+    put("SkippedRows".into(), skipped.into(), "Count");
+    put("IndexRecallAt10".into(), s.recall_at_10.into(), "None");
+    if let Some(p) = s.quality.cohort_precision_at_10 {
+        put("CohortPrecisionAt10".into(), p.into(), "None");
+    }
+    if let Some(r) = s.quality.holdout_recall_at_10 {
+        put("HoldoutRecallAt10".into(), r.into(), "None");
+    }
+    doc.insert("Service".into(), "kindred-batch".into());
+    doc.insert("ModelVersion".into(), version.unwrap_or("none").into());
+    doc.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": now_millis,
+            "CloudWatchMetrics": [{
+                "Namespace": "Kindred",
+                "Dimensions": [["Service"]],
+                "Metrics": metrics,
+            }],
+        }),
+    );
+    serde_json::Value::Object(doc).to_string()
+}

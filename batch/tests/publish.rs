@@ -250,6 +250,49 @@ fn the_cli_trains_and_publishes_with_a_summary() {
         );
     }
     assert!(store.path().join(POINTER).exists());
+
+    // With --emf, the run's figures also come as one CloudWatch EMF line: every metric
+    // it declares is a number in it, the stages and quality included.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kindred-batch"))
+        .args(["train", "--rank", "16", "--emf", "--data"])
+        .arg(data.path())
+        .arg("--store")
+        .arg(store.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let emf: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(emf.len(), 1, "{stdout}");
+    let doc = &emf[0];
+    let declared: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "TrainSeconds",
+        "IndexSeconds",
+        "IndexRecallAt10",
+        "CohortPrecisionAt10",
+        "Users",
+        "SkippedRows",
+    ] {
+        assert!(declared.contains(&name), "{name} not in {declared:?}");
+    }
+    for name in &declared {
+        assert!(doc[name].is_number(), "{name} in {doc}");
+    }
+    assert_eq!(doc["Users"], 800);
+    assert_eq!(doc["Service"], "kindred-batch");
+    assert!(
+        doc["ModelVersion"].as_str().unwrap().starts_with("20"),
+        "{doc}"
+    );
 }
 
 /// Runs `kindred-batch` with `args`; returns stdout, or panics with both streams.

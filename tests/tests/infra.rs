@@ -1193,6 +1193,22 @@ fn alarms_watch_function_errors_throttles_and_api_5xx() {
         "ApiId",
         reference("PredictApi")
     ));
+    // The function's and the batch's own metrics (EMF, namespace Kindred) are watched
+    // too: /predict latency, refused model versions, the published index's recall.
+    let service = |name: &str| Value::String(name.to_owned());
+    assert!(watches("Kindred", "Latency", "Route", service("/predict")));
+    assert!(watches(
+        "Kindred",
+        "ModelRefusals",
+        "Service",
+        service("kindred-predict")
+    ));
+    assert!(watches(
+        "Kindred",
+        "IndexRecallAt10",
+        "Service",
+        service("kindred-batch")
+    ));
     // And they notify the optional topic when an e-mail address is given.
     for (name, a) in &alarms {
         assert_eq!(

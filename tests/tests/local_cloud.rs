@@ -323,6 +323,30 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
         );
         assert_eq!(function.invoke(&bad)["statusCode"], 400, "{source:?}");
     }
+    // Every answer was also written as a CloudWatch EMF line on stdout: by route and
+    // status class, with the model version, and the model's load time once.
+    let emf: Vec<Value> = function
+        .output()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["_aws"]["CloudWatchMetrics"].is_array())
+        .collect();
+    let of = |class: &str| {
+        emf.iter()
+            .filter(|l| l["Route"] == "/predict" && l["StatusClass"] == class)
+            .count()
+    };
+    assert!(of("2xx") >= 10 && of("4xx") >= 4, "{emf:?}");
+    assert!(
+        emf.iter()
+            .all(|l| l["Latency"].as_f64().is_some_and(|ms| ms >= 0.0))
+    );
+    assert!(emf.iter().any(|l| l["ModelVersion"] == v1.as_str()));
+    let loads: Vec<&Value> = emf
+        .iter()
+        .filter(|l| l["ModelLoadTime"].is_number())
+        .collect();
+    assert_eq!(loads.len(), 1, "{emf:?}");
 
     // 3. When a second batch run publishes a new version while requests keep coming,
     let traffic = Traffic::start(&function);

@@ -10,6 +10,7 @@
 //! verification is refused, logged, and not tried again until the pointer moves; the
 //! previous model keeps serving.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ use kindred_core::store::{ObjectStore, Store};
 use kindred_core::{Error, Model};
 use serde::Serialize;
 use tracing::{error, info, warn};
+
+use crate::metrics::ModelGauges;
 
 /// Why no model can serve a request right now (shown to clients: no internal details).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -93,6 +96,10 @@ pub struct ModelCache<S = Store> {
     checks: Mutex<Checks>,
     /// Held while a version is being loaded, so at most one load runs at a time.
     loading: tokio::sync::Mutex<()>,
+    /// Versions loaded, versions refused, and how long the last load took (µs).
+    loads: AtomicU64,
+    refusals: AtomicU64,
+    last_load_micros: AtomicU64,
 }
 
 impl<S: ObjectStore + 'static> ModelCache<S> {
@@ -127,7 +134,30 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
             current: ArcSwapOption::empty(),
             checks: Mutex::new(Checks::default()),
             loading: tokio::sync::Mutex::new(()),
+            loads: AtomicU64::new(0),
+            refusals: AtomicU64::new(0),
+            last_load_micros: AtomicU64::new(0),
         })
+    }
+
+    /// The model's figures for metrics: version, users, state, loads, refusals and the
+    /// last load's duration.
+    pub fn gauges(&self) -> ModelGauges {
+        let model = self.current.load();
+        let loads = self.loads.load(Ordering::Relaxed);
+        ModelGauges {
+            version: model.as_ref().map(|m| m.manifest.version.clone()),
+            users: model.as_ref().map_or(0, |m| m.len() as u64),
+            state: match self.state() {
+                LoadState::NotLoaded => "not_loaded",
+                LoadState::Loaded => "loaded",
+                LoadState::Unavailable => "unavailable",
+            },
+            loads,
+            refusals: self.refusals.load(Ordering::Relaxed),
+            last_load: (loads > 0)
+                .then(|| Duration::from_micros(self.last_load_micros.load(Ordering::Relaxed))),
+        }
     }
 
     /// The store this cache reads.
@@ -282,6 +312,9 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
                     "model loaded"
                 );
                 self.current.store(Some(Arc::clone(&model)));
+                self.last_load_micros
+                    .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                self.loads.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(model))
             }
             Err(e) => Err(self.failed(&e, Some(&pointer.version), serving_version)),
@@ -307,6 +340,7 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         match version {
             Some(version) => {
                 error!(error = %e, version, keeping, "refusing model version that failed verification");
+                self.refusals.fetch_add(1, Ordering::Relaxed);
                 self.checks().refused = Some((version.to_owned(), why));
             }
             None => error!(error = %e, keeping, "cannot read the model pointer"),

@@ -11,6 +11,7 @@ use kindred_core::shard::Selection;
 use kindred_core::store::Store;
 use kindred_predict::api::{self, ApiKeys, CallerRate, Disclosure, Settings};
 use kindred_predict::cache::ModelCache;
+use kindred_predict::metrics::Metrics;
 use kindred_predict::scatter::{self, Gather};
 use tracing::info;
 
@@ -191,6 +192,8 @@ async fn model_router(
         keys,
         shard_mode: cli.shards.is_some(),
         caller_rate,
+        // In Lambda (no --listen), one EMF line per answer on stdout.
+        metrics: std::sync::Arc::new(Metrics::new(cli.listen.is_none())),
     };
     info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = options.shards.as_ref().map(ToString::to_string), disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);

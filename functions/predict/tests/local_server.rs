@@ -106,6 +106,106 @@ impl Server {
     async fn get(&self, path: &str) -> (StatusCode, HeaderMap, Value) {
         self.send(Method::GET, path, &[], Bytes::new()).await
     }
+
+    /// `GET path` answered as text.
+    async fn get_text(&self, path: &str) -> (StatusCode, HeaderMap, String) {
+        let req = Request::get(format!("http://{}{path}", self.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.client.request(req).await.expect("HTTP exchange");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("response body").to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+}
+
+/// The value of the Prometheus sample `series` (name and labels, as written) in `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_answers_by_route_and_status_and_describe_the_model() {
+    // Given a server over a published model,
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = common::version(1);
+    common::publish(&LocalStore::new(dir.path()), &v1).await;
+    let server = start(dir.path(), &[]).await;
+    // before any query the model is not loaded;
+    let (status, headers, text) = server.get_text("/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert_eq!(
+        sample(&text, "kindred_model_state{state=\"not_loaded\"}"),
+        1.0
+    );
+    // when three queries are answered, one request is malformed and one path unknown,
+    for i in 0..3 {
+        let (status, _, _) = server
+            .predict(&format!(r#"{{"user_handle": {}}}"#, known_handle(i)))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(server.predict("{").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(server.get("/nowhere").await.0, StatusCode::NOT_FOUND);
+    // then /metrics counts each by route and status class, times them, and names the
+    // model loaded, its size and how long loading it took.
+    let (_, _, text) = server.get_text("/metrics").await;
+    let count = |route: &str, class: &str| {
+        sample(
+            &text,
+            &format!("kindred_requests_total{{route=\"{route}\",status=\"{class}\"}}"),
+        )
+    };
+    assert_eq!(count("/predict", "2xx"), 3.0);
+    assert_eq!(count("/predict", "4xx"), 1.0);
+    assert_eq!(count("/predict", "5xx"), 0.0);
+    assert_eq!(count("other", "4xx"), 1.0);
+    assert_eq!(count("/metrics", "2xx"), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            "kindred_request_duration_seconds_count{route=\"/predict\"}"
+        ),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "kindred_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"}"
+        ),
+        4.0
+    );
+    assert!(
+        sample(
+            &text,
+            "kindred_request_duration_seconds_sum{route=\"/predict\"}"
+        ) > 0.0
+    );
+    assert_eq!(
+        sample(&text, &format!("kindred_model_info{{version=\"{v1}\"}}")),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "kindred_model_users"),
+        common::model().len() as f64
+    );
+    assert_eq!(sample(&text, "kindred_model_state{state=\"loaded\"}"), 1.0);
+    assert_eq!(sample(&text, "kindred_model_loads_total"), 1.0);
+    assert!(sample(&text, "kindred_model_load_seconds") > 0.0);
 }
 
 #[tokio::test]
@@ -486,6 +586,8 @@ async fn with_api_keys_the_server_answers_only_callers_that_present_one() {
         .await;
     assert_eq!(status, StatusCode::OK, "{json}");
     common::assert_prediction(&json, known_handle(0), 10, &common::version(1));
+    // The metrics need the key too.
+    assert_eq!(server.get("/metrics").await.0, StatusCode::UNAUTHORIZED);
     // The key never appears in the logs.
     assert!(!server.process.stderr().contains(key));
 }

@@ -22,6 +22,7 @@ pub(super) async fn index(base: Option<axum::Extension<BasePath>>) -> impl IntoR
             "POST /predict": "{\"user_handle\": 1, \"k\": 10} -> ranked similar users with summaries and reasons; also {\"user_handles\": [1, 2]}, {\"profile\": {\"tags\": {\"python\": 3600}, \"interests\": [\"python\"]}}, and the filters exclude and min_similarity",
             "GET /explore": "an explorer page for the model",
             "GET /health": "model version, user count and load state",
+            "GET /metrics": "request and model counters in Prometheus text format",
             "GET /openapi.json": "OpenAPI 3.1 description of this API",
         },
         "openapi": format!("{base}/openapi.json"),

@@ -22,6 +22,7 @@ use super::settings::{ApiKeys, Settings};
 use super::shard::shard_search;
 use super::throttle::{self, CallerRate, Throttle};
 use crate::cache::ModelCache;
+use crate::metrics::{Metrics, ModelGauges, route_of};
 
 /// Largest body read (and discarded) to answer 413 cleanly; larger ones are cut off.
 const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
@@ -46,14 +47,17 @@ pub fn router_with<S: ObjectStore + 'static>(
     cache: Arc<ModelCache<S>>,
     settings: Settings,
 ) -> Router {
-    let mut protected =
-        Router::new().route("/predict", post(predict::<S>).fallback(method_not_allowed));
+    let mut protected = Router::new()
+        .route("/predict", post(predict::<S>).fallback(method_not_allowed))
+        .route("/metrics", get(metrics::<S>).fallback(method_not_allowed));
     if settings.shard_mode {
         protected = protected.route(
             "/shard/search",
             post(shard_search::<S>).fallback(method_not_allowed),
         );
     }
+    let counters = Arc::clone(&settings.metrics);
+    let observed = Arc::clone(&cache);
     let routes = guard(protected, settings.keys.clone(), settings.caller_rate)
         .route("/health", get(health::<S>).fallback(method_not_allowed))
         .route("/openapi.json", get(openapi).fallback(method_not_allowed))
@@ -63,12 +67,63 @@ pub fn router_with<S: ObjectStore + 'static>(
         .layer(Extension(Arc::new(settings)))
         .with_state(cache);
     // Layers on a router run after routing, so the stage is stripped in an outer router
-    // whose only route is the inner one.
+    // whose only route is the inner one. Answers are counted outside it all, panics
+    // included.
     catch_panics(
         Router::new()
             .fallback_service(routes)
             .layer(axum::middleware::map_request(strip_stage)),
     )
+    .layer(axum::middleware::from_fn(
+        move |req: Request, next: axum::middleware::Next| {
+            let (counters, observed) = (Arc::clone(&counters), Arc::clone(&observed));
+            async move { count(&counters, || observed.gauges(), req, next).await }
+        },
+    ))
+}
+
+/// Answers the request and counts the answer by route and status class; in Lambda,
+/// also writes its EMF line to stdout (CloudWatch extracts the metrics from the log).
+pub(crate) async fn count(
+    metrics: &Metrics,
+    model: impl FnOnce() -> ModelGauges,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    // The path as routed: a Lambda request's named stage is not part of the route.
+    let path = req.uri().path();
+    let route = match stage_of(&req) {
+        Some(stage) => route_of(path.strip_prefix(&format!("/{stage}")).unwrap_or(path)),
+        None => route_of(path),
+    };
+    let resp = next.run(req).await;
+    let took = started.elapsed();
+    let status = resp.status().as_u16();
+    metrics.count(route, status, took);
+    if metrics.emf() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        println!("{}", metrics.emf_line(route, status, took, &model(), now));
+    }
+    resp
+}
+
+/// `GET /metrics`: the counters in Prometheus text format.
+async fn metrics<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+    Extension(settings): Extension<Arc<Settings>>,
+) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        settings.metrics.prometheus(&cache.gauges()),
+    )
+        .into_response()
 }
 
 /// `router` with a panic in any of its handlers answered as a 500 JSON error (and logged)

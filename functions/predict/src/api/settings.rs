@@ -160,6 +160,8 @@ pub struct Settings {
     pub shard_mode: bool,
     /// How fast one caller may ask (none: no per-caller limit).
     pub caller_rate: Option<CallerRate>,
+    /// The process's request and model counters (`/metrics`, EMF lines in Lambda).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,368 @@
+//! Request and model metrics: counted in process, read as Prometheus text at `/metrics`,
+//! and (in Lambda) written as one CloudWatch Embedded Metric Format line per request.
+//!
+//! Counters are atomics updated once per request; nothing here allocates on the request
+//! path except the EMF line itself, which is only written when EMF is on.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+
+/// The routes counted apart; any other path counts as `other` (so arbitrary paths cannot
+/// grow the label set).
+pub const ROUTES: [&str; 5] = ["/predict", "/shard/search", "/health", "/metrics", "other"];
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
+];
+
+/// Status classes counted: 2xx, 3xx, 4xx, 5xx (anything else counts as 5xx).
+const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// CloudWatch namespace of the function's metrics.
+pub const NAMESPACE: &str = "Kindred";
+
+#[derive(Default)]
+struct RouteStats {
+    classes: [AtomicU64; 4],
+    /// Cumulative counts per bucket are computed when read; these are per bucket, the
+    /// last one for answers slower than every bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    micros: AtomicU64,
+}
+
+/// What the model cache reports for metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelGauges {
+    /// The version serving, if any.
+    pub version: Option<String>,
+    /// Users in the loaded model.
+    pub users: u64,
+    /// The cache's state as `/health` names it: `not_loaded`, `loaded` or `unavailable`.
+    pub state: &'static str,
+    /// Versions loaded since start.
+    pub loads: u64,
+    /// Versions refused (failed verification or over the memory limit) since start.
+    pub refusals: u64,
+    /// How long the last load took.
+    pub last_load: Option<Duration>,
+}
+
+/// The process's counters.
+pub struct Metrics {
+    routes: [RouteStats; ROUTES.len()],
+    /// Write an EMF line per request to stdout (in Lambda).
+    emf: bool,
+    /// Model loads already reported in an EMF line.
+    loads_reported: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(false)
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").field("emf", &self.emf).finish()
+    }
+}
+
+/// The label of `path`: one of [`ROUTES`].
+pub fn route_of(path: &str) -> &'static str {
+    ROUTES[..4]
+        .iter()
+        .find(|r| path == **r)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// The class of an HTTP status code: one of `2xx`, `3xx`, `4xx`, `5xx`.
+fn class_of(status: u16) -> usize {
+    match status {
+        200..=299 => 0,
+        300..=399 => 1,
+        400..=499 => 2,
+        _ => 3,
+    }
+}
+
+impl Metrics {
+    /// Counters at zero; with `emf`, [`Metrics::record`] also writes an EMF line.
+    pub fn new(emf: bool) -> Self {
+        Metrics {
+            routes: Default::default(),
+            emf,
+            loads_reported: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether EMF lines are written.
+    pub fn emf(&self) -> bool {
+        self.emf
+    }
+
+    /// Counts one answer of `route` with `status` that took `took`.
+    pub fn count(&self, route: &'static str, status: u16, took: Duration) {
+        let i = ROUTES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let stats = &self.routes[i];
+        stats.classes[class_of(status)].fetch_add(1, Ordering::Relaxed);
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| seconds <= *b)
+            .unwrap_or(BUCKETS.len());
+        stats.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        stats
+            .micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The EMF document for one answer: `Requests` (count) and `Latency` (milliseconds)
+    /// by `Route` and `StatusClass`; the model's version, users and cache state as
+    /// properties; `ModelLoadTime` (milliseconds) and `ModelLoads` once after each load,
+    /// and `ModelRefusals`, by `Service`.
+    pub fn emf_line(
+        &self,
+        route: &str,
+        status: u16,
+        took: Duration,
+        model: &ModelGauges,
+        now_millis: u64,
+    ) -> String {
+        let reported = self.loads_reported.swap(model.loads, Ordering::Relaxed);
+        let mut directives = vec![json!({
+            "Namespace": NAMESPACE,
+            "Dimensions": [["Service", "Route", "StatusClass"], ["Service", "Route"]],
+            "Metrics": [
+                {"Name": "Requests", "Unit": "Count"},
+                {"Name": "Latency", "Unit": "Milliseconds"},
+            ],
+        })];
+        let mut doc = json!({
+            "Service": "kindred-predict",
+            "Route": route,
+            "StatusClass": CLASSES[class_of(status)],
+            "Requests": 1,
+            "Latency": took.as_secs_f64() * 1000.0,
+            "ModelVersion": model.version.as_deref().unwrap_or("none"),
+            "ModelUsers": model.users,
+            "CacheState": model.state,
+        });
+        let mut model_metrics = Vec::new();
+        if model.loads > reported
+            && let Some(load) = model.last_load
+        {
+            doc["ModelLoadTime"] = json!(load.as_secs_f64() * 1000.0);
+            doc["ModelLoads"] = json!(model.loads - reported);
+            model_metrics.push(json!({"Name": "ModelLoadTime", "Unit": "Milliseconds"}));
+            model_metrics.push(json!({"Name": "ModelLoads", "Unit": "Count"}));
+        }
+        if model.refusals > 0 {
+            doc["ModelRefusals"] = json!(model.refusals);
+            model_metrics.push(json!({"Name": "ModelRefusals", "Unit": "Count"}));
+        }
+        if !model_metrics.is_empty() {
+            directives.push(json!({
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Service"]],
+                "Metrics": model_metrics,
+            }));
+        }
+        doc["_aws"] = json!({ "Timestamp": now_millis, "CloudWatchMetrics": directives });
+        doc.to_string()
+    }
+
+    /// The counters and `model` in Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(&self, model: &ModelGauges) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP kindred_requests_total Answers by route and status class.\n");
+        out.push_str("# TYPE kindred_requests_total counter\n");
+        for (route, stats) in ROUTES.iter().zip(&self.routes) {
+            for (class, n) in CLASSES.iter().zip(&stats.classes) {
+                let n = n.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "kindred_requests_total{{route=\"{route}\",status=\"{class}\"}} {n}"
+                );
+            }
+        }
+        out.push_str(
+            "# HELP kindred_request_duration_seconds Time from request to answer, by route.\n",
+        );
+        out.push_str("# TYPE kindred_request_duration_seconds histogram\n");
+        for (route, stats) in ROUTES.iter().zip(&self.routes) {
+            let mut cumulative = 0;
+            for (i, n) in stats.buckets.iter().enumerate() {
+                cumulative += n.load(Ordering::Relaxed);
+                let le = BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+                let _ = writeln!(
+                    out,
+                    "kindred_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let seconds = stats.micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "kindred_request_duration_seconds_sum{{route=\"{route}\"}} {seconds}"
+            );
+            let _ = writeln!(
+                out,
+                "kindred_request_duration_seconds_count{{route=\"{route}\"}} {cumulative}"
+            );
+        }
+        let gauge = |out: &mut String, name: &str, kind: &str, help: &str, value: String| {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{value}\n"
+            );
+        };
+        if let Some(version) = &model.version {
+            gauge(
+                &mut out,
+                "kindred_model_info",
+                "gauge",
+                "The model version serving.",
+                format!("{{version=\"{version}\"}} 1"),
+            );
+        }
+        gauge(
+            &mut out,
+            "kindred_model_users",
+            "gauge",
+            "Users in the loaded model.",
+            format!(" {}", model.users),
+        );
+        let _ = write!(
+            out,
+            "# HELP kindred_model_state The model cache's state (1 for the current one).\n# TYPE kindred_model_state gauge\n"
+        );
+        for state in ["not_loaded", "loaded", "unavailable"] {
+            let _ = writeln!(
+                out,
+                "kindred_model_state{{state=\"{state}\"}} {}",
+                u8::from(state == model.state)
+            );
+        }
+        gauge(
+            &mut out,
+            "kindred_model_loads_total",
+            "counter",
+            "Model versions loaded since start.",
+            format!(" {}", model.loads),
+        );
+        gauge(
+            &mut out,
+            "kindred_model_refusals_total",
+            "counter",
+            "Model versions refused since start.",
+            format!(" {}", model.refusals),
+        );
+        if let Some(load) = model.last_load {
+            gauge(
+                &mut out,
+                "kindred_model_load_seconds",
+                "gauge",
+                "How long the last model load took.",
+                format!(" {}", load.as_secs_f64()),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(loads: u64) -> ModelGauges {
+        ModelGauges {
+            version: Some("v1".into()),
+            users: 10,
+            state: "loaded",
+            loads,
+            refusals: 0,
+            last_load: Some(Duration::from_millis(35)),
+        }
+    }
+
+    #[test]
+    fn counts_become_prometheus_series_with_cumulative_buckets() {
+        let m = Metrics::new(false);
+        m.count("/predict", 200, Duration::from_micros(100));
+        m.count("/predict", 200, Duration::from_millis(3));
+        m.count("/predict", 400, Duration::from_micros(50));
+        m.count(route_of("/nope"), 404, Duration::from_micros(10));
+        let text = m.prometheus(&model(1));
+        for line in [
+            "kindred_requests_total{route=\"/predict\",status=\"2xx\"} 2",
+            "kindred_requests_total{route=\"/predict\",status=\"4xx\"} 1",
+            "kindred_requests_total{route=\"other\",status=\"4xx\"} 1",
+            "kindred_request_duration_seconds_bucket{route=\"/predict\",le=\"0.00025\"} 2",
+            "kindred_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0025\"} 2",
+            "kindred_request_duration_seconds_bucket{route=\"/predict\",le=\"0.005\"} 3",
+            "kindred_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 3",
+            "kindred_request_duration_seconds_count{route=\"/predict\"} 3",
+            "kindred_model_info{version=\"v1\"} 1",
+            "kindred_model_state{state=\"loaded\"} 1",
+            "kindred_model_state{state=\"not_loaded\"} 0",
+            "kindred_model_load_seconds 0.035",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // Every sample line is `name{labels} number` or `name number`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = l.rsplit_once(' ').unwrap().1;
+            assert!(value.parse::<f64>().is_ok(), "{l}");
+        }
+    }
+
+    #[test]
+    fn an_emf_line_declares_only_members_it_carries_and_reports_a_load_once() {
+        let m = Metrics::new(true);
+        let first: serde_json::Value = serde_json::from_str(&m.emf_line(
+            "/predict",
+            503,
+            Duration::from_millis(2),
+            &model(1),
+            7,
+        ))
+        .unwrap();
+        let second: serde_json::Value = serde_json::from_str(&m.emf_line(
+            "/predict",
+            200,
+            Duration::from_millis(1),
+            &model(1),
+            8,
+        ))
+        .unwrap();
+        for doc in [&first, &second] {
+            let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
+            for d in directives {
+                assert_eq!(d["Namespace"], NAMESPACE);
+                for set in d["Dimensions"].as_array().unwrap() {
+                    for dim in set.as_array().unwrap() {
+                        assert!(doc[dim.as_str().unwrap()].is_string(), "{dim} in {doc}");
+                    }
+                }
+                for metric in d["Metrics"].as_array().unwrap() {
+                    assert!(
+                        doc[metric["Name"].as_str().unwrap()].is_number(),
+                        "{metric} in {doc}"
+                    );
+                }
+            }
+        }
+        assert_eq!(first["StatusClass"], "5xx");
+        assert_eq!(first["ModelLoadTime"], 35.0);
+        assert!(second.get("ModelLoadTime").is_none(), "{second}");
+        assert_eq!(second["_aws"]["Timestamp"], 8);
+    }
+}
