@@ -87,4 +87,31 @@ fn cargo_lambda_packages_the_function_as_an_arm64_bootstrap_zip() {
             String::from_utf8_lossy(library)
         );
     }
+    // Its debug info and symbol table are stripped (Cargo.toml's release override for
+    // kindred-predict): they would only make the zip Lambda fetches on a cold start larger.
+    let sections = section_names(&elf);
+    assert!(sections.iter().any(|s| s == ".text"), "{sections:?}");
+    let kept: Vec<&String> = sections
+        .iter()
+        .filter(|s| s.starts_with(".debug_") || *s == ".symtab")
+        .collect();
+    assert!(kept.is_empty(), "not stripped: {kept:?}");
+}
+
+/// The section names of a 64-bit little-endian ELF file.
+fn section_names(elf: &[u8]) -> Vec<String> {
+    let u16_at = |at: usize| u16::from_le_bytes([elf[at], elf[at + 1]]) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(elf[at..at + 8].try_into().unwrap()) as usize;
+    let (table, entry_size, count, names) =
+        (u64_at(0x28), u16_at(0x3A), u16_at(0x3C), u16_at(0x3E));
+    let header = |i: usize| table + i * entry_size;
+    let strings = u64_at(header(names) + 0x18);
+    (0..count)
+        .map(|i| {
+            let start = strings
+                + u32::from_le_bytes(elf[header(i)..header(i) + 4].try_into().unwrap()) as usize;
+            let end = start + elf[start..].iter().position(|b| *b == 0).unwrap();
+            String::from_utf8_lossy(&elf[start..end]).into_owned()
+        })
+        .collect()
 }
