@@ -253,15 +253,12 @@ fn the_cli_trains_and_publishes_with_a_summary() {
 
     // With --emf, the run's figures also come as one CloudWatch EMF line: every metric
     // it declares is a number in it, the stages and quality included.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kindred-batch"))
-        .args(["train", "--rank", "16", "--emf", "--data"])
-        .arg(data.path())
-        .arg("--store")
-        .arg(store.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let data = data.path().to_str().unwrap();
+    let stdout = batch(
+        &["train", "--rank", "16", "--emf", "--data", data],
+        store.path(),
+    )
+    .unwrap();
     let emf: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
@@ -295,7 +292,7 @@ fn the_cli_trains_and_publishes_with_a_summary() {
     );
 }
 
-/// Runs `kindred-batch` with `args`; returns stdout, or panics with both streams.
+/// Runs `kindred-batch` with `args` on `store`: its stdout, or both streams if it fails.
 fn batch(args: &[&str], store: &Path) -> Result<String, String> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kindred-batch"))
         .args(args)
