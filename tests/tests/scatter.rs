@@ -162,6 +162,21 @@ fn scatter_gather_answers_like_one_process_and_degrades_to_flagged_partial_answe
     let (su, unknown, _) = post(coord, r#"{"user_handle": 99999999}"#);
     assert_eq!((su, unknown["error"].as_str()), (404, Some("unknown user")));
     assert_eq!(post(coord, r#"{"user_handle": -1}"#).0, 400);
+    // The coordinator counts its own answers at /metrics (it holds no model, so there
+    // are no model series).
+    let m = exchange(coord, "GET", "/metrics", None, "", Duration::from_secs(10));
+    assert_eq!(m.status, 200);
+    let count = |class: &str| -> u64 {
+        let series = format!("kindred_requests_total{{route=\"/predict\",status=\"{class}\"}} ");
+        m.body
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in\n{}", m.body))
+            .parse()
+            .unwrap()
+    };
+    assert!(count("2xx") >= 5 && count("4xx") == 2, "{}", m.body);
+    assert!(!m.body.contains("kindred_model_"), "{}", m.body);
     // A coordinator that discloses less gets no more from shards that disclose all: with
     // `similarity`, neither the user's summary nor any neighbour's reasons or summary.
     let (_terse, terse) = serve(&[&["--disclose", "similarity"][..], &coordinator[..]].concat());

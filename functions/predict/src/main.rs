@@ -161,7 +161,8 @@ async fn run(cli: Cli, in_lambda: bool) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!(e))?
             .with_disclosure(cli.disclose)
-            .with_shard_key(cli.shard_key.clone());
+            .with_shard_key(cli.shard_key.clone())
+            .with_metrics(std::sync::Arc::new(Metrics::new(cli.listen.is_none())));
         info!(endpoints = ?gather.endpoints(), timeout_ms = cli.shard_timeout_ms, disclose = %cli.disclose, authenticated = !keys.is_empty(), "scatter-gather mode");
         scatter::router_with(std::sync::Arc::new(gather), keys, caller_rate)
     };

@@ -22,6 +22,9 @@ const BUCKETS: [f64; 12] = [
 /// Status classes counted: 2xx, 3xx, 4xx, 5xx (anything else counts as 5xx).
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 
+/// The content type of [`Metrics::prometheus`]'s text.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// CloudWatch namespace of the function's metrics.
 pub const NAMESPACE: &str = "Kindred";
 
@@ -134,9 +137,15 @@ impl Metrics {
         route: &str,
         status: u16,
         took: Duration,
-        model: &ModelGauges,
+        model: Option<&ModelGauges>,
         now_millis: u64,
     ) -> String {
+        // A scatter-gather coordinator holds no model.
+        let none = ModelGauges {
+            state: "none",
+            ..ModelGauges::default()
+        };
+        let model = model.unwrap_or(&none);
         let reported = self.loads_reported.swap(model.loads, Ordering::Relaxed);
         let mut directives = vec![json!({
             "Namespace": NAMESPACE,
@@ -180,8 +189,9 @@ impl Metrics {
         doc.to_string()
     }
 
-    /// The counters and `model` in Prometheus text exposition format (version 0.0.4).
-    pub fn prometheus(&self, model: &ModelGauges) -> String {
+    /// The counters and `model` (none for a scatter-gather coordinator) in Prometheus
+    /// text exposition format (version 0.0.4).
+    pub fn prometheus(&self, model: Option<&ModelGauges>) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP kindred_requests_total Answers by route and status class.\n");
         out.push_str("# TYPE kindred_requests_total counter\n");
@@ -223,6 +233,9 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{value}\n"
             );
+        };
+        let Some(model) = model else {
+            return out;
         };
         if let Some(version) = &model.version {
             gauge(
@@ -300,7 +313,7 @@ mod tests {
         m.count("/predict", 200, Duration::from_millis(3));
         m.count("/predict", 400, Duration::from_micros(50));
         m.count(route_of("/nope"), 404, Duration::from_micros(10));
-        let text = m.prometheus(&model(1));
+        let text = m.prometheus(Some(&model(1)));
         for line in [
             "kindred_requests_total{route=\"/predict\",status=\"2xx\"} 2",
             "kindred_requests_total{route=\"/predict\",status=\"4xx\"} 1",
@@ -331,7 +344,7 @@ mod tests {
             "/predict",
             503,
             Duration::from_millis(2),
-            &model(1),
+            Some(&model(1)),
             7,
         ))
         .unwrap();
@@ -339,7 +352,7 @@ mod tests {
             "/predict",
             200,
             Duration::from_millis(1),
-            &model(1),
+            Some(&model(1)),
             8,
         ))
         .unwrap();

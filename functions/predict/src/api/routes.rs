@@ -69,24 +69,37 @@ pub fn router_with<S: ObjectStore + 'static>(
     // Layers on a router run after routing, so the stage is stripped in an outer router
     // whose only route is the inner one. Answers are counted outside it all, panics
     // included.
-    catch_panics(
-        Router::new()
-            .fallback_service(routes)
-            .layer(axum::middleware::map_request(strip_stage)),
+    counted(
+        catch_panics(
+            Router::new()
+                .fallback_service(routes)
+                .layer(axum::middleware::map_request(strip_stage)),
+        ),
+        counters,
+        move || Some(observed.gauges()),
     )
-    .layer(axum::middleware::from_fn(
+}
+
+/// `router` with every answer counted in `metrics` (outside everything else, panics
+/// included); `model` says what the process serves, for EMF lines.
+pub(crate) fn counted(
+    router: Router,
+    metrics: Arc<Metrics>,
+    model: impl Fn() -> Option<ModelGauges> + Clone + Send + Sync + 'static,
+) -> Router {
+    router.layer(axum::middleware::from_fn(
         move |req: Request, next: axum::middleware::Next| {
-            let (counters, observed) = (Arc::clone(&counters), Arc::clone(&observed));
-            async move { count(&counters, || observed.gauges(), req, next).await }
+            let (metrics, model) = (Arc::clone(&metrics), model.clone());
+            async move { count(&metrics, model, req, next).await }
         },
     ))
 }
 
 /// Answers the request and counts the answer by route and status class; in Lambda,
 /// also writes its EMF line to stdout (CloudWatch extracts the metrics from the log).
-pub(crate) async fn count(
+async fn count(
     metrics: &Metrics,
-    model: impl FnOnce() -> ModelGauges,
+    model: impl FnOnce() -> Option<ModelGauges>,
     req: Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -106,7 +119,10 @@ pub(crate) async fn count(
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis() as u64;
-        println!("{}", metrics.emf_line(route, status, took, &model(), now));
+        println!(
+            "{}",
+            metrics.emf_line(route, status, took, model().as_ref(), now)
+        );
     }
     resp
 }
@@ -119,9 +135,9 @@ async fn metrics<S: ObjectStore + 'static>(
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
         )],
-        settings.metrics.prometheus(&cache.gauges()),
+        settings.metrics.prometheus(Some(&cache.gauges())),
     )
         .into_response()
 }

@@ -54,6 +54,7 @@ use kindred_core::embedding::Embedding;
 use kindred_core::projection::smooth_towards;
 
 use crate::api::{self, ApiError, ApiKeys, CallerRate, Disclosure, Query, Subject};
+use crate::metrics::Metrics;
 
 pub use endpoints::{EndpointSpec, parse_endpoints};
 use invoke::{invoke, lambda_client};
@@ -75,6 +76,8 @@ pub struct Gather {
     disclosure: Disclosure,
     /// The key sent to HTTP shard endpoints (`Authorization: Bearer`).
     shard_key: Option<String>,
+    /// The coordinator's answers, counted (`/metrics`, EMF lines in Lambda).
+    metrics: Arc<Metrics>,
 }
 
 /// Most shard calls one request may cause (each handle of a batch costs two rounds to
@@ -170,6 +173,7 @@ impl Gather {
             client: Client::builder(TokioExecutor::new()).build(connector),
             disclosure: Disclosure::default(),
             shard_key: None,
+            metrics: Arc::default(),
         })
     }
 
@@ -182,6 +186,12 @@ impl Gather {
     /// Sends `key` as `Authorization: Bearer` to HTTP shard endpoints that require one.
     pub fn with_shard_key(mut self, key: Option<String>) -> Gather {
         self.shard_key = key;
+        self
+    }
+
+    /// Counts the coordinator's answers in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Gather {
+        self.metrics = metrics;
         self
     }
 
@@ -490,7 +500,8 @@ async fn futures_join_all<F: std::future::Future>(
         .collect()
 }
 
-/// The router of a scatter-gather coordinator: `POST /predict` and `GET /health`.
+/// The router of a scatter-gather coordinator: `POST /predict`, `GET /metrics` and
+/// `GET /health`.
 /// Like [`api::router`], a named API Gateway stage is taken off the path first.
 pub fn router(gather: Arc<Gather>) -> Router {
     router_with(gather, ApiKeys::default(), None)
@@ -500,19 +511,38 @@ pub fn router(gather: Arc<Gather>) -> Router {
 /// a caller asking faster than `rate` (none: no limit).
 pub fn router_with(gather: Arc<Gather>, keys: ApiKeys, rate: Option<CallerRate>) -> Router {
     let predict_route = api::guard(
-        Router::new().route("/predict", post(predict).fallback(api::method_not_allowed)),
+        Router::new()
+            .route("/predict", post(predict).fallback(api::method_not_allowed))
+            .route("/metrics", get(metrics).fallback(api::method_not_allowed)),
         keys,
         rate,
     );
+    let metrics = Arc::clone(&gather.metrics);
     let routes = predict_route
         .route("/health", get(health).fallback(api::method_not_allowed))
         .fallback(api::not_found)
         .with_state(gather);
-    api::catch_panics(
-        Router::new()
-            .fallback_service(routes)
-            .layer(axum::middleware::map_request(api::strip_stage)),
+    api::counted(
+        api::catch_panics(
+            Router::new()
+                .fallback_service(routes)
+                .layer(axum::middleware::map_request(api::strip_stage)),
+        ),
+        metrics,
+        || None,
     )
+}
+
+/// `GET /metrics`: the coordinator's counters in Prometheus text format (no model).
+async fn metrics(State(g): State<Arc<Gather>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::PROMETHEUS_CONTENT_TYPE,
+        )],
+        g.metrics.prometheus(None),
+    )
+        .into_response()
 }
 
 async fn health(State(g): State<Arc<Gather>>) -> Response {
