@@ -372,7 +372,10 @@ async fn versions_roll_back_explicitly_and_prune_spares_the_current_and_previous
     assert_eq!(std::fs::read(dir.path().join(POINTER)).unwrap(), before);
     std::fs::write(&users, &good).unwrap();
 
-    // When the oldest is made current again with a reason,
+    // When the oldest is made current again with a reason, while a run that started
+    // before (after the third was published) is still training,
+    let in_flight = registry::next_version_name(&store).await.unwrap();
+    assert!(in_flight > names[2]);
     batch(
         &[
             "rollback",
@@ -401,8 +404,25 @@ async fn versions_roll_back_explicitly_and_prune_spares_the_current_and_previous
         )),
         "{listed}"
     );
-    // and a publish after it still moves the pointer on.
-    let t = train_on(data.path(), &registry::new_version_name());
+    // the run in flight may not publish over the rollback,
+    let t = train_on(data.path(), &in_flight);
+    let refused = registry::publish(&store, t.manifest, t.artifacts).await;
+    assert!(
+        matches!(refused, Err(Error::StartedBeforeRollback { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        registry::load_current(&store)
+            .await
+            .unwrap()
+            .manifest
+            .version,
+        names[0]
+    );
+    // and a run started after it publishes and moves the pointer on.
+    let next = registry::next_version_name(&store).await.unwrap();
+    assert!(next > in_flight && next > record.fence, "{next}");
+    let t = train_on(data.path(), &next);
     let fourth = registry::publish(&store, t.manifest, t.artifacts)
         .await
         .unwrap();
@@ -410,21 +430,20 @@ async fn versions_roll_back_explicitly_and_prune_spares_the_current_and_previous
     names.push(fourth.version);
 
     // Pruning to one version keeps the current (4th) and previous (1st, served before
-    // it) ones and removes the others, manifest and artifacts, after a dry run that
-    // removes nothing.
+    // it) ones and removes the others (the 2nd, 3rd and the refused one, written but
+    // never current), manifest and artifacts, after a dry run that removes nothing.
     let dry = batch(&["prune", "--keep", "1", "--dry-run"], dir.path()).unwrap();
-    assert!(dry.contains("would remove 2 version(s)"), "{dry}");
+    assert!(dry.contains("would remove 3 version(s)"), "{dry}");
     assert_eq!(
         std::fs::read_dir(dir.path().join("models"))
             .unwrap()
             .count(),
-        4
+        5
     );
     let done = batch(&["prune", "--keep", "1"], dir.path()).unwrap();
-    assert!(
-        done.contains(&names[1]) && done.contains(&names[2]),
-        "{done}"
-    );
+    for removed in [&names[1], &names[2], &in_flight] {
+        assert!(done.contains(removed.as_str()), "{done}");
+    }
     let mut left: Vec<String> = std::fs::read_dir(dir.path().join("models"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -144,6 +144,16 @@ pub enum Error {
         /// Version that would have replaced it.
         candidate: String,
     },
+    /// Refused to publish a version whose run started before the last rollback.
+    #[error(
+        "refusing to publish version {candidate}: its run started before the rollback at {rollback_at}; train again to publish"
+    )]
+    StartedBeforeRollback {
+        /// Version that would have become current.
+        candidate: String,
+        /// When the rollback was made.
+        rollback_at: String,
+    },
     /// Local file-system error.
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -52,6 +52,18 @@ pub struct Pointer {
     pub rollback: Option<crate::versions::Rollback>,
 }
 
+impl Pointer {
+    /// The name a version must sort after to become current by a publish: the current
+    /// version's, or after a rollback its fence (the rollback's own time), so that a
+    /// run started before the rollback cannot undo it.
+    pub fn floor(&self) -> &str {
+        match &self.rollback {
+            Some(r) if r.fence.as_str() > self.version.as_str() => &r.fence,
+            _ => &self.version,
+        }
+    }
+}
+
 /// Key of an object inside a version folder.
 pub fn version_key(version: &str, name: &str) -> String {
     format!("models/{version}/{name}")
@@ -117,13 +129,13 @@ pub async fn next_version_name<S: ObjectStore>(store: &S) -> Result<String> {
     let Some((current, _)) = read_pointer(store).await? else {
         return Ok(name);
     };
-    if name > current.version {
+    let floor = current.floor();
+    if name.as_str() > floor {
         return Ok(name);
     }
-    let millis = version_millis(&current.version).ok_or_else(|| {
+    let millis = version_millis(floor).ok_or_else(|| {
         Error::Inconsistent(format!(
-            "the current version {:?} is not named <UTC time>-<hex>",
-            current.version
+            "the current version or rollback {floor:?} is not named <UTC time>-<hex>"
         ))
     })?;
     Ok(version_name_at(millis + 1))
@@ -312,6 +324,12 @@ async fn commit_from<S: ObjectStore>(
                     return Err(Error::StaleVersion {
                         current: p.version.clone(),
                         candidate: version,
+                    });
+                }
+                if let Some(r) = p.rollback.as_ref().filter(|r| r.fence >= version) {
+                    return Err(Error::StartedBeforeRollback {
+                        candidate: version,
+                        rollback_at: r.at.clone(),
                     });
                 }
                 (Precondition::IfMatch(etag.clone()), Some(p.version.clone()))

@@ -5,8 +5,10 @@
 //! version it moves to as the function would load it, records itself twice (in the
 //! pointer, and as an immutable `history/<time>-rollback.json` object that outlives the
 //! next publish), and moves the pointer conditionally on the one it read, so it cannot
-//! undo a publish that happened meanwhile unnoticed. The function follows the pointer
-//! whichever way it moves.
+//! undo a publish that happened meanwhile unnoticed. Its fence keeps runs that started
+//! before it (and retried publishes of the version rolled back from) from moving the
+//! pointer again; runs started after it publish as usual. The function follows the
+//! pointer whichever way it moves.
 //!
 //! Pruning never removes the current version, the previous one (the one the pointer
 //! named before; in a pointer too old to say, the newest complete version older than the
@@ -39,6 +41,11 @@ pub struct Rollback {
     pub at: String,
     /// Why, as the operator said.
     pub reason: String,
+    /// A version name made at the rollback: a publish of a version named before it (a
+    /// run started before the rollback) is refused, so the rollback is not undone by a
+    /// run already in flight. Empty in records written before fences existed.
+    #[serde(default)]
+    pub fence: String,
 }
 
 /// What a version folder holds.
@@ -175,13 +182,15 @@ pub async fn rollback<S: ObjectStore>(store: &S, to: &str, reason: &str) -> Resu
     // The same checks the function makes before it serves a version.
     registry::load_version(store, to, Some(&digest)).await?;
 
+    // Named after the current version (and any earlier fence) whatever the clocks say.
+    let stamp = registry::next_version_name(store).await?;
     let record = Rollback {
         from: current.version,
         to: to.to_owned(),
         at: registry::now_rfc3339(),
         reason: reason.to_owned(),
+        fence: stamp.clone(),
     };
-    let stamp = registry::new_version_name();
     let history_key = format!("{HISTORY}{stamp}-rollback.json");
     store
         .put(
