@@ -519,12 +519,11 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
     }
     if args.emf {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
         let version = published.as_ref().map(|(p, _)| p.version.as_str());
-        println!("{}", report::emf(&trained.summary, version, now));
+        println!(
+            "{}",
+            report::emf(&trained.summary, version, registry::unix_millis())
+        );
     }
     if let (Some(store), Some(keep)) = (&store, args.keep_versions) {
         match versions::prune(store, keep as usize, false).await {

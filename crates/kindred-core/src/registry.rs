@@ -71,10 +71,15 @@ pub fn version_key(version: &str, name: &str) -> String {
 
 /// A new version name: UTC time to the millisecond plus a random suffix, sortable by time.
 pub fn new_version_name() -> String {
-    let now = std::time::SystemTime::now()
+    version_name_at(unix_millis())
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    version_name_at(now.as_millis() as u64)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// The version name for the instant `millis` after the Unix epoch, with fresh noise.
@@ -143,11 +148,7 @@ pub async fn next_version_name<S: ObjectStore>(store: &S) -> Result<String> {
 
 /// Current time as RFC 3339 UTC (`2026-11-28T18:04:32Z`).
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let ((y, mo, d), (h, mi, s)) = civil(secs);
+    let ((y, mo, d), (h, mi, s)) = civil(unix_millis() / 1000);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 

@@ -75,13 +75,13 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// The label of `path`: one of [`ROUTES`].
-pub fn route_of(path: &str) -> &'static str {
-    ROUTES[..4]
+/// The route of `path`, as an index into [`ROUTES`]: the last (`other`) for every path
+/// not named there.
+pub fn route_of(path: &str) -> usize {
+    ROUTES[..ROUTES.len() - 1]
         .iter()
-        .find(|r| path == **r)
-        .copied()
-        .unwrap_or("other")
+        .position(|r| path == *r)
+        .unwrap_or(ROUTES.len() - 1)
 }
 
 /// The class of an HTTP status code: one of `2xx`, `3xx`, `4xx`, `5xx`.
@@ -109,13 +109,10 @@ impl Metrics {
         self.emf
     }
 
-    /// Counts one answer of `route` with `status` that took `took`.
-    pub fn count(&self, route: &'static str, status: u16, took: Duration) {
-        let i = ROUTES
-            .iter()
-            .position(|r| *r == route)
-            .unwrap_or(ROUTES.len() - 1);
-        let stats = &self.routes[i];
+    /// Counts one answer of route `route` (an index into [`ROUTES`], from [`route_of`])
+    /// with `status` that took `took`.
+    pub fn count(&self, route: usize, status: u16, took: Duration) {
+        let stats = &self.routes[route];
         stats.classes[class_of(status)].fetch_add(1, Ordering::Relaxed);
         let seconds = took.as_secs_f64();
         let bucket = BUCKETS
@@ -134,7 +131,7 @@ impl Metrics {
     /// and `ModelRefusals`, by `Service`.
     pub fn emf_line(
         &self,
-        route: &str,
+        route: usize,
         status: u16,
         took: Duration,
         model: Option<&ModelGauges>,
@@ -157,7 +154,7 @@ impl Metrics {
         })];
         let mut doc = json!({
             "Service": "kindred-predict",
-            "Route": route,
+            "Route": ROUTES[route],
             "StatusClass": CLASSES[class_of(status)],
             "Requests": 1,
             "Latency": took.as_secs_f64() * 1000.0,
@@ -309,9 +306,9 @@ mod tests {
     #[test]
     fn counts_become_prometheus_series_with_cumulative_buckets() {
         let m = Metrics::new(false);
-        m.count("/predict", 200, Duration::from_micros(100));
-        m.count("/predict", 200, Duration::from_millis(3));
-        m.count("/predict", 400, Duration::from_micros(50));
+        m.count(route_of("/predict"), 200, Duration::from_micros(100));
+        m.count(route_of("/predict"), 200, Duration::from_millis(3));
+        m.count(route_of("/predict"), 400, Duration::from_micros(50));
         m.count(route_of("/nope"), 404, Duration::from_micros(10));
         let text = m.prometheus(Some(&model(1)));
         for line in [
@@ -341,7 +338,7 @@ mod tests {
     fn an_emf_line_declares_only_members_it_carries_and_reports_a_load_once() {
         let m = Metrics::new(true);
         let first: serde_json::Value = serde_json::from_str(&m.emf_line(
-            "/predict",
+            route_of("/predict"),
             503,
             Duration::from_millis(2),
             Some(&model(1)),
@@ -349,7 +346,7 @@ mod tests {
         ))
         .unwrap();
         let second: serde_json::Value = serde_json::from_str(&m.emf_line(
-            "/predict",
+            route_of("/predict"),
             200,
             Duration::from_millis(1),
             Some(&model(1)),

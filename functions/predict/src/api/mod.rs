@@ -35,7 +35,7 @@ pub use request::{
     Subject, parse_request,
 };
 pub use routes::{BasePath, catch_panics, router, router_with};
-pub(crate) use routes::{counted, guard, method_not_allowed, not_found, read_body, strip_stage};
+pub(crate) use routes::{guard, method_not_allowed, not_found, read_body, wrapped};
 pub use settings::{ApiKeys, CallerRate, Disclosure, Settings};
 pub use shard::{
     ShardAnswer, ShardFoldAnswer, ShardOwnerAnswer, ShardQuery, ShardSearch, answer_shard_search,

@@ -66,33 +66,27 @@ pub fn router_with<S: ObjectStore + 'static>(
         .fallback(not_found)
         .layer(Extension(Arc::new(settings)))
         .with_state(cache);
-    // Layers on a router run after routing, so the stage is stripped in an outer router
-    // whose only route is the inner one. Answers are counted outside it all, panics
-    // included.
-    counted(
-        catch_panics(
-            Router::new()
-                .fallback_service(routes)
-                .layer(axum::middleware::map_request(strip_stage)),
-        ),
-        counters,
-        move || Some(observed.gauges()),
-    )
+    wrapped(routes, counters, move || Some(observed.gauges()))
 }
 
-/// `router` with every answer counted in `metrics` (outside everything else, panics
-/// included); `model` says what the process serves, for EMF lines.
-pub(crate) fn counted(
-    router: Router,
+/// The layers around a router's `routes`, shared by the model router and the
+/// scatter-gather coordinator: from the outside in, the API Gateway stage taken off the
+/// path, every answer counted in `metrics` by the route as routed (`model` says what the
+/// process serves, for EMF lines), and a panic answered as a 500. Layers on a router run
+/// after routing, so they sit on an outer router whose only route is the inner one.
+pub(crate) fn wrapped(
+    routes: Router,
     metrics: Arc<Metrics>,
     model: impl Fn() -> Option<ModelGauges> + Clone + Send + Sync + 'static,
 ) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |req: Request, next: axum::middleware::Next| {
-            let (metrics, model) = (Arc::clone(&metrics), model.clone());
-            async move { count(&metrics, model, req, next).await }
-        },
-    ))
+    catch_panics(Router::new().fallback_service(routes))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let (metrics, model) = (Arc::clone(&metrics), model.clone());
+                async move { count(&metrics, model, req, next).await }
+            },
+        ))
+        .layer(axum::middleware::map_request(strip_stage))
 }
 
 /// Answers the request and counts the answer by route and status class; in Lambda,
@@ -104,21 +98,13 @@ async fn count(
     next: axum::middleware::Next,
 ) -> Response {
     let started = std::time::Instant::now();
-    // The path as routed: a Lambda request's named stage is not part of the route.
-    let path = req.uri().path();
-    let route = match stage_of(&req) {
-        Some(stage) => route_of(path.strip_prefix(&format!("/{stage}")).unwrap_or(path)),
-        None => route_of(path),
-    };
+    let route = route_of(req.uri().path());
     let resp = next.run(req).await;
     let took = started.elapsed();
     let status = resp.status().as_u16();
     metrics.count(route, status, took);
     if metrics.emf() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
+        let now = kindred_core::registry::unix_millis();
         println!(
             "{}",
             metrics.emf_line(route, status, took, model().as_ref(), now)

@@ -522,15 +522,7 @@ pub fn router_with(gather: Arc<Gather>, keys: ApiKeys, rate: Option<CallerRate>)
         .route("/health", get(health).fallback(api::method_not_allowed))
         .fallback(api::not_found)
         .with_state(gather);
-    api::counted(
-        api::catch_panics(
-            Router::new()
-                .fallback_service(routes)
-                .layer(axum::middleware::map_request(api::strip_stage)),
-        ),
-        metrics,
-        || None,
-    )
+    api::wrapped(routes, metrics, || None)
 }
 
 /// `GET /metrics`: the coordinator's counters in Prometheus text format (no model).
