@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use kindred_core::courses::CourseTable;
 use kindred_core::projection::{Centring, ProjectedBlock, Projection, Smoothing};
 use kindred_core::users::{Feature, Signal, UserSummary};
 
@@ -213,6 +214,19 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
         summaries,
         users_with_views,
     }
+}
+
+/// The course table of a data set (`courses.bin`): the catalogue and each user's viewed
+/// courses with their summed seconds, for recommendations.
+pub fn course_table(ds: &Dataset) -> CourseTable {
+    CourseTable::build(
+        ds.courses.names.clone(),
+        ds.course_tags.clone(),
+        ds.views
+            .iter()
+            .map(|v| (v.user, v.course, v.seconds))
+            .collect(),
+    )
 }
 
 /// The fold-in projection of a fit: per tag block, the weighting and the rows of

@@ -185,10 +185,12 @@ pub struct View {
     pub course: u32,
     /// Seconds watched.
     pub seconds: u32,
+    /// The view's date as days since 1970-01-01; 0 when the row's date is unreadable.
+    pub day: u32,
 }
 
 /// Everything read from a data folder.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Dataset {
     /// Tag vocabulary (course tags, interests and assessment tags), interned by
     /// [`tags::key`](crate::tags::key) and named by each tag's commonest lower-case spelling.
@@ -480,11 +482,20 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         if seconds == 0 {
             report.quirk("zero_second_views");
         }
+        let day = std::str::from_utf8(f[1])
+            .ok()
+            .and_then(kindred_datagen::day_number)
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or_else(|| {
+                report.quirk("views_without_a_readable_date");
+                0
+            });
         report.used += 1;
         ds.views.push(View {
             user,
             course: id,
             seconds,
+            day,
         });
     })?;
     ds.course_tags.resize(ds.courses.len(), Vec::new());

@@ -4,6 +4,7 @@
 
 pub mod assemble;
 pub mod config;
+pub mod course_eval;
 pub mod eval;
 pub mod index;
 pub mod ingest;

@@ -134,6 +134,10 @@ struct EvalArgs {
     /// Also write every method's run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Skip the course recommendation comparison (hold-out course recall@10 and NDCG@10
+    /// of Kindred's `/recommend` against popularity and item-kNN; one more training run).
+    #[arg(long)]
+    skip_courses: bool,
 }
 
 #[derive(Args, Debug)]
@@ -411,7 +415,15 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         let trained = train::train(&cfg, "eval")?;
         rows.push((method, trained.summary));
     }
-    let table = report::comparison(&args.data, &rows);
+    let mut table = report::comparison(&args.data, &rows);
+    if !args.skip_courses {
+        eprintln!("measuring course recommendations ...");
+        let ds = kindred_batch::ingest::read_dir(&args.data)?;
+        let mut cfg = config::config_for(Method::Kindred, args.data.clone());
+        cfg.eval_sample = args.eval_sample;
+        let courses = kindred_batch::course_eval::compare(&ds, &cfg, args.eval_sample)?;
+        table.push_str(&report::course_comparison(&courses));
+    }
     print!("{table}");
     if let Some(path) = &args.report {
         std::fs::write(path, &table)?;

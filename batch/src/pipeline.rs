@@ -4,7 +4,7 @@
 //!
 //! | step | computes | reads | writes |
 //! |---|---|---|---|
-//! | `prepare` | ingest, matrix, SVD, embeddings, smoothing (once, for all users) | the CSVs | `models/<v>/projection.bin`; `staging/<run>/plan.json`, `shards.json`, one `input-NNNN.bin` per shard |
+//! | `prepare` | ingest, matrix, SVD, embeddings, smoothing (once, for all users) | the CSVs | `models/<v>/projection.bin`, `courses.bin`; `staging/<run>/plan.json`, `shards.json`, one `input-NNNN.bin` per shard |
 //! | `build-shard N` | the HNSW index of shard N | the plan and `input-N` | `models/<v>/users-N.bin`, `index-N.bin`; `staging/<run>/done-N.json` |
 //! | `publish` | index recall@10 and the report over all shards, as the function will load them | the plan, every `done`, every artifact | `models/<v>/report.html`, `manifest.json`, then the pointer |
 //!
@@ -22,7 +22,7 @@ use std::time::Instant;
 use kindred_core::codec::{decode, encode};
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{
-    self, ArtifactEntry, HnswParams, INDEX, Manifest, PROJECTION, ShardEntry, USERS,
+    self, ArtifactEntry, COURSES, HnswParams, INDEX, Manifest, PROJECTION, ShardEntry, USERS,
 };
 use kindred_core::registry::{self, Published};
 use kindred_core::shard::shard_of;
@@ -96,6 +96,9 @@ pub struct Plan {
     pub hnsw: HnswParams,
     /// `projection.bin`, already written.
     pub projection: ArtifactEntry,
+    /// `courses.bin`, already written (absent in plans staged before recommendations).
+    #[serde(default)]
+    pub courses: Option<ArtifactEntry>,
     /// The run summary so far (no index figures yet).
     pub summary: RunSummary,
 }
@@ -191,7 +194,7 @@ pub async fn prepare<S: ObjectStore>(
     let created_at = registry::now_rfc3339();
     let version = registry::next_version_name(store).await?;
     let job_cfg = cfg.clone();
-    let (embedded, tags, mut summary, inputs) =
+    let (embedded, tags, mut summary, inputs, courses) =
         tokio::task::spawn_blocking(move || -> Result<_, TrainError> {
             let cfg = job_cfg;
             let mut stages = Stages::new();
@@ -236,7 +239,8 @@ pub async fn prepare<S: ObjectStore>(
                 peak_rss_mib: summary::peak_rss_mib(),
                 config: cfg.clone(),
             };
-            Ok((embedded, ds.tags.names.clone(), summary, inputs))
+            let courses = crate::assemble::course_table(&ds);
+            Ok((embedded, ds.tags.names.clone(), summary, inputs, courses))
         })
         .await
         .map_err(|e| kindred_core::Error::Inconsistent(format!("prepare task failed: {e}")))??;
@@ -247,6 +251,8 @@ pub async fn prepare<S: ObjectStore>(
         encode(PROJECTION, &embedded.projection)?,
     )
     .await?;
+    let courses =
+        registry::put_artifact(store, &version, COURSES, encode(COURSES, &courses)?).await?;
     let started = Instant::now();
     let mut shards = Vec::with_capacity(inputs.len());
     for input in &inputs {
@@ -275,6 +281,7 @@ pub async fn prepare<S: ObjectStore>(
         singular_values: embedded.svd.singular_values.clone(),
         hnsw: cfg.hnsw.clone(),
         projection,
+        courses: Some(courses),
         summary,
     };
     let items: Vec<serde_json::Value> = plan
@@ -369,6 +376,7 @@ pub async fn publish<S: ObjectStore>(
     check_run(run)?;
     let plan: Plan = get_json(store, &staging_key(run, "plan.json"), "prepare").await?;
     let mut artifacts = vec![plan.projection.clone()];
+    artifacts.extend(plan.courses.clone());
     let mut build_seconds = 0.0;
     for s in &plan.shards {
         let key = staging_key(run, &format!("done-{:04}.json", s.id));

@@ -147,6 +147,39 @@ pub fn comparison(data: &std::path::Path, rows: &[(Method, RunSummary)]) -> Stri
     out
 }
 
+/// The course recommendation comparison of `kindred-batch eval` as Markdown: one row per
+/// method with recall@10, NDCG@10 and both as a multiple of popularity's.
+pub fn course_comparison(rows: &[(&str, crate::course_eval::CourseScores)]) -> String {
+    let mut out = String::new();
+    let users = rows.first().map_or(0, |r| r.1.users);
+    let _ = writeln!(
+        out,
+        "\n## Course recommendations\n\nHold-out: the most recent {:.0}% of the courses of {users} users hidden, the model trained again without them.\n",
+        crate::course_eval::HIDDEN_SHARE * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "| method | course recall@10 | x popularity | NDCG@10 | x popularity |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    let base = rows.iter().find(|r| r.0 == "popularity").map(|r| r.1);
+    let times = |v: f64, b: Option<f64>| match b {
+        Some(b) if b > 0.0 => format!("{:.2}", v / b),
+        _ => "n/a".to_owned(),
+    };
+    for (name, s) in rows {
+        let _ = writeln!(
+            out,
+            "| {name} | {:.4} | {} | {:.4} | {} |",
+            s.recall,
+            times(s.recall, base.map(|b| b.recall)),
+            s.ndcg,
+            times(s.ndcg, base.map(|b| b.ndcg)),
+        );
+    }
+    out
+}
+
 /// The run's figures as one CloudWatch Embedded Metric Format line (namespace `Kindred`,
 /// dimension `Service=kindred-batch`): total and per-stage seconds, users, skipped
 /// rows, index recall@10 and, when measured, cohort precision@10 and hold-out

@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 
 use kindred_core::codec::encode;
 use kindred_core::embedding::Embedding;
-use kindred_core::manifest::{self, Manifest, PROJECTION, REPORT};
+use kindred_core::manifest::{self, COURSES, Manifest, PROJECTION, REPORT};
 use kindred_core::projection::Projection;
 use kindred_core::search::exact_flat;
 use kindred_core::shard::Shards;
 use kindred_core::users::{UserSummary, UserTable};
 
-use crate::assemble::{Built, build_matrix_hiding, projection, strongest_features};
+use crate::assemble::{Built, build_matrix_hiding, course_table, projection, strongest_features};
 use crate::config::{AUTO_HOLDOUT_MAX_USERS, BLOCK_NAMES, Evaluate, HOLDOUT_SHARE, TrainConfig};
 use crate::ingest::{self, Dataset};
 use crate::pictures::Pictures;
@@ -258,6 +258,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
             out.push((index_name.clone(), encode(&index_name, &s.index)?));
         }
         out.push((PROJECTION.to_owned(), encode(PROJECTION, &projection)?));
+        out.push((COURSES.to_owned(), encode(COURSES, &course_table(&ds))?));
         Ok(out)
     })?;
     drop(users);

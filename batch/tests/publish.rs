@@ -80,11 +80,25 @@ async fn a_published_model_reads_back_verified_and_answers_queries() {
         .collect();
     assert_eq!(
         names,
-        ["users.bin", "index.bin", "projection.bin", "report.html"]
+        [
+            "users.bin",
+            "index.bin",
+            "projection.bin",
+            "courses.bin",
+            "report.html"
+        ]
     );
     assert!(
         model.projection().is_some(),
         "the fold-in projection is loaded"
+    );
+    // with the course table: every user's courses, each course with its tags.
+    let courses = model.courses().expect("the course table is loaded");
+    assert!(courses.len() > 1000 && !courses.viewed.is_empty());
+    let handle = model.users.users[0].handle;
+    assert_eq!(
+        courses.viewed_by(handle).len() as u32,
+        model.users.users[0].courses
     );
     // and the HTML report sits next to the artifacts, with its three plots.
     let html = store

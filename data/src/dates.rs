@@ -14,6 +14,37 @@ pub(crate) const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The day number (days since 1970-01-01) of a date written `YYYY-MM-DD`, alone or
+/// followed by a time (`2017-08-11 19:03:38`, `2017-08-11T19:03:38Z`); `None` for
+/// anything else or an impossible date.
+pub fn day_number(text: &str) -> Option<i64> {
+    let date = text.trim().get(..10)?;
+    let rest = &text.trim()[10..];
+    if !(rest.is_empty() || rest.starts_with([' ', 'T'])) {
+        return None;
+    }
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if y.len() != 4
+        || m.len() != 2
+        || d.len() != 2
+        || !date.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    {
+        return None;
+    }
+    let (year, month, day): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => return None,
+    };
+    (1..=days_in_month)
+        .contains(&day)
+        .then(|| days_from_civil(year, month, day))
+}
+
 /// The civil date `(year, month, day)` of a day number (inverse of [`days_from_civil`]).
 pub(crate) const fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -89,6 +120,27 @@ impl fmt::Display for Timestamp<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_date_texts_when_reading_day_numbers_then_only_real_dates_are_read() {
+        assert_eq!(day_number("1970-01-02"), Some(1));
+        assert_eq!(day_number("2017-08-11 19:03:38"), day_number("2017-08-11"));
+        assert_eq!(
+            day_number(" 2016-02-29T00:00:00Z"),
+            Some(days_from_civil(2016, 2, 29))
+        );
+        for bad in [
+            "",
+            "2017-02-29",
+            "2017-13-01",
+            "2017-1-01",
+            "17-01-01xx",
+            "2017-01-01x",
+            "yesterday",
+        ] {
+            assert_eq!(day_number(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn given_known_dates_when_converting_then_day_numbers_round_trip() {

@@ -50,6 +50,7 @@ use anyhow::{Context, Result, bail, ensure};
 use serde::{Deserialize, Serialize};
 
 pub use cohorts::CohortSummary;
+pub use dates::day_number;
 
 use crate::catalog::Catalog;
 use crate::rng::{Rng, Stream};

@@ -445,7 +445,10 @@ fn the_api_requires_authentication_unless_a_parameter_makes_it_public() {
         .iter()
         .map(|(_, r)| r["Properties"]["RouteKey"].as_str().unwrap())
         .collect();
-    assert_eq!(keys, BTreeSet::from(["GET /health", "POST /predict"]));
+    assert_eq!(
+        keys,
+        BTreeSet::from(["GET /health", "POST /predict", "POST /recommend"])
+    );
     for (value, authorization, authorizer) in [
         ("iam", "AWS_IAM", None),
         ("jwt", "JWT", Some(reference("PredictApiJwtAuthorizer"))),
@@ -480,7 +483,7 @@ fn the_api_requires_authentication_unless_a_parameter_makes_it_public() {
         jwt["Properties"]["JwtConfiguration"],
         json!({"Issuer": reference("JwtIssuer"), "Audience": reference("JwtAudience")})
     );
-    // and with iam a managed policy grants exactly the two routes, for attaching to callers.
+    // and with iam a managed policy grants exactly the three routes, for attaching to callers.
     let policy = resource(&t, "PredictApiInvokePolicy");
     assert_eq!(policy["Condition"], "IamAuth");
     let granted = statements(&policy["Properties"]["PolicyDocument"]);
@@ -493,9 +496,10 @@ fn the_api_requires_authentication_unless_a_parameter_makes_it_public() {
         .iter()
         .map(|r| sub_template(r).expect("a Sub").to_owned())
         .collect();
-    assert_eq!(resources.len(), 2);
+    assert_eq!(resources.len(), 3);
     assert!(resources[0].ends_with("${PredictApi}/$default/POST/predict"));
-    assert!(resources[1].ends_with("${PredictApi}/$default/GET/health"));
+    assert!(resources[1].ends_with("${PredictApi}/$default/POST/recommend"));
+    assert!(resources[2].ends_with("${PredictApi}/$default/GET/health"));
     assert_eq!(t["Outputs"]["InvokePolicyArn"]["Condition"], "IamAuth");
 }
 

@@ -89,6 +89,24 @@ fn predict(function: &LambdaWatch, handle: u64) -> Response {
     )
 }
 
+/// The course ids `handle` viewed, from the generated `user_course_views.csv`.
+fn viewed_courses(data: &Data, handle: u64) -> std::collections::HashSet<String> {
+    let views = std::fs::read_to_string(Path::new(&data.path).join("user_course_views.csv"))
+        .expect("views");
+    let user = handle.to_string();
+    views
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|f| f.trim_matches('"'))
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| f[0] == user)
+        .map(|f| f[2].to_owned())
+        .collect()
+}
+
 /// Checks a 200 answer for `handle` from `version`: ten ranked neighbours, not the user.
 /// Returns how many of them share the user's cohort.
 fn check_answer(body: &Value, handle: u64, version: &str, data: &Data) -> usize {
@@ -286,6 +304,30 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
     eprintln!("cohort precision@10 {precision} ({same} of {total})");
     // (Measured at 4c04b70: 0.835, 167 of 200; chance is about 0.05.)
     assert!(precision >= 0.75, "cohort precision@10 {precision}");
+    // POST /recommend answers with ranked courses the user has not viewed, each taken by
+    // at least one of the user's similar learners,
+    for handle in (1..=USERS).step_by(151) {
+        let r = function.request(
+            "POST",
+            "/recommend",
+            &format!("{{\"user_handle\": {handle}, \"k\": 5}}"),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let body = r.json();
+        assert_eq!(body["model_version"], v1.as_str(), "{body}");
+        let viewed = viewed_courses(&data, handle);
+        let recs = body["recommendations"].as_array().expect("recommendations");
+        assert_eq!(recs.len(), 5, "{body}");
+        for (i, c) in recs.iter().enumerate() {
+            assert_eq!(c["rank"], i + 1, "{body}");
+            let course = c["course_id"].as_str().unwrap();
+            assert!(!viewed.contains(course), "{handle} viewed {course}: {body}");
+            assert!(
+                c["because"]["similar_learners"].as_u64().unwrap() >= 1,
+                "{body}"
+            );
+        }
+    }
     // bad requests are 4xx JSON errors through the emulator too,
     let r = function.request("POST", "/predict", r#"{"user_handle": "one"}"#);
     assert_eq!(

@@ -135,7 +135,8 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
         manifest["recall_at_10"].as_f64().unwrap() > 0.95,
         "{manifest}"
     );
-    // and both versions answer with the same similarities (exact scans at this size).
+    // and both versions answer with the same similarities (exact scans at this size)
+    // and recommend the same courses.
     let (_a, split_addr) = serve_predict(&["--store", split_s]);
     let (_b, whole_addr) = serve_predict(&["--store", whole_s]);
     for handle in (1..=3000).step_by(97) {
@@ -143,5 +144,25 @@ fn a_split_run_publishes_what_a_one_shot_run_does() {
         let (v2, s2) = similarities(whole_addr, handle);
         assert_ne!(v1, v2);
         assert_eq!(s1, s2, "user {handle}");
+        assert_eq!(courses(split_addr, handle), courses(whole_addr, handle));
     }
+}
+
+/// The course ids `POST /recommend` ranks for `handle`.
+fn courses(addr: SocketAddr, handle: u64) -> Vec<String> {
+    let r = exchange(
+        addr,
+        "POST",
+        "/recommend",
+        Some("application/json"),
+        &format!(r#"{{"user_handle": {handle}}}"#),
+        Duration::from_secs(30),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["course_id"].as_str().unwrap().to_owned())
+        .collect()
 }

@@ -13,8 +13,10 @@
 //! * [`graph`]: checks an encoded HNSW index before it is decoded.
 //! * [`shard`]: which shard a user lives in; searching several shards as one index.
 //! * [`projection`]: folding a new profile (tags, interests) into the embedding space.
+//! * [`courses`]: the catalogue and the courses each user viewed.
 //! * [`model`]: a loaded model version, its parts checked against each other.
 //! * [`query`]: the users nearest to one, and why two users are similar.
+//! * [`recommend`]: courses from similar learners, scored on their engagement.
 //! * [`store`]: object storage, a local folder or `s3://bucket/prefix`.
 //! * [`registry`]: publishing a model version and loading the current one.
 //! * [`versions`]: listing a store's versions, rolling back, pruning old ones.
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod courses;
 pub mod embedding;
 pub mod error;
 pub mod graph;
@@ -31,6 +34,7 @@ pub mod manifest;
 pub mod model;
 pub mod projection;
 pub mod query;
+pub mod recommend;
 pub mod registry;
 pub mod search;
 pub mod shard;

@@ -8,6 +8,7 @@
 //! | `users.bin` | bincode 2 | [`UserTable`]: tag vocabulary and one [`UserSummary`] per user |
 //! | `index.bin` | bincode 2 | [`Index`]: the HNSW graph over the users' unit embeddings |
 //! | `projection.bin` | bincode 2 | [`crate::projection::Projection`]: the fold-in basis for profile queries (optional) |
+//! | `courses.bin` | bincode 2 | [`crate::courses::CourseTable`]: the catalogue and each user's viewed courses, for recommendations (optional) |
 //!
 //! Row `i` of the user table is point `i` of the index, so a user's embedding is read
 //! from the index itself and stored only once.
@@ -47,6 +48,8 @@ pub const INDEX: &str = "index.bin";
 pub const REPORT: &str = "report.html";
 /// Object name of the fold-in projection inside a version folder (optional).
 pub const PROJECTION: &str = "projection.bin";
+/// Object name of the course table inside a version folder (optional).
+pub const COURSES: &str = "courses.bin";
 
 /// Size and digest of one artifact, as recorded in the manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -176,9 +179,10 @@ impl Manifest {
     }
 
     /// Total size of the artifacts a loader of `selection` reads (the selected shards'
-    /// user tables and indexes, and `projection.bin`; not the report), as listed.
+    /// user tables and indexes, `projection.bin` and `courses.bin`; not the report), as
+    /// listed.
     pub fn artifacts_bytes(&self, selection: Option<&[u32]>) -> u64 {
-        let mut names = vec![PROJECTION.to_owned()];
+        let mut names = vec![PROJECTION.to_owned(), COURSES.to_owned()];
         for (_, users, index) in self.shard_artifacts(selection) {
             names.push(users);
             names.push(index);

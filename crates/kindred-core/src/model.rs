@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::courses::CourseTable;
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -31,6 +32,10 @@ pub struct Model {
     projection: Option<Projection>,
     /// Tag ids by [`crate::tags::key`], built with the projection.
     tag_keys: HashMap<String, u32>,
+    /// The course table for recommendations, when the version has one.
+    courses: Option<CourseTable>,
+    /// Course ids by name, built with the course table.
+    course_ids: HashMap<String, u32>,
 }
 
 /// One shard's decoded parts: its number, user summaries and index (point `i` is user `i`).
@@ -114,6 +119,8 @@ impl Model {
             by_handle,
             projection: None,
             tag_keys: HashMap::new(),
+            courses: None,
+            course_ids: HashMap::new(),
         })
     }
 
@@ -123,6 +130,24 @@ impl Model {
         self.tag_keys = projection::key_index(&self.users.tags);
         self.projection = Some(projection);
         Ok(self)
+    }
+
+    /// Attaches the course table after checking it against the model's tag vocabulary.
+    pub fn with_courses(mut self, courses: CourseTable) -> Result<Model> {
+        courses.validate(self.users.tags.len())?;
+        self.course_ids = courses.index();
+        self.courses = Some(courses);
+        Ok(self)
+    }
+
+    /// The course table, if this version has one.
+    pub fn courses(&self) -> Option<&CourseTable> {
+        self.courses.as_ref()
+    }
+
+    /// The id of a course by its name in the data files.
+    pub fn course_id(&self, name: &str) -> Option<u32> {
+        self.course_ids.get(name).copied()
     }
 
     /// The fold-in projection, if this version has one.

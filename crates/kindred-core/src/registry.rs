@@ -8,6 +8,7 @@
 //! models/<version>/users.bin     (sharded, format 3: users-0000.bin, users-0001.bin, ...)
 //! models/<version>/index.bin     (sharded, format 3: index-0000.bin, index-0001.bin, ...)
 //! models/<version>/projection.bin
+//! models/<version>/courses.bin   (the catalogue and viewed courses, for recommendations)
 //! history/<time>-rollback.json   one record per rollback (see crate::versions)
 //! ```
 //!
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::codec::{decode, sha256_hex};
 use crate::error::{Error, Result};
-use crate::manifest::{ArtifactEntry, MANIFEST, Manifest, PROJECTION, REPORT};
+use crate::manifest::{ArtifactEntry, COURSES, MANIFEST, Manifest, PROJECTION, REPORT};
 use crate::model::Model;
 use crate::search::Index;
 use crate::shard::Selection;
@@ -492,12 +493,10 @@ pub async fn fetch_model<S: ObjectStore>(
         let index_bytes = fetch_verified(store, &manifest, &index).await?;
         fetched.push((id, users_bytes, index, index_bytes));
     }
-    // Optional: versions published before cold-start queries have no projection.
-    let projection_bytes = if manifest.artifacts.iter().any(|a| a.name == PROJECTION) {
-        Some(fetch_verified(store, &manifest, PROJECTION).await?)
-    } else {
-        None
-    };
+    // Optional: versions published before cold-start queries have no projection, and
+    // those published before recommendations no course table.
+    let projection_bytes = fetch_optional(store, &manifest, PROJECTION).await?;
+    let courses_bytes = fetch_optional(store, &manifest, COURSES).await?;
     tokio::task::spawn_blocking(move || {
         let mut tags: Option<Vec<String>> = None;
         let mut parts = Vec::with_capacity(fetched.len());
@@ -518,14 +517,31 @@ pub async fn fetch_model<S: ObjectStore>(
             drop(index_bytes);
             parts.push((id, table.users, index));
         }
-        let model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
-        match projection_bytes {
-            Some(bytes) => model.with_projection(decode(PROJECTION, &bytes)?),
-            None => Ok(model),
+        let mut model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
+        if let Some(bytes) = projection_bytes {
+            model = model.with_projection(decode(PROJECTION, &bytes)?)?;
         }
+        if let Some(bytes) = courses_bytes {
+            model = model.with_courses(decode(COURSES, &bytes)?)?;
+        }
+        Ok(model)
     })
     .await
     .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?
+}
+
+/// [`fetch_verified`] for an artifact a version may lack: `None` when the manifest does
+/// not list it.
+async fn fetch_optional<S: ObjectStore>(
+    store: &S,
+    manifest: &Manifest,
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    if manifest.artifacts.iter().any(|a| a.name == name) {
+        Ok(Some(fetch_verified(store, manifest, name).await?))
+    } else {
+        Ok(None)
+    }
 }
 
 async fn fetch_verified<S: ObjectStore>(

@@ -12,7 +12,14 @@ use serde_json::json;
 
 /// The routes counted apart; any other path counts as `other` (so arbitrary paths cannot
 /// grow the label set).
-pub const ROUTES: [&str; 5] = ["/predict", "/shard/search", "/health", "/metrics", "other"];
+pub const ROUTES: [&str; 6] = [
+    "/predict",
+    "/recommend",
+    "/shard/search",
+    "/health",
+    "/metrics",
+    "other",
+];
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [

@@ -76,6 +76,29 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The course ids `POST /recommend` ranks for `handle`, over HTTP.
+    fn recommended(&self, handle: u64) -> (Vec<String>, Value) {
+        let body = format!(r#"{{"user_handle": {handle}}}"#);
+        let (status, answer) = kindred_e2e::http(
+            self.addr,
+            "POST",
+            "/recommend",
+            Some("application/json"),
+            &body,
+        );
+        assert_eq!(status, 200, "{answer}");
+        let answer: Value = serde_json::from_str(&answer).unwrap();
+        let courses = answer["recommendations"]
+            .as_array()
+            .expect("recommendations")
+            .iter()
+            .map(|c| c["course_id"].as_str().unwrap().to_owned())
+            .collect();
+        (courses, answer)
+    }
+}
+
 /// A headless Chromium run; its whole process group is killed when dropped.
 struct Browser {
     child: Child,
@@ -223,6 +246,16 @@ async fn chromium_shows_the_neighbours_predict_ranks_in_the_same_order() {
     let status = element(&dom, "status");
     assert_eq!(attribute_values(status, "data-state"), ["ok"], "{status}");
     assert!(text(status).contains("10 users most similar"), "{status}");
+    // Below them, the courses POST /recommend ranks, in its order.
+    let (expected, answer) = server.recommended(handle);
+    assert!(!expected.is_empty(), "{answer}");
+    let courses = element(&dom, "courses");
+    assert_eq!(
+        attribute_values(courses, "data-course"),
+        expected,
+        "{courses}"
+    );
+    assert!(text(courses).contains("similar learner"), "{courses}");
 }
 
 #[tokio::test]
@@ -293,10 +326,11 @@ async fn the_explorer_is_self_contained_html_that_calls_predict_relatively() {
         !in_repo.contains("://"),
         "the page refers to another origin"
     );
-    // its script asks `predict` relative to the page (so a stage prefix is kept) and
-    // writes answers as text, never as HTML.
+    // its script asks `predict` and `recommend` relative to the page (so a stage prefix
+    // is kept) and writes answers as text, never as HTML.
     assert!(in_repo.contains(r#"fetch("predict""#));
-    assert!(!in_repo.contains("/predict\""));
+    assert!(in_repo.contains(r#"fetch("recommend""#));
+    assert!(!in_repo.contains("/predict\"") && !in_repo.contains("/recommend\""));
     assert!(!in_repo.contains("innerHTML"));
     // Only GET (and HEAD) are allowed.
     let r = kindred_e2e::exchange(server.addr, "POST", "/explore", None, "", BROWSER_LIMIT);

@@ -121,6 +121,71 @@ async fn predict_answers_ranked_similar_users_for_every_event_source() {
 }
 
 #[tokio::test]
+async fn recommend_answers_the_same_courses_for_every_event_source() {
+    // Given a published model and the courses the query core recommends for a user,
+    let (router, _dir) = serving().await;
+    let handle = known_handle(7);
+    let expected = api::recommend_handle(
+        model(),
+        handle,
+        5,
+        &api::Filters::default(),
+        api::Disclosure::default(),
+    )
+    .unwrap();
+    let expected: Vec<(&str, u32)> = expected
+        .recommendations
+        .iter()
+        .map(|r| (r.course_id, r.because.as_ref().unwrap().similar_learners))
+        .collect();
+    for source in SOURCES {
+        // when each event source asks POST /recommend (under a REST stage too),
+        let a = call(
+            &router,
+            event(
+                source,
+                "POST",
+                "/recommend",
+                &[("Content-Type", "application/json")],
+                Some(&format!(r#"{{"user_handle": {handle}, "k": 5}}"#)),
+            ),
+        )
+        .await;
+        // then the answer is those courses, never a 5xx.
+        assert_eq!(a.status, StatusCode::OK, "{source:?}: {}", a.body);
+        assert_eq!(a.headers["content-type"], "application/json");
+        assert_eq!(a.body["model_version"], common::version(1));
+        let got: Vec<(&str, u32)> = a.body["recommendations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let n = r["because"]["similar_learners"].as_u64().unwrap() as u32;
+                (r["course_id"].as_str().unwrap(), n)
+            })
+            .collect();
+        assert_eq!(got, expected, "{source:?}");
+        let bad = call(
+            &router,
+            event(
+                source,
+                "POST",
+                "/recommend",
+                &[],
+                Some(r#"{"user_handle": 1, "k": "x"}"#),
+            ),
+        )
+        .await;
+        assert_json_error(
+            &bad,
+            StatusCode::BAD_REQUEST,
+            "invalid request body",
+            "k as text",
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_numeric_string_handle_k_and_a_missing_content_type_are_accepted() {
     let (router, _dir) = serving().await;
     let handle = known_handle(3);

@@ -209,6 +209,74 @@ async fn metrics_count_answers_by_route_and_status_and_describe_the_model() {
 }
 
 #[tokio::test]
+async fn recommend_answers_over_http_and_its_mistakes_are_json_4xx() {
+    // Given the binary serving the test model,
+    let dir = tempfile::tempdir().unwrap();
+    common::publish(&LocalStore::new(dir.path()), &common::version(1)).await;
+    let server = start(dir.path(), &[]).await;
+    let post = |body: &'static str| {
+        server.send(
+            Method::POST,
+            "/recommend",
+            &[("content-type", "application/json")],
+            Bytes::from(body),
+        )
+    };
+    // when a known user asks for courses, the answer is ranked courses with their tags,
+    // what they were chosen for, and the model version;
+    let handle = known_handle(3);
+    let body = format!(r#"{{"user_handle": {handle}, "k": 4}}"#);
+    let (status, _, a) = server
+        .send(
+            Method::POST,
+            "/recommend",
+            &[("content-type", "application/json")],
+            Bytes::from(body),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{a}");
+    assert_eq!(a["user_handle"], handle);
+    assert_eq!(a["model_version"], common::version(1));
+    let recs = a["recommendations"].as_array().unwrap();
+    assert_eq!(recs.len(), 4);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["rank"], i + 1);
+        assert!(r["course_id"].as_str().is_some_and(|c| !c.is_empty()));
+        assert!(r["tags"].is_array() && r["because"]["shared_tags"].is_array());
+        // (the default disclosure names no other learner).
+        assert!(r["because"].get("similar_users").is_none());
+    }
+    // and mistakes are JSON 4xx: an unknown user, /predict's field, a GET, a bad k.
+    let unknown = post(r#"{"user_handle": 987654321}"#).await;
+    assert_eq!(
+        (unknown.0, unknown.2["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("unknown user"))
+    );
+    let wrong_route = server
+        .predict(r#"{"user_handle": 1, "exclude_courses": ["x"]}"#)
+        .await;
+    assert_eq!(wrong_route.0, StatusCode::BAD_REQUEST, "{}", wrong_route.2);
+    let (status, headers, _) = server.get("/recommend").await;
+    assert_eq!(
+        (status, headers["allow"].to_str().unwrap()),
+        (StatusCode::METHOD_NOT_ALLOWED, "POST")
+    );
+    assert_eq!(
+        post(r#"{"user_handle": 1, "k": 0}"#).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // Each is counted under its own route.
+    let (_, _, text) = server.get_text("/metrics").await;
+    let count = |class: &str| {
+        sample(
+            &text,
+            &format!("kindred_requests_total{{route=\"/recommend\",status=\"{class}\"}}"),
+        )
+    };
+    assert_eq!((count("2xx"), count("4xx")), (1.0, 3.0));
+}
+
+#[tokio::test]
 async fn the_server_loads_lazily_answers_503_until_a_model_is_published_then_200() {
     // Given a server over an empty store,
     let dir = tempfile::tempdir().unwrap();

@@ -35,4 +35,11 @@ async fn a_format_1_model_is_served_with_empty_explanations() {
         let json = serde_json::to_value(&answer).unwrap();
         assert_eq!(json["similar_users"][0]["because"], serde_json::json!([]));
     }
+    // It has no course table: /recommend says so with a 422, not a 5xx.
+    assert!(model.courses().is_none());
+    let handle = model.users.users[0].handle;
+    let body = format!(r#"{{"user_handle": {handle}}}"#);
+    let q = api::parse_for(api::Ask::Recommend, &Default::default(), body.as_bytes()).unwrap();
+    let err = api::respond_recommend(&model, &q, api::Disclosure::default()).unwrap_err();
+    assert_eq!(err.status().as_u16(), 422);
 }

@@ -98,8 +98,9 @@ async fn the_model_is_loaded_on_first_use_once_for_concurrent_requests() {
         assert_eq!(status, StatusCode::OK, "{body}");
         common::assert_prediction(&body, known_handle(i), 10, &v1);
     }
-    // which was read once: pointer, manifest, users.bin, index.bin and projection.bin.
-    assert_eq!(store.gets(), 5);
+    // which was read once: pointer, manifest, users.bin, index.bin, projection.bin and
+    // courses.bin.
+    assert_eq!(store.gets(), 6);
     assert_eq!(cache.state(), LoadState::Loaded);
     let h = health(&router).await;
     assert_eq!(
@@ -114,7 +115,7 @@ async fn the_model_is_loaded_on_first_use_once_for_concurrent_requests() {
     );
     // Later requests within the refresh interval do not touch the store.
     predict(&router, known_handle(0)).await;
-    assert_eq!(store.gets(), 5);
+    assert_eq!(store.gets(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,13 +540,13 @@ async fn a_cold_load_completes_even_if_the_request_that_started_it_gives_up() {
         },
     )
     .await;
-    assert_eq!(store.gets(), 5);
+    assert_eq!(store.gets(), 6);
     let (status, _, body) = predict(&router, known_handle(0)).await;
     assert_eq!(
         (status, body["model_version"].as_str()),
         (StatusCode::OK, Some(v1.as_str()))
     );
-    assert_eq!(store.gets(), 5);
+    assert_eq!(store.gets(), 6);
 }
 
 #[tokio::test]

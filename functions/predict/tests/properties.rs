@@ -211,7 +211,13 @@ fn any_changed_or_cut_byte_of_a_version_is_refused() {
         .collect();
     assert_eq!(
         names,
-        ["users.bin", "index.bin", "projection.bin", "manifest.json"]
+        [
+            "users.bin",
+            "index.bin",
+            "projection.bin",
+            "courses.bin",
+            "manifest.json"
+        ]
     );
     let strategy = (
         0..names.len(),

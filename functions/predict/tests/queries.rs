@@ -123,7 +123,7 @@ fn exclude_and_min_similarity_filter_the_ranked_list() {
     // still has ten users, none of them excluded.
     let filters = Filters {
         exclude: top[..2].iter().copied().collect(),
-        min_similarity: None,
+        ..Filters::default()
     };
     let a = api::answer_handle(m, handle, 10, &filters, Disclosure::Full).expect("known");
     let got: Vec<u64> = a.similar_users.iter().map(|u| u.user_handle).collect();
@@ -134,8 +134,8 @@ fn exclude_and_min_similarity_filter_the_ranked_list() {
     // Given a floor at the fifth similarity, then exactly the users at or above it remain.
     let floor = plain.similar_users[4].similarity;
     let filters = Filters {
-        exclude: Default::default(),
         min_similarity: Some(floor),
+        ..Filters::default()
     };
     let a = api::answer_handle(m, handle, 10, &filters, Disclosure::Full).expect("known");
     assert!(
@@ -165,4 +165,166 @@ fn a_batch_answers_like_single_requests_in_order() {
             (item, single) => panic!("{h}: batch {item:?} vs single {single:?}"),
         }
     }
+}
+
+/// `POST /recommend` in process: a validated query's JSON answer.
+async fn recommend_json(body: &str, disclosure: Disclosure) -> (u16, serde_json::Value) {
+    let q = api::parse_for(api::Ask::Recommend, &Default::default(), body.as_bytes())
+        .expect("valid request");
+    let resp = match api::respond_recommend(model(), &q, disclosure) {
+        Ok(r) => r,
+        Err(e) => axum::response::IntoResponse::into_response(e),
+    };
+    let status = resp.status().as_u16();
+    let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[test]
+fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
+    let m = model();
+    let courses = m.courses().expect("the test model has a course table");
+    let handle = known_handle(4);
+    let a = api::recommend_handle(m, handle, 10, &Filters::default(), Disclosure::Profiles)
+        .expect("known");
+    assert_eq!(a.recommendations.len(), 10);
+    assert_eq!(a.neighbours, 50);
+    let seen: Vec<&str> = courses
+        .viewed_by(handle)
+        .iter()
+        .map(|v| courses.ids[v.course as usize].as_str())
+        .collect();
+    assert!(!seen.is_empty());
+    let neighbours: Vec<u64> = api::neighbours(
+        m,
+        m.embedding(m.row_of(handle).unwrap()),
+        m.row_of(handle),
+        50,
+        &Filters::default(),
+    )
+    .iter()
+    .map(|n| m.users.users[n.row as usize].handle)
+    .collect();
+    for (i, r) in a.recommendations.iter().enumerate() {
+        // Ranked, never a course the learner viewed,
+        assert_eq!(r.rank as usize, i + 1);
+        assert!(!seen.contains(&r.course_id), "{} was viewed", r.course_id);
+        // each viewed by the similar learners the answer names (all among the 50),
+        let because = r.because.as_ref().expect("reasons are disclosed");
+        let voters = because
+            .similar_users
+            .as_ref()
+            .expect("profiles are disclosed");
+        assert!(!voters.is_empty() && voters.len() <= api::VOTERS_SHOWN);
+        assert!(because.similar_learners as usize >= voters.len());
+        let id = m.course_id(r.course_id).unwrap();
+        for v in voters {
+            assert!(neighbours.contains(&v.user_handle));
+            assert!(
+                courses
+                    .viewed_by(v.user_handle)
+                    .iter()
+                    .any(|c| c.course == id)
+            );
+        }
+        // with the course's tags, the shared ones among them.
+        let tags: Vec<&str> = courses.tags[id as usize]
+            .iter()
+            .map(|&t| m.tag(t))
+            .collect();
+        assert_eq!(r.tags, tags);
+        assert!(because.shared_tags.iter().all(|t| tags.contains(t)));
+    }
+    assert!(
+        a.recommendations
+            .windows(2)
+            .all(|w| w[0].score >= w[1].score)
+    );
+    assert!(
+        a.recommendations
+            .iter()
+            .any(|r| !r.because.as_ref().unwrap().shared_tags.is_empty()),
+        "no recommended course shares a tag with the learner"
+    );
+    // Excluding the first two courses moves the rest up; excluding the neighbours who
+    // voted for the first changes what is counted.
+    let top: Vec<String> = a
+        .recommendations
+        .iter()
+        .map(|r| r.course_id.to_owned())
+        .collect();
+    let filters = Filters {
+        exclude_courses: top[..2].to_vec(),
+        ..Filters::default()
+    };
+    let b = api::recommend_handle(m, handle, 10, &filters, Disclosure::Profiles).unwrap();
+    let got: Vec<&str> = b.recommendations.iter().map(|r| r.course_id).collect();
+    assert_eq!(
+        got[..8],
+        top[2..].iter().map(String::as_str).collect::<Vec<_>>()[..]
+    );
+    let filters = Filters {
+        exclude: neighbours[..10].iter().copied().collect(),
+        ..Filters::default()
+    };
+    let c = api::recommend_handle(m, handle, 10, &filters, Disclosure::Profiles).unwrap();
+    for r in &c.recommendations {
+        let voters = r.because.as_ref().unwrap().similar_users.as_ref().unwrap();
+        assert!(
+            voters
+                .iter()
+                .all(|v| !neighbours[..10].contains(&v.user_handle))
+        );
+    }
+    // Unknown users are a 404.
+    let err = api::recommend_handle(m, UNKNOWN_HANDLE, 10, &Filters::default(), Disclosure::Full)
+        .unwrap_err();
+    assert_eq!(err.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn recommendations_disclose_voters_only_with_profiles_and_serve_batches_and_profiles() {
+    let handle = known_handle(2);
+    let one = format!(r#"{{"user_handle": {handle}, "k": 5}}"#);
+    // At `similarity`, no reasons; at `reasons`, counts and tags but no other learner.
+    let (status, a) = recommend_json(&one, Disclosure::Similarity).await;
+    assert_eq!(status, 200, "{a}");
+    assert_eq!(a["recommendations"].as_array().unwrap().len(), 5);
+    assert!(a["recommendations"][0].get("because").is_none());
+    let (_, a) = recommend_json(&one, Disclosure::Reasons).await;
+    let because = &a["recommendations"][0]["because"];
+    assert!(because["similar_learners"].as_u64().unwrap() >= 1, "{a}");
+    assert!(because.get("similar_users").is_none(), "{a}");
+    // A batch answers like single requests, in order, unknown users as error items.
+    let batch = format!(r#"{{"user_handles": [{handle}, {UNKNOWN_HANDLE}], "k": 5}}"#);
+    let (status, b) = recommend_json(&batch, Disclosure::Reasons).await;
+    assert_eq!(status, 200, "{b}");
+    assert_eq!(b["results"][0]["recommendations"], a["recommendations"]);
+    assert_eq!(b["results"][1]["error"], "unknown user");
+    // A cold-start profile gets courses too, none of those it excludes.
+    let m = model();
+    let tag = m.tag(m.users.users[2].top_tags[0].0).to_owned();
+    let profile = format!(r#"{{"profile": {{"tags": {{"{tag}": 1800}}}}, "k": 5}}"#);
+    let (status, p) = recommend_json(&profile, Disclosure::Reasons).await;
+    assert_eq!(status, 200, "{p}");
+    let first = p["recommendations"][0]["course_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(p["matched"][0]["tag"], tag.as_str());
+    let excluded = format!(
+        r#"{{"profile": {{"tags": {{"{tag}": 1800}}}}, "k": 5, "exclude_courses": ["{first}", "no-such-course"]}}"#
+    );
+    let (_, e) = recommend_json(&excluded, Disclosure::Reasons).await;
+    let ids: Vec<&str> = e["recommendations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["course_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(!ids.contains(&first.as_str()));
+    assert_eq!(ids[0], p["recommendations"][1]["course_id"]);
 }

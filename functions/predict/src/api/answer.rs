@@ -100,7 +100,7 @@ pub struct PredictResponse<'a> {
 }
 
 /// What `disclosure` lets an answer show about the user in `row`.
-fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Option<UserView<'_>> {
+pub(super) fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Option<UserView<'_>> {
     if !disclosure.profiles() {
         return None;
     }
@@ -192,7 +192,7 @@ pub(super) fn similar_users<'m>(
         .collect()
 }
 
-fn unknown_user(model: &Model, handle: u64) -> ApiError {
+pub(super) fn unknown_user(model: &Model, handle: u64) -> ApiError {
     let shard = model.shard_of(handle);
     if !model.holds_all_shards() && !model.shards_held().contains(&shard) {
         return ApiError::new(
@@ -249,9 +249,9 @@ pub fn answer_handle<'m>(
 /// One answer of a batch request: the answer, or the error for that handle.
 #[derive(Debug, Serialize, PartialEq)]
 #[serde(untagged)]
-pub enum BatchItem<'a> {
+pub enum BatchItem<T> {
     /// The handle's answer.
-    Answer(PredictResponse<'a>),
+    Answer(T),
     /// Why the handle has no answer (an unknown user).
     Error {
         /// The handle asked for.
@@ -261,13 +261,36 @@ pub enum BatchItem<'a> {
     },
 }
 
-/// Body of a successful batch `POST /predict`.
+/// Body of a successful batch `POST /predict` (`T` a [`PredictResponse`]) or
+/// `POST /recommend`.
 #[derive(Debug, Serialize, PartialEq)]
-pub struct BatchResponse<'a> {
+pub struct BatchResponse<'a, T> {
     /// Model version that answered.
     pub model_version: &'a str,
     /// One item per requested handle, in request order.
-    pub results: Vec<BatchItem<'a>>,
+    pub results: Vec<BatchItem<T>>,
+}
+
+/// Answers each handle of a batch with `one`; unknown handles get an error item, not a
+/// failed batch.
+pub fn batch<'m, T>(
+    model: &'m Model,
+    handles: &[u64],
+    one: impl Fn(u64) -> Result<T, ApiError>,
+) -> BatchResponse<'m, T> {
+    BatchResponse {
+        model_version: &model.manifest.version,
+        results: handles
+            .iter()
+            .map(|&h| match one(h) {
+                Ok(a) => BatchItem::Answer(a),
+                Err(_) => BatchItem::Error {
+                    user_handle: h,
+                    error: "unknown user",
+                },
+            })
+            .collect(),
+    }
 }
 
 /// Answers each handle of a batch; unknown handles get an error item, not a failed batch.
@@ -277,20 +300,10 @@ pub fn answer_batch<'m>(
     k: u32,
     filters: &Filters,
     disclosure: Disclosure,
-) -> BatchResponse<'m> {
-    BatchResponse {
-        model_version: &model.manifest.version,
-        results: handles
-            .iter()
-            .map(|&h| match answer_handle(model, h, k, filters, disclosure) {
-                Ok(a) => BatchItem::Answer(a),
-                Err(_) => BatchItem::Error {
-                    user_handle: h,
-                    error: "unknown user",
-                },
-            })
-            .collect(),
-    }
+) -> BatchResponse<'m, PredictResponse<'m>> {
+    batch(model, handles, |h| {
+        answer_handle(model, h, k, filters, disclosure)
+    })
 }
 
 /// Body of a successful profile `POST /predict`.
@@ -316,6 +329,23 @@ pub fn answer_profile<'m>(
     filters: &Filters,
     disclosure: Disclosure,
 ) -> Result<ProfileResponse<'m>, ApiError> {
+    let (folded, embedding) = profile_embedding(model, profile)?;
+    let found = neighbours(model, &embedding, None, k as usize, filters);
+    let matched = matched_features(model, &folded);
+    Ok(ProfileResponse {
+        model_version: &model.manifest.version,
+        matched,
+        unknown_tags: folded.unknown_tags,
+        similar_users: similar_users(model, found, &folded.features, disclosure),
+    })
+}
+
+/// A profile folded into the embedding space and smoothed as training smoothed its users:
+/// the profile's features and the embedding to search from.
+pub(super) fn profile_embedding(
+    model: &Model,
+    profile: &Profile,
+) -> Result<(projection::Folded, Embedding), ApiError> {
     let folded = fold_profile(model, profile)?;
     let mut embedding = folded.embedding.clone();
     if let Some(s) = profile_smoothing(model) {
@@ -329,14 +359,7 @@ pub fn answer_profile<'m>(
         let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
         embedding = projection::smooth_towards(&embedding, &points, s.weight);
     }
-    let found = neighbours(model, &embedding, None, k as usize, filters);
-    let matched = matched_features(model, &folded);
-    Ok(ProfileResponse {
-        model_version: &model.manifest.version,
-        matched,
-        unknown_tags: folded.unknown_tags,
-        similar_users: similar_users(model, found, &folded.features, disclosure),
-    })
+    Ok((folded, embedding))
 }
 
 /// Folds a profile, or says why it cannot be (no projection, no known tag).

@@ -7,6 +7,7 @@
 //! * [`routes`]: the router, stage stripping and the handlers;
 //! * [`request`]: request parsing and validation into a [`Query`];
 //! * [`answer`]: answers built from a model (the in-process query path);
+//! * [`recommend`]: `POST /recommend`, courses from similar learners;
 //! * [`error`]: [`ApiError`], every failure as a JSON response;
 //! * [`explore`]: the index, the OpenAPI document and the explorer page;
 //! * [`shard`]: `POST /shard/search`, the call a scatter-gather coordinator makes;
@@ -16,6 +17,7 @@
 mod answer;
 mod error;
 mod explore;
+mod recommend;
 mod request;
 mod routes;
 mod settings;
@@ -24,15 +26,19 @@ mod throttle;
 
 pub use answer::{
     Assessment, BECAUSE_MAX, BatchItem, BatchResponse, PredictResponse, ProfileResponse, Reason,
-    SimilarUser, TagTime, UserView, answer, answer_batch, answer_handle, answer_profile,
+    SimilarUser, TagTime, UserView, answer, answer_batch, answer_handle, answer_profile, batch,
     neighbours, respond,
 };
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use explore::{EXPLORE_HTML, OPENAPI};
+pub use recommend::{
+    CourseReason, CourseRecommendation, CourseVoter, ProfileRecommendResponse, RecommendBatch,
+    RecommendResponse, VOTERS_SHOWN, recommend_handle, respond_recommend,
+};
 pub use request::{
-    DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
+    Ask, DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
     MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_CHARS, MAX_WORK, PredictRequest, ProfileRequest, Query,
-    Subject, parse_request,
+    Subject, parse_for, parse_request,
 };
 pub use routes::{BasePath, catch_panics, router, router_with};
 pub(crate) use routes::{guard, method_not_allowed, not_found, read_body, wrapped};

@@ -88,7 +88,8 @@ where
     }
 }
 
-/// Body of `POST /predict`: exactly one of `user_handle`, `user_handles` or `profile`.
+/// Body of `POST /predict` and `POST /recommend`: exactly one of `user_handle`,
+/// `user_handles` or `profile`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
@@ -110,6 +111,9 @@ pub struct PredictRequest {
     /// Leave out neighbours less similar than this (-1 to 1).
     #[serde(default)]
     pub min_similarity: Option<f64>,
+    /// `/recommend` only: course ids never to recommend (at most [`MAX_EXCLUDE`]).
+    #[serde(default)]
+    pub exclude_courses: Option<Vec<String>>,
 }
 
 /// A cold-start profile in a request: what a new user watched, follows and scored.
@@ -170,15 +174,33 @@ pub struct Query {
 /// Filters applied to every answer of a request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filters {
-    /// Handles never returned.
+    /// Handles never returned (for `/recommend`: never asked for their courses).
     pub exclude: std::collections::HashSet<u64>,
-    /// Smallest similarity returned.
+    /// Smallest similarity returned (for `/recommend`: of the neighbours asked).
     pub min_similarity: Option<f32>,
+    /// Course ids never recommended (`/recommend` only).
+    pub exclude_courses: Vec<String>,
 }
 
-/// Validates a request (content type, body size, JSON shape, ranges). A missing content
-/// type is accepted; errors are 400, 413, 415, 422.
+/// Which route a body is parsed for: they share the body's shape, not all its fields
+/// or its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// `POST /predict`: `k` similar users per subject.
+    Predict,
+    /// `POST /recommend`: `k` courses per subject, from
+    /// [`RECOMMEND_NEIGHBOURS`](kindred_core::recommend::RECOMMEND_NEIGHBOURS) neighbours.
+    Recommend,
+}
+
+/// Validates a `/predict` request (content type, body size, JSON shape, ranges). A
+/// missing content type is accepted; errors are 400, 413, 415, 422.
 pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError> {
+    parse_for(Ask::Predict, headers, body)
+}
+
+/// Validates a request for the route `ask`, as [`parse_request`] does for `/predict`.
+pub fn parse_for(ask: Ask, headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError> {
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct
             .to_str()
@@ -243,12 +265,30 @@ pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<Query, ApiError
             ));
         }
     };
-    let filters = validate_filters(req.exclude, req.min_similarity)?;
+    let mut filters = validate_filters(req.exclude, req.min_similarity)?;
     let subjects = match &subject {
         Subject::Handles(hs) => hs.len(),
         Subject::Handle(_) | Subject::Profile(_) => 1,
     };
-    check_work(subjects, k, filters.exclude.len())?;
+    let searched = match ask {
+        Ask::Predict => {
+            if req.exclude_courses.is_some() {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid request body",
+                    json!(
+                        "exclude_courses belongs to /recommend; /predict excludes users with exclude"
+                    ),
+                ));
+            }
+            k
+        }
+        Ask::Recommend => {
+            filters.exclude_courses = validate_courses(req.exclude_courses.unwrap_or_default())?;
+            kindred_core::recommend::RECOMMEND_NEIGHBOURS as u32
+        }
+    };
+    check_work(subjects, searched, filters.exclude.len())?;
     Ok(Query {
         subject,
         k,
@@ -312,7 +352,26 @@ pub(super) fn validate_filters(
     Ok(Filters {
         exclude: exclude.into_iter().map(|h| h.0).collect(),
         min_similarity,
+        exclude_courses: Vec::new(),
     })
+}
+
+/// The `exclude_courses` of a `/recommend` request: at most [`MAX_EXCLUDE`] ids of at
+/// most [`MAX_TAG_CHARS`] characters. Ids the model does not know exclude nothing.
+fn validate_courses(courses: Vec<String>) -> Result<Vec<String>, ApiError> {
+    if courses.len() > MAX_EXCLUDE {
+        return Err(unprocessable(
+            "exclude_courses too long",
+            json!({"count": courses.len(), "max": MAX_EXCLUDE}),
+        ));
+    }
+    if let Some(long) = courses.iter().find(|c| c.chars().count() > MAX_TAG_CHARS) {
+        return Err(unprocessable(
+            "invalid course id",
+            json!({"course_id": long.chars().take(40).collect::<String>(), "max_characters": MAX_TAG_CHARS}),
+        ));
+    }
+    Ok(courses)
 }
 
 /// Checks a profile's sizes and values and converts it for folding.
@@ -455,6 +514,30 @@ mod tests {
                 interests: vec!["c#".into()],
                 assessments: vec![("python".into(), 200.0)],
             })
+        );
+        // exclude_courses is /recommend's; its batches are bounded by the neighbours
+        // each subject asks (50), not by k.
+        assert_eq!(
+            status(br#"{"user_handle": 1, "exclude_courses": ["a"]}"#),
+            StatusCode::BAD_REQUEST
+        );
+        let recommend = |body: &[u8]| parse_for(Ask::Recommend, &HeaderMap::new(), body);
+        let q = recommend(br#"{"user_handle": 1, "k": 5, "exclude_courses": ["a", "b"]}"#).unwrap();
+        assert_eq!((q.k, q.filters.exclude_courses.len()), (5, 2));
+        let forty = format!("{{\"user_handles\": [{}], \"k\": 1}}", ["1"; 40].join(","));
+        assert!(recommend(forty.as_bytes()).is_ok());
+        let many = format!("{{\"user_handles\": [{}], \"k\": 1}}", ["1"; 41].join(","));
+        assert_eq!(
+            recommend(many.as_bytes()).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let long = format!(
+            "{{\"user_handle\": 1, \"exclude_courses\": [\"{}\"]}}",
+            "x".repeat(201)
+        );
+        assert_eq!(
+            recommend(long.as_bytes()).unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
         );
         let mut text = HeaderMap::new();
         text.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/json"));

@@ -17,7 +17,8 @@ use serde_json::json;
 use super::answer::respond;
 use super::error::{ApiError, model_unavailable, too_large, unauthorized};
 use super::explore::{explore, index, openapi};
-use super::request::parse_request;
+use super::recommend::respond_recommend;
+use super::request::{Ask, parse_for};
 use super::settings::{ApiKeys, Settings};
 use super::shard::shard_search;
 use super::throttle::{self, CallerRate, Throttle};
@@ -35,7 +36,7 @@ pub fn router<S: ObjectStore + 'static>(cache: Arc<ModelCache<S>>) -> Router {
 
 /// Builds the router shared by the Lambda and the local server.
 ///
-/// With keys in `settings`, `/predict` and `/shard/search` answer 401 unless the request
+/// With keys in `settings`, `/predict`, `/recommend`, `/metrics` and `/shard/search` answer 401 unless the request
 /// carries `Authorization: Bearer KEY` with one of them; `/health` and the documentation
 /// routes stay open. `/shard/search` exists only in shard mode.
 ///
@@ -49,6 +50,10 @@ pub fn router_with<S: ObjectStore + 'static>(
 ) -> Router {
     let mut protected = Router::new()
         .route("/predict", post(predict::<S>).fallback(method_not_allowed))
+        .route(
+            "/recommend",
+            post(recommend::<S>).fallback(method_not_allowed),
+        )
         .route("/metrics", get(metrics::<S>).fallback(method_not_allowed));
     if settings.shard_mode {
         protected = protected.route(
@@ -272,9 +277,20 @@ async fn predict<S: ObjectStore + 'static>(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, bytes) = read_body(req).await?;
-    let query = parse_request(&parts.headers, &bytes)?;
+    let query = parse_for(Ask::Predict, &parts.headers, &bytes)?;
     let model = cache.get().await.map_err(model_unavailable)?;
     respond(&model, &query, settings.disclosure)
+}
+
+async fn recommend<S: ObjectStore + 'static>(
+    State(cache): State<Arc<ModelCache<S>>>,
+    Extension(settings): Extension<Arc<Settings>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (parts, bytes) = read_body(req).await?;
+    let query = parse_for(Ask::Recommend, &parts.headers, &bytes)?;
+    let model = cache.get().await.map_err(model_unavailable)?;
+    respond_recommend(&model, &query, settings.disclosure)
 }
 
 /// The request's head and body, or 413 (as JSON, like every error) for a body over
@@ -316,7 +332,7 @@ async fn health<S: ObjectStore + 'static>(
 
 pub(crate) async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     let allowed = match uri.path() {
-        "/predict" | "/shard/search" => "POST",
+        "/predict" | "/recommend" | "/shard/search" => "POST",
         _ => "GET, HEAD",
     };
     ApiError::new(

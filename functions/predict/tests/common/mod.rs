@@ -82,8 +82,11 @@ pub fn model() -> &'static Model {
         let index = kindred_core::codec::decode("index.bin", bytes("index.bin")).expect("index");
         let projection = kindred_core::codec::decode("projection.bin", bytes("projection.bin"))
             .expect("projection");
+        let courses =
+            kindred_core::codec::decode("courses.bin", bytes("courses.bin")).expect("courses");
         Model::from_parts(t.manifest.clone(), users, index)
             .and_then(|m| m.with_projection(projection))
+            .and_then(|m| m.with_courses(courses))
             .expect("model")
     })
 }
