@@ -89,19 +89,30 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
         .collect();
     let rows = handles.len();
 
+    // Recency: each event's factor by its age before the newest event.
+    let newest = ds.newest_day();
+    let recency = |day: u32| {
+        let age = if day == 0 {
+            0
+        } else {
+            newest.saturating_sub(day)
+        };
+        matrix::decay(age as f32, cfg.half_life_days, cfg.recency_floor)
+    };
     // Views: one observation per (view row, tag of its course); courses per user.
-    let mut observations: Vec<(u32, u32, u32)> = Vec::with_capacity(ds.views.len() * 2);
+    let mut observations: Vec<(u32, u32, u32, f32)> = Vec::with_capacity(ds.views.len() * 2);
     let mut user_courses: Vec<(u32, u32)> = Vec::with_capacity(ds.views.len());
     for v in &ds.views {
         let r = row_of[&v.user];
         user_courses.push((r, v.course));
+        let factor = recency(v.day);
         for &t in &ds.course_tags[v.course as usize] {
             if !is_hidden(v.user, t) {
-                observations.push((r, t, v.seconds));
+                observations.push((r, t, v.seconds, factor));
             }
         }
     }
-    let view_entries = matrix::average_by_row_and_tag(&mut observations);
+    let (view_entries, view_decay) = matrix::average_by_row_and_tag(&mut observations);
     drop(observations);
     // Courses: total seconds per (user, course).
     let course_entries: Vec<(u32, u32, f32)> = if cfg.courses.weight != 0.0 {
@@ -152,15 +163,16 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
         s.top_tags.truncate(cfg.summary_tags);
     }
 
-    let interest_entries: Vec<(u32, u32, f32)> = {
+    let (interest_entries, interest_decay) = {
         let mut e: Vec<_> = ds
             .interests
             .iter()
-            .filter(|&&(u, t)| !is_hidden(u, t))
-            .map(|&(u, t)| (row_of[&u], t, 1.0))
+            .zip(dated(&ds.interest_days))
+            .filter(|&(&(u, t), _)| !is_hidden(u, t))
+            .map(|(&(u, t), day)| ((row_of[&u], t, 1.0), recency(day)))
             .collect();
-        e.sort_unstable_by_key(|x| (x.0, x.1));
-        e
+        e.sort_unstable_by_key(|x| (x.0.0, x.0.1));
+        e.into_iter().unzip::<_, _, Vec<_>, Vec<_>>()
     };
     for &(r, t, _) in &interest_entries {
         let s = &mut summaries[r as usize];
@@ -168,15 +180,16 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
             s.interests.push(t);
         }
     }
-    let assessment_entries: Vec<(u32, u32, f32)> = {
+    let (assessment_entries, assessment_decay) = {
         let mut e: Vec<_> = ds
             .assessments
             .iter()
-            .filter(|&&(u, t, _)| !is_hidden(u, t))
-            .map(|&(u, t, s)| (row_of[&u], t, f32::from(s)))
+            .zip(dated(&ds.assessment_days))
+            .filter(|&(&(u, t, _), _)| !is_hidden(u, t))
+            .map(|(&(u, t, s), day)| ((row_of[&u], t, f32::from(s)), recency(day)))
             .collect();
-        e.sort_unstable_by_key(|x| (x.0, x.1));
-        e
+        e.sort_unstable_by_key(|x| (x.0.0, x.0.1));
+        e.into_iter().unzip::<_, _, Vec<_>, Vec<_>>()
     };
     for &(r, t, score) in &assessment_entries {
         summaries[r as usize].assessments.push((t, score as u16));
@@ -187,21 +200,25 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
             name: "views",
             entries: view_entries,
             weighting: cfg.views,
+            decay: view_decay,
         },
         Block {
             name: "interests",
             entries: interest_entries,
             weighting: cfg.interests,
+            decay: interest_decay,
         },
         Block {
             name: "assessments",
             entries: assessment_entries,
             weighting: cfg.assessments,
+            decay: assessment_decay,
         },
         Block {
             name: "courses",
             entries: course_entries,
             weighting: cfg.courses,
+            decay: Vec::new(),
         },
     ];
     let (csr, columns, idf) = matrix::assemble(rows, &blocks);
@@ -214,6 +231,12 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
         summaries,
         users_with_views,
     }
+}
+
+/// The days of a signal's rows, or undated (0) for each row when the data set carries
+/// none (built in code rather than read).
+fn dated(days: &[u32]) -> impl Iterator<Item = u32> + '_ {
+    days.iter().copied().chain(std::iter::repeat(0))
 }
 
 /// The course table of a data set (`courses.bin`): the catalogue and each user's viewed

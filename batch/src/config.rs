@@ -14,7 +14,8 @@ pub const BLOCK_NAMES: [&str; 4] = ["views", "interests", "assessments", "course
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
-    /// Kindred's default: the baseline with interests weighted twice, assessments at half
+    /// Kindred's default: the baseline with recency weighting (see
+    /// [`TrainConfig::half_life_days`]), interests weighted twice, assessments at half
     /// weight (so users with only assessments get neighbours too) and each embedding
     /// smoothed, at weight 2, towards the mean of its nearest neighbours: 2% of the users,
     /// at most 200 (see [`crate::smooth`]).
@@ -79,7 +80,20 @@ pub struct TrainConfig {
     pub evaluate: Evaluate,
     /// Users sampled for the cohort precision and hold-out measures.
     pub eval_sample: usize,
+    /// Recency: how much older views, interests and assessments weigh falls from 1
+    /// towards [`TrainConfig::recency_floor`], halving the distance every this many days
+    /// before the newest event in the data (never the wall clock); `None`: all alike.
+    #[serde(default)]
+    pub half_life_days: Option<f32>,
+    /// The least an old event weighs under recency (0 to 1).
+    #[serde(default)]
+    pub recency_floor: f32,
 }
+
+/// Kindred's recency half-life, chosen by measurement (see docs/quality.md#recency).
+pub const DEFAULT_HALF_LIFE_DAYS: f32 = 90.0;
+/// Kindred's recency floor, chosen with the half-life.
+pub const DEFAULT_RECENCY_FLOOR: f32 = 0.4;
 
 fn default_smooth_share() -> f32 {
     crate::smooth::DEFAULT_SHARE
@@ -158,10 +172,13 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
         explain_features: 16,
         evaluate: Evaluate::Auto,
         eval_sample: 1000,
+        half_life_days: Some(DEFAULT_HALF_LIFE_DAYS),
+        recency_floor: DEFAULT_RECENCY_FLOOR,
     };
     match method {
         Method::Kindred => {}
         Method::Baseline => {
+            cfg.half_life_days = None;
             cfg.interests.weight = 1.0;
             cfg.assessments.weight = 0.0;
             cfg.smooth_neighbours = 0;
@@ -176,6 +193,7 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
             cfg.interests.weight = 0.0;
             cfg.assessments.weight = 0.0;
             cfg.courses.weight = 0.0;
+            cfg.half_life_days = None;
             cfg.centre_rows = true;
             cfg.smooth_neighbours = 0;
             cfg.rank = 50;

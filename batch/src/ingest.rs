@@ -203,8 +203,13 @@ pub struct Dataset {
     pub views: Vec<View>,
     /// Deduplicated (user, interest tag) pairs.
     pub interests: Vec<(u64, u32)>,
+    /// The day each of [`Dataset::interests`] was last followed (days since
+    /// 1970-01-01; 0 when unreadable).
+    pub interest_days: Vec<u32>,
     /// Deduplicated (user, assessment tag, score) triples; the latest row wins.
     pub assessments: Vec<(u64, u32, u16)>,
+    /// The day of each of [`Dataset::assessments`] (0 when unreadable).
+    pub assessment_days: Vec<u32>,
     /// One report per file.
     pub reports: Vec<FileReport>,
     /// Rows per lower-case spelling, by tag id (to name merged tags).
@@ -212,6 +217,18 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The day of the newest dated event (view, follow or assessment), as days since
+    /// 1970-01-01; 0 when nothing is dated. Recency is measured back from it.
+    pub fn newest_day(&self) -> u32 {
+        let views = self.views.iter().map(|v| v.day);
+        let others = self
+            .interest_days
+            .iter()
+            .chain(&self.assessment_days)
+            .copied();
+        views.chain(others).max().unwrap_or(0)
+    }
+
     /// The id of a tag in any of its spellings (`C#`, `csharp`, `c-sharp`).
     pub fn tag(&self, spelling: &str) -> Option<u32> {
         self.tags.get(&crate::tags::key(spelling))
@@ -350,6 +367,19 @@ impl Table {
     }
 }
 
+/// The day number of a date field (`YYYY-MM-DD`, with or without a time); 0, counted as
+/// the quirk `unreadable`, when it is not a date.
+fn read_day(field: &[u8], report: &mut FileReport, unreadable: &'static str) -> u32 {
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(kindred_datagen::day_number)
+        .and_then(|d| u32::try_from(d).ok())
+        .unwrap_or_else(|| {
+            report.quirk(unreadable);
+            0
+        })
+}
+
 fn text(field: &[u8]) -> String {
     String::from_utf8_lossy(field).trim().to_owned()
 }
@@ -482,14 +512,7 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         if seconds == 0 {
             report.quirk("zero_second_views");
         }
-        let day = std::str::from_utf8(f[1])
-            .ok()
-            .and_then(kindred_datagen::day_number)
-            .and_then(|d| u32::try_from(d).ok())
-            .unwrap_or_else(|| {
-                report.quirk("views_without_a_readable_date");
-                0
-            });
+        let day = read_day(f[1], report, "views_without_a_readable_date");
         report.used += 1;
         ds.views.push(View {
             user,
@@ -535,16 +558,25 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             return report.skip(line, SkipReason::Duplicate);
         }
         report.used += 1;
-        pairs.push((user, ds.intern_tag(&tag, report)));
+        let day = read_day(f[2], report, "interests_without_a_readable_date");
+        pairs.push((user, ds.intern_tag(&tag, report), day));
     })?;
+    // Sorted by user, tag and day: the last of each (user, tag) is the latest follow.
     pairs.sort_unstable();
     let before = pairs.len();
-    pairs.dedup();
+    pairs.dedup_by(|later, earlier| {
+        let same = (later.0, later.1) == (earlier.0, earlier.1);
+        if same {
+            earlier.2 = later.2;
+        }
+        same
+    });
     report.quirks.insert(
         "same_interest_followed_again".to_owned(),
         (before - pairs.len()) as u64,
     );
-    ds.interests = pairs;
+    ds.interests = pairs.iter().map(|&(u, t, _)| (u, t)).collect();
+    ds.interest_days = pairs.iter().map(|p| p.2).collect();
     ds.reports.push(report);
     Ok(())
 }
@@ -594,12 +626,20 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             report.quirk("repeated_assessments_latest_kept");
         }
     })?;
-    let mut triples: Vec<(u64, u32, u16)> = latest
+    let mut rows: Vec<(u64, u32, u16, u32)> = latest
         .into_iter()
-        .map(|((u, t), (_, s))| (u, t, s))
+        .map(|((u, t), (date, s))| {
+            let day = read_day(
+                date.as_bytes(),
+                &mut report,
+                "assessments_without_a_readable_date",
+            );
+            (u, t, s, day)
+        })
         .collect();
-    triples.sort_unstable();
-    ds.assessments = triples;
+    rows.sort_unstable();
+    ds.assessments = rows.iter().map(|&(u, t, s, _)| (u, t, s)).collect();
+    ds.assessment_days = rows.iter().map(|r| r.3).collect();
     ds.reports.push(report);
     Ok(())
 }

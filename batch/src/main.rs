@@ -134,6 +134,10 @@ struct EvalArgs {
     /// Also write every method's run summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
+    /// Recency half-life in days for every method compared (0: none) [default: each
+    /// method's].
+    #[arg(long)]
+    half_life_days: Option<f32>,
     /// Skip the course recommendation comparison (hold-out course recall@10 and NDCG@10
     /// of Kindred's `/recommend` against popularity and item-kNN; one more training run).
     #[arg(long)]
@@ -209,6 +213,15 @@ struct TrainArgs {
     /// Weight of the neighbours' mean in the smoothing [default: 2].
     #[arg(long, env = "KINDRED_SMOOTH_WEIGHT")]
     smooth_weight: Option<f32>,
+    /// Recency half-life in days: older views, interests and assessments weigh less,
+    /// falling towards --recency-floor by half the distance every this many days before
+    /// the newest event in the data, never the wall clock (0: no recency) [default: 90
+    /// for kindred; baseline and seed: none].
+    #[arg(long, env = "KINDRED_HALF_LIFE_DAYS")]
+    half_life_days: Option<f32>,
+    /// The least an old event weighs under recency, 0 to 1 [default: 0.4].
+    #[arg(long, env = "KINDRED_RECENCY_FLOOR")]
+    recency_floor: Option<f32>,
     /// Index shards: users are split by a stable hash of their handle, each shard gets its
     /// own HNSW index, and the function can serve any subset (default: derived from
     /// --shard-users; 1 writes the unsharded format 2).
@@ -409,6 +422,9 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &method in &args.methods {
         let mut cfg = config::config_for(method, args.data.clone());
+        if let Some(h) = args.half_life_days {
+            cfg.half_life_days = (h > 0.0).then_some(h);
+        }
         cfg.evaluate = Evaluate::Always;
         cfg.eval_sample = args.eval_sample;
         eprintln!("training {method:?} ...");
@@ -420,6 +436,9 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         eprintln!("measuring course recommendations ...");
         let ds = kindred_batch::ingest::read_dir(&args.data)?;
         let mut cfg = config::config_for(Method::Kindred, args.data.clone());
+        if let Some(h) = args.half_life_days {
+            cfg.half_life_days = (h > 0.0).then_some(h);
+        }
         cfg.eval_sample = args.eval_sample;
         let courses = kindred_batch::course_eval::compare(&ds, &cfg, args.eval_sample)?;
         table.push_str(&report::course_comparison(&courses));
@@ -472,6 +491,16 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<config::TrainConfig> {
     }
     if let Some(w) = args.smooth_weight {
         cfg.smooth_weight = w;
+    }
+    if let Some(h) = args.half_life_days {
+        cfg.half_life_days = (h > 0.0).then_some(h);
+    }
+    if let Some(f) = args.recency_floor {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&f),
+            "--recency-floor must be between 0 and 1, got {f}"
+        );
+        cfg.recency_floor = f;
     }
     cfg.hnsw.seed = args.seed;
     cfg.shards = args.shards;

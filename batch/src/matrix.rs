@@ -126,6 +126,9 @@ pub struct Block {
     pub entries: Vec<(u32, u32, f32)>,
     /// Weighting applied.
     pub weighting: BlockWeighting,
+    /// Recency factor of each entry (same order as `entries`), applied after the
+    /// transform and idf and before the row is normalised; empty: 1 for all.
+    pub decay: Vec<f32>,
 }
 
 /// What a matrix column stands for.
@@ -137,24 +140,41 @@ pub struct Column {
     pub tag: u32,
 }
 
-/// Averages `(row, tag, seconds)` observations per (row, tag): the seed's value.
-/// The input is sorted in place.
-pub fn average_by_row_and_tag(observations: &mut [(u32, u32, u32)]) -> Vec<(u32, u32, f32)> {
+/// Averages `(row, tag, seconds, decay)` observations per (row, tag): the mean seconds
+/// (the seed's value) and the mean recency factor. The input is sorted in place.
+pub fn average_by_row_and_tag(
+    observations: &mut [(u32, u32, u32, f32)],
+) -> (Vec<(u32, u32, f32)>, Vec<f32>) {
     observations.sort_unstable_by_key(|o| (o.0, o.1));
     let mut out: Vec<(u32, u32, f32)> = Vec::new();
+    let mut decays = Vec::new();
     let mut i = 0;
     while i < observations.len() {
-        let (r, t, _) = observations[i];
-        let mut sum = 0u64;
-        let mut n = 0u64;
+        let (r, t, _, _) = observations[i];
+        let (mut sum, mut decay, mut n) = (0u64, 0f64, 0u64);
         while i < observations.len() && observations[i].0 == r && observations[i].1 == t {
             sum += u64::from(observations[i].2);
+            decay += f64::from(observations[i].3);
             n += 1;
             i += 1;
         }
         out.push((r, t, (sum as f64 / n as f64) as f32));
+        decays.push((decay / n as f64) as f32);
     }
-    out
+    (out, decays)
+}
+
+/// The recency factor of an event `age_days` before the newest event:
+/// `floor + (1 - floor) * 0.5^(age / half_life)`, so it falls from 1 towards `floor`,
+/// halving the distance every `half_life_days` (1 without a half-life).
+pub fn decay(age_days: f32, half_life_days: Option<f32>, floor: f32) -> f32 {
+    match half_life_days {
+        Some(h) if h > 0.0 => {
+            let halved = (-age_days.max(0.0) / h * std::f32::consts::LN_2).exp();
+            floor + (1.0 - floor) * halved
+        }
+        _ => 1.0,
+    }
 }
 
 /// Applies each block's weighting and stacks the blocks side by side.
@@ -210,9 +230,14 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>, Vec<f32>) {
             }
             let vals: Vec<(u32, f32)> = block.entries[start..end]
                 .iter()
-                .map(|&(_, t, v)| {
+                .enumerate()
+                .map(|(i, &(_, t, v))| {
                     let c = col_of[t as usize];
-                    (c, w.transform.apply(v) * idf[(c - first) as usize])
+                    let recency = block.decay.get(start + i).copied().unwrap_or(1.0);
+                    (
+                        c,
+                        w.transform.apply(v) * idf[(c - first) as usize] * recency,
+                    )
                 })
                 .collect();
             let norm = if w.normalise {
@@ -243,11 +268,46 @@ mod tests {
     fn the_seed_value_is_the_mean_seconds_per_user_and_tag() {
         // Given user 0 watched two python courses (100 s and 300 s) and one sql course (50 s),
         // and user 1 watched one python course for 10 s,
-        let mut obs = vec![(0, 7, 100), (1, 7, 10), (0, 3, 50), (0, 7, 300)];
+        // (the first python view a half-life ago),
+        let mut obs = vec![
+            (0, 7, 100, 0.5),
+            (1, 7, 10, 1.0),
+            (0, 3, 50, 1.0),
+            (0, 7, 300, 1.0),
+        ];
         // when averaged,
-        let avg = average_by_row_and_tag(&mut obs);
-        // then each (user, tag) holds its mean seconds.
+        let (avg, decays) = average_by_row_and_tag(&mut obs);
+        // then each (user, tag) holds its mean seconds and mean recency.
         assert_eq!(avg, vec![(0, 3, 50.0), (0, 7, 200.0), (1, 7, 10.0)]);
+        assert_eq!(decays, vec![1.0, 0.75, 1.0]);
+    }
+
+    #[test]
+    fn recency_halves_every_half_life_and_shifts_weight_to_recent_tags() {
+        assert_eq!(decay(100.0, None, 0.0), 1.0);
+        assert!((decay(30.0, Some(30.0), 0.0) - 0.5).abs() < 1e-6);
+        assert!((decay(90.0, Some(30.0), 0.0) - 0.125).abs() < 1e-6);
+        assert_eq!(decay(0.0, Some(30.0), 0.3), 1.0);
+        // With a floor, the old never weigh less than it.
+        assert!((decay(30.0, Some(30.0), 0.3) - 0.65).abs() < 1e-6);
+        assert!((decay(1e6, Some(30.0), 0.3) - 0.3).abs() < 1e-6);
+        // Two equal tags, one seen a half-life ago: after normalising, the recent one
+        // weighs twice the old one.
+        let block = Block {
+            name: "interests",
+            entries: vec![(0, 1, 1.0), (0, 2, 1.0)],
+            weighting: BlockWeighting {
+                transform: Transform::Binary,
+                idf: false,
+                normalise: true,
+                weight: 1.0,
+            },
+            decay: vec![0.5, 1.0],
+        };
+        let (m, _, _) = assemble(1, &[block]);
+        let r: Vec<f32> = m.row(0).map(|e| e.1).collect();
+        assert!((r[1] / r[0] - 2.0).abs() < 1e-5);
+        assert!((r[0] * r[0] + r[1] * r[1] - 1.0).abs() < 1e-5);
     }
 
     #[test]
@@ -262,6 +322,7 @@ mod tests {
             name: "views",
             entries: vec![(0, 5, 3.0), (0, 9, 4.0), (1, 9, 2.0)],
             weighting: raw,
+            decay: Vec::new(),
         };
         let interests = Block {
             name: "interests",
@@ -272,6 +333,7 @@ mod tests {
                 normalise: true,
                 weight: 0.5,
             },
+            decay: Vec::new(),
         };
         let (m, cols, idf) = assemble(3, &[views, interests]);
         assert_eq!(idf, vec![1.0; 4]);
@@ -307,6 +369,7 @@ mod tests {
             name: "interests",
             entries: vec![(0, 1, 1.0), (0, 2, 1.0), (1, 1, 1.0)],
             weighting: w,
+            decay: Vec::new(),
         };
         let (m, _, _) = assemble(2, &[b]);
         let r0: Vec<_> = m.row(0).collect();

@@ -144,6 +144,30 @@ pub fn comparison(data: &std::path::Path, rows: &[(Method, RunSummary)]) -> Stri
          before training; share of them carried by at least one of the 10 neighbours. Chance \
          levels: same measures for random users. Index recall@10: HNSW against exact search."
     );
+    if rows
+        .iter()
+        .any(|(_, s)| s.quality.cohort_precision_drifted.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "\n## Taste drift\n\nCohort precision@10 against each user's current cohort: every user whose taste drifted, and every user whose taste did not.\n"
+        );
+        let _ = writeln!(out, "| method | half-life days | drifted | stable |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for (method, s) in rows {
+            let q = &s.quality;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                format!("{method:?}").to_lowercase(),
+                s.config
+                    .half_life_days
+                    .map_or_else(|| "none".to_owned(), |h| h.to_string()),
+                opt(q.cohort_precision_drifted),
+                opt(q.cohort_precision_stable),
+            );
+        }
+    }
     out
 }
 

@@ -70,6 +70,13 @@ pub struct Quality {
     pub cohort_precision_at_10: Option<f64>,
     /// Chance level of the cohort precision.
     pub cohort_chance: Option<f64>,
+    /// Cohort precision@10 of the users whose taste drifted (every one of them), against
+    /// their current cohort; when the ground truth marks drift.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_precision_drifted: Option<f64>,
+    /// Cohort precision@10 of every user whose taste did not drift, on the same data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_precision_stable: Option<f64>,
     /// Hold-out recall@10 (share of hidden tags carried by a neighbour), if measured.
     pub holdout_recall_at_10: Option<f64>,
     /// Hold-out recall of 10 random users instead of the neighbours.

@@ -335,6 +335,16 @@ fn evaluate(
                 });
                 q.cohort_precision_at_10 = Some(p);
                 q.cohort_chance = Some(chance);
+                let drifted = |row: &u32| truth[&handles[*row as usize]].drifted_from.is_some();
+                if truth.values().any(|t| t.drifted_from.is_some()) {
+                    let (all, stable): (Vec<u32>, Vec<u32>) =
+                        (0..handles.len() as u32).partition(drifted);
+                    let precision = |rows: &[u32]| {
+                        eval::cohort_precision(&fitted.shards, &handles, &cohort_of, rows, 10).0
+                    };
+                    q.cohort_precision_drifted = Some(precision(&all));
+                    q.cohort_precision_stable = Some(precision(&stable));
+                }
             }
             Err(e) => q.skipped.push(format!("cohort precision: {e:#}")),
         }

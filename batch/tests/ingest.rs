@@ -72,8 +72,16 @@ fn interests_and_assessments_are_deduplicated() {
         ds.interests.iter().filter(|i| i.0 == 1).collect::<Vec<_>>(),
         vec![&(1, python)]
     );
-    // The later of two assessments of the same tag wins; a bad score is skipped.
+    // A repeated follow keeps its latest date, for recency.
+    let day = |text: &str| kindred_datagen::day_number(text).unwrap() as u32;
+    let i = ds.interests.iter().position(|i| i.0 == 1).unwrap();
+    assert_eq!(ds.interest_days[i], day("2017-02-01"));
+    assert_eq!(ds.interest_days.len(), ds.interests.len());
+    // The later of two assessments of the same tag wins, with its date; a bad score is
+    // skipped.
     assert_eq!(ds.assessments, vec![(1, python, 250)]);
+    assert_eq!(ds.assessment_days, vec![day("2017-03-01")]);
+    assert!(ds.newest_day() >= day("2017-03-01"));
     assert_eq!(
         report(&ds, ingest::ASSESSMENTS).skipped[&SkipReason::BadScore],
         1

@@ -212,3 +212,53 @@ fn users_with_only_interests_or_only_assessments_get_neighbours() {
         assert!(found[0].similarity > 0.0, "{handle}: {found:?}");
     }
 }
+
+/// The taste-drift table's (drifted, stable) cohort precision of the first method.
+fn parse_drift(report: &str) -> (f64, f64) {
+    let (_, table) = report
+        .split_once("## Taste drift")
+        .expect("a taste drift table");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| ") && !l.starts_with("| method"))
+        .expect("a row");
+    let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+    (cells[2].parse().unwrap(), cells[3].parse().unwrap())
+}
+
+#[test]
+fn recency_finds_drifted_users_their_new_cohort_without_costing_the_stable_ones() {
+    // Given 2,000 users of whom 30% moved to another cohort on the drift date,
+    let cfg = kindred_datagen::GenConfig {
+        users: 2_000,
+        seed: 3,
+        drift_share: 0.3,
+        ..Default::default()
+    };
+    let args = |half_life: &'static str| {
+        let mut a = vec![
+            "--methods",
+            "kindred",
+            "--skip-courses",
+            "--eval-sample",
+            "2000",
+        ];
+        if !half_life.is_empty() {
+            a.extend(["--half-life-days", half_life]);
+        }
+        a
+    };
+    // when Kindred is evaluated without recency and with its default,
+    let (drifted_plain, stable_plain) = parse_drift(&eval(&cfg, &args("0")));
+    let (drifted, stable) = parse_drift(&eval(&cfg, &args("")));
+    // then the drifted users' neighbours come from their current cohort clearly more
+    // often, and the stable users' as often as before.
+    assert!(
+        drifted >= drifted_plain + 0.05,
+        "drifted {drifted} vs {drifted_plain} without recency"
+    );
+    assert!(
+        stable >= stable_plain - 0.02,
+        "stable {stable} vs {stable_plain} without recency"
+    );
+}

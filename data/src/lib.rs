@@ -137,6 +137,20 @@ pub struct GenConfig {
     /// stronger) signal than views; `None` uses `popular_noise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interest_noise: Option<f64>,
+    /// Share of users whose taste drifts: on [`DRIFT_DATE`] their primary cohort
+    /// changes to another one, and their views, interests and assessments from then
+    /// on follow the new cohort. Their ground truth is the new (current) cohort, with
+    /// the old one in `drifted_from`. 0 (the default) writes exactly what earlier
+    /// versions of the generator wrote.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drift_share: f64,
+}
+
+/// The day drifting users change cohort (see [`GenConfig::drift_share`]).
+pub const DRIFT_DATE: &str = "2017-08-01";
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl GenConfig {
@@ -153,6 +167,7 @@ impl GenConfig {
         long_watcher_share: 0.1,
         assessment_share: 0.3,
         interest_noise: None,
+        drift_share: 0.0,
     };
 
     /// Checks ranges: at least one user, at least two cohorts (a secondary
@@ -172,6 +187,7 @@ impl GenConfig {
             ("long_watcher_share", self.long_watcher_share),
             ("assessment_share", self.assessment_share),
             ("interest_noise", self.interest_noise.unwrap_or(0.0)),
+            ("drift_share", self.drift_share),
         ] {
             ensure!(
                 (0.0..=1.0).contains(&value),
@@ -244,6 +260,9 @@ pub struct GroundTruth {
     pub primary_share: f64,
     /// Factor on the user's viewing times: 1, or 3 to 6 for long watchers.
     pub watch_multiplier: f64,
+    /// For a user whose taste drifted on [`DRIFT_DATE`], the cohort they left
+    /// (`primary_cohort` is the one they moved to); `None` for everyone else.
+    pub drifted_from: Option<u32>,
 }
 
 /// Generates the data set for `cfg` into `out_dir` (created if missing;
@@ -331,6 +350,8 @@ pub fn read_ground_truth(path: &Path) -> Result<HashMap<u64, GroundTruth>> {
         secondary_cohort: u32,
         primary_share: f64,
         watch_multiplier: f64,
+        #[serde(default)]
+        drifted_from: Option<u32>,
     }
     let mut reader = csv::Reader::from_path(path)
         .with_context(|| format!("cannot open ground truth {}", path.display()))?;
@@ -342,6 +363,7 @@ pub fn read_ground_truth(path: &Path) -> Result<HashMap<u64, GroundTruth>> {
             secondary_cohort: row.secondary_cohort,
             primary_share: row.primary_share,
             watch_multiplier: row.watch_multiplier,
+            drifted_from: row.drifted_from,
         };
         if truth.insert(row.user_handle, value).is_some() {
             bail!(

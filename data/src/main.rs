@@ -98,6 +98,12 @@ struct Cli {
     /// interests are) [default: --popular-noise].
     #[arg(long, value_name = "SHARE", value_parser = share)]
     interest_noise: Option<f64>,
+
+    /// Share of users whose taste drifts: on 2017-08-01 they move to another primary
+    /// cohort, and their activity from then on follows it (ground_truth.csv then has
+    /// a drifted_from column: the cohort they left).
+    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT.drift_share, value_parser = share)]
+    drift_share: f64,
 }
 
 impl Cli {
@@ -118,6 +124,7 @@ impl Cli {
             long_watcher_share: self.long_watcher_share,
             assessment_share: self.assessment_share,
             interest_noise: self.interest_noise,
+            drift_share: self.drift_share,
         }
     }
 }

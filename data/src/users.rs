@@ -91,6 +91,19 @@ struct Profile {
     multiplier: f64,
     has_views: bool,
     has_assessments: bool,
+    /// The cohort a drifting user moves to on the drift day (`primary` is the one
+    /// they leave).
+    drift: Option<usize>,
+}
+
+impl Profile {
+    /// The primary cohort on a day: after the drift day, the one a drifting user moved to.
+    fn primary_on(&self, after_drift: bool) -> usize {
+        match self.drift {
+            Some(new) if after_drift => new,
+            _ => self.primary,
+        }
+    }
 }
 
 /// Where one draw of a user comes from.
@@ -123,7 +136,9 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn create(dir: &Path) -> Result<Self> {
+    /// Opens the files; `ground_truth.csv` has a `drifted_from` column only when some
+    /// users drift.
+    fn create(dir: &Path, drift: bool) -> Result<Self> {
         let open = |name: &str, header: &[&str]| -> Result<BufWriter<File>> {
             let path = dir.join(name);
             let file =
@@ -166,7 +181,8 @@ impl Sinks {
                     "secondary_cohort",
                     "primary_share",
                     "watch_multiplier",
-                ],
+                    "drifted_from",
+                ][..if drift { 6 } else { 5 }],
             )?,
         })
     }
@@ -194,6 +210,8 @@ pub(crate) struct World<'a> {
     assessment_days: DayTable,
     assessment_popular: WeightedIndex,
     assessments_per_user: WeightedIndex,
+    /// [`crate::DRIFT_DATE`] as a day number.
+    drift_day: i64,
 }
 
 impl<'a> World<'a> {
@@ -222,12 +240,13 @@ impl<'a> World<'a> {
             .expect("assessments have popularity"),
             assessments_per_user: WeightedIndex::new(ASSESSMENTS_PER_USER)
                 .expect("positive weights"),
+            drift_day: crate::dates::day_number(crate::DRIFT_DATE).expect("a valid date"),
         }
     }
 
     /// Generates and writes every user; returns the counts.
     pub(crate) fn write_all(&self, dir: &Path) -> Result<Tally> {
-        let mut sinks = Sinks::create(dir)?;
+        let mut sinks = Sinks::create(dir, self.cfg.drift_share > 0.0)?;
         let mut tally = Tally {
             users_with_views: 0,
             users_with_assessments: 0,
@@ -292,14 +311,32 @@ impl<'a> World<'a> {
         } else {
             1.0
         };
+        let has_views = rng.chance(cfg.view_share);
+        let has_assessments = rng.chance(cfg.assessment_share);
+        // Drawn last, and only when asked for, so that data sets without drift are
+        // byte for byte what they were before drift existed.
+        let drift = (cfg.drift_share > 0.0 && rng.chance(cfg.drift_share)).then(|| {
+            loop {
+                let c = self.cohort_pick.sample(&mut rng);
+                if c != primary && c != secondary {
+                    break c;
+                }
+            }
+        });
         Profile {
             primary,
             secondary,
             share,
             multiplier,
-            has_views: rng.chance(cfg.view_share),
-            has_assessments: rng.chance(cfg.assessment_share),
+            has_views,
+            has_assessments,
+            drift,
         }
+    }
+
+    /// The offset of the drift day in `table` (which starts on day `first`).
+    fn drift_offset(&self, first: i64) -> u32 {
+        (self.drift_day - first).max(0) as u32
     }
 
     /// Where the next draw comes from: popular noise, else primary or secondary cohort.
@@ -309,10 +346,15 @@ impl<'a> World<'a> {
 
     /// [`Self::source`] with another popular-noise share.
     fn source_with_noise(&self, p: &Profile, rng: &mut Rng, noise: f64) -> Source {
+        self.source_on(p, false, rng, noise)
+    }
+
+    /// Where a draw made before or after the drift day comes from.
+    fn source_on(&self, p: &Profile, after_drift: bool, rng: &mut Rng, noise: f64) -> Source {
         if rng.chance(noise) {
             Source::Popular
         } else if rng.chance(p.share) {
-            Source::Cohort(p.primary)
+            Source::Cohort(p.primary_on(after_drift))
         } else {
             Source::Cohort(p.secondary)
         }
@@ -325,15 +367,22 @@ impl<'a> World<'a> {
         out: &mut impl Write,
         tally: &mut Tally,
     ) -> io::Result<()> {
-        tally.primary_users[p.primary] += 1;
+        // The truth is the current cohort: a drifted user's new one.
+        let current = p.primary_on(true);
+        tally.primary_users[current] += 1;
         if p.multiplier > 1.0 {
             tally.long_watchers += 1;
         }
-        writeln!(
+        write!(
             out,
-            "{handle},{},{},{},{}",
-            p.primary, p.secondary, p.share, p.multiplier
-        )
+            "{handle},{current},{},{},{}",
+            p.secondary, p.share, p.multiplier
+        )?;
+        match (self.cfg.drift_share > 0.0, p.drift) {
+            (false, _) => writeln!(out),
+            (true, Some(_)) => writeln!(out, ",{}", p.primary),
+            (true, None) => writeln!(out, ","),
+        }
     }
 
     /// Views: the user takes courses on days within an active window of 2017;
@@ -350,17 +399,34 @@ impl<'a> World<'a> {
         let target = rng.lognormal_count(VIEW_ROWS_MEAN, VIEW_ROWS_SIGMA, VIEW_ROWS_MAX) as usize;
         let pace = rng.lognormal(0.0, PACE_SIGMA) * p.multiplier;
         let last_day = self.view_days.len() - 1;
-        let first = rng.below(u64::from(last_day) + 1) as u32;
-        let end = (first + 14 + rng.below(u64::from(last_day)) as u32).min(last_day);
+        let drift = self.drift_offset(days_from_civil(2017, 1, 1));
+        let (first, end) = if p.drift.is_some() {
+            // A drifting user is active on both sides of the drift day.
+            let first = drift.saturating_sub(30 + rng.below(120) as u32);
+            let end = (drift + 30 + rng.below(u64::from(last_day - drift)) as u32).min(last_day);
+            (first, end)
+        } else {
+            let first = rng.below(u64::from(last_day) + 1) as u32;
+            let end = (first + 14 + rng.below(u64::from(last_day)) as u32).min(last_day);
+            (first, end)
+        };
 
         let views = &mut scratch.views;
         views.clear();
         while views.len() < target {
-            let course = match self.source(p, &mut rng) {
-                Source::Popular => self.cat.popular_course(&mut rng),
-                Source::Cohort(c) => self.cohorts[c].course(self.cat, &mut rng),
+            // (The order of the draws is kept for users who do not drift, so that their
+            // rows are what earlier versions wrote.)
+            let (course, mut day) = if p.drift.is_some() {
+                let day = rng.between(u64::from(first), u64::from(end)) as u32;
+                let noise = self.cfg.popular_noise;
+                (
+                    self.course_from(self.source_on(p, day >= drift, &mut rng, noise), &mut rng),
+                    day,
+                )
+            } else {
+                let course = self.course_from(self.source(p, &mut rng), &mut rng);
+                (course, rng.between(u64::from(first), u64::from(end)) as u32)
             };
-            let mut day = rng.between(u64::from(first), u64::from(end)) as u32;
             loop {
                 let seconds = rng.lognormal(VIEW_SECONDS_MEDIAN.ln(), VIEW_SECONDS_SIGMA) * pace;
                 views.push((
@@ -394,6 +460,14 @@ impl<'a> World<'a> {
         Ok(())
     }
 
+    /// A course drawn from `source`.
+    fn course_from(&self, source: Source, rng: &mut Rng) -> u32 {
+        match source {
+            Source::Popular => self.cat.popular_course(rng),
+            Source::Cohort(c) => self.cohorts[c].course(self.cat, rng),
+        }
+    }
+
     /// Interests: distinct tags from the cohort mix (plus popular noise),
     /// mostly followed in a few bulk sessions sharing a timestamp; some rows
     /// are written twice, as in the real file.
@@ -410,7 +484,19 @@ impl<'a> World<'a> {
             .lognormal_count(INTERESTS_MEAN, INTERESTS_SIGMA, INTERESTS_MAX)
             .min(self.vocab.len() as u64) as usize;
         let days = u64::from(self.follow_days.len());
-        let moment = |rng: &mut Rng| (rng.below(days) as u32, rng.below(86_400) as u32);
+        let drift = self.drift_offset(days_from_civil(2016, 1, 1));
+        let drifts = p.drift.is_some();
+        // A drifting user follows half their interests after the drift day.
+        let moment = |rng: &mut Rng| {
+            let day = if drifts && rng.chance(0.5) {
+                rng.between(u64::from(drift), days - 1)
+            } else if drifts {
+                rng.below(u64::from(drift))
+            } else {
+                rng.below(days)
+            };
+            (day as u32, rng.below(86_400) as u32)
+        };
 
         scratch.sessions.clear();
         for _ in 0..=rng.geometric(0.5, 5) {
@@ -422,7 +508,17 @@ impl<'a> World<'a> {
         while interests.len() < target && attempts < target * 30 {
             attempts += 1;
             let noise = self.cfg.interest_noise.unwrap_or(self.cfg.popular_noise);
-            let tag = match self.source_with_noise(p, &mut rng, noise) {
+            let pick_moment = |rng: &mut Rng, sessions: &[(u32, u32)]| {
+                if rng.chance(BULK_FOLLOW_SHARE) {
+                    sessions[rng.index(sessions.len())]
+                } else {
+                    moment(rng)
+                }
+            };
+            // A drifting user's moment comes first: it says which cohort the tag is from.
+            let early = drifts.then(|| pick_moment(&mut rng, &scratch.sessions));
+            let after = early.is_some_and(|(day, _)| day >= drift);
+            let tag = match self.source_on(p, after, &mut rng, noise) {
                 Source::Cohort(c) => self.cohorts[c].interest(&mut rng),
                 Source::Popular => None,
             }
@@ -432,10 +528,9 @@ impl<'a> World<'a> {
                 continue;
             }
             *owner = handle;
-            let (day, second) = if rng.chance(BULK_FOLLOW_SHARE) {
-                scratch.sessions[rng.index(scratch.sessions.len())]
-            } else {
-                moment(&mut rng)
+            let (day, second) = match early {
+                Some(m) => m,
+                None => pick_moment(&mut rng, &scratch.sessions),
             };
             interests.push((day, second, tag));
         }
@@ -479,6 +574,9 @@ impl<'a> World<'a> {
         let mut rng = Rng::stream(self.cfg.seed, Stream::Assessments, handle);
         let target = self.assessments_per_user.sample(&mut rng) + 1;
         let ability = SCORE_ABILITY_SD * rng.normal();
+        if p.drift.is_some() {
+            return self.write_drifted_assessments(handle, p, out, tally, rng, target, ability);
+        }
 
         let chosen = &mut scratch.assessments;
         chosen.clear();
@@ -502,6 +600,66 @@ impl<'a> World<'a> {
             .collect();
         for &(tag, relevant) in chosen.iter() {
             let day = sittings[rng.index(sittings.len())];
+            let second = rng.between(7 * 3_600, 86_399) as u32;
+            let bonus = if relevant { SCORE_COHORT_BONUS } else { 0.0 };
+            let score = (SCORE_BASE + ability + bonus + SCORE_NOISE_SD * rng.normal())
+                .round()
+                .clamp(0.0, SCORE_MAX) as u32;
+            writeln!(
+                out,
+                "{handle},{},\"{}\",{score}",
+                Quoted(ASSESSMENT_TAGS[tag as usize].name),
+                self.assessment_days.timestamp(day, second)
+            )?;
+            tally.assessment_seen[tag as usize] = true;
+        }
+        tally.users_with_assessments += 1;
+        tally.assessment_rows += chosen.len() as u64;
+        Ok(())
+    }
+
+    /// [`Self::write_assessments`] for a drifting user: sittings on both sides of the
+    /// drift day, each test drawn from the cohorts of its sitting's side.
+    #[allow(clippy::too_many_arguments)]
+    fn write_drifted_assessments(
+        &self,
+        handle: u64,
+        p: &Profile,
+        out: &mut impl Write,
+        tally: &mut Tally,
+        mut rng: Rng,
+        target: usize,
+        ability: f64,
+    ) -> io::Result<()> {
+        let days = u64::from(self.assessment_days.len());
+        let drift = u64::from(self.drift_offset(days_from_civil(2016, 7, 13)));
+        let sittings: Vec<u32> = (0..=rng.geometric(0.35, 3).max(1))
+            .map(|i| {
+                if i % 2 == 0 {
+                    rng.below(drift)
+                } else {
+                    rng.between(drift, days - 1)
+                }
+            } as u32)
+            .collect();
+        let mut chosen: Vec<(u32, bool, u32)> = Vec::new();
+        let mut attempts = 0;
+        while chosen.len() < target && attempts < target * 50 {
+            attempts += 1;
+            let day = sittings[rng.index(sittings.len())];
+            let noise = self.cfg.popular_noise;
+            let drawn = match self.source_on(p, u64::from(day) >= drift, &mut rng, noise) {
+                Source::Cohort(c) => self.cohorts[c].assessment(&mut rng).map(|a| (a, true)),
+                Source::Popular => None,
+            };
+            let (tag, relevant) =
+                drawn.unwrap_or_else(|| (self.assessment_popular.sample(&mut rng) as u32, false));
+            if chosen.iter().all(|&(t, _, _)| t != tag) {
+                chosen.push((tag, relevant, day));
+            }
+        }
+        chosen.sort_unstable_by_key(|&(t, _, _)| ASSESSMENT_TAGS[t as usize].name);
+        for &(tag, relevant, day) in &chosen {
             let second = rng.between(7 * 3_600, 86_399) as u32;
             let bonus = if relevant { SCORE_COHORT_BONUS } else { 0.0 };
             let score = (SCORE_BASE + ability + bonus + SCORE_NOISE_SD * rng.normal())

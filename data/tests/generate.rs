@@ -731,3 +731,73 @@ fn given_a_malformed_ground_truth_when_reading_then_it_errors() {
     assert_eq!(t[&7].watch_multiplier, 4.25);
     assert_eq!(t[&7].primary_share, 0.7);
 }
+
+#[test]
+fn given_a_drift_share_then_those_users_follow_a_new_cohort_after_the_drift_date() {
+    // Given 2,000 users of whom a fifth drift,
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kindred-datagen-drift");
+    let _ = fs::remove_dir_all(&dir);
+    let cfg = GenConfig {
+        users: 2_000,
+        drift_share: 0.2,
+        ..GenConfig::default()
+    };
+    generate(&cfg, &dir).unwrap();
+    // then the ground truth marks about a fifth as drifted, from another cohort,
+    let truth = read_ground_truth(&dir.join(GROUND_TRUTH_FILE)).unwrap();
+    let drifted: Vec<u64> = truth
+        .iter()
+        .filter(|(_, t)| t.drifted_from.is_some())
+        .map(|(h, _)| *h)
+        .collect();
+    let drift_share = share(drifted.len(), truth.len());
+    assert!((0.17..0.23).contains(&drift_share), "{drift_share}");
+    for h in &drifted {
+        let t = &truth[h];
+        assert_ne!(t.drifted_from, Some(t.primary_cohort));
+        assert_ne!(t.drifted_from, Some(t.secondary_cohort));
+    }
+    // and most drifted users with views viewed courses on both sides of the drift date
+    // (those with a row or two cannot).
+    let mut before: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut after: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in rows(&dir.join(VIEWS_FILE)) {
+        let side = if &r[1] >= kindred_datagen::DRIFT_DATE {
+            &mut after
+        } else {
+            &mut before
+        };
+        side.entry(r[0].to_owned())
+            .or_default()
+            .insert(r[2].to_owned());
+    }
+    let both_sides = drifted
+        .iter()
+        .filter(|h| truth_has_views(&before, &after, **h))
+        .count();
+    let with_views = drifted
+        .iter()
+        .filter(|h| {
+            let h = h.to_string();
+            before.contains_key(&h) || after.contains_key(&h)
+        })
+        .count();
+    assert!(
+        share(both_sides, with_views) > 0.7,
+        "{both_sides} of {with_views}"
+    );
+    // Without drift the file has no drifted_from column and nobody has drifted.
+    let plain = fs::read_to_string(defaults().0.join(GROUND_TRUTH_FILE)).unwrap();
+    assert!(!plain.lines().next().unwrap().contains("drifted_from"));
+    let truth = read_ground_truth(&defaults().0.join(GROUND_TRUTH_FILE)).unwrap();
+    assert!(truth.values().all(|t| t.drifted_from.is_none()));
+}
+
+fn truth_has_views(
+    before: &HashMap<String, HashSet<String>>,
+    after: &HashMap<String, HashSet<String>>,
+    handle: u64,
+) -> bool {
+    let h = handle.to_string();
+    before.contains_key(&h) && after.contains_key(&h)
+}
