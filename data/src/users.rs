@@ -600,17 +600,7 @@ impl<'a> World<'a> {
             .collect();
         for &(tag, relevant) in chosen.iter() {
             let day = sittings[rng.index(sittings.len())];
-            let second = rng.between(7 * 3_600, 86_399) as u32;
-            let bonus = if relevant { SCORE_COHORT_BONUS } else { 0.0 };
-            let score = (SCORE_BASE + ability + bonus + SCORE_NOISE_SD * rng.normal())
-                .round()
-                .clamp(0.0, SCORE_MAX) as u32;
-            writeln!(
-                out,
-                "{handle},{},\"{}\",{score}",
-                Quoted(ASSESSMENT_TAGS[tag as usize].name),
-                self.assessment_days.timestamp(day, second)
-            )?;
+            self.write_assessment(handle, (tag, relevant, day), ability, &mut rng, out)?;
             tally.assessment_seen[tag as usize] = true;
         }
         tally.users_with_assessments += 1;
@@ -659,23 +649,36 @@ impl<'a> World<'a> {
             }
         }
         chosen.sort_unstable_by_key(|&(t, _, _)| ASSESSMENT_TAGS[t as usize].name);
-        for &(tag, relevant, day) in &chosen {
-            let second = rng.between(7 * 3_600, 86_399) as u32;
-            let bonus = if relevant { SCORE_COHORT_BONUS } else { 0.0 };
-            let score = (SCORE_BASE + ability + bonus + SCORE_NOISE_SD * rng.normal())
-                .round()
-                .clamp(0.0, SCORE_MAX) as u32;
-            writeln!(
-                out,
-                "{handle},{},\"{}\",{score}",
-                Quoted(ASSESSMENT_TAGS[tag as usize].name),
-                self.assessment_days.timestamp(day, second)
-            )?;
-            tally.assessment_seen[tag as usize] = true;
+        for &taken in &chosen {
+            self.write_assessment(handle, taken, ability, &mut rng, out)?;
+            tally.assessment_seen[taken.0 as usize] = true;
         }
         tally.users_with_assessments += 1;
         tally.assessment_rows += chosen.len() as u64;
         Ok(())
+    }
+
+    /// One assessment row: `(tag, on one of the user's cohort topics, day)` at a time of
+    /// day and with a score drawn from `rng`.
+    fn write_assessment(
+        &self,
+        handle: u64,
+        (tag, relevant, day): (u32, bool, u32),
+        ability: f64,
+        rng: &mut Rng,
+        out: &mut impl Write,
+    ) -> io::Result<()> {
+        let second = rng.between(7 * 3_600, 86_399) as u32;
+        let bonus = if relevant { SCORE_COHORT_BONUS } else { 0.0 };
+        let score = (SCORE_BASE + ability + bonus + SCORE_NOISE_SD * rng.normal())
+            .round()
+            .clamp(0.0, SCORE_MAX) as u32;
+        writeln!(
+            out,
+            "{handle},{},\"{}\",{score}",
+            Quoted(ASSESSMENT_TAGS[tag as usize].name),
+            self.assessment_days.timestamp(day, second)
+        )
     }
 }
 
