@@ -169,10 +169,11 @@ pub fn average_by_row_and_tag(
 /// halving the distance every `half_life_days` (1 without a half-life).
 pub fn decay(age_days: f32, half_life_days: Option<f32>, floor: f32) -> f32 {
     match half_life_days {
-        Some(h) if h > 0.0 => {
-            let halved = (-age_days.max(0.0) / h * std::f32::consts::LN_2).exp();
-            floor + (1.0 - floor) * halved
+        Some(half_life_days) if half_life_days > 0.0 => kindred_core::projection::Recency {
+            half_life_days,
+            floor,
         }
+        .factor(age_days),
         _ => 1.0,
     }
 }

@@ -218,8 +218,13 @@ fn projection(dims: usize, bytes: &[u8]) {
         views: vec![("t1".into(), 600.0), ("t7".into(), 60.0)],
         interests: vec!["t2".into()],
         assessments: vec![("t3".into(), 150.0)],
+        ages: vec![("t7".into(), 400.0)],
     };
-    drop(p.fold(&profile, &key_index(&tags)));
+    let recency = kindred_core::projection::Recency {
+        half_life_days: 90.0,
+        floor: 0.4,
+    };
+    drop(p.fold(&profile, &key_index(&tags), Some(recency)));
 }
 
 /// The data rows of the four CSVs, in the order views, course tags, interests,

@@ -7,7 +7,7 @@ use crate::courses::CourseTable;
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::projection::{self, Folded, Profile, Projection};
+use crate::projection::{self, Folded, Profile, Projection, Recency};
 use crate::search::Index;
 use crate::shard::{self, Shards};
 use crate::users::{UserSummary, UserTable, check_user};
@@ -36,6 +36,8 @@ pub struct Model {
     courses: Option<CourseTable>,
     /// Course ids by name, built with the course table.
     course_ids: HashMap<String, u32>,
+    /// How training weighed events by age, from the manifest's training summary.
+    recency: Option<Recency>,
 }
 
 /// One shard's decoded parts: its number, user summaries and index (point `i` is user `i`).
@@ -111,6 +113,7 @@ impl Model {
             indexes.push((id, index));
         }
         let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
+        let recency = recency_of(&manifest.training);
         let shards = Shards::new(indexes, manifest.dimensions as usize, exact)?;
         Ok(Model {
             manifest,
@@ -121,6 +124,7 @@ impl Model {
             tag_keys: HashMap::new(),
             courses: None,
             course_ids: HashMap::new(),
+            recency,
         })
     }
 
@@ -155,9 +159,20 @@ impl Model {
         self.projection.as_ref()
     }
 
-    /// Folds a profile into the embedding space; `None` when the version has no projection.
+    /// Folds a profile into the embedding space, its tags weighed by the ages it gives
+    /// them as training weighed events ([`Model::recency`]); `None` when the version has
+    /// no projection.
     pub fn fold(&self, profile: &Profile) -> Option<Folded> {
-        Some(self.projection.as_ref()?.fold(profile, &self.tag_keys))
+        Some(
+            self.projection
+                .as_ref()?
+                .fold(profile, &self.tag_keys, self.recency),
+        )
+    }
+
+    /// How training weighed events by age, if it did.
+    pub fn recency(&self) -> Option<Recency> {
+        self.recency
     }
 
     /// Row (= index point) of a user, if the shards held know them.
@@ -204,4 +219,17 @@ impl Model {
     pub fn tag(&self, id: u32) -> &str {
         &self.users.tags[id as usize]
     }
+}
+
+/// The recency of a training run's summary (`training.config.half_life_days` and
+/// `recency_floor`, written since recency exists); `None` without a positive half-life
+/// or a floor in 0..=1.
+fn recency_of(training: &serde_json::Value) -> Option<Recency> {
+    let config = training.get("config")?;
+    let half_life_days = config.get("half_life_days")?.as_f64()? as f32;
+    let floor = config.get("recency_floor")?.as_f64()? as f32;
+    (half_life_days > 0.0 && (0.0..=1.0).contains(&floor)).then_some(Recency {
+        half_life_days,
+        floor,
+    })
 }

@@ -99,6 +99,25 @@ pub struct Projection {
     pub smoothing: Smoothing,
 }
 
+/// How training weighed events by age (`kindred-batch train --half-life-days`): an
+/// event's weight falls from 1 towards `floor`, halving the distance every
+/// `half_life_days`. The one formula for training rows and folded profiles.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Recency {
+    /// Days for the weight to lose half its distance to the floor (positive).
+    pub half_life_days: f32,
+    /// The least an old event weighs (0 to 1).
+    pub floor: f32,
+}
+
+impl Recency {
+    /// The weight of an event `age_days` old: `floor + (1 - floor) * 0.5^(age / half-life)`.
+    pub fn factor(&self, age_days: f32) -> f32 {
+        let halved = (-age_days.max(0.0) / self.half_life_days * std::f32::consts::LN_2).exp();
+        self.floor + (1.0 - self.floor) * halved
+    }
+}
+
 /// A cold-start profile: what a new user watched, follows and scored.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Profile {
@@ -108,6 +127,10 @@ pub struct Profile {
     pub interests: Vec<String>,
     /// Assessment scores per tag.
     pub assessments: Vec<(String, f32)>,
+    /// Days since the learner last engaged with a tag (any of its entries above); with a
+    /// model trained with recency, an older tag weighs less, as in training. Tags not
+    /// listed count as new.
+    pub ages: Vec<(String, f32)>,
 }
 
 /// A profile folded into the embedding space.
@@ -165,7 +188,20 @@ impl Projection {
 
     /// Weights a profile exactly as training weighted rows, and projects it. Tag names
     /// are matched by [`tags::key`] against `key_to_tag`.
-    pub fn fold(&self, profile: &Profile, key_to_tag: &HashMap<String, u32>) -> Folded {
+    ///
+    /// With `recency` (the model's), each entry is also weighed by the age the profile
+    /// gives its tag.
+    pub fn fold(
+        &self,
+        profile: &Profile,
+        key_to_tag: &HashMap<String, u32>,
+        recency: Option<Recency>,
+    ) -> Folded {
+        let age_of: HashMap<String, f32> = profile
+            .ages
+            .iter()
+            .map(|(t, a)| (tags::key(t), *a))
+            .collect();
         let d = self.dimensions as usize;
         let mut acc = vec![0.0f32; d];
         let mut unknown = Vec::new();
@@ -201,7 +237,11 @@ impl Projection {
                 let Ok(col) = block.tags.binary_search(&tag) else {
                     continue; // a known tag nobody in training had in this block
                 };
-                let v = block.transform.apply(value) * block.idf[col];
+                let factor = match (recency, age_of.get(&tags::key(name))) {
+                    (Some(r), Some(&age)) => r.factor(age),
+                    _ => 1.0,
+                };
+                let v = block.transform.apply(value) * block.idf[col] * factor;
                 match cols.iter_mut().find(|c| c.0 == col) {
                     Some(c) => c.1 = v,
                     None => cols.push((col, v)),
@@ -325,7 +365,7 @@ mod tests {
             ..Default::default()
         };
         // when folded,
-        let f = projection().fold(&p, &keys());
+        let f = projection().fold(&p, &keys(), None);
         // then the row is idf 2 normalised to 1 at column 1, so the embedding is (0, 1),
         assert!((f.embedding.0[0]).abs() < 1e-6 && (f.embedding.0[1] - 1.0).abs() < 1e-6);
         // and the one feature carries the whole (unit) row.
@@ -345,7 +385,7 @@ mod tests {
             interests: vec!["Node-JS".into(), "cobol".into()],
             ..Default::default()
         };
-        let f = projection().fold(&p, &keys());
+        let f = projection().fold(&p, &keys(), None);
         // views (1, 0) + interests 2 * (1, 1) = (3, 2), normalised.
         let n = (9.0f32 + 4.0).sqrt();
         assert!((f.embedding.0[0] - 3.0 / n).abs() < 1e-5);
@@ -358,9 +398,38 @@ mod tests {
                 ..Default::default()
             },
             &keys(),
+            None,
         );
         assert!(g.features.is_empty() && g.unknown_tags.is_empty());
         assert!(g.embedding.0.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn an_older_tag_weighs_less_by_the_models_recency_as_in_training() {
+        let r = Recency {
+            half_life_days: 30.0,
+            floor: 0.4,
+        };
+        assert_eq!(r.factor(0.0), 1.0);
+        assert!((r.factor(30.0) - 0.7).abs() < 1e-6);
+        assert!((r.factor(1e6) - 0.4).abs() < 1e-6);
+        // Two viewed tags (log1p = 1; idf 1 and 2), c# last seen 30 days ago: it weighs
+        // 0.7 of what it would,
+        let e = std::f32::consts::E - 1.0;
+        let p = Profile {
+            views: vec![("python".into(), e), ("c#".into(), e)],
+            ages: vec![("CSharp".into(), 30.0)],
+            ..Default::default()
+        };
+        let weights = |recency| {
+            let f = projection().fold(&p, &keys(), recency);
+            (f.features[0].weight, f.features[1].weight)
+        };
+        let (python, csharp) = weights(Some(r));
+        assert!((csharp / python - 2.0 * 0.7).abs() < 1e-5);
+        // and a model without recency ignores the ages.
+        let (python, csharp) = weights(None);
+        assert!((csharp / python - 2.0).abs() < 1e-5);
     }
 
     #[test]

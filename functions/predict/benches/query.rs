@@ -181,6 +181,7 @@ fn benches(c: &mut Criterion) {
                     .map(|&t| model.tag(t).to_owned())
                     .collect(),
                 assessments: Vec::new(),
+                ages: Vec::new(),
             }
         })
         .collect();

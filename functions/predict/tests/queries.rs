@@ -106,6 +106,7 @@ fn a_profile_spelled_differently_folds_in_the_same() {
             .collect(),
         interests: p.interests.iter().map(|t| t.to_uppercase()).collect(),
         assessments: p.assessments.clone(),
+        ages: Vec::new(),
     };
     // when both are folded in, then the embeddings agree.
     let a = m.fold(p).expect("projection");
@@ -327,4 +328,45 @@ async fn recommendations_disclose_voters_only_with_profiles_and_serve_batches_an
     assert_eq!(ids.len(), 5);
     assert!(!ids.contains(&first.as_str()));
     assert_eq!(ids[0], p["recommendations"][1]["course_id"]);
+}
+
+#[test]
+fn a_profiles_older_tags_weigh_less_as_older_events_did_in_training() {
+    // Given the test model, trained with the default recency,
+    let m = model();
+    let recency = m.recency().expect("the default trains with recency");
+    // and a profile of two interests, one of them last followed a year ago,
+    let u = m
+        .users
+        .users
+        .iter()
+        .find(|u| u.interests.len() >= 2)
+        .unwrap();
+    let (a, b) = (m.tag(u.interests[0]), m.tag(u.interests[1]));
+    let body =
+        |ages: &str| format!(r#"{{"profile": {{"interests": ["{a}", "{b}"]{ages}}}, "k": 3}}"#);
+    let weight_of = |body: String, tag: &str| {
+        let q = api::parse_request(&Default::default(), body.as_bytes()).unwrap();
+        let api::Subject::Profile(p) = q.subject else {
+            panic!("a profile")
+        };
+        let answer =
+            api::answer_profile(m, &p, 3, &Filters::default(), Disclosure::Reasons).unwrap();
+        answer
+            .matched
+            .iter()
+            .find(|r| r.tag == tag)
+            .map(|r| r.weight)
+            .unwrap()
+    };
+    // when it is folded with and without that age,
+    let fresh = weight_of(body(""), b) / weight_of(body(""), a);
+    let aged = body(&format!(r#", "days_ago": {{"{b}": 365}}"#));
+    let old = weight_of(aged.clone(), b) / weight_of(aged, a);
+    // then the old interest's weight relative to the other falls by the model's factor.
+    assert!(
+        (old / fresh - recency.factor(365.0)).abs() < 1e-4,
+        "{old} / {fresh} vs {}",
+        recency.factor(365.0)
+    );
 }

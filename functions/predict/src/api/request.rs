@@ -130,6 +130,11 @@ pub struct ProfileRequest {
     /// Assessment scores per tag (0 to 1000).
     #[serde(default)]
     pub assessments: std::collections::BTreeMap<String, f64>,
+    /// Days since the learner last engaged with a tag of the profile (0 to 36,500); the
+    /// model weighs older tags less, as training weighed older events. Tags not listed
+    /// count as new.
+    #[serde(default)]
+    pub days_ago: std::collections::BTreeMap<String, f64>,
 }
 
 /// Most handles in one `user_handles` request.
@@ -415,6 +420,21 @@ pub(super) fn validate_profile(p: ProfileRequest) -> Result<Profile, ApiError> {
     // A year of viewing is far more than any average per tag.
     check("tags", &p.tags, 31_536_000.0)?;
     check("assessments", &p.assessments, 1000.0)?;
+    check("days_ago", &p.days_ago, 36_500.0)?;
+    let key = kindred_core::tags::key;
+    let named: std::collections::HashSet<String> = p
+        .tags
+        .keys()
+        .chain(&p.interests)
+        .chain(p.assessments.keys())
+        .map(|t| key(t))
+        .collect();
+    if let Some(stray) = p.days_ago.keys().find(|t| !named.contains(&key(t))) {
+        return Err(unprocessable(
+            "days_ago names a tag the profile does not have",
+            json!({"tag": stray.chars().take(40).collect::<String>()}),
+        ));
+    }
     Ok(Profile {
         views: p.tags.into_iter().map(|(t, v)| (t, v as f32)).collect(),
         interests: p.interests,
@@ -423,6 +443,7 @@ pub(super) fn validate_profile(p: ProfileRequest) -> Result<Profile, ApiError> {
             .into_iter()
             .map(|(t, v)| (t, v as f32))
             .collect(),
+        ages: p.days_ago.into_iter().map(|(t, v)| (t, v as f32)).collect(),
     })
 }
 
@@ -513,7 +534,26 @@ mod tests {
                 views: vec![("python".into(), 3600.0)],
                 interests: vec!["c#".into()],
                 assessments: vec![("python".into(), 200.0)],
+                ages: Vec::new(),
             })
+        );
+        // Ages are for the profile's own tags, in days.
+        let q = parse_request(
+            &HeaderMap::new(),
+            br#"{"profile": {"interests": ["C#"], "days_ago": {"csharp": 30}}}"#,
+        )
+        .unwrap();
+        let Subject::Profile(p) = q.subject else {
+            panic!("a profile")
+        };
+        assert_eq!(p.ages, vec![("csharp".to_owned(), 30.0)]);
+        assert_eq!(
+            status(br#"{"profile": {"interests": ["go"], "days_ago": {"python": 3}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(br#"{"profile": {"interests": ["go"], "days_ago": {"go": -1}}}"#),
+            StatusCode::UNPROCESSABLE_ENTITY
         );
         // exclude_courses is /recommend's; its batches are bounded by the neighbours
         // each subject asks (50), not by k.
