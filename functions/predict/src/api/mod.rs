@@ -37,8 +37,8 @@ pub use recommend::{
 };
 pub use request::{
     Ask, DEFAULT_K, Filters, Handle, MAX_BATCH, MAX_BATCH_NEIGHBOURS, MAX_BODY_BYTES, MAX_EXCLUDE,
-    MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_CHARS, MAX_WORK, PredictRequest, ProfileRequest, Query,
-    Subject, parse_for, parse_request,
+    MAX_EXCLUDE_COURSES, MAX_K, MAX_PROFILE_ENTRIES, MAX_TAG_CHARS, MAX_WORK, PredictRequest,
+    ProfileRequest, Query, Subject, parse_for, parse_request,
 };
 pub use routes::{BasePath, catch_panics, router, router_with};
 pub(crate) use routes::{guard, method_not_allowed, not_found, read_body, wrapped};

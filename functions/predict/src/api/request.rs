@@ -111,7 +111,7 @@ pub struct PredictRequest {
     /// Leave out neighbours less similar than this (-1 to 1).
     #[serde(default)]
     pub min_similarity: Option<f64>,
-    /// `/recommend` only: course ids never to recommend (at most [`MAX_EXCLUDE`]).
+    /// `/recommend` only: course ids never to recommend (at most [`MAX_EXCLUDE_COURSES`]).
     #[serde(default)]
     pub exclude_courses: Option<Vec<String>>,
 }
@@ -144,6 +144,9 @@ pub const MAX_BATCH: usize = 100;
 pub const MAX_BATCH_NEIGHBOURS: usize = 1000;
 /// Most handles in `exclude`.
 pub const MAX_EXCLUDE: usize = 1000;
+/// Most course ids in `exclude_courses`: 200 ids of the longest length accepted
+/// ([`MAX_TAG_CHARS`]) still fit in a body of [`MAX_BODY_BYTES`].
+pub const MAX_EXCLUDE_COURSES: usize = 200;
 /// The work budget of one request: the subjects (handles, or 1 for a profile) times the
 /// neighbours searched for each (`k` plus the excluded handles, which the search must
 /// look past). A search wider than the model's index width is an exact scan of every
@@ -361,13 +364,13 @@ pub(super) fn validate_filters(
     })
 }
 
-/// The `exclude_courses` of a `/recommend` request: at most [`MAX_EXCLUDE`] ids of at
-/// most [`MAX_TAG_CHARS`] characters. Ids the model does not know exclude nothing.
+/// The `exclude_courses` of a `/recommend` request: at most [`MAX_EXCLUDE_COURSES`] ids
+/// of at most [`MAX_TAG_CHARS`] characters. Ids the model does not know exclude nothing.
 fn validate_courses(courses: Vec<String>) -> Result<Vec<String>, ApiError> {
-    if courses.len() > MAX_EXCLUDE {
+    if courses.len() > MAX_EXCLUDE_COURSES {
         return Err(unprocessable(
             "exclude_courses too long",
-            json!({"count": courses.len(), "max": MAX_EXCLUDE}),
+            json!({"count": courses.len(), "max": MAX_EXCLUDE_COURSES}),
         ));
     }
     if let Some(long) = courses.iter().find(|c| c.chars().count() > MAX_TAG_CHARS) {
