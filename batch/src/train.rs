@@ -335,7 +335,12 @@ fn evaluate(
                 });
                 q.cohort_precision_at_10 = Some(p);
                 q.cohort_chance = Some(chance);
-                let drifted = |row: &u32| truth[&handles[*row as usize]].drifted_from.is_some();
+                // (A user missing from the ground truth counts as stable.)
+                let drifted = |row: &u32| {
+                    truth
+                        .get(&handles[*row as usize])
+                        .is_some_and(|t| t.drifted_from.is_some())
+                };
                 if truth.values().any(|t| t.drifted_from.is_some()) {
                     let (all, stable): (Vec<u32>, Vec<u32>) =
                         (0..handles.len() as u32).partition(drifted);
