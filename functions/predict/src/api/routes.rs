@@ -272,25 +272,36 @@ async fn require_key(
 }
 
 async fn predict<S: ObjectStore + 'static>(
-    State(cache): State<Arc<ModelCache<S>>>,
-    Extension(settings): Extension<Arc<Settings>>,
+    cache: State<Arc<ModelCache<S>>>,
+    settings: Extension<Arc<Settings>>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let (parts, bytes) = read_body(req).await?;
-    let query = parse_for(Ask::Predict, &parts.headers, &bytes)?;
-    let model = cache.get().await.map_err(model_unavailable)?;
-    respond(&model, &query, settings.disclosure)
+    ask(Ask::Predict, cache, settings, req).await
 }
 
 async fn recommend<S: ObjectStore + 'static>(
+    cache: State<Arc<ModelCache<S>>>,
+    settings: Extension<Arc<Settings>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    ask(Ask::Recommend, cache, settings, req).await
+}
+
+/// A query route: the body validated for `route`, then answered from the current model
+/// with what the deployment discloses.
+async fn ask<S: ObjectStore + 'static>(
+    route: Ask,
     State(cache): State<Arc<ModelCache<S>>>,
     Extension(settings): Extension<Arc<Settings>>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, bytes) = read_body(req).await?;
-    let query = parse_for(Ask::Recommend, &parts.headers, &bytes)?;
+    let query = parse_for(route, &parts.headers, &bytes)?;
     let model = cache.get().await.map_err(model_unavailable)?;
-    respond_recommend(&model, &query, settings.disclosure)
+    match route {
+        Ask::Predict => respond(&model, &query, settings.disclosure),
+        Ask::Recommend => respond_recommend(&model, &query, settings.disclosure),
+    }
 }
 
 /// The request's head and body, or 413 (as JSON, like every error) for a body over
