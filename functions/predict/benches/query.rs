@@ -4,6 +4,8 @@
 //!   request validation and JSON decoding, the nearest-neighbour search and the JSON
 //!   encoding of the answer, for random known users (k = 10), at the binary's default
 //!   disclosure (`reasons`); `predict/in_process_full` the same at `full`;
+//! * `predict/recommend_in_process`: the same path of `POST /recommend` (k = 10 courses
+//!   from 50 neighbours), against `predict/in_process` as its anchor;
 //! * `predict/profile_fold_in`: the same for a cold-start profile;
 //! * `predict/search_served`: the search alone as answers use it (the coded exact scan
 //!   up to 50,000 users, the HNSW indexes above); `predict/search_hnsw`: the indexes;
@@ -163,6 +165,22 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // POST /recommend for the same users: 50 neighbours searched, their courses scored.
+    let mut i = 0usize;
+    group.bench_function("recommend_in_process", |b| {
+        b.iter(|| {
+            let (_, body) = &bodies[i % bodies.len()];
+            i += 1;
+            let q = api::parse_for(api::Ask::Recommend, &headers, body).expect("valid request");
+            let api::Subject::Handle(handle) = q.subject else {
+                unreachable!("the bodies ask for one handle")
+            };
+            let answer =
+                api::recommend_handle(model, handle, q.k, &q.filters, api::Disclosure::Reasons)
+                    .expect("known user");
+            black_box(serde_json::to_vec(&answer).expect("encode"))
+        })
+    });
     // Cold-start profiles: each sampled user's top tags (seconds) and interests.
     let profiles: Vec<kindred_core::projection::Profile> = rows
         .iter()
