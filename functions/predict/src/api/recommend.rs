@@ -105,21 +105,18 @@ pub fn respond_recommend(
     q: &Query,
     disclosure: Disclosure,
 ) -> Result<Response, ApiError> {
-    if model.courses().is_none() {
-        return Err(unprocessable(
-            "recommendations unsupported by this model version",
-            json!({"model_version": model.manifest.version, "hint": "publish a model with a kindred-batch that writes courses.bin"}),
-        ));
-    }
+    let courses = course_table(model)?;
     let (k, filters) = (q.k, &q.filters);
+    let ask = Recommender {
+        model,
+        courses,
+        k,
+        filters,
+        disclosure,
+    };
     Ok(match &q.subject {
-        Subject::Handle(h) => {
-            axum::Json(recommend_handle(model, *h, k, filters, disclosure)?).into_response()
-        }
-        Subject::Handles(hs) => axum::Json(batch(model, hs, |h| {
-            recommend_handle(model, h, k, filters, disclosure)
-        }))
-        .into_response(),
+        Subject::Handle(h) => axum::Json(ask.handle(*h)?).into_response(),
+        Subject::Handles(hs) => axum::Json(batch(model, hs, |h| ask.handle(h))).into_response(),
         Subject::Profile(p) => {
             let (folded, embedding) = profile_embedding(model, p)?;
             let learner = Learner {
@@ -128,8 +125,7 @@ pub fn respond_recommend(
                 row: None,
                 handle: None,
             };
-            let (neighbours, recommendations) =
-                courses_for(model, &learner, k, filters, disclosure);
+            let (neighbours, recommendations) = ask.courses_for(&learner);
             axum::Json(ProfileRecommendResponse {
                 model_version: &model.manifest.version,
                 matched: matched_features(model, &folded),
@@ -145,7 +141,8 @@ pub fn respond_recommend(
 /// Batch answers of `/recommend`, one per handle (unknown ones as error items).
 pub type RecommendBatch<'m> = BatchResponse<'m, RecommendResponse<'m>>;
 
-/// The `k` courses recommended to a known learner; an unknown handle is a 404 error.
+/// The `k` courses recommended to a known learner; an unknown handle is a 404 error, a
+/// model without a course table a 422.
 pub fn recommend_handle<'m>(
     model: &'m Model,
     handle: u64,
@@ -153,77 +150,106 @@ pub fn recommend_handle<'m>(
     filters: &Filters,
     disclosure: Disclosure,
 ) -> Result<RecommendResponse<'m>, ApiError> {
-    let row = model
-        .row_of(handle)
-        .ok_or_else(|| unknown_user(model, handle))?;
-    let learner = Learner {
-        embedding: model.embedding(row),
-        features: &model.users.users[row as usize].features,
-        row: Some(row),
-        handle: Some(handle),
-    };
-    let (neighbours, recommendations) = courses_for(model, &learner, k, filters, disclosure);
-    Ok(RecommendResponse {
-        user_handle: handle,
-        model_version: &model.manifest.version,
-        neighbours,
-        recommendations,
+    let courses = course_table(model)?;
+    Recommender {
+        model,
+        courses,
+        k,
+        filters,
+        disclosure,
+    }
+    .handle(handle)
+}
+
+/// The version's course table, or the 422 that says it has none.
+fn course_table(model: &Model) -> Result<&CourseTable, ApiError> {
+    model.courses().ok_or_else(|| {
+        unprocessable(
+            "recommendations unsupported by this model version",
+            json!({"model_version": model.manifest.version, "hint": "publish a model with a kindred-batch that writes courses.bin"}),
+        )
     })
 }
 
-/// The learner's [`RECOMMEND_NEIGHBOURS`] neighbours (after the request's filters) and
-/// the `k` courses they recommend. Requires a model with a course table.
-fn courses_for<'m>(
+/// One `/recommend` request against a model with a course table.
+struct Recommender<'m, 'r> {
     model: &'m Model,
-    learner: &Learner<'_>,
+    courses: &'m CourseTable,
     k: u32,
-    filters: &Filters,
+    filters: &'r Filters,
     disclosure: Disclosure,
-) -> (u32, Vec<CourseRecommendation<'m>>) {
-    let Some(courses) = model.courses() else {
-        return (0, Vec::new());
-    };
-    let found = neighbours(
-        model,
-        learner.embedding,
-        learner.row,
-        RECOMMEND_NEIGHBOURS,
-        filters,
-    );
-    let voters: Vec<Voter> = found
-        .iter()
-        .map(|n| Voter {
-            handle: model.users.users[n.row as usize].handle,
-            similarity: n.similarity,
+}
+
+impl<'m> Recommender<'m, '_> {
+    /// The answer for a known learner; an unknown handle is a 404 error.
+    fn handle(&self, handle: u64) -> Result<RecommendResponse<'m>, ApiError> {
+        let model = self.model;
+        let row = model
+            .row_of(handle)
+            .ok_or_else(|| unknown_user(model, handle))?;
+        let learner = Learner {
+            embedding: model.embedding(row),
+            features: &model.users.users[row as usize].features,
+            row: Some(row),
+            handle: Some(handle),
+        };
+        let (neighbours, recommendations) = self.courses_for(&learner);
+        Ok(RecommendResponse {
+            user_handle: handle,
+            model_version: &model.manifest.version,
+            neighbours,
+            recommendations,
         })
-        .collect();
-    let seen = learner.handle.map_or(&[][..], |h| courses.viewed_by(h));
-    let exclude: HashSet<u32> = filters
-        .exclude_courses
-        .iter()
-        .filter_map(|c| model.course_id(c))
-        .collect();
-    let shown = if disclosure.profiles() {
-        VOTERS_SHOWN
-    } else {
-        0
-    };
-    let found = recommend::recommend(
-        courses,
-        &voters,
-        seen,
-        &exclude,
-        k as usize,
-        shown,
-        Scoring::default(),
-    );
-    let own: HashSet<u32> = learner.features.iter().map(|f| f.tag).collect();
-    let out = found
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| course_answer(model, courses, i, r, &own, disclosure))
-        .collect();
-    (voters.len() as u32, out)
+    }
+
+    /// The learner's [`RECOMMEND_NEIGHBOURS`] neighbours (after the request's filters)
+    /// and the `k` courses they recommend.
+    fn courses_for(&self, learner: &Learner<'_>) -> (u32, Vec<CourseRecommendation<'m>>) {
+        let (model, courses, filters, disclosure) =
+            (self.model, self.courses, self.filters, self.disclosure);
+        let k = self.k;
+        let found = neighbours(
+            model,
+            learner.embedding,
+            learner.row,
+            RECOMMEND_NEIGHBOURS,
+            filters,
+        );
+        let voters: Vec<Voter> = found
+            .iter()
+            .map(|n| Voter {
+                handle: model.users.users[n.row as usize].handle,
+                similarity: n.similarity,
+            })
+            .collect();
+        let seen = learner.handle.map_or(&[][..], |h| courses.viewed_by(h));
+        let exclude: HashSet<u32> = filters
+            .exclude_courses
+            .iter()
+            .filter_map(|c| model.course_id(c))
+            .collect();
+        let shown = if disclosure.profiles() {
+            VOTERS_SHOWN
+        } else {
+            0
+        };
+        let found = recommend::recommend(
+            courses,
+            &voters,
+            seen,
+            &exclude,
+            k as usize,
+            shown,
+            Scoring::default(),
+        );
+        let own: HashSet<u32> = learner.features.iter().map(|f| f.tag).collect();
+        let out = found
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| course_answer(model, courses, i, r, &own, disclosure))
+            .collect();
+        (voters.len() as u32, out)
+    }
 }
 
 fn course_answer<'m>(
