@@ -123,8 +123,8 @@ pub fn score(plan: &CoursePlan, k: usize, ranked: impl Fn(u64) -> Vec<u32>) -> C
     }
 }
 
-/// The `k` most viewed courses (by distinct viewers) not in `seen`.
-pub fn popular(table: &CourseTable, seen: &[u32], k: usize) -> Vec<u32> {
+/// Every course, most viewers (distinct users) first.
+pub fn by_popularity(table: &CourseTable) -> Vec<u32> {
     let mut viewers = vec![0u32; table.len()];
     for v in &table.viewed {
         viewers[v.course as usize] += 1;
@@ -136,7 +136,13 @@ pub fn popular(table: &CourseTable, seen: &[u32], k: usize) -> Vec<u32> {
             .then(a.cmp(&b))
     });
     order
-        .into_iter()
+}
+
+/// The first `k` courses of `order` ([`by_popularity`]) not in `seen`.
+pub fn popular(order: &[u32], seen: &[u32], k: usize) -> Vec<u32> {
+    order
+        .iter()
+        .copied()
         .filter(|c| !seen.contains(c))
         .take(k)
         .collect()
@@ -210,7 +216,8 @@ pub fn compare(
     let train_ds = plan.training_data(ds);
     let table = course_table(&train_ds);
     let seen = |h: u64| -> Vec<u32> { table.viewed_by(h).iter().map(|v| v.course).collect() };
-    let popularity = score(&plan, K, |h| popular(&table, &seen(h), K));
+    let order = by_popularity(&table);
+    let popularity = score(&plan, K, |h| popular(&order, &seen(h), K));
     let knn = ItemKnn::build(&table);
     let item_knn = score(&plan, K, |h| knn.rank(&seen(h), K));
     let fitted = train::fit(&train_ds, cfg, &HashSet::new(), &mut Stages::quiet())?;
@@ -292,8 +299,9 @@ mod tests {
             vec![vec![]; 4],
             rows,
         );
-        assert_eq!(popular(&t, &[], 2), [0, 1]);
-        assert_eq!(popular(&t, &[0], 1), [1]);
+        let order = by_popularity(&t);
+        assert_eq!(popular(&order, &[], 2), [0, 1]);
+        assert_eq!(popular(&order, &[0], 1), [1]);
         let knn = ItemKnn::build(&t);
         assert_eq!(knn.rank(&[0], 10), [1], "only 1 was viewed with 0");
         assert_eq!(knn.rank(&[2], 10), [3]);
