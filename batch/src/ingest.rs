@@ -282,6 +282,47 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
     Ok(ds)
 }
 
+/// Reads a delta folder for `kindred-batch update`: the same files as [`read_dir`], with
+/// a model's tag vocabulary (`tags`) and course catalogue (`courses`, with their tags)
+/// known beforehand, so that every known tag and course keeps the model's id (new ones
+/// follow). `user_course_views.csv` is required; `course_tags.csv` is optional (it may
+/// add courses, or tags to a course).
+pub fn read_dir_onto(
+    dir: &Path,
+    tags: &[String],
+    courses: &[String],
+    course_tags: &[Vec<u32>],
+) -> Result<Dataset, IngestError> {
+    if !dir.join(VIEWS).is_file() {
+        return Err(IngestError::MissingFile {
+            file: VIEWS,
+            dir: dir.to_owned(),
+        });
+    }
+    let mut ds = Dataset::default();
+    let mut seeding = FileReport::new("(model)");
+    for name in tags {
+        ds.intern_tag(name, &mut seeding);
+    }
+    for name in courses {
+        ds.courses.intern(name);
+    }
+    ds.course_tags = course_tags.to_vec();
+    ds.course_tags.resize(ds.courses.len(), Vec::new());
+    if dir.join(COURSE_TAGS).is_file() {
+        read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
+    }
+    read_views(&dir.join(VIEWS), &mut ds)?;
+    read_interests(&dir.join(INTERESTS), &mut ds)?;
+    read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
+    // The model's tags keep the model's names.
+    ds.name_tags();
+    for (name, model) in ds.tags.names.iter_mut().zip(tags) {
+        name.clone_from(model);
+    }
+    Ok(ds)
+}
+
 /// An open CSV file with its required columns located.
 struct Table {
     file: &'static str,

@@ -18,4 +18,6 @@ pub mod summary;
 pub mod svd;
 pub use kindred_core::tags;
 pub mod train;
+pub mod update;
+pub mod update_eval;
 pub mod versions;

@@ -68,6 +68,24 @@ enum Command {
         #[arg(long, env = "KINDRED_DATA")]
         data: Option<PathBuf>,
     },
+    /// Fold new and changed users into the current version without a full training, and
+    /// publish the result as a new version. The folder holds each user's complete
+    /// current rows in the training schema (user_course_views.csv required;
+    /// course_tags.csv, user_interests.csv, user_assessment_scores.csv optional): a
+    /// known user is replaced, a new one added. Rows are weighted and projected with the
+    /// current version's stored basis; the manifest records how far that basis has
+    /// drifted and whether a full training is due.
+    Update {
+        /// Folder with the new and changed users' rows.
+        #[arg(long, env = "KINDRED_DELTA")]
+        data: PathBuf,
+        /// Model store: a folder or s3://bucket/prefix (S3 honours AWS_ENDPOINT_URL).
+        #[arg(long, env = "KINDRED_STORE", default_value = "./trained_model")]
+        store: String,
+        /// Also print the update's figures as one CloudWatch Embedded Metric Format line.
+        #[arg(long, env = "KINDRED_EMF")]
+        emf: bool,
+    },
     /// Show the store's current version and its manifest.
     Show {
         /// Model store: a folder or s3://bucket/prefix.
@@ -142,6 +160,11 @@ struct EvalArgs {
     /// of Kindred's `/recommend` against popularity and item-kNN; one more training run).
     #[arg(long)]
     skip_courses: bool,
+    /// Also measure `kindred-batch update` against a full training: fold this many users
+    /// (half new, half with their latest views held back) into a model trained without
+    /// them and compare neighbours (two more training runs; 0: skip).
+    #[arg(long, default_value_t = 0)]
+    update_users: usize,
 }
 
 #[derive(Args, Debug)]
@@ -348,6 +371,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Update { data, store, emf } => {
+            let store = Store::open(&store).await?;
+            let updated = kindred_batch::update::update(&store, &data).await?;
+            let location = kindred_core::ObjectStore::location(&store);
+            print!("{}", report::render_update(&updated, &location));
+            if emf {
+                println!("{}", report::update_emf(&updated, registry::unix_millis()));
+            }
+            Ok(())
+        }
         Command::Versions { store } => {
             let store = Store::open(&store).await?;
             let (list, pointer) = versions::list(&store).await?;
@@ -442,6 +475,16 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         cfg.eval_sample = args.eval_sample;
         let courses = kindred_batch::course_eval::compare(&ds, &cfg, args.eval_sample)?;
         table.push_str(&report::course_comparison(&courses));
+    }
+    if args.update_users > 0 {
+        eprintln!("measuring updates between retrains ...");
+        let mut cfg = config::config_for(Method::Kindred, args.data.clone());
+        if let Some(h) = args.half_life_days {
+            cfg.half_life_days = (h > 0.0).then_some(h);
+        }
+        cfg.eval_sample = args.eval_sample;
+        let q = kindred_batch::update_eval::compare(&cfg, args.update_users, 0x5eed)?;
+        table.push_str(&report::update_comparison(&q));
     }
     print!("{table}");
     if let Some(path) = &args.report {

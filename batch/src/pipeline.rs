@@ -405,6 +405,7 @@ pub async fn publish<S: ObjectStore>(
         artifacts,
         training: serde_json::Value::Null,
         shards,
+        update: None,
     };
     let started = Instant::now();
     let model = registry::fetch_model(store, manifest.clone(), None).await?;

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use crate::config::Method;
-use crate::summary::RunSummary;
+use crate::summary::{RunSummary, StageTime};
+use crate::update::Updated;
 
 /// Formats the run summary for a terminal.
 pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
@@ -204,23 +205,100 @@ pub fn course_comparison(rows: &[(&str, crate::course_eval::CourseScores)]) -> S
     out
 }
 
+/// The "Fresh users between retrains" section of `kindred-batch eval --update-users`.
+pub fn update_comparison(q: &crate::update_eval::UpdateQuality) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## Fresh users between retrains\n\n{} new users and {} changed users (their latest {:.0}% of views held back) folded into a model trained without them, against a full training on all the data.\n",
+        q.new,
+        q.changed,
+        crate::update_eval::HELD_BACK_SHARE * 100.0
+    );
+    let _ = writeln!(out, "| measure | value |");
+    let _ = writeln!(out, "|---|---|");
+    let _ = writeln!(
+        out,
+        "| neighbour overlap@10 with the full training, folded users | {:.3} |",
+        q.overlap_folded
+    );
+    let _ = writeln!(
+        out,
+        "| neighbour overlap@10 with the full training, untouched users | {:.3} |",
+        q.overlap_untouched
+    );
+    let _ = writeln!(
+        out,
+        "| the same before the update (base model against the full training) | {:.3} |",
+        q.overlap_base_untouched
+    );
+    if let Some((updated, full, base)) = q.precision {
+        let _ = writeln!(
+            out,
+            "| cohort precision@10 of folded users: updated / full training / changed users before | {updated:.3} / {full:.3} / {base:.3} |"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "| basis fit: folded rows / training rows | {:.3} / {:.3} |",
+        q.basis_fit.0, q.basis_fit.1
+    );
+    let _ = writeln!(out, "| update wall time | {:.2} s |", q.update_seconds);
+    out
+}
+
 /// The run's figures as one CloudWatch Embedded Metric Format line (namespace `Kindred`,
 /// dimension `Service=kindred-batch`): total and per-stage seconds, users, skipped
 /// rows, index recall@10 and, when measured, cohort precision@10 and hold-out
 /// recall@10; the version as a property.
 pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
-    let mut doc = serde_json::Map::new();
-    let mut metrics = Vec::new();
-    let mut put = |name: String, value: serde_json::Value, unit: &str| {
-        metrics.push(serde_json::json!({ "Name": name, "Unit": unit }));
-        doc.insert(name, value);
-    };
-    put(
-        "TrainSeconds".into(),
-        s.stages.iter().map(|t| t.seconds).sum::<f64>().into(),
+    let mut m = stage_metrics("TrainSeconds", &s.stages);
+    m.push(("Users".into(), s.users_in_model.into(), "Count"));
+    let skipped = s.files.iter().map(|f| f.skipped_total()).sum::<u64>();
+    m.push(("SkippedRows".into(), skipped.into(), "Count"));
+    m.push(("IndexRecallAt10".into(), s.recall_at_10.into(), "None"));
+    if let Some(p) = s.quality.cohort_precision_at_10 {
+        m.push(("CohortPrecisionAt10".into(), p.into(), "None"));
+    }
+    if let Some(r) = s.quality.holdout_recall_at_10 {
+        m.push(("HoldoutRecallAt10".into(), r.into(), "None"));
+    }
+    emf_line(m, version, now_millis)
+}
+
+/// An update's figures as one EMF line, as [`emf`] does for training: total and
+/// per-stage seconds, users folded (new, changed, skipped), skipped rows, the folded
+/// share, the basis fit and whether a full training is advised (1 or 0).
+pub fn update_emf(u: &Updated, now_millis: u64) -> String {
+    let r = &u.record;
+    let mut m = stage_metrics("UpdateSeconds", &u.stages);
+    m.push(("Users".into(), u.published.manifest.users.into(), "Count"));
+    m.push(("NewUsers".into(), r.new_users.into(), "Count"));
+    m.push(("ChangedUsers".into(), r.changed_users.into(), "Count"));
+    m.push(("SkippedUsers".into(), r.skipped_users.into(), "Count"));
+    let skipped = u.files.iter().map(|f| f.skipped_total()).sum::<u64>();
+    m.push(("SkippedRows".into(), skipped.into(), "Count"));
+    m.push(("FoldedShare".into(), r.folded_share.into(), "None"));
+    m.push(("BasisFit".into(), r.basis_fit.into(), "None"));
+    m.push((
+        "RetrainAdvised".into(),
+        u8::from(r.retrain_advised).into(),
+        "Count",
+    ));
+    emf_line(m, Some(&u.published.version), now_millis)
+}
+
+/// The total seconds of `stages` as `total`, then one `<Stage>Seconds` metric each.
+fn stage_metrics(
+    total: &str,
+    stages: &[StageTime],
+) -> Vec<(String, serde_json::Value, &'static str)> {
+    let mut m = vec![(
+        total.to_owned(),
+        stages.iter().map(|t| t.seconds).sum::<f64>().into(),
         "Seconds",
-    );
-    for t in &s.stages {
+    )];
+    for t in stages {
         // "index (all shards, summed)" becomes IndexAllShardsSummedSeconds.
         let name: String = t
             .stage
@@ -228,17 +306,22 @@ pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
             .filter(|w| !w.is_empty())
             .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
             .collect();
-        put(format!("{name}Seconds"), t.seconds.into(), "Seconds");
+        m.push((format!("{name}Seconds"), t.seconds.into(), "Seconds"));
     }
-    put("Users".into(), s.users_in_model.into(), "Count");
-    let skipped = s.files.iter().map(|f| f.skipped_total()).sum::<u64>();
-    put("SkippedRows".into(), skipped.into(), "Count");
-    put("IndexRecallAt10".into(), s.recall_at_10.into(), "None");
-    if let Some(p) = s.quality.cohort_precision_at_10 {
-        put("CohortPrecisionAt10".into(), p.into(), "None");
-    }
-    if let Some(r) = s.quality.holdout_recall_at_10 {
-        put("HoldoutRecallAt10".into(), r.into(), "None");
+    m
+}
+
+/// One EMF document: the metrics, `Service=kindred-batch`, the version as a property.
+fn emf_line(
+    metrics: Vec<(String, serde_json::Value, &str)>,
+    version: Option<&str>,
+    now_millis: u64,
+) -> String {
+    let mut doc = serde_json::Map::new();
+    let mut names = Vec::new();
+    for (name, value, unit) in metrics {
+        names.push(serde_json::json!({ "Name": name, "Unit": unit }));
+        doc.insert(name, value);
     }
     doc.insert("Service".into(), "kindred-batch".into());
     doc.insert("ModelVersion".into(), version.unwrap_or("none").into());
@@ -249,9 +332,55 @@ pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
             "CloudWatchMetrics": [{
                 "Namespace": "Kindred",
                 "Dimensions": [["Service"]],
-                "Metrics": metrics,
+                "Metrics": names,
             }],
         }),
     );
     serde_json::Value::Object(doc).to_string()
+}
+
+/// What an update did, for the terminal: the version, the users folded in, the figures
+/// that say when a full training is due, skipped rows and stage times.
+pub fn render_update(u: &Updated, location: &str) -> String {
+    let r = &u.record;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "published {} to {location} (updated from {}, trained as {})",
+        u.published.version, r.previous, r.trained
+    );
+    let _ = writeln!(
+        out,
+        "  users folded in: {} new, {} changed, {} skipped (no row the model can use)",
+        r.new_users, r.changed_users, r.skipped_users
+    );
+    let _ = writeln!(
+        out,
+        "  model: {} users, {} folded in since training ({:.2}%)",
+        u.published.manifest.users,
+        r.folded_users,
+        r.folded_share * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "  basis fit: {:.3} of the new rows kept, {:.3} of the training rows",
+        r.basis_fit, r.trained_fit
+    );
+    let _ = writeln!(out, "  {}", r.advice);
+    for f in &u.files {
+        let skipped = f.skipped_total();
+        if f.present {
+            let _ = writeln!(
+                out,
+                "  {}: {} rows, {} used, {skipped} skipped",
+                f.file, f.rows, f.used
+            );
+        }
+    }
+    let total: f64 = u.stages.iter().map(|t| t.seconds).sum();
+    let _ = writeln!(out, "  time: {total:.2} s");
+    for t in &u.stages {
+        let _ = writeln!(out, "    {:<22} {:>8.2} s", t.stage, t.seconds);
+    }
+    out
 }

@@ -121,6 +121,15 @@ impl Stages {
         self.times
     }
 
+    /// Records a stage timed elsewhere (an async step).
+    pub fn record(&mut self, stage: &str, seconds: f64) {
+        info!(stage, seconds, "stage done");
+        self.times.push(StageTime {
+            stage: stage.to_owned(),
+            seconds,
+        });
+    }
+
     /// Runs one stage, timing it.
     pub fn run<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
         let bar = self.tty.then(|| {

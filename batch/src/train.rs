@@ -302,6 +302,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
         shards: shard_entries,
+        update: None,
     };
     Ok(Trained {
         manifest,

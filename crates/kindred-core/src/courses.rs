@@ -72,6 +72,16 @@ impl CourseTable {
         }
     }
 
+    /// Every (handle, course, seconds) of the table, by handle then course: what
+    /// [`CourseTable::build`] takes.
+    pub fn rows(&self) -> impl Iterator<Item = (u64, u32, u32)> + '_ {
+        self.handles.iter().enumerate().flat_map(move |(i, &h)| {
+            self.viewed[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+                .iter()
+                .map(move |v| (h, v.course, v.seconds))
+        })
+    }
+
     /// Course ids by their name in the data files.
     pub fn index(&self) -> std::collections::HashMap<String, u32> {
         self.ids

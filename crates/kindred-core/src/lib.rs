@@ -9,6 +9,7 @@
 //! * [`embedding`]: unit-length user embeddings and their dot products.
 //! * [`users`]: the user table (summaries and strongest features).
 //! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
+//! * [`delta`]: users folded in between trainings, beside a shard's index.
 //! * [`search`]: nearest neighbours within one index (HNSW or exact scan).
 //! * [`graph`]: checks an encoded HNSW index before it is decoded.
 //! * [`shard`]: which shard a user lives in; searching several shards as one index.
@@ -27,6 +28,7 @@
 
 pub mod codec;
 pub mod courses;
+pub mod delta;
 pub mod embedding;
 pub mod error;
 pub mod graph;

@@ -16,6 +16,10 @@
 //! A sharded version (format 3, see [`crate::shard`]) has, instead of `users.bin` and
 //! `index.bin`, one `users-NNNN.bin` and one `index-NNNN.bin` per shard, listed in the
 //! manifest's `shards`; a loader may fetch only the shards it serves.
+//!
+//! A version written by `kindred-batch update` (format 4) also has a delta per shard
+//! (`delta.bin`, or `delta-NNNN.bin` when sharded; see [`crate::delta`]) and records the
+//! update in [`Manifest::update`].
 
 use serde::{Deserialize, Serialize};
 
@@ -29,7 +33,12 @@ use crate::error::{Error, Result};
 /// - 3: users split into shards, each with its own user table and index
 ///   ([`Manifest::shards`]). Unsharded models are still written as format 2, so functions
 ///   built before sharding keep reading them.
-pub const FORMAT_VERSION: u32 = 3;
+/// - 4: shards may carry a delta of users folded in by `kindred-batch update`
+///   ([`delta_artifact`], [`Manifest::update`]). Only updated versions are written as
+///   format 4; a function that cannot read deltas refuses them and keeps its model.
+pub const FORMAT_VERSION: u32 = 4;
+/// Format version of a sharded model without deltas.
+pub const SHARDED_FORMAT: u32 = 3;
 /// Format version of an unsharded model.
 pub const UNSHARDED_FORMAT: u32 = 2;
 /// Oldest format version this build still reads (loaders refuse anything outside
@@ -135,6 +144,9 @@ pub struct Manifest {
     /// The shards, `0..S` in order (format 3); empty for an unsharded model.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardEntry>,
+    /// Set when `kindred-batch update` folded users into a trained version (format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateRecord>,
 }
 
 impl Manifest {
@@ -174,18 +186,28 @@ impl Manifest {
         if shards.is_empty() {
             UNSHARDED_FORMAT
         } else {
-            FORMAT_VERSION
+            SHARDED_FORMAT
         }
     }
 
+    /// The name of shard `id`'s delta when the manifest lists one.
+    pub fn delta_of(&self, id: u32) -> Option<String> {
+        let name = delta_artifact(id, !self.shards.is_empty());
+        self.artifacts
+            .iter()
+            .any(|a| a.name == name)
+            .then_some(name)
+    }
+
     /// Total size of the artifacts a loader of `selection` reads (the selected shards'
-    /// user tables and indexes, `projection.bin` and `courses.bin`; not the report), as
+    /// user tables, indexes and deltas, `projection.bin` and `courses.bin`; not the report), as
     /// listed.
     pub fn artifacts_bytes(&self, selection: Option<&[u32]>) -> u64 {
         let mut names = vec![PROJECTION.to_owned(), COURSES.to_owned()];
-        for (_, users, index) in self.shard_artifacts(selection) {
+        for (id, users, index) in self.shard_artifacts(selection) {
             names.push(users);
             names.push(index);
+            names.extend(self.delta_of(id));
         }
         self.artifacts
             .iter()
@@ -241,7 +263,7 @@ impl Manifest {
         if self.shards.is_empty() {
             return Ok(());
         }
-        if self.format_version < 3 {
+        if self.format_version < SHARDED_FORMAT {
             return Err(Error::Inconsistent(format!(
                 "format {} manifest lists shards",
                 self.format_version
@@ -288,6 +310,16 @@ pub fn index_artifact(id: u32) -> String {
     format!("index-{id:04}.bin")
 }
 
+/// Object name of shard `id`'s delta: `delta.bin` in an unsharded model,
+/// `delta-NNNN.bin` in a sharded one.
+pub fn delta_artifact(id: u32, sharded: bool) -> String {
+    if sharded {
+        format!("delta-{id:04}.bin")
+    } else {
+        "delta.bin".to_owned()
+    }
+}
+
 /// The user-table and index names of shard `id`: `users.bin` and `index.bin` in an
 /// unsharded model, [`users_artifact`] and [`index_artifact`] in a sharded one.
 pub fn artifact_names(id: u32, sharded: bool) -> (String, String) {
@@ -312,6 +344,77 @@ pub fn entries(users_per_shard: &[u64]) -> Vec<ShardEntry> {
             users,
         })
         .collect()
+}
+
+/// What `kindred-batch update` recorded in a version's manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateRecord {
+    /// The fully trained version whose basis and indexes this version reuses.
+    pub trained: String,
+    /// The version this update started from (`trained` or an earlier update).
+    pub previous: String,
+    /// Users in the delta folder who were new to the model.
+    pub new_users: u64,
+    /// Users in the delta folder whom the model knew (their rows were replaced).
+    pub changed_users: u64,
+    /// Users in the delta folder without a usable row (unknown tags only, or no rows).
+    pub skipped_users: u64,
+    /// Users folded in since `trained`, over all updates (the deltas' users).
+    pub folded_users: u64,
+    /// `folded_users` as a share of the model's users.
+    pub folded_share: f64,
+    /// Share of the folded rows' squared norm that the stored basis keeps, this update.
+    pub basis_fit: f64,
+    /// The same share over the training matrix (the trained model's explained variance).
+    pub trained_fit: f64,
+    /// True when a full training is due: see [`UpdateRecord::advice`].
+    pub retrain_advised: bool,
+    /// Why (or why not), in words.
+    pub advice: String,
+}
+
+/// Folded users above this share of the model advise a full training.
+pub const RETRAIN_FOLDED_SHARE: f64 = 0.2;
+/// A basis fit below this ratio of the trained fit advises a full training.
+pub const RETRAIN_FIT_RATIO: f64 = 0.8;
+
+impl UpdateRecord {
+    /// Sets [`UpdateRecord::retrain_advised`] and [`UpdateRecord::advice`] from the
+    /// figures: a full training is due when folded users exceed
+    /// [`RETRAIN_FOLDED_SHARE`] of the model, or when the stored basis keeps less than
+    /// [`RETRAIN_FIT_RATIO`] of what it kept of the training rows (the new data lies
+    /// outside the space the SVD found).
+    pub fn advise(&mut self) {
+        let ratio = if self.trained_fit > 0.0 {
+            self.basis_fit / self.trained_fit
+        } else {
+            1.0
+        };
+        let mut reasons = Vec::new();
+        if self.folded_share > RETRAIN_FOLDED_SHARE {
+            reasons.push(format!(
+                "{:.1}% of users were folded in since {} (limit {:.0}%)",
+                self.folded_share * 100.0,
+                self.trained,
+                RETRAIN_FOLDED_SHARE * 100.0
+            ));
+        }
+        if ratio < RETRAIN_FIT_RATIO {
+            reasons.push(format!(
+                "the stored basis keeps {:.3} of the new rows against {:.3} of the training rows (ratio {ratio:.2}, limit {RETRAIN_FIT_RATIO})",
+                self.basis_fit, self.trained_fit
+            ));
+        }
+        self.retrain_advised = !reasons.is_empty();
+        self.advice = if reasons.is_empty() {
+            format!(
+                "no full training due: {:.1}% of users folded in, basis fit ratio {ratio:.2}",
+                self.folded_share * 100.0
+            )
+        } else {
+            format!("full training advised: {}", reasons.join("; "))
+        };
+    }
 }
 
 #[cfg(test)]
@@ -350,5 +453,39 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn advice_follows_the_folded_share_and_the_basis_fit() {
+        let mut r = UpdateRecord {
+            trained: "t".into(),
+            previous: "t".into(),
+            new_users: 10,
+            changed_users: 5,
+            skipped_users: 0,
+            folded_users: 15,
+            folded_share: 0.01,
+            basis_fit: 0.5,
+            trained_fit: 0.55,
+            retrain_advised: true,
+            advice: String::new(),
+        };
+        r.advise();
+        assert!(!r.retrain_advised, "{}", r.advice);
+        r.folded_share = 0.25;
+        r.advise();
+        assert!(
+            r.retrain_advised && r.advice.contains("25.0%"),
+            "{}",
+            r.advice
+        );
+        r.folded_share = 0.01;
+        r.basis_fit = 0.3;
+        r.advise();
+        assert!(
+            r.retrain_advised && r.advice.contains("ratio 0.55"),
+            "{}",
+            r.advice
+        );
     }
 }

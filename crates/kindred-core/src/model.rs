@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::courses::CourseTable;
+use crate::delta::Delta;
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
@@ -22,8 +23,8 @@ pub const EXACT_SCAN_MAX_USERS: usize = 50_000;
 pub struct Model {
     /// The version's manifest.
     pub manifest: Manifest,
-    /// Per-user metadata of the shards held, shard after shard (row `i` is point `i` of
-    /// [`Model::shards`]).
+    /// Per-user metadata of the shards held, shard after shard (row `i` is row `i` of
+    /// [`Model::shards`]; a row retired by a delta keeps its old summary, unreachable).
     pub users: UserTable,
     /// The HNSW indexes of the shards held.
     pub shards: Shards,
@@ -40,19 +41,26 @@ pub struct Model {
     recency: Option<Recency>,
 }
 
-/// One shard's decoded parts: its number, user summaries and index (point `i` is user `i`).
-pub type ShardParts = (u32, Vec<UserSummary>, Index);
+/// One shard's decoded parts: its number, user summaries and index (point `i` is user
+/// `i`), and its delta (empty for a trained version).
+pub type ShardParts = (u32, Vec<UserSummary>, Index, Delta);
 
 impl Model {
     /// Assembles an unsharded model and checks that its parts agree with each other and
     /// the manifest.
     pub fn from_parts(manifest: Manifest, users: UserTable, index: Index) -> Result<Model> {
-        Model::from_shards(manifest, users.tags, vec![(0, users.users, index)])
+        Model::from_shards(
+            manifest,
+            users.tags,
+            vec![(0, users.users, index, Delta::default())],
+        )
     }
 
     /// Assembles a model from some or all of its shards (in the given order) and checks
     /// them: counts against the manifest, dimensions, tag references, feature order,
-    /// unique handles, and that every user sits in the shard its handle hashes to.
+    /// unique handles, and that every user sits in the shard its handle hashes to. A
+    /// shard's rows are its index points, then its delta's users; a retired point keeps
+    /// its row, but its handle finds the delta's row.
     pub fn from_shards(
         manifest: Manifest,
         tags: Vec<String>,
@@ -67,23 +75,26 @@ impl Model {
         }
         let count = manifest.shard_count();
         let whole = parts.len() as u32 == count;
-        let total: usize = parts.iter().map(|p| p.1.len()).sum();
-        if whole && manifest.users != total as u64 {
+        let live = |p: &ShardParts| (p.1.len() - p.3.retired.len() + p.3.users.len()) as u64;
+        let total: u64 = parts.iter().map(live).sum();
+        if whole && manifest.users != total {
             return Err(Error::Inconsistent(format!(
-                "manifest says {} users, user table has {total}",
+                "manifest says {} users, its shards hold {total}",
                 manifest.users
             )));
         }
+        let rows: usize = parts.iter().map(|p| p.1.len() + p.3.users.len()).sum();
         let tag_count = tags.len() as u32;
-        let mut by_handle = HashMap::with_capacity(total);
-        let mut users = Vec::with_capacity(total);
+        let mut by_handle = HashMap::with_capacity(total as usize);
+        let mut users = Vec::with_capacity(rows);
         let mut indexes = Vec::with_capacity(parts.len());
-        for (id, shard_users, index) in parts {
-            let listed = manifest.shards.get(id as usize).map(|s| s.users);
-            if listed.is_some_and(|n| n != shard_users.len() as u64) || id >= count {
+        for part in parts {
+            let listed = manifest.shards.get(part.0 as usize).map(|s| s.users);
+            let held = live(&part);
+            let (id, shard_users, index, mut delta) = part;
+            if listed.is_some_and(|n| n != held) || id >= count {
                 return Err(Error::Inconsistent(format!(
-                    "shard {id} has {} users, the manifest lists {listed:?}",
-                    shard_users.len()
+                    "shard {id} has {held} users, the manifest lists {listed:?}"
                 )));
             }
             let points = index.iter().count();
@@ -93,7 +104,10 @@ impl Model {
                     shard_users.len()
                 )));
             }
-            for u in shard_users {
+            delta.validate(points, manifest.dimensions as usize)?;
+            let fresh = std::mem::take(&mut delta.users);
+            let mut retired = delta.retired.iter().peekable();
+            for (local, u) in shard_users.into_iter().chain(fresh).enumerate() {
                 check_user(&u, tag_count)?;
                 if count > 1 && shard::shard_of(u.handle, count) != id {
                     return Err(Error::Inconsistent(format!(
@@ -102,7 +116,8 @@ impl Model {
                         shard::shard_of(u.handle, count)
                     )));
                 }
-                if by_handle.insert(u.handle, users.len() as u32).is_some() {
+                let is_retired = retired.next_if_eq(&&(local as u32)).is_some();
+                if !is_retired && by_handle.insert(u.handle, users.len() as u32).is_some() {
                     return Err(Error::Inconsistent(format!(
                         "user {} appears twice",
                         u.handle
@@ -110,11 +125,11 @@ impl Model {
                 }
                 users.push(u);
             }
-            indexes.push((id, index));
+            indexes.push((id, index, delta));
         }
         let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
         let recency = recency_of(&manifest.training);
-        let shards = Shards::new(indexes, manifest.dimensions as usize, exact)?;
+        let shards = Shards::with_deltas(indexes, manifest.dimensions as usize, exact)?;
         Ok(Model {
             manifest,
             users: UserTable { tags, users },
@@ -205,14 +220,14 @@ impl Model {
         self.manifest.dimensions as usize
     }
 
-    /// Number of users held.
+    /// Number of users held (a user whose index point a delta retired counts once).
     pub fn len(&self) -> usize {
-        self.users.users.len()
+        self.by_handle.len()
     }
 
     /// True when the model holds no users.
     pub fn is_empty(&self) -> bool {
-        self.users.users.is_empty()
+        self.by_handle.is_empty()
     }
 
     /// Name of tag `id`.

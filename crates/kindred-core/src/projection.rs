@@ -138,6 +138,10 @@ pub struct Profile {
 pub struct Folded {
     /// Unit-length embedding before smoothing (zero when nothing was known).
     pub embedding: Embedding,
+    /// The projection before normalising, `a V Σ^(p-1)`.
+    pub projected: Vec<f32>,
+    /// Squared norm of the weighted (and, with centring, centred) row `a`.
+    pub row_norm_sq: f32,
     /// The profile's weighted row as explanation features (unit length, sorted).
     pub features: Vec<Feature>,
     /// Tags of the profile that the model does not know, as given.
@@ -202,46 +206,65 @@ impl Projection {
             .iter()
             .map(|(t, a)| (tags::key(t), *a))
             .collect();
+        let given = profile
+            .views
+            .iter()
+            .map(|(t, v)| (Signal::Views, t.as_str(), *v))
+            .chain(
+                profile
+                    .interests
+                    .iter()
+                    .map(|t| (Signal::Interests, t.as_str(), 1.0)),
+            )
+            .chain(
+                profile
+                    .assessments
+                    .iter()
+                    .map(|(t, v)| (Signal::Assessments, t.as_str(), *v)),
+            );
+        let mut unknown: Vec<String> = Vec::new();
+        let mut entries = Vec::new();
+        for (signal, name, value) in given {
+            let key = tags::key(name);
+            let Some(&tag) = key_to_tag.get(&key) else {
+                if !unknown.iter().any(|u| u == name) {
+                    unknown.push(name.to_owned());
+                }
+                continue;
+            };
+            let factor = match (recency, age_of.get(&key)) {
+                (Some(r), Some(&age)) => r.factor(age),
+                _ => 1.0,
+            };
+            entries.push(Entry {
+                signal,
+                tag,
+                value,
+                factor,
+            });
+        }
+        let mut folded = self.fold_entries(&entries);
+        folded.unknown_tags = unknown;
+        folded
+    }
+
+    /// Weights one row's raw entries exactly as training weighted its rows (transform,
+    /// idf, recency factor, per-block normalisation, block weight), and projects it. An
+    /// entry whose tag has no column in its block is ignored; of repeated entries, the
+    /// last counts.
+    pub fn fold_entries(&self, entries: &[Entry]) -> Folded {
         let d = self.dimensions as usize;
         let mut acc = vec![0.0f32; d];
-        let mut unknown = Vec::new();
         let mut row: Vec<(Signal, u32, f32)> = Vec::new();
         let mut row_sum = 0.0f32;
         for block in &self.blocks {
-            let given: Vec<(&str, f32)> = match block.signal {
-                Signal::Views => profile
-                    .views
-                    .iter()
-                    .map(|(t, v)| (t.as_str(), *v))
-                    .collect(),
-                Signal::Interests => profile
-                    .interests
-                    .iter()
-                    .map(|t| (t.as_str(), 1.0))
-                    .collect(),
-                Signal::Assessments => profile
-                    .assessments
-                    .iter()
-                    .map(|(t, v)| (t.as_str(), *v))
-                    .collect(),
-            };
             // Column index and weighted value of each known tag (a repeat keeps the last).
             let mut cols: Vec<(usize, f32)> = Vec::new();
-            for (name, value) in given {
-                let Some(&tag) = key_to_tag.get(&tags::key(name)) else {
-                    if !unknown.iter().any(|u: &String| u == name) {
-                        unknown.push(name.to_owned());
-                    }
-                    continue;
-                };
-                let Ok(col) = block.tags.binary_search(&tag) else {
+            for e in entries.iter().filter(|e| e.signal == block.signal) {
+                let Ok(col) = block.tags.binary_search(&e.tag) else {
                     continue; // a known tag nobody in training had in this block
                 };
-                let factor = match (recency, age_of.get(&tags::key(name))) {
-                    (Some(r), Some(&age)) => r.factor(age),
-                    _ => 1.0,
-                };
-                let v = block.transform.apply(value) * block.idf[col] * factor;
+                let v = block.transform.apply(e.value) * block.idf[col] * e.factor;
                 match cols.iter_mut().find(|c| c.0 == col) {
                     Some(c) => c.1 = v,
                     None => cols.push((col, v)),
@@ -267,13 +290,16 @@ impl Projection {
                 row.push((block.signal, block.tags[col], v));
             }
         }
+        let mut norm_sq: f32 = row.iter().map(|r| r.2 * r.2).sum();
+        let norm = norm_sq.sqrt();
         if let Some(c) = &self.centring {
             let mean = row_sum / c.columns as f32;
             for (a, s) in acc.iter_mut().zip(&c.basis_column_sums) {
                 *a -= mean * s;
             }
+            // The centred row's squared norm: |a|^2 - columns * mean^2.
+            norm_sq = (norm_sq - c.columns as f32 * mean * mean).max(0.0);
         }
-        let norm = row.iter().map(|r| r.2 * r.2).sum::<f32>().sqrt();
         let mut features: Vec<Feature> = row
             .into_iter()
             .map(|(signal, tag, v)| Feature {
@@ -285,11 +311,56 @@ impl Projection {
         features.sort_by_key(|f| (f.signal, f.tag));
         features.dedup_by_key(|f| (f.signal, f.tag));
         Folded {
+            projected: acc.clone(),
+            row_norm_sq: norm_sq,
             embedding: Embedding::normalized(acc),
             features,
-            unknown_tags: unknown,
+            unknown_tags: Vec::new(),
         }
     }
+
+    /// `σ_j^(p-1)` of each dimension: the norm of the basis's column `j` (`V` has unit
+    /// columns), to take a projected row back to its coordinates in `V`.
+    pub fn basis_scales(&self) -> Vec<f32> {
+        let d = self.dimensions as usize;
+        let mut sq = vec![0.0f64; d];
+        for b in &self.blocks {
+            for row in b.basis.chunks_exact(d.max(1)) {
+                for (s, x) in sq.iter_mut().zip(row) {
+                    *s += f64::from(*x) * f64::from(*x);
+                }
+            }
+        }
+        sq.into_iter().map(|s| s.sqrt() as f32).collect()
+    }
+
+    /// The squared norm of a folded row's part inside the basis's span, `|a V|^2`
+    /// (`scales` from [`Projection::basis_scales`]): with [`Folded::row_norm_sq`], how
+    /// much of a row the stored basis keeps, as the SVD's explained variance measures it
+    /// over the training rows.
+    pub fn kept_norm_sq(folded: &Folded, scales: &[f32]) -> f32 {
+        folded
+            .projected
+            .iter()
+            .zip(scales)
+            .filter(|(_, s)| **s > 0.0)
+            .map(|(a, s)| (a / s) * (a / s))
+            .sum()
+    }
+}
+
+/// One raw entry of a row to fold in: its block, tag, value as in the data (seconds,
+/// 1 for an interest, a score) and recency factor (1 for none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Entry {
+    /// The block.
+    pub signal: Signal,
+    /// Tag id in the model's vocabulary.
+    pub tag: u32,
+    /// The raw value.
+    pub value: f32,
+    /// The recency factor.
+    pub factor: f32,
 }
 
 /// Maps each tag's key to its id, for matching profile tags in any spelling.

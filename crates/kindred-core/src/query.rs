@@ -63,6 +63,22 @@ pub fn nearest(model: &Model, query: &Embedding, k: usize, exclude: Option<u32>)
     model.shards.nearest(query, k, exclude)
 }
 
+/// A folded-in embedding smoothed as training smoothed its users: one step towards the
+/// mean of its nearest users (never `exclude`), when the model's projection asks for it.
+/// Profiles and `kindred-batch update` both fold in through here.
+pub fn smoothed(model: &Model, folded: Embedding, exclude: Option<u32>) -> Embedding {
+    let Some(s) = model
+        .projection()
+        .map(|p| p.smoothing)
+        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
+    else {
+        return folded;
+    };
+    let near = nearest(model, &folded, s.neighbours as usize, exclude);
+    let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
+    crate::projection::smooth_towards(&folded, &points, s.weight)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 //! models/<version>/index.bin     (sharded, format 3: index-0000.bin, index-0001.bin, ...)
 //! models/<version>/projection.bin
 //! models/<version>/courses.bin   (the catalogue and viewed courses, for recommendations)
+//! models/<version>/delta.bin     (an updated version, format 4: delta-0000.bin, ... when sharded)
 //! history/<time>-rollback.json   one record per rollback (see crate::versions)
 //! ```
 //!
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::codec::{decode, sha256_hex};
+use crate::delta::Delta;
 use crate::error::{Error, Result};
 use crate::manifest::{ArtifactEntry, COURSES, MANIFEST, Manifest, PROJECTION, REPORT};
 use crate::model::Model;
@@ -244,6 +246,27 @@ pub async fn put_artifact<S: ObjectStore>(
         Ok(()) => Ok(entry),
         Err(Error::PreconditionFailed { key }) => match store.get(&key).await? {
             Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry),
+            _ => Err(Error::PreconditionFailed { key }),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies artifact `entry` of version `from` into version `to` (if absent), unchanged:
+/// an update reuses a version's indexes and user tables this way (on S3, without their
+/// bytes passing through the updater). A retry that finds the copy already made checks
+/// it against `entry`.
+pub async fn copy_artifact<S: ObjectStore>(
+    store: &S,
+    from: &str,
+    to: &str,
+    entry: &ArtifactEntry,
+) -> Result<ArtifactEntry> {
+    let target = version_key(to, &entry.name);
+    match store.copy(&version_key(from, &entry.name), &target).await {
+        Ok(()) => Ok(entry.clone()),
+        Err(Error::PreconditionFailed { key }) => match store.get(&key).await? {
+            Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry.clone()),
             _ => Err(Error::PreconditionFailed { key }),
         },
         Err(e) => Err(e),
@@ -491,7 +514,11 @@ pub async fn fetch_model<S: ObjectStore>(
     for (id, users, index) in manifest.shard_artifacts(selection) {
         let users_bytes = fetch_verified(store, &manifest, &users).await?;
         let index_bytes = fetch_verified(store, &manifest, &index).await?;
-        fetched.push((id, users_bytes, index, index_bytes));
+        let delta = match manifest.delta_of(id) {
+            Some(name) => Some((fetch_verified(store, &manifest, &name).await?, name)),
+            None => None,
+        };
+        fetched.push((id, users_bytes, index, index_bytes, delta));
     }
     // Optional: versions published before cold-start queries have no projection, and
     // those published before recommendations no course table.
@@ -500,7 +527,7 @@ pub async fn fetch_model<S: ObjectStore>(
     tokio::task::spawn_blocking(move || {
         let mut tags: Option<Vec<String>> = None;
         let mut parts = Vec::with_capacity(fetched.len());
-        for (id, users_bytes, index_name, index_bytes) in fetched {
+        for (id, users_bytes, index_name, index_bytes, delta) in fetched {
             let table: UserTable = decode_users(manifest.format_version, &users_bytes)?;
             drop(users_bytes);
             match &tags {
@@ -515,7 +542,11 @@ pub async fn fetch_model<S: ObjectStore>(
             crate::graph::check_index(&index_name, &index_bytes, manifest.dimensions as usize)?;
             let index: Index = decode(&index_name, &index_bytes)?;
             drop(index_bytes);
-            parts.push((id, table.users, index));
+            let delta: Delta = match delta {
+                Some((bytes, name)) => decode(&name, &bytes)?,
+                None => Delta::default(),
+            };
+            parts.push((id, table.users, index, delta));
         }
         let mut model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
         if let Some(bytes) = projection_bytes {

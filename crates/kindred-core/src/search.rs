@@ -35,11 +35,21 @@ pub fn approximate(
     k: usize,
     exclude: Option<u32>,
 ) -> Vec<Neighbour> {
+    approximate_where(index, query, k, |row| Some(row) != exclude)
+}
+
+/// [`approximate`] keeping only the points for which `keep(point)` holds.
+pub fn approximate_where(
+    index: &Index,
+    query: &Embedding,
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<Neighbour> {
     SEARCH.with(|search| {
         let mut search = search.borrow_mut();
         let mut out: Vec<Neighbour> = index
             .search(query, &mut search)
-            .filter(|item| Some(item.pid.into_inner()) != exclude)
+            .filter(|item| keep(item.pid.into_inner()))
             .take(k)
             .map(|item| Neighbour {
                 row: item.pid.into_inner(),
@@ -53,6 +63,16 @@ pub fn approximate(
 
 /// The `k` users most similar to `query` by scanning every point (the ground truth for recall).
 pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+    exact_where(index, query, k, |row| Some(row) != exclude)
+}
+
+/// [`exact`] over the points for which `keep(point)` holds.
+pub fn exact_where(
+    index: &Index,
+    query: &Embedding,
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<Neighbour> {
     if k == 0 {
         return Vec::new();
     }
@@ -60,7 +80,7 @@ pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -
     let mut floor = f32::NEG_INFINITY;
     for (pid, point) in index.iter() {
         let row = pid.into_inner();
-        if Some(row) == exclude {
+        if !keep(row) {
             continue;
         }
         let similarity = dot(&query.0, &point.0);
@@ -99,6 +119,17 @@ pub fn exact_flat(
     k: usize,
     exclude: Option<u32>,
 ) -> Vec<Neighbour> {
+    exact_flat_where(flat, dims, query, k, |row| Some(row) != exclude)
+}
+
+/// [`exact_flat`] over the rows for which `keep(row)` holds.
+pub fn exact_flat_where(
+    flat: &[f32],
+    dims: usize,
+    query: &[f32],
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<Neighbour> {
     let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
     if k == 0 || dims == 0 {
         return best;
@@ -112,7 +143,7 @@ pub fn exact_flat(
     });
     for (row, &similarity) in similarities.iter().enumerate() {
         let row = row as u32;
-        if (best.len() == k && similarity <= floor) || Some(row) == exclude {
+        if (best.len() == k && similarity <= floor) || !keep(row) {
             continue;
         }
         let candidate = Neighbour { row, similarity };

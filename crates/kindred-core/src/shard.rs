@@ -10,6 +10,7 @@
 use instant_distance::PointId;
 use rayon::prelude::*;
 
+use crate::delta::Delta;
 use crate::embedding::{Embedding, dot};
 use crate::error::{Error, Result};
 use crate::search::{self, Index, Neighbour, merge_ranked};
@@ -135,7 +136,8 @@ pub fn parse_selection(text: &str) -> std::result::Result<Vec<u32>, String> {
     Ok(out)
 }
 
-/// One loaded shard: its index and where its rows start in the model's row space.
+/// One loaded shard: its index, its delta, and where its rows start in the model's row
+/// space (the index's points first, then the delta's users).
 pub struct Shard {
     /// Shard number in the model.
     pub id: u32,
@@ -143,20 +145,69 @@ pub struct Shard {
     pub offset: u32,
     /// The shard's HNSW index.
     pub index: Index,
+    /// Rows: the index's points plus the delta's users.
     len: u32,
+    /// The index's points (rows `0..base` of the shard).
+    base: u32,
     /// Row-major embeddings for the exact scan (small models only).
     flat: Option<Vec<f32>>,
+    /// Users folded in since training and the index points they retire.
+    fresh: Option<Fresh>,
+}
+
+/// A shard's delta as searched: always scanned exactly.
+struct Fresh {
+    points: Vec<Embedding>,
+    flat: Vec<f32>,
+    /// `retired[p]`: index point `p` is superseded.
+    retired: Vec<bool>,
+    retired_count: u32,
+}
+
+/// Which search a shard runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The exact scan when the shard keeps flat embeddings, the index otherwise.
+    Nearest,
+    /// The index only.
+    Approximate,
+    /// A scan of every point.
+    Exact,
 }
 
 impl Shard {
-    /// Points in the shard.
+    /// Rows in the shard (index points and delta users, retired points included).
     pub fn len(&self) -> usize {
         self.len as usize
     }
 
-    /// True when the shard has no points.
+    /// True when the shard has no rows.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Users a search can return: rows less retired points.
+    pub fn live(&self) -> usize {
+        self.len as usize - self.fresh.as_ref().map_or(0, |f| f.retired_count as usize)
+    }
+
+    /// Index points (rows `0..base_len()` of the shard; the delta's users follow).
+    pub fn base_len(&self) -> usize {
+        self.base as usize
+    }
+
+    /// The index points the delta retires, ascending (shard-local).
+    pub fn retired(&self) -> Vec<u32> {
+        self.fresh.as_ref().map_or_else(Vec::new, |f| {
+            (0..self.base).filter(|&p| f.retired[p as usize]).collect()
+        })
+    }
+
+    /// True when shard-local row `local` is an index point retired by the delta.
+    pub fn is_retired(&self, local: u32) -> bool {
+        self.fresh
+            .as_ref()
+            .is_some_and(|f| f.retired.get(local as usize).copied().unwrap_or(false))
     }
 
     fn local(&self, row: Option<u32>) -> Option<u32> {
@@ -169,6 +220,49 @@ impl Shard {
             row: n.row + self.offset,
             similarity: n.similarity,
         })
+    }
+
+    /// The shard's `k` best rows (shard-local) for `query`, never `excluded` nor a
+    /// retired point: the index (or its flat copy) searched by `mode`, the delta scanned.
+    fn search(
+        &self,
+        dims: usize,
+        query: &Embedding,
+        k: usize,
+        excluded: Option<u32>,
+        mode: Mode,
+    ) -> Vec<Neighbour> {
+        let keep = |row: u32| Some(row) != excluded && !self.is_retired(row);
+        let mut found = match (mode, &self.flat) {
+            (Mode::Approximate, _) => search::approximate_where(&self.index, query, k, keep),
+            (_, Some(flat)) => search::exact_flat_where(flat, dims, &query.0, k, keep),
+            (Mode::Exact, None) => search::exact_where(&self.index, query, k, keep),
+            (Mode::Nearest, None) => {
+                let found = search::approximate_where(&self.index, query, k, keep);
+                // The search considers at most `ef_search` candidates (fewer usable ones
+                // when some are retired): a shortfall is made up by a scan.
+                let retired = self.fresh.as_ref().map_or(0, |f| f.retired_count as usize);
+                let excluded_here = excluded.is_some_and(|e| e < self.base && !self.is_retired(e));
+                let possible = k.min(self.base as usize - retired - usize::from(excluded_here));
+                if found.len() < possible {
+                    search::exact_where(&self.index, query, k, keep)
+                } else {
+                    found
+                }
+            }
+        };
+        if let Some(fresh) = &self.fresh {
+            let base = self.base;
+            let extra = search::exact_flat_where(&fresh.flat, dims, &query.0, k, |r| {
+                Some(r + base) != excluded
+            });
+            found.extend(extra.into_iter().map(|n| Neighbour {
+                row: n.row + base,
+                similarity: n.similarity,
+            }));
+            merge_ranked(&mut found, k);
+        }
+        found
     }
 }
 
@@ -183,10 +277,24 @@ impl Shards {
     /// Puts shards into one row space, in the given order. With `exact`, each shard also
     /// keeps a row-major copy of its embeddings and [`Shards::nearest`] scans them.
     pub fn new(parts: Vec<(u32, Index)>, dims: usize, exact: bool) -> Result<Shards> {
+        let parts = parts
+            .into_iter()
+            .map(|(id, index)| (id, index, Delta::default()))
+            .collect();
+        Shards::with_deltas(parts, dims, exact)
+    }
+
+    /// [`Shards::new`] for shards with deltas ([`Delta`], checked here): each shard's rows
+    /// are its index points, then its delta's users.
+    pub fn with_deltas(
+        parts: Vec<(u32, Index, Delta)>,
+        dims: usize,
+        exact: bool,
+    ) -> Result<Shards> {
         let mut shards = Vec::with_capacity(parts.len());
         let mut offset: u64 = 0;
-        for (id, index) in parts {
-            let mut len = 0u32;
+        for (id, index, delta) in parts {
+            let mut base = 0u32;
             for (_, p) in index.iter() {
                 if p.0.len() != dims {
                     return Err(Error::InvalidVecDimension {
@@ -194,20 +302,40 @@ impl Shards {
                         received: p.0.len(),
                     });
                 }
-                len += 1;
+                base += 1;
             }
+            delta.validate_points(base as usize, dims)?;
             let flat = exact.then(|| index.iter().flat_map(|(_, p)| p.0.clone()).collect());
-            if offset + u64::from(len) > u64::from(u32::MAX) {
+            let len = u64::from(base) + delta.points.len() as u64;
+            if offset + len > u64::from(u32::MAX) {
                 return Err(Error::Inconsistent("more than 2^32 users".into()));
             }
+            let fresh = (!delta.retired.is_empty() || !delta.points.is_empty()).then(|| {
+                let mut retired = vec![false; base as usize];
+                for &r in &delta.retired {
+                    retired[r as usize] = true;
+                }
+                Fresh {
+                    flat: delta
+                        .points
+                        .iter()
+                        .flat_map(|p| p.0.iter().copied())
+                        .collect(),
+                    points: delta.points,
+                    retired,
+                    retired_count: delta.retired.len() as u32,
+                }
+            });
             shards.push(Shard {
                 id,
                 offset: offset as u32,
                 index,
-                len,
+                len: len as u32,
+                base,
                 flat,
+                fresh,
             });
-            offset += u64::from(len);
+            offset += len;
         }
         Ok(Shards {
             shards,
@@ -221,12 +349,12 @@ impl Shards {
         &self.shards
     }
 
-    /// Points over all shards.
+    /// Rows over all shards (retired index points included: see [`Shard::live`]).
     pub fn len(&self) -> usize {
         self.len
     }
 
-    /// True when no shard holds a point.
+    /// True when no shard holds a row.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -236,7 +364,8 @@ impl Shards {
         self.dims
     }
 
-    /// Drops the flat embeddings, so that queries search the HNSW indexes at any size.
+    /// Drops the flat embeddings, so that queries search the HNSW indexes at any size
+    /// (deltas are still scanned).
     pub fn index_only(&mut self) {
         for s in &mut self.shards {
             s.flat = None;
@@ -254,18 +383,36 @@ impl Shards {
         &self.shards[i.saturating_sub(1)]
     }
 
+    /// True when `row` is an index point retired by its shard's delta.
+    pub fn is_retired(&self, row: u32) -> bool {
+        let s = self.shard_of_row(row);
+        s.is_retired(row - s.offset)
+    }
+
     /// The embedding at model row `row` (panics when out of range).
     pub fn embedding(&self, row: u32) -> &Embedding {
         let s = self.shard_of_row(row);
-        &s.index[PointId::from(row - s.offset)]
+        let local = row - s.offset;
+        match &s.fresh {
+            Some(f) if local >= s.base => &f.points[(local - s.base) as usize],
+            _ => &s.index[PointId::from(local)],
+        }
     }
 
-    /// Every (row, embedding), in row order.
+    /// Every live (row, embedding), in row order: retired index points are left out.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
         self.shards.iter().flat_map(|s| {
+            let fresh = s.fresh.iter().flat_map(move |f| {
+                f.points
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, p)| (s.offset + s.base + i as u32, p))
+            });
             s.index
                 .iter()
+                .filter(move |(pid, _)| !s.is_retired(pid.into_inner()))
                 .map(move |(pid, p)| (pid.into_inner() + s.offset, p))
+                .chain(fresh)
         })
     }
 
@@ -273,37 +420,25 @@ impl Shards {
     /// shards keep flat embeddings, the HNSW indexes otherwise; per-shard results merged.
     /// A shard whose index returns fewer than it could (the search considers at most
     /// `ef_search` candidates, so for `k` above it) is scanned exactly instead, so the
-    /// merge never misses what one index would have fallen back to.
+    /// merge never misses what one index would have fallen back to. Deltas are scanned.
     pub fn nearest(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
-            let excluded = s.local(exclude);
-            match &s.flat {
-                Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, excluded),
-                None => {
-                    let found = search::approximate(&s.index, query, k, excluded);
-                    let possible = k.min(s.len() - usize::from(excluded.is_some()));
-                    if found.len() < possible {
-                        search::exact(&s.index, query, k, excluded)
-                    } else {
-                        found
-                    }
-                }
-            }
+            s.search(self.dims, query, k, s.local(exclude), Mode::Nearest)
         })
     }
 
-    /// The `k` rows most similar to `query` by the HNSW indexes (never a flat scan).
+    /// The `k` rows most similar to `query` by the HNSW indexes (never a flat scan; the
+    /// deltas are scanned).
     pub fn approximate(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
-            search::approximate(&s.index, query, k, s.local(exclude))
+            s.search(self.dims, query, k, s.local(exclude), Mode::Approximate)
         })
     }
 
     /// The `k` rows most similar to `query` by scanning every point (the ground truth).
     pub fn exact(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
-        self.merge(k, |s| match &s.flat {
-            Some(flat) => search::exact_flat(flat, self.dims, &query.0, k, s.local(exclude)),
-            None => search::exact(&s.index, query, k, s.local(exclude)),
+        self.merge(k, |s| {
+            s.search(self.dims, query, k, s.local(exclude), Mode::Exact)
         })
     }
 
@@ -492,6 +627,54 @@ mod tests {
                     .all(|n| n.row != row)
             );
             assert_eq!(split.shard_of_row(row).id, split.shard_of_row(row).id);
+        }
+    }
+
+    #[test]
+    fn a_delta_hides_retired_points_and_its_users_are_found_by_every_search() {
+        // Given 400 indexed points, of which 10 are retired, and 30 fresh points,
+        let pts = points(400, 5);
+        let fresh = points(30, 6);
+        let retired: Vec<u32> = (0..400).step_by(40).collect();
+        let delta = Delta {
+            retired: retired.clone(),
+            users: Vec::new(),
+            points: fresh.clone(),
+        };
+        for exact in [true, false] {
+            let shards =
+                Shards::with_deltas(vec![(0, build(pts.clone()), delta.clone())], 8, exact)
+                    .unwrap();
+            let s = &shards.shards()[0];
+            assert_eq!((s.len(), s.base_len(), s.live()), (430, 400, 420));
+            assert_eq!(s.retired(), retired);
+            // the live rows are the unretired points, then the fresh ones,
+            let live: Vec<u32> = shards.iter().map(|(r, _)| r).collect();
+            assert_eq!(live.len(), 420);
+            assert!(live.iter().all(|&r| !shards.is_retired(r)));
+            assert_eq!(shards.embedding(400), &fresh[0]);
+            for q in points(15, 77).iter().chain(&fresh[..5]) {
+                // a brute-force ranking over the live rows is what every search returns,
+                let mut truth: Vec<Neighbour> = live
+                    .iter()
+                    .map(|&row| Neighbour {
+                        row,
+                        similarity: dot(&q.0, &shards.embedding(row).0),
+                    })
+                    .collect();
+                merge_ranked(&mut truth, 10);
+                let rows = |v: Vec<Neighbour>| v.iter().map(|n| n.row).collect::<Vec<_>>();
+                assert_eq!(rows(shards.exact(q, 10, None)), rows(truth.clone()));
+                let near = shards.nearest(q, 10, None);
+                assert!(near.iter().all(|n| !shards.is_retired(n.row)));
+                let found = near.iter().filter(|n| truth.iter().any(|t| t.row == n.row));
+                assert!(found.count() >= 9, "exact={exact}");
+            }
+            // and a fresh row excluded is never returned.
+            let q = shards.embedding(401).clone();
+            let got = shards.nearest(&q, 5, Some(401));
+            assert!(got.iter().all(|n| n.row != 401));
+            assert_eq!(shards.nearest(&q, 1, None)[0].row, 401);
         }
     }
 }

@@ -58,6 +58,20 @@ pub trait ObjectStore: Send + Sync {
         let key = key.to_owned();
         async move { Err(Error::store(&key, "this store cannot delete objects")) }
     }
+    /// Copies `from` to `to` unless `to` exists ([`Error::PreconditionFailed`]); a
+    /// missing `from` is [`Error::MissingArtifact`]. S3 copies on the server; this
+    /// default reads and writes the object.
+    fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let obj = self
+                .get(from)
+                .await?
+                .ok_or_else(|| Error::MissingArtifact {
+                    key: from.to_owned(),
+                })?;
+            self.put(to, obj.bytes, Precondition::IfAbsent).await
+        }
+    }
     /// Like [`ObjectStore::get`], for an object that must be `limit` bytes at most: a
     /// larger one is [`Error::SizeMismatch`] (expected `limit`). The folder and S3 stores
     /// refuse it from its declared size before reading its body, and stop reading a body
@@ -171,6 +185,13 @@ impl ObjectStore for Store {
         match self {
             Store::Local(s) => s.delete(key).await,
             Store::S3(s) => s.delete(key).await,
+        }
+    }
+
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        match self {
+            Store::Local(s) => s.copy(from, to).await,
+            Store::S3(s) => s.copy(from, to).await,
         }
     }
 }
@@ -603,6 +624,29 @@ impl ObjectStore for S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+
+    /// A server-side CopyObject (no bytes through this process), conditional on the
+    /// target's absence as S3 allows for copies (`If-None-Match: *`).
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.key(from), self.key(to));
+        let sent = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .copy_source(format!("{}/{source}", self.bucket))
+            .key(&target)
+            .if_none_match("*")
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(err) if status_of(&err) == Some(412) => {
+                Err(Error::PreconditionFailed { key: target })
+            }
+            Err(err) if status_of(&err) == Some(404) => Err(Error::MissingArtifact { key: source }),
+            Err(err) => Err(Error::store(&target, DisplayErrorContext(&err))),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -89,7 +89,7 @@ pub fn decode_users(format_version: u32, bytes: &[u8]) -> Result<UserTable> {
                     .collect(),
             })
         }
-        2 | 3 => decode(USERS, bytes),
+        2..=FORMAT_VERSION => decode(USERS, bytes),
         received => Err(Error::UnsupportedFormat {
             oldest: OLDEST_READABLE_FORMAT,
             expected: FORMAT_VERSION,

@@ -347,18 +347,7 @@ pub(super) fn profile_embedding(
     profile: &Profile,
 ) -> Result<(projection::Folded, Embedding), ApiError> {
     let folded = fold_profile(model, profile)?;
-    let mut embedding = folded.embedding.clone();
-    if let Some(s) = profile_smoothing(model) {
-        let near = neighbours(
-            model,
-            &embedding,
-            None,
-            s.neighbours as usize,
-            &Filters::default(),
-        );
-        let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
-        embedding = projection::smooth_towards(&embedding, &points, s.weight);
-    }
+    let embedding = query::smoothed(model, folded.embedding.clone(), None);
     Ok((folded, embedding))
 }
 
