@@ -213,7 +213,7 @@ pub fn update_comparison(q: &crate::update_eval::UpdateQuality) -> String {
         "\n## Fresh users between retrains\n\n{} new users and {} changed users (their latest {:.0}% of views held back) folded into a model trained without them, against a full training on all the data.\n",
         q.new,
         q.changed,
-        crate::update_eval::HELD_BACK_SHARE * 100.0
+        kindred_datagen::split::HELD_BACK_SHARE * 100.0
     );
     let _ = writeln!(out, "| measure | value |");
     let _ = writeln!(out, "|---|---|");

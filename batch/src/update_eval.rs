@@ -1,164 +1,24 @@
 //! How close `kindred-batch update` comes to a full training (`kindred-batch eval
 //! --update-users N`).
 //!
-//! From one data folder: [`split`] writes a *base* folder without some users' latest rows
-//! and a *delta* folder with those users' complete rows (half of them new to the base,
-//! half with their latest views held back). [`compare`] trains the base, publishes it,
+//! From one data folder, [`kindred_datagen::split::split_delta`] writes a *base* folder
+//! without some users' latest rows and a *delta* folder with those users' complete rows
+//! (half of them new to the base, half with their latest views held back). [`compare`]
+//! trains the base, publishes it,
 //! runs the update with the delta (as the command does, through a folder store), and
 //! trains the full folder; then it compares the two models' neighbours.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use kindred_core::store::LocalStore;
 use kindred_core::{Model, registry};
+use kindred_datagen::split::split_delta;
 
 use crate::config::TrainConfig;
 use crate::index::sample_rows;
 use crate::train;
-
-/// Share of a changed user's view rows (the latest) held back from the base.
-pub const HELD_BACK_SHARE: f64 = 0.3;
-
-/// Which users a split moved, by handle.
-#[derive(Clone, Debug, Default)]
-pub struct Split {
-    /// Users absent from the base, complete in the delta.
-    pub new: Vec<u64>,
-    /// Users whose latest views the base lacks, complete in the delta.
-    pub changed: Vec<u64>,
-}
-
-/// Writes `base` (every file of `data` without the moved users' held-back rows) and
-/// `delta` (the moved users' complete rows; no course_tags.csv, so the update takes the
-/// catalogue from the model) for `users` users drawn with `seed`.
-pub fn split(
-    data: &Path,
-    base: &Path,
-    delta: &Path,
-    users: usize,
-    seed: u64,
-) -> anyhow::Result<Split> {
-    std::fs::create_dir_all(base)?;
-    std::fs::create_dir_all(delta)?;
-    let views = read_rows(&data.join("user_course_views.csv"))?;
-    let handle_col = column(&views.0, "user_handle")?;
-    let date_col = column(&views.0, "view_date")?;
-    let mut handles: Vec<u64> = views
-        .1
-        .iter()
-        .filter_map(|r| r.get(handle_col)?.trim().parse().ok())
-        .collect();
-    handles.sort_unstable();
-    handles.dedup();
-    let picked: Vec<u64> = sample_rows(handles.len(), users, seed)
-        .into_iter()
-        .map(|i| handles[i as usize])
-        .collect();
-    let (new, changed) = picked.split_at(picked.len() / 2);
-    let split = Split {
-        new: new.to_vec(),
-        changed: changed.to_vec(),
-    };
-    let new: HashSet<u64> = split.new.iter().copied().collect();
-    let changed: HashSet<u64> = split.changed.iter().copied().collect();
-
-    // A changed user's latest views (by date) are held back from the base.
-    let mut dates: HashMap<u64, Vec<String>> = HashMap::new();
-    for r in &views.1 {
-        if let Some(h) = handle_of(r, handle_col).filter(|h| changed.contains(h)) {
-            dates.entry(h).or_default().push(r[date_col].to_owned());
-        }
-    }
-    let cutoff: HashMap<u64, String> = dates
-        .into_iter()
-        .map(|(h, mut d)| {
-            d.sort_unstable();
-            let keep = ((d.len() as f64) * (1.0 - HELD_BACK_SHARE)).floor() as usize;
-            (h, d.get(keep).cloned().unwrap_or_default())
-        })
-        .collect();
-    let moved = |h: Option<u64>| h.is_some_and(|h| new.contains(&h) || changed.contains(&h));
-    write_split(&views, base, delta, "user_course_views.csv", |r| {
-        let h = handle_of(r, handle_col);
-        let in_base = match h {
-            Some(h) if new.contains(&h) => false,
-            Some(h) if changed.contains(&h) => r[date_col] < *cutoff[&h],
-            _ => true,
-        };
-        (in_base, moved(h))
-    })?;
-    for file in ["user_interests.csv", "user_assessment_scores.csv"] {
-        let path = data.join(file);
-        if !path.is_file() {
-            continue;
-        }
-        let rows = read_rows(&path)?;
-        let col = column(&rows.0, "user_handle")?;
-        write_split(&rows, base, delta, file, |r| {
-            let h = handle_of(r, col);
-            (!h.is_some_and(|h| new.contains(&h)), moved(h))
-        })?;
-    }
-    for file in ["course_tags.csv", "ground_truth.csv"] {
-        if data.join(file).is_file() {
-            std::fs::copy(data.join(file), base.join(file))?;
-        }
-    }
-    Ok(split)
-}
-
-type Rows = (csv::StringRecord, Vec<csv::StringRecord>);
-
-fn read_rows(path: &Path) -> anyhow::Result<Rows> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let header = reader.headers()?.clone();
-    let rows = reader.records().collect::<Result<Vec<_>, _>>()?;
-    Ok((header, rows))
-}
-
-fn column(header: &csv::StringRecord, name: &str) -> anyhow::Result<usize> {
-    header
-        .iter()
-        .position(|h| h.trim() == name)
-        .with_context(|| format!("no column {name}"))
-}
-
-fn handle_of(r: &csv::StringRecord, col: usize) -> Option<u64> {
-    r.get(col)?.trim().parse().ok()
-}
-
-/// Writes the rows of one file to the base and the delta; `route(row)` says (into base,
-/// into delta).
-fn write_split(
-    rows: &Rows,
-    base: &Path,
-    delta: &Path,
-    file: &str,
-    route: impl Fn(&csv::StringRecord) -> (bool, bool),
-) -> anyhow::Result<()> {
-    let mut b = csv::Writer::from_path(base.join(file))?;
-    let mut d = csv::Writer::from_path(delta.join(file))?;
-    b.write_record(&rows.0)?;
-    d.write_record(&rows.0)?;
-    for r in &rows.1 {
-        let (to_base, to_delta) = route(r);
-        if to_base {
-            b.write_record(r)?;
-        }
-        if to_delta {
-            d.write_record(r)?;
-        }
-    }
-    b.flush()?;
-    d.flush()?;
-    Ok(())
-}
 
 /// Agreement of an updated model with a full training on the same data.
 #[derive(Clone, Debug)]
@@ -189,7 +49,7 @@ pub fn compare(cfg: &TrainConfig, users: usize, seed: u64) -> anyhow::Result<Upd
     let work = scratch()?;
     let (base_dir, delta_dir) = (work.join("base"), work.join("delta"));
     let result = (|| {
-        let split = split(&cfg.data, &base_dir, &delta_dir, users, seed)?;
+        let split = split_delta(&cfg.data, &base_dir, &delta_dir, users, seed)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;

@@ -32,6 +32,22 @@ pub fn render(versions: &[Version], pointer: Option<&Pointer>, history: &[Rollba
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"))
         };
         let mib = m.artifacts.iter().map(|a| a.bytes).sum::<u64>() as f64 / (1 << 20) as f64;
+        // An update shows the quality of the training it came from, and says so.
+        let state = match &m.update {
+            None => state,
+            Some(u) => {
+                let advice = if u.retrain_advised {
+                    ", retrain advised"
+                } else {
+                    ""
+                };
+                let kind = format!(
+                    "update of {} ({} users folded in{advice})",
+                    u.trained, u.folded_users
+                );
+                [state, kind].join(" ").trim().to_owned()
+            }
+        };
         let _ = writeln!(
             out,
             "{:<32} {:<20} {:>9} {:>9.3} {:>9} {:>9} {:>9.1}  {state}",

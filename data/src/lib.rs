@@ -37,6 +37,7 @@ mod catalog;
 mod cohorts;
 mod dates;
 mod rng;
+pub mod split;
 pub mod structure;
 mod synth;
 mod users;

@@ -18,6 +18,8 @@ const EXAMPLES: &str = "Examples:
       10,000 users over the challenge's catalogue (5,942 courses, built in)
   kindred-datagen --out /tmp/gen1m --users 1000000
       a million users over the same catalogue
+  kindred-datagen --out /tmp/base --delta-users 1000 --delta-out /tmp/delta
+      10,000 users, 1,000 of them (complete) in /tmp/delta for kindred-batch update
   kindred-datagen --out /tmp/synth --synthetic-catalogue
       10,000 users over a synthetic catalogue of 5,942 courses drawn from the seed
   kindred-datagen --out /tmp/mine --course-tags my_course_tags.csv
@@ -52,6 +54,16 @@ struct Cli {
     /// Seed of all random draws.
     #[arg(long, default_value_t = DEFAULT.seed)]
     seed: u64,
+
+    /// After generating, move this many users into a delta folder for `kindred-batch
+    /// update` (half new, half with their latest 30% of views held back from --out);
+    /// needs --delta-out.
+    #[arg(long, value_name = "N", requires = "delta_out")]
+    delta_users: Option<usize>,
+
+    /// Folder for the delta users' complete rows (see --delta-users).
+    #[arg(long, value_name = "DIR", requires = "delta_users")]
+    delta_out: Option<PathBuf>,
 
     /// Number of latent cohorts (at least 2).
     #[arg(long, value_name = "N", default_value_t = DEFAULT.cohorts)]
@@ -166,7 +178,21 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let started = Instant::now();
     let report = generate(&cfg, &cli.out)?;
-    let printed = print_summary(&cfg, &report, cli, started.elapsed().as_secs_f64());
+    let mut printed = print_summary(&cfg, &report, cli, started.elapsed().as_secs_f64());
+    if let (Some(users), Some(delta)) = (cli.delta_users, &cli.delta_out) {
+        let split =
+            kindred_datagen::split::split_delta(&cli.out, &cli.out, delta, users, cfg.seed)?;
+        printed = printed.and_then(|()| {
+            writeln!(
+                io::stdout(),
+                "moved {} new and {} changed users' complete rows to {} (the latter's latest views held back from {})",
+                split.new.len(),
+                split.changed.len(),
+                delta.display(),
+                cli.out.display()
+            )
+        });
+    }
     match printed {
         // The data is written; a closed stdout (`| head`) is not an error.
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),

@@ -202,3 +202,147 @@ fn trained_models_are_served_ranked_and_a_new_version_is_picked_up() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn an_update_folds_fresh_users_in_and_the_server_answers_for_them_without_a_retrain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, delta, store) = (
+        dir.path().join("data"),
+        dir.path().join("delta"),
+        dir.path().join("store"),
+    );
+    let (data_s, delta_s, store_s) = (
+        data.to_str().unwrap(),
+        delta.to_str().unwrap(),
+        store.to_str().unwrap(),
+    );
+    // Given 2,000 generated users of which 200 are moved to a delta folder (100 new, 100
+    // with their latest views held back), the rest trained and served,
+    let said = run_ok(
+        "kindred-datagen",
+        &[
+            "--out",
+            data_s,
+            "--users",
+            "2000",
+            "--seed",
+            "5",
+            "--cohorts",
+            "20",
+            "--delta-users",
+            "200",
+            "--delta-out",
+            delta_s,
+        ],
+    );
+    assert!(said.contains("moved 100 new and 100 changed"), "{said}");
+    run_ok(
+        "kindred-batch",
+        &[
+            "train",
+            "--data",
+            data_s,
+            "--store",
+            store_s,
+            "--rank",
+            "24",
+            "--evaluate",
+            "never",
+        ],
+    );
+    let cohort = primary_cohorts(&data);
+    let new: Vec<u64> = handles_in(&delta)
+        .into_iter()
+        .filter(|h| !handles_in(&data).contains(h))
+        .collect();
+    assert_eq!(new.len(), 100);
+    let (mut server, addr) = kindred_e2e::serve_predict(&[
+        "--store",
+        store_s,
+        "--refresh-seconds",
+        "0",
+        "--disclose",
+        "full",
+    ]);
+    assert_eq!(predict(addr, new[0]).0, 404);
+    let (_, before) = predict(addr, 1);
+
+    // when `kindred-batch update` folds the delta in,
+    let said = run_ok(
+        "kindred-batch",
+        &["update", "--data", delta_s, "--store", store_s, "--emf"],
+    );
+    assert!(
+        said.contains("users folded in: 100 new, 100 changed, 0 skipped"),
+        "{said}"
+    );
+    assert!(said.contains("no full training due"), "{said}");
+    let emf: Value = serde_json::from_str(said.lines().last().unwrap()).unwrap();
+    assert_eq!(emf["NewUsers"], 100);
+
+    // then the server picks the new version up and answers for every new user, with
+    // neighbours mostly of their cohort, never themselves and never twice the same user,
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while predict(addr, new[0]).0 != 200 {
+        assert!(Instant::now() < deadline, "the update was not picked up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (mut same, mut total) = (0, 0);
+    for &h in &new {
+        let (status, body) = predict(addr, h);
+        assert_eq!(status, 200, "{body}");
+        assert_ne!(body["model_version"], before["model_version"]);
+        let similar: Vec<u64> = body["similar_users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["user_handle"].as_u64().unwrap())
+            .collect();
+        assert_eq!(similar.len(), 10);
+        let mut unique = similar.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 10, "{similar:?}");
+        assert!(!similar.contains(&h));
+        total += 10;
+        same += similar.iter().filter(|o| cohort[o] == cohort[&h]).count();
+    }
+    let precision = same as f64 / total as f64;
+    assert!(
+        precision >= 0.7,
+        "folded users' cohort precision@10 {precision}"
+    );
+    // a user known before answers with the same handle once (its old point retired),
+    let (status, body) = predict(addr, 1);
+    assert_eq!(status, 200, "{body}");
+    // and `versions` lists the update, marked as one.
+    let version = said.split_whitespace().nth(1).unwrap();
+    let listed = run_ok("kindred-batch", &["versions", "--store", store_s]);
+    let line = listed
+        .lines()
+        .find(|l| l.contains(version))
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert!(line.contains("update"), "{listed}");
+    server.stop();
+}
+
+/// The handles with any row in a folder (every per-user file has the handle first).
+fn handles_in(dir: &std::path::Path) -> std::collections::HashSet<u64> {
+    let files = [
+        "user_course_views.csv",
+        "user_interests.csv",
+        "user_assessment_scores.csv",
+    ];
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_default()
+                .lines()
+                .skip(1)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|l| l.split(',').next()?.trim_matches('"').parse().ok())
+        .collect()
+}

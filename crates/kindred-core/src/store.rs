@@ -229,6 +229,42 @@ impl LocalStore {
 }
 
 impl ObjectStore for LocalStore {
+    /// A hard link: artifacts are never written in place (a write renames a new file
+    /// over the name), so two versions can share one file. Falls back to a read and a
+    /// write where the file system cannot link.
+    async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (source, target) = (self.path(from)?, self.path(to)?);
+        let dir = target
+            .parent()
+            .expect("a key has a parent folder")
+            .to_owned();
+        let linked = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            std::fs::hard_link(&source, &target)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| Error::store("(folder store)", e))?;
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::PreconditionFailed { key: to.to_owned() })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::MissingArtifact {
+                key: from.to_owned(),
+            }),
+            Err(_) => {
+                let obj = self
+                    .get(from)
+                    .await?
+                    .ok_or_else(|| Error::MissingArtifact {
+                        key: from.to_owned(),
+                    })?;
+                self.put(to, obj.bytes, Precondition::IfAbsent).await
+            }
+        }
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Object>> {
         let path = self.path(key)?;
         match tokio::fs::read(&path).await {
