@@ -346,7 +346,7 @@ pub fn render_update(u: &Updated, location: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "published {} to {location} (updated from {}, trained as {})",
+        "published: version {} to {location} (updated from {}, trained as {})",
         u.published.version, r.previous, r.trained
     );
     let _ = writeln!(

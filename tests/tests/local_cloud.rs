@@ -425,7 +425,62 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
         assert_eq!(r.status, 200, "{}", r.body);
         (r.json()["model_version"] == v4.as_str()).then_some(())
     });
+
+    // 5. When `kindred-batch update` folds in exact copies of three users under new
+    // handles (the unchanged artifacts copied inside S3),
+    let twins = [5u64, 50, 500];
+    let delta = write_twins(&data, &twins, 1_000_000);
+    let out = run_ok_with_env(
+        "kindred-batch",
+        &[
+            "update",
+            "--data",
+            delta.path().to_str().unwrap(),
+            "--store",
+            &format!("s3://{BUCKET}/{prefix}"),
+        ],
+        &aws_env(&endpoint),
+    );
+    assert!(out.contains("3 new, 0 changed"), "{out}");
+    let v5 = published_version(&out).unwrap_or_else(|| panic!("no version in:\n{out}"));
+    // then the function serves the new users, each with its original among its nearest.
+    for h in twins {
+        let body = eventually(Duration::from_secs(60), "the function serves v5", || {
+            let r = predict(&function, 1_000_000 + h);
+            (r.status == 200).then(|| r.json())
+        });
+        assert_eq!(body["model_version"], v5.as_str(), "{body}");
+        let near: Vec<u64> = body["similar_users"].as_array().unwrap()[..3]
+            .iter()
+            .map(|s| s["user_handle"].as_u64().unwrap())
+            .collect();
+        assert!(near.contains(&h), "{h}'s twin found {near:?}");
+    }
     function.stop();
+}
+
+/// A delta folder holding every row of `users`, under the handles `offset + handle`.
+fn write_twins(data: &Data, users: &[u64], offset: u64) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for file in [
+        "user_course_views.csv",
+        "user_interests.csv",
+        "user_assessment_scores.csv",
+    ] {
+        let text = std::fs::read_to_string(Path::new(&data.path).join(file)).unwrap();
+        let mut lines = text.lines();
+        let mut out = vec![lines.next().unwrap().to_owned()];
+        for line in lines {
+            let (handle, rest) = line.split_once(',').unwrap();
+            if let Ok(h) = handle.trim_matches('"').parse::<u64>()
+                && users.contains(&h)
+            {
+                out.push(format!("{},{rest}", h + offset));
+            }
+        }
+        std::fs::write(dir.path().join(file), out.join("\n") + "\n").unwrap();
+    }
+    dir
 }
 
 #[test]

@@ -316,11 +316,11 @@ fn an_update_folds_fresh_users_in_and_the_server_answers_for_them_without_a_retr
     let (status, body) = predict(addr, 1);
     assert_eq!(status, 200, "{body}");
     // and `versions` lists the update, marked as one.
-    let version = said.split_whitespace().nth(1).unwrap();
+    let version = kindred_e2e::published_version(&said).unwrap();
     let listed = run_ok("kindred-batch", &["versions", "--store", store_s]);
     let line = listed
         .lines()
-        .find(|l| l.contains(version))
+        .find(|l| l.contains(version.as_str()))
         .unwrap_or_else(|| panic!("{listed}"));
     assert!(line.contains("update"), "{listed}");
     server.stop();
