@@ -74,7 +74,8 @@ enum Command {
     /// course_tags.csv, user_interests.csv, user_assessment_scores.csv optional): a
     /// known user is replaced, a new one added. Rows are weighted and projected with the
     /// current version's stored basis; the manifest records how far that basis has
-    /// drifted and whether a full training is due.
+    /// drifted and whether a full training is due. A folder without
+    /// user_course_views.csv means nothing changed: no version is published.
     Update {
         /// Folder with the new and changed users' rows.
         #[arg(long, env = "KINDRED_DELTA")]
@@ -373,7 +374,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Update { data, store, emf } => {
             let store = Store::open(&store).await?;
-            let updated = kindred_batch::update::update(&store, &data).await?;
+            let updated = match kindred_batch::update::update(&store, &data).await {
+                // An hourly run with nothing exported is not a failure.
+                Err(e @ kindred_batch::update::UpdateError::NoDelta(_)) => {
+                    println!("{e}; the current version stays");
+                    return Ok(());
+                }
+                other => other?,
+            };
             let location = kindred_core::ObjectStore::location(&store);
             print!("{}", report::render_update(&updated, &location));
             if emf {

@@ -48,6 +48,10 @@ pub enum UpdateError {
         /// What it lacks.
         why: String,
     },
+    /// The delta folder holds no user_course_views.csv: nothing changed (not a failure
+    /// for a scheduled run).
+    #[error("{0} holds no user_course_views.csv: nothing to update")]
+    NoDelta(PathBuf),
     /// The delta folder cannot be used.
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -293,6 +297,9 @@ fn strongest(
 /// Folds the delta folder `data` into the store's current version and publishes the
 /// result as a new version.
 pub async fn update<S: ObjectStore>(store: &S, data: &Path) -> Result<Updated, UpdateError> {
+    if !data.join(ingest::VIEWS).is_file() {
+        return Err(UpdateError::NoDelta(data.to_owned()));
+    }
     let mut stages = Stages::new();
     let started = Instant::now();
     let (pointer, _) = registry::read_pointer(store)

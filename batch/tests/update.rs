@@ -99,12 +99,22 @@ async fn an_unusable_delta_is_refused_and_the_current_version_stays() {
     let current = || async { registry::read_pointer(&store).await.unwrap().unwrap().0 };
     let before = current().await;
 
-    // A folder without views,
+    // A folder without views has nothing to update,
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let err = update(&store, &empty).await.err().unwrap();
-    assert!(err.to_string().contains("user_course_views.csv"), "{err}");
-    // and one whose users only have tags the model does not know, are refused,
+    assert!(matches!(err, UpdateError::NoDelta(_)), "{err}");
+    // one whose views do not read is refused,
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("user_course_views.csv"),
+        "user_handle,when\n1,2\n",
+    )
+    .unwrap();
+    let err = update(&store, &broken).await.err().unwrap();
+    assert!(matches!(err, UpdateError::Ingest(_)), "{err}");
+    // and so is one whose users only have tags the model does not know,
     let unknown = dir.path().join("unknown");
     std::fs::create_dir_all(&unknown).unwrap();
     std::fs::write(

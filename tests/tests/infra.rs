@@ -658,11 +658,13 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
                 ]
             ),
             // reads are of the model prefix (the pointer, for the conditional write) or
-            // of the input prefix (the CSVs),
+            // of the input and delta prefixes (the CSVs),
             "s3:GetObject" => {
                 for r in resources {
-                    let input = sub_template(r)
-                        .is_some_and(|s| s.ends_with("/${InputPrefix}/*") && s.starts_with("arn:"));
+                    let input = sub_template(r).is_some_and(|s| {
+                        (s.ends_with("/${InputPrefix}/*") || s.ends_with("/${DeltaPrefix}/*"))
+                            && s.starts_with("arn:")
+                    });
                     assert!(*r == model_prefix_arn() || input, "s3:GetObject on {r}");
                 }
             }
@@ -675,7 +677,7 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
                     .collect();
                 assert!(
                     prefixes == BTreeSet::from(["${ModelPrefix}/*"])
-                        || prefixes == BTreeSet::from(["${InputPrefix}/*"]),
+                        || prefixes == BTreeSet::from(["${InputPrefix}/*", "${DeltaPrefix}/*"]),
                     "{action} is not limited to the model or input prefix: {condition}"
                 );
                 let bucket = resources == &vec![get_att("ModelBucket", "Arn")]
@@ -720,7 +722,7 @@ fn batch_task_role_reads_its_input_and_publishes_models_only() {
 }
 
 #[test]
-fn scheduler_role_runs_only_the_training_task() {
+fn scheduler_role_runs_only_the_training_and_update_tasks() {
     // Given the EventBridge schedule and the role it assumes,
     let t = template();
     let schedules: Vec<_> = of_type(&t, "AWS::Scheduler::Schedule")
@@ -744,7 +746,13 @@ fn scheduler_role_runs_only_the_training_task() {
     for s in role_statements(&t, "BatchSchedulerRole") {
         for a in actions(s) {
             match a.as_str() {
-                "ecs:RunTask" => assert_eq!(s["Resource"], reference("BatchTaskDefinition")),
+                "ecs:RunTask" => assert_eq!(
+                    s["Resource"],
+                    json!([
+                        reference("BatchTaskDefinition"),
+                        reference("BatchUpdateTaskDefinition")
+                    ])
+                ),
                 "iam:PassRole" => {
                     let passed: BTreeSet<String> = items(&s["Resource"])
                         .iter()
@@ -767,6 +775,55 @@ fn scheduler_role_runs_only_the_training_task() {
         2,
         "RunTask and PassRole are both needed: {seen:?}"
     );
+}
+
+#[test]
+fn updates_run_on_their_own_schedule_from_the_delta_prefix_with_the_training_role() {
+    // Given the update schedule and its task,
+    let t = template();
+    let schedule = &resource(&t, "BatchUpdateSchedule")["Properties"];
+    assert_eq!(schedule["ScheduleExpression"], reference("UpdateSchedule"));
+    assert_eq!(schedule["State"], reference("UpdateScheduleState"));
+    let target = &schedule["Target"];
+    assert_eq!(target["RoleArn"], get_att("BatchSchedulerRole", "Arn"));
+    assert_eq!(
+        target["EcsParameters"]["TaskDefinitionArn"],
+        reference("BatchUpdateTaskDefinition")
+    );
+    let raw = raw_template();
+    assert_eq!(
+        raw["Parameters"]["UpdateSchedule"]["Default"],
+        "rate(1 hour)"
+    );
+    assert_eq!(
+        raw["Parameters"]["BatchSchedule"]["Default"],
+        "cron(0 3 * * ? *)"
+    );
+    // then the task runs with the training task's role, fetches the delta prefix,
+    let task = &resource(&t, "BatchUpdateTaskDefinition")["Properties"];
+    assert_eq!(task["TaskRoleArn"], get_att("BatchTaskRole", "Arn"));
+    let containers = items(&task["ContainerDefinitions"]);
+    let fetch = containers
+        .iter()
+        .find(|c| c["Name"] == "fetch-data")
+        .unwrap();
+    let source = items(&fetch["Command"])
+        .into_iter()
+        .find_map(|a| sub_template(a).filter(|s| s.starts_with("s3://")))
+        .expect("a fetch source");
+    assert_eq!(source, "s3://${Bucket}/${DeltaPrefix}/");
+    // and folds it into the model store, with its figures as EMF for the alarm.
+    let update = containers.iter().find(|c| c["Name"] == "update").unwrap();
+    let command = items(&update["Command"]);
+    assert_eq!(command[0], "update");
+    assert!(command.contains(&&model_store_url()), "{command:?}");
+    let env = items(&update["Environment"]);
+    assert!(
+        env.iter()
+            .any(|e| e["Name"] == "KINDRED_EMF" && e["Value"] == "true")
+    );
+    let alarm = &resource(&t, "RetrainAdvisedAlarm")["Properties"];
+    assert_eq!(alarm["MetricName"], "RetrainAdvised");
 }
 
 #[test]
