@@ -166,3 +166,40 @@ fn folded_users_find_neighbours_as_good_as_a_full_training_does() {
     let (updated, full, _) = q.precision.unwrap();
     assert!(updated >= full - 0.03, "{q:?}");
 }
+
+#[tokio::test]
+async fn rows_unlike_the_training_data_lower_the_basis_fit_and_advise_a_retrain() {
+    // Given a trained model and a delta of 300 users who each viewed 12 courses drawn
+    // at random from the whole catalogue (no cohort behind them),
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = trained_base(dir.path(), 10).await;
+    let model = registry::load_current(&store).await.unwrap();
+    let ids = &model.courses().unwrap().ids;
+    let odd = dir.path().join("odd");
+    std::fs::create_dir_all(&odd).unwrap();
+    let mut csv =
+        String::from("user_handle,view_date,course_id,author_handle,level,view_time_seconds\n");
+    let mut state = 7u64;
+    for user in 0..300u64 {
+        for _ in 0..12 {
+            state = kindred_core::shard::mix64(state);
+            let course = &ids[(state % ids.len() as u64) as usize];
+            csv.push_str(&format!(
+                "{},2017-09-01,{course},1,Beginner,600\n",
+                90_000 + user
+            ));
+        }
+    }
+    std::fs::write(odd.join("user_course_views.csv"), csv).unwrap();
+    // when they are folded in,
+    let r = update(&store, &odd).await.unwrap().record;
+    eprintln!("{r:?}");
+    // then the stored basis keeps clearly less of their rows than of the training rows,
+    assert!(r.basis_fit < 0.8 * r.trained_fit, "{r:?}");
+    // and the record advises a full training.
+    assert!(
+        r.retrain_advised && r.advice.contains("basis"),
+        "{}",
+        r.advice
+    );
+}
