@@ -62,15 +62,7 @@ pub trait ObjectStore: Send + Sync {
     /// missing `from` is [`Error::MissingArtifact`]. S3 copies on the server; this
     /// default reads and writes the object.
     fn copy(&self, from: &str, to: &str) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            let obj = self
-                .get(from)
-                .await?
-                .ok_or_else(|| Error::MissingArtifact {
-                    key: from.to_owned(),
-                })?;
-            self.put(to, obj.bytes, Precondition::IfAbsent).await
-        }
+        copy_by_reading(self, from, to)
     }
     /// Like [`ObjectStore::get`], for an object that must be `limit` bytes at most: a
     /// larger one is [`Error::SizeMismatch`] (expected `limit`). The folder and S3 stores
@@ -89,6 +81,17 @@ pub trait ObjectStore: Send + Sync {
             Ok(obj)
         }
     }
+}
+
+/// [`ObjectStore::copy`] by reading `from` and writing it to `to` if absent.
+async fn copy_by_reading<S: ObjectStore + ?Sized>(store: &S, from: &str, to: &str) -> Result<()> {
+    let obj = store
+        .get(from)
+        .await?
+        .ok_or_else(|| Error::MissingArtifact {
+            key: from.to_owned(),
+        })?;
+    store.put(to, obj.bytes, Precondition::IfAbsent).await
 }
 
 /// [`Error::SizeMismatch`] when `size` is over `limit`.
@@ -253,15 +256,7 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::MissingArtifact {
                 key: from.to_owned(),
             }),
-            Err(_) => {
-                let obj = self
-                    .get(from)
-                    .await?
-                    .ok_or_else(|| Error::MissingArtifact {
-                        key: from.to_owned(),
-                    })?;
-                self.put(to, obj.bytes, Precondition::IfAbsent).await
-            }
+            Err(_) => copy_by_reading(self, from, to).await,
         }
     }
 
