@@ -11,8 +11,9 @@
 //! The users go into their shard's delta ([`kindred_core::delta`]): the index and user
 //! table of every shard are copied unchanged, the delta retires a changed user's old
 //! point and is scanned exactly beside the index. The course table is rebuilt with the
-//! folded users' views. The version is published like a trained one: artifacts, then
-//! the manifest, then the pointer, refused if another publisher moved it first.
+//! folded users' views. The version is published like a trained one (artifacts, then
+//! the manifest, then the pointer), but only if the version it was built on is still
+//! current: an update never replaces a training published while it ran.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -302,7 +303,7 @@ pub async fn update<S: ObjectStore>(store: &S, data: &Path) -> Result<Updated, U
     }
     let mut stages = Stages::new();
     let started = Instant::now();
-    let (pointer, _) = registry::read_pointer(store)
+    let (pointer, etag) = registry::read_pointer(store)
         .await?
         .ok_or_else(|| UpdateError::NoModel(store.location()))?;
     let version = registry::next_version_name(store).await?;
@@ -369,7 +370,8 @@ pub async fn update<S: ObjectStore>(store: &S, data: &Path) -> Result<Updated, U
         ..base.clone()
     };
     let started = Instant::now();
-    let published = registry::commit(store, manifest).await?;
+    // Only over the version folded into: a training published meanwhile stays current.
+    let published = registry::commit_on(store, manifest, (pointer, etag)).await?;
     stages.record("publish", started.elapsed().as_secs_f64());
     Ok(Updated {
         published,

@@ -203,3 +203,75 @@ async fn rows_unlike_the_training_data_lower_the_basis_fit_and_advise_a_retrain(
         r.advice
     );
 }
+
+/// A folder store that, just before the first manifest is written, publishes a copy of
+/// the current version under a new name: another run finishing while an update runs.
+struct RacingStore {
+    inner: LocalStore,
+    raced: std::sync::atomic::AtomicBool,
+}
+
+impl kindred_core::ObjectStore for RacingStore {
+    async fn get(&self, key: &str) -> kindred_core::Result<Option<kindred_core::store::Object>> {
+        self.inner.get(key).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        c: kindred_core::store::Precondition,
+    ) -> kindred_core::Result<()> {
+        if key.ends_with("/manifest.json")
+            && !self.raced.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            let (pointer, _) = registry::read_pointer(&self.inner).await?.unwrap();
+            let current = registry::load_current(&self.inner).await?;
+            let mut manifest = current.manifest.clone();
+            manifest.version = registry::new_version_name();
+            for a in &current.manifest.artifacts {
+                registry::copy_artifact(&self.inner, &pointer.version, &manifest.version, a)
+                    .await?;
+            }
+            registry::commit(&self.inner, manifest).await?;
+        }
+        self.inner.put(key, bytes, c).await
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+}
+
+#[tokio::test]
+async fn an_update_never_replaces_a_version_published_while_it_ran() {
+    // Given a trained model, and another version published while an update runs,
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _) = trained_base(dir.path(), 40).await;
+    let store = RacingStore {
+        inner: LocalStore::new(dir.path().join("store")),
+        raced: std::sync::atomic::AtomicBool::new(false),
+    };
+    let before = registry::read_pointer(&store.inner)
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    // when the update comes to move the pointer,
+    let err = update(&store, &dir.path().join("delta"))
+        .await
+        .err()
+        .unwrap();
+    // then it refuses, naming the version it was built on,
+    assert!(
+        matches!(&err, UpdateError::Core(kindred_core::Error::BaseChanged { base, current })
+            if *base == before.version && current.as_ref().is_some_and(|c| *c != before.version)),
+        "{err}"
+    );
+    // and the version published meanwhile stays current.
+    let now = registry::read_pointer(&store.inner)
+        .await
+        .unwrap()
+        .unwrap()
+        .0;
+    assert_ne!(now.version, before.version);
+    assert!(now.previous.as_deref() == Some(before.version.as_str()));
+}

@@ -130,6 +130,17 @@ pub enum Error {
         /// Version now current, when known.
         current: Option<String>,
     },
+    /// A version built on another (an update) was not published: that version stopped
+    /// being current while it was built.
+    #[error(
+        "version {base}, which this update was built on, is no longer current ({current:?} is): run the update again"
+    )]
+    BaseChanged {
+        /// The version built on.
+        base: String,
+        /// Version now current, when known.
+        current: Option<String>,
+    },
     /// A conditional write's precondition did not hold (the object changed meanwhile).
     #[error("precondition failed writing {key:?}")]
     PreconditionFailed {

@@ -228,7 +228,7 @@ pub async fn publish<S: ObjectStore, N: AsRef<str>>(
         let entry = put_artifact(store, &manifest.version, name.as_ref(), bytes).await?;
         manifest.artifacts.push(entry);
     }
-    commit_from(store, manifest, start).await
+    commit_from(store, manifest, start, false).await
 }
 
 /// Writes one artifact of `version` (if absent) and describes it. An object already
@@ -278,13 +278,26 @@ pub async fn copy_artifact<S: ObjectStore>(
 /// the manifest, then moves the pointer, with the same guarantees as [`publish`].
 pub async fn commit<S: ObjectStore>(store: &S, manifest: Manifest) -> Result<Published> {
     let start = read_pointer(store).await?;
-    commit_from(store, manifest, start).await
+    commit_from(store, manifest, start, false).await
+}
+
+/// [`commit`] for a version built on `base` (the pointer and its entity tag as read
+/// before building, as `kindred-batch update` does): the pointer moves only if it is
+/// still that one. Otherwise nothing becomes current and the error is
+/// [`Error::BaseChanged`], so an update never replaces a version published while it ran.
+pub async fn commit_on<S: ObjectStore>(
+    store: &S,
+    manifest: Manifest,
+    base: (Pointer, String),
+) -> Result<Published> {
+    commit_from(store, manifest, Some(base), true).await
 }
 
 async fn commit_from<S: ObjectStore>(
     store: &S,
     manifest: Manifest,
     start: Option<(Pointer, String)>,
+    only_over_start: bool,
 ) -> Result<Published> {
     let version = manifest.version.clone();
     let manifest_bytes = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Encode {
@@ -376,6 +389,12 @@ async fn commit_from<S: ObjectStore>(
                     version,
                     previous,
                     manifest,
+                });
+            }
+            Err(Error::PreconditionFailed { .. }) if only_over_start => {
+                return Err(Error::BaseChanged {
+                    base: previous.unwrap_or_default(),
+                    current: read_pointer(store).await?.map(|c| c.0.version),
                 });
             }
             Err(Error::PreconditionFailed { .. }) => {

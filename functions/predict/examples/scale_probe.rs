@@ -97,7 +97,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Query latency: random known users, k = 10, answer encoded as JSON.
-    let sample = rows(model.len(), cli.queries, 0x51);
+    // (Rows of the user table: an updated model's delta users are last, and a retired
+    // row's handle finds its user's new row.)
+    let sample = rows(model.users.users.len(), cli.queries, 0x51);
     let mut micros = Vec::with_capacity(sample.len());
     let mut bytes = 0usize;
     for &row in &sample {
@@ -125,7 +127,7 @@ fn main() -> anyhow::Result<()> {
 
     // Recall@10 of the merged HNSW search against an exact scan.
     let started = Instant::now();
-    let recall_rows = rows(model.len(), cli.recall_sample, 0x52);
+    let recall_rows = rows(model.users.users.len(), cli.recall_sample, 0x52);
     let recall = model.shards.recall_at_k(&recall_rows, 10);
     println!(
         "recall@10 against exact search: {recall:.4} ({} users, {:.1} s)",
