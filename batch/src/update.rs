@@ -146,7 +146,7 @@ pub fn fold_in(model: &Model, delta: &Dataset, cfg: &TrainConfig) -> Result<Fold
     }
     let tag_count = model.users.tags.len() as u32;
     let built = build_matrix(delta, cfg);
-    let rows = entries_by_row(&built.blocks, tag_count);
+    let rows = entries_by_row(&built.blocks, built.handles.len(), tag_count);
     let scales = projection.basis_scales();
 
     // Fold, smooth and place each user.
@@ -247,18 +247,15 @@ pub fn fold_in(model: &Model, delta: &Dataset, cfg: &TrainConfig) -> Result<Fold
     })
 }
 
-/// Each matrix row's raw entries (views, interests, assessments) with their recency
-/// factors, tags unknown to the model left out.
-fn entries_by_row(blocks: &[crate::matrix::Block], tag_count: u32) -> Vec<Vec<Entry>> {
-    let mut rows: Vec<Vec<Entry>> = Vec::new();
+/// Each of the `rows` matrix rows' raw entries (views, interests, assessments) with their
+/// recency factors, tags unknown to the model left out (a row may end up empty).
+fn entries_by_row(blocks: &[crate::matrix::Block], rows: usize, tag_count: u32) -> Vec<Vec<Entry>> {
+    let mut rows: Vec<Vec<Entry>> = vec![Vec::new(); rows];
     let signals = [Signal::Views, Signal::Interests, Signal::Assessments];
     for (block, signal) in blocks.iter().zip(signals) {
         for (i, &(r, tag, value)) in block.entries.iter().enumerate() {
             if tag >= tag_count {
                 continue;
-            }
-            if rows.len() <= r as usize {
-                rows.resize_with(r as usize + 1, Vec::new);
             }
             rows[r as usize].push(Entry {
                 signal,

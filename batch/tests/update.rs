@@ -132,6 +132,19 @@ async fn an_unusable_delta_is_refused_and_the_current_version_stays() {
     assert!(matches!(err, UpdateError::NothingToFold(_)), "{err}");
     // and the pointer has not moved.
     assert_eq!(current().await, before);
+    // Beside a user the model can fold in, such a user is skipped and counted.
+    let model = registry::load_current(&store).await.unwrap();
+    let courses = model.courses().unwrap();
+    let tagged = courses.tags.iter().position(|t| !t.is_empty()).unwrap();
+    let course = &courses.ids[tagged];
+    let views = std::fs::read_to_string(unknown.join("user_course_views.csv")).unwrap();
+    std::fs::write(
+        unknown.join("user_course_views.csv"),
+        format!("{views}90002,2017-09-01,{course},1,Beginner,300\n"),
+    )
+    .unwrap();
+    let r = update(&store, &unknown).await.unwrap().record;
+    assert_eq!((r.new_users, r.skipped_users), (1, 1), "{r:?}");
 
     // An empty store has nothing to update.
     let nothing = LocalStore::new(dir.path().join("nothing"));
