@@ -279,6 +279,14 @@ fn an_update_folds_fresh_users_in_and_the_server_answers_for_them_without_a_retr
     assert!(said.contains("no full training due"), "{said}");
     let emf: Value = serde_json::from_str(said.lines().last().unwrap()).unwrap();
     assert_eq!(emf["NewUsers"], 100);
+    assert_eq!(emf["RetrainAdvised"], 0);
+    let declared = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap();
+    assert!(declared.len() >= 10, "{emf}");
+    for m in declared {
+        assert!(emf[m["Name"].as_str().unwrap()].is_number(), "{m} in {emf}");
+    }
 
     // then the server picks the new version up and answers for every new user, with
     // neighbours mostly of their cohort, never themselves and never twice the same user,
