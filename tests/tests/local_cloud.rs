@@ -455,6 +455,19 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
             .map(|s| s["user_handle"].as_u64().unwrap())
             .collect();
         assert!(near.contains(&h), "{h}'s twin found {near:?}");
+        // and recommends courses from the updated course table: none its original viewed.
+        let r = function.request(
+            "POST",
+            "/recommend",
+            &format!("{{\"user_handle\": {}, \"k\": 5}}", 1_000_000 + h),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let viewed = viewed_courses(&data, h);
+        let recs = r.json()["recommendations"].as_array().unwrap().clone();
+        assert_eq!(recs.len(), 5, "{}", r.body);
+        for c in recs {
+            assert!(!viewed.contains(c["course_id"].as_str().unwrap()), "{c}");
+        }
     }
     function.stop();
 }
