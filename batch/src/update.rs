@@ -119,12 +119,21 @@ pub fn read_delta(model: &Model, dir: &Path) -> Result<Dataset, UpdateError> {
         version: model.manifest.version.clone(),
         why: "it has no course table (courses.bin)".into(),
     })?;
-    Ok(ingest::read_dir_onto(
-        dir,
-        &model.users.tags,
-        &courses.ids,
-        &courses.tags,
-    )?)
+    let ds = ingest::read_dir_onto(dir, &model.users.tags, &courses.ids, &courses.tags)?;
+    // Two model tags one key now merges (an alias added since training) would shift ids.
+    let shifted = model
+        .users
+        .tags
+        .iter()
+        .enumerate()
+        .find(|(id, name)| ds.tag(name) != Some(*id as u32));
+    if let Some((_, name)) = shifted {
+        return Err(UpdateError::Unsupported {
+            version: model.manifest.version.clone(),
+            why: format!("its tag {name:?} merges with another under this build's tag rules"),
+        });
+    }
+    Ok(ds)
 }
 
 /// Folds the users of `delta` (read by [`read_delta`]) into `model`, weighed by `cfg`

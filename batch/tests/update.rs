@@ -288,3 +288,40 @@ async fn an_update_never_replaces_a_version_published_while_it_ran() {
     assert_ne!(now.version, before.version);
     assert!(now.previous.as_deref() == Some(before.version.as_str()));
 }
+
+#[tokio::test]
+async fn a_training_that_ran_while_an_update_published_still_becomes_current() {
+    // Given a trained model, and a second training that started (was named) before an
+    // update of the first one published,
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = trained_base(dir.path(), 40).await;
+    let first = registry::read_pointer(&store).await.unwrap().unwrap().0;
+    let mut cfg = config::default_config(dir.path().join("base"));
+    cfg.rank = 24;
+    let second = train::train(&cfg, &registry::new_version_name()).unwrap();
+    let updated = update(&store, &dir.path().join("delta")).await.unwrap();
+    assert!(updated.published.version > second.manifest.version);
+    // when that training publishes, it replaces the update,
+    let published = registry::publish(&store, second.manifest.clone(), second.artifacts)
+        .await
+        .unwrap();
+    assert_eq!(
+        published.previous.as_deref(),
+        Some(updated.published.version.as_str())
+    );
+    // but a training older than the one the update folded into is still refused.
+    let mut stale = second.manifest;
+    // (The same name a year earlier.)
+    let year: u32 = first.version[..4].parse().unwrap();
+    stale.version = format!("{}{}", year - 1, &first.version[4..]);
+    assert!(stale.version < first.version);
+    let old = train::train(&cfg, &stale.version).unwrap();
+    let err = registry::publish(&store, old.manifest, old.artifacts)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, kindred_core::Error::StaleVersion { .. }),
+        "{err}"
+    );
+}

@@ -69,16 +69,26 @@ pub fn split_delta(
     let mut dates: HashMap<u64, Vec<String>> = HashMap::new();
     for r in reader(&views)?.records() {
         let r = r?;
-        if let Some(h) = handle_of(&r, handle_col).filter(|h| changed.contains(h)) {
-            dates.entry(h).or_default().push(r[date_col].to_owned());
+        let date = r.get(date_col);
+        if let (Some(h), Some(date)) = (handle_of(&r, handle_col), date)
+            && changed.contains(&h)
+        {
+            dates.entry(h).or_default().push(date.to_owned());
         }
     }
     let cutoff: HashMap<u64, String> = dates
         .into_iter()
         .map(|(h, mut d)| {
             d.sort_unstable();
+            // Views on or after the cutoff are held back; at least the first date's stay,
+            // so a changed user is never new (a user with one date keeps everything).
             let keep = ((d.len() as f64) * (1.0 - HELD_BACK_SHARE)).floor() as usize;
-            (h, d.get(keep).cloned().unwrap_or_default())
+            let cutoff = d[keep.min(d.len() - 1)..]
+                .iter()
+                .find(|x| **x > d[0])
+                .cloned()
+                .unwrap_or_else(|| "\u{10FFFF}".to_owned());
+            (h, cutoff)
         })
         .collect();
     // Pass 3: route every row.
@@ -87,7 +97,9 @@ pub fn split_delta(
         let h = handle_of(r, handle_col);
         let in_base = match h {
             Some(h) if new.contains(&h) => false,
-            Some(h) if changed.contains(&h) => r[date_col] < *cutoff[&h],
+            Some(h) if changed.contains(&h) => r
+                .get(date_col)
+                .is_some_and(|d| cutoff.get(&h).is_none_or(|c| d < c.as_str())),
             _ => true,
         };
         (in_base, moved(h))

@@ -75,6 +75,10 @@ impl Model {
         }
         let count = manifest.shard_count();
         let whole = parts.len() as u32 == count;
+        // Each delta first: the counts below subtract its retired points.
+        for p in &parts {
+            p.3.validate(p.1.len(), manifest.dimensions as usize)?;
+        }
         let live = |p: &ShardParts| (p.1.len() - p.3.retired.len() + p.3.users.len()) as u64;
         let total: u64 = parts.iter().map(live).sum();
         if whole && manifest.users != total {

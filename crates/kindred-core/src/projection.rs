@@ -225,6 +225,10 @@ impl Projection {
         let mut unknown: Vec<String> = Vec::new();
         let mut entries = Vec::new();
         for (signal, name, value) in given {
+            // A signal the model was trained without is not looked at (nor reported).
+            if !self.blocks.iter().any(|b| b.signal == signal) {
+                continue;
+            }
             let key = tags::key(name);
             let Some(&tag) = key_to_tag.get(&key) else {
                 if !unknown.iter().any(|u| u == name) {
@@ -517,6 +521,20 @@ mod tests {
         let mut q = projection();
         q.blocks[1].idf[0] = f32::NAN;
         assert!(q.validate(4, 2).is_err());
+    }
+
+    #[test]
+    fn a_signal_the_model_was_trained_without_is_neither_used_nor_reported() {
+        // The projection has no assessments block: an assessment's tag, known or not,
+        // is not looked at.
+        let p = Profile {
+            views: vec![("python".into(), 10.0)],
+            assessments: vec![("cobol".into(), 200.0), ("go".into(), 100.0)],
+            ..Default::default()
+        };
+        let f = projection().fold(&p, &keys(), None);
+        assert!(f.unknown_tags.is_empty(), "{:?}", f.unknown_tags);
+        assert!(f.features.iter().all(|x| x.signal == Signal::Views));
     }
 
     #[test]

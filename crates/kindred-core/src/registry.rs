@@ -358,7 +358,14 @@ async fn commit_from<S: ObjectStore>(
                 });
             }
             Some((p, etag)) => {
-                if p.version >= version {
+                // A training may replace an update folded into an older training than
+                // itself, though the update's name sorts later (it ran while the
+                // training did); the next update folds its delta into the training.
+                let supersedes = manifest.update.is_none()
+                    && !only_over_start
+                    && p.version >= version
+                    && updated_from_before(store, &p.version, &version).await?;
+                if p.version >= version && !supersedes {
                     return Err(Error::StaleVersion {
                         current: p.version.clone(),
                         candidate: version,
@@ -409,6 +416,25 @@ async fn commit_from<S: ObjectStore>(
     Err(Error::PointerRace {
         current: current.map(|c| c.0.version),
     })
+}
+
+/// True when `current` is an update (`kindred-batch update`) of a training older than
+/// `candidate`.
+async fn updated_from_before<S: ObjectStore>(
+    store: &S,
+    current: &str,
+    candidate: &str,
+) -> Result<bool> {
+    let key = version_key(current, MANIFEST);
+    let Some(obj) = store
+        .get_at_most(&key, crate::manifest::MAX_MANIFEST_BYTES)
+        .await?
+    else {
+        return Ok(false);
+    };
+    Ok(Manifest::parse(&obj.bytes)?
+        .update
+        .is_some_and(|u| u.trained.as_str() < candidate))
 }
 
 /// Loads and verifies one version. `manifest_sha256`, when given, must match the manifest.

@@ -83,6 +83,20 @@ pub trait ObjectStore: Send + Sync {
     }
 }
 
+/// A copy source as S3 wants it: every byte outside `A-Z a-z 0-9 - _ . ~ /`
+/// percent-encoded (a `?` would otherwise start a version id).
+fn percent_encode(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// [`ObjectStore::copy`] by reading `from` and writing it to `to` if absent.
 async fn copy_by_reading<S: ObjectStore + ?Sized>(store: &S, from: &str, to: &str) -> Result<()> {
     let obj = store
@@ -625,8 +639,12 @@ impl ObjectStore for S3Store {
                 // Only 412 is a failed condition. A 409 (ConditionalRequestConflict: a
                 // concurrent conditional write to the key is in flight) is an error the
                 // caller may retry, not a verdict on the condition.
+                // The key as the caller named it (relative to the prefix), so that a
+                // caller may read the object that is there.
                 if status_of(&err) == Some(412) || code == "PreconditionFailed" {
-                    Err(Error::PreconditionFailed { key: full })
+                    Err(Error::PreconditionFailed {
+                        key: key.to_owned(),
+                    })
                 } else {
                     Err(Error::store(&full, DisplayErrorContext(&err)))
                 }
@@ -665,7 +683,7 @@ impl ObjectStore for S3Store {
             .client
             .copy_object()
             .bucket(&self.bucket)
-            .copy_source(format!("{}/{source}", self.bucket))
+            .copy_source(percent_encode(&format!("{}/{source}", self.bucket)))
             .key(&target)
             .if_none_match("*")
             .send()
@@ -673,7 +691,7 @@ impl ObjectStore for S3Store {
         match sent {
             Ok(_) => Ok(()),
             Err(err) if status_of(&err) == Some(412) => {
-                Err(Error::PreconditionFailed { key: target })
+                Err(Error::PreconditionFailed { key: to.to_owned() })
             }
             Err(err) if status_of(&err) == Some(404) => Err(Error::MissingArtifact { key: source }),
             Err(err) => Err(Error::store(&target, DisplayErrorContext(&err))),
@@ -797,6 +815,15 @@ mod tests {
         let store = LocalStore::new("/tmp/kindred-never");
         assert!(store.get("../etc/passwd").await.is_err());
         assert!(store.get("a//b").await.is_err());
+    }
+
+    #[test]
+    fn copy_sources_are_percent_encoded() {
+        assert_eq!(
+            percent_encode("b/p/models/v-1/x.bin"),
+            "b/p/models/v-1/x.bin"
+        );
+        assert_eq!(percent_encode("b/a b?c%/é"), "b/a%20b%3Fc%25/%C3%A9");
     }
 
     #[tokio::test]
