@@ -210,6 +210,9 @@ enum Corruption {
     OverMemoryLimit,
     /// The manifest counts one user more than the user table holds (pointer matches).
     InconsistentCounts,
+    /// An update's delta, its size and digest listed, retires an index point the shard
+    /// does not have (a format-4 version whose bytes verify but whose content does not).
+    InconsistentDelta,
 }
 
 /// The memory limit the corruption tests give the cache.
@@ -250,6 +253,26 @@ impl Corruption {
             Corruption::InconsistentCounts => edit_manifest(root, version, |m| {
                 m["users"] = (m["users"].as_u64().unwrap() + 1).into();
             }),
+            Corruption::InconsistentDelta => {
+                let delta = kindred_core::delta::Delta {
+                    retired: vec![u32::MAX - 1],
+                    ..Default::default()
+                };
+                let bytes = kindred_core::codec::encode("delta.bin", &delta).unwrap();
+                let entry = kindred_core::manifest::ArtifactEntry::describe("delta.bin", &bytes);
+                std::fs::write(
+                    root.join(registry::version_key(version, "delta.bin")),
+                    bytes,
+                )
+                .unwrap();
+                edit_manifest(root, version, |m| {
+                    m["format_version"] = FORMAT_VERSION.into();
+                    let artifacts = m["artifacts"].as_array_mut().unwrap();
+                    artifacts.push(serde_json::to_value(&entry).unwrap());
+                    // The retired point would make the users one fewer.
+                    m["users"] = (m["users"].as_u64().unwrap() - 1).into();
+                });
+            }
         }
     }
 
@@ -261,6 +284,7 @@ impl Corruption {
             Corruption::FutureFormat => "unsupported model format version",
             Corruption::OverMemoryLimit => "over the memory limit of 1073741824 bytes",
             Corruption::InconsistentCounts => "inconsistent model: manifest says",
+            Corruption::InconsistentDelta => "delta retires points",
         }
     }
 }
@@ -351,6 +375,11 @@ async fn a_new_version_over_the_memory_limit_is_refused_unread_and_the_previous_
 #[tokio::test]
 async fn a_new_version_with_inconsistent_counts_is_refused_and_the_previous_keeps_serving() {
     a_corrupted_new_version_is_refused(Corruption::InconsistentCounts, 12).await;
+}
+
+#[tokio::test]
+async fn an_update_whose_delta_does_not_fit_its_shard_is_refused_and_the_previous_keeps_serving() {
+    a_corrupted_new_version_is_refused(Corruption::InconsistentDelta, 14).await;
 }
 
 #[tokio::test]
