@@ -108,7 +108,6 @@ impl Model {
                     shard_users.len()
                 )));
             }
-            delta.validate(points, manifest.dimensions as usize)?;
             let fresh = std::mem::take(&mut delta.users);
             let mut retired = delta.retired.iter().peekable();
             for (local, u) in shard_users.into_iter().chain(fresh).enumerate() {

@@ -63,15 +63,20 @@ pub fn nearest(model: &Model, query: &Embedding, k: usize, exclude: Option<u32>)
     model.shards.nearest(query, k, exclude)
 }
 
+/// The smoothing a folded-in embedding gets, as the model's users got it (`None` when
+/// the model has no projection or training did not smooth).
+pub fn smoothing(model: &Model) -> Option<crate::projection::Smoothing> {
+    model
+        .projection()
+        .map(|p| p.smoothing)
+        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
+}
+
 /// A folded-in embedding smoothed as training smoothed its users: one step towards the
 /// mean of its nearest users (never `exclude`), when the model's projection asks for it.
 /// Profiles and `kindred-batch update` both fold in through here.
 pub fn smoothed(model: &Model, folded: Embedding, exclude: Option<u32>) -> Embedding {
-    let Some(s) = model
-        .projection()
-        .map(|p| p.smoothing)
-        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
-    else {
+    let Some(s) = smoothing(model) else {
         return folded;
     };
     let near = nearest(model, &folded, s.neighbours as usize, exclude);

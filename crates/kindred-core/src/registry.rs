@@ -244,11 +244,21 @@ pub async fn put_artifact<S: ObjectStore>(
     let key = version_key(version, name);
     match store.put(&key, bytes, Precondition::IfAbsent).await {
         Ok(()) => Ok(entry),
-        Err(Error::PreconditionFailed { key }) => match store.get(&key).await? {
-            Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry),
-            _ => Err(Error::PreconditionFailed { key }),
-        },
+        Err(Error::PreconditionFailed { key }) => already_written(store, key, entry).await,
         Err(e) => Err(e),
+    }
+}
+
+/// `entry` when the object at `key`, which a write found already there, is its content
+/// (a retried step); [`Error::PreconditionFailed`] otherwise.
+async fn already_written<S: ObjectStore>(
+    store: &S,
+    key: String,
+    entry: ArtifactEntry,
+) -> Result<ArtifactEntry> {
+    match store.get(&key).await? {
+        Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry),
+        _ => Err(Error::PreconditionFailed { key }),
     }
 }
 
@@ -265,10 +275,7 @@ pub async fn copy_artifact<S: ObjectStore>(
     let target = version_key(to, &entry.name);
     match store.copy(&version_key(from, &entry.name), &target).await {
         Ok(()) => Ok(entry.clone()),
-        Err(Error::PreconditionFailed { key }) => match store.get(&key).await? {
-            Some(obj) if entry.verify(&obj.bytes).is_ok() => Ok(entry.clone()),
-            _ => Err(Error::PreconditionFailed { key }),
-        },
+        Err(Error::PreconditionFailed { key }) => already_written(store, key, entry.clone()).await,
         Err(e) => Err(e),
     }
 }

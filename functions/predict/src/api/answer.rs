@@ -371,14 +371,6 @@ pub(super) fn fold_profile(
     Ok(folded)
 }
 
-/// The smoothing a folded profile gets, as the model's users got it (none if off).
-pub(super) fn profile_smoothing(model: &Model) -> Option<projection::Smoothing> {
-    model
-        .projection()
-        .map(|p| p.smoothing)
-        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
-}
-
 /// The profile's known features, largest weight first.
 pub(super) fn matched_features<'m>(
     model: &'m Model,

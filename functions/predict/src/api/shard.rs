@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::answer::{
     PredictResponse, Reason, SimilarUser, answer_handle, fold_profile, matched_features,
-    neighbours, profile_smoothing, similar_users,
+    neighbours, similar_users,
 };
 use super::error::{ApiError, model_unavailable, too_large, unprocessable};
 use super::request::{
@@ -194,7 +194,7 @@ pub fn answer_shard_search(
         (None, None, Some(p)) => {
             let profile = validate_profile(p)?;
             let folded = fold_profile(model, &profile)?;
-            let smoothing = profile_smoothing(model);
+            let smoothing = kindred_core::query::smoothing(model);
             let near = match smoothing {
                 Some(s) => neighbours(
                     model,
