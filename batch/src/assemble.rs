@@ -72,6 +72,40 @@ pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
 /// [`build_matrix`] with the (handle, tag) pairs in `hidden` left out of every block (and
 /// a hidden tag's courses left out of the courses block).
 pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Built {
+    let Gathered {
+        handles,
+        blocks,
+        summaries,
+        users_with_views,
+    } = gather(ds, cfg, hidden);
+    let (csr, columns, idf) = matrix::assemble(handles.len(), &blocks);
+    Built {
+        handles,
+        blocks,
+        csr,
+        columns,
+        idf,
+        summaries,
+        users_with_views,
+    }
+}
+
+/// A data set's rows before weighting: what [`build_matrix_hiding`] weighs and stacks,
+/// and what `kindred-batch update` weighs with a model's stored weighting instead.
+pub struct Gathered {
+    /// User handles by row (sorted).
+    pub handles: Vec<u64>,
+    /// The blocks before weighting, with each entry's recency factor.
+    pub blocks: Vec<Block>,
+    /// One summary per row.
+    pub summaries: Vec<UserSummary>,
+    /// Users with at least one view row.
+    pub users_with_views: usize,
+}
+
+/// Assigns rows to users (sorted handles) and gathers each block's entries and the
+/// summaries, the (handle, tag) pairs in `hidden` left out.
+pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Gathered {
     let is_hidden = |user: u64, tag: u32| !hidden.is_empty() && hidden.contains(&(user, tag));
     let mut handles: Vec<u64> = ds
         .views
@@ -87,7 +121,6 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
         .enumerate()
         .map(|(r, &h)| (h, r as u32))
         .collect();
-    let rows = handles.len();
 
     // Recency: each event's factor by its age before the newest event.
     let newest = ds.newest_day();
@@ -221,13 +254,9 @@ pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u6
             decay: Vec::new(),
         },
     ];
-    let (csr, columns, idf) = matrix::assemble(rows, &blocks);
-    Built {
+    Gathered {
         handles,
         blocks,
-        csr,
-        columns,
-        idf,
         summaries,
         users_with_views,
     }
