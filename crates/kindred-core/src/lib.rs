@@ -7,6 +7,7 @@
 //! * [`manifest`]: the versioned model format: format numbers, artifact names, the
 //!   manifest that lists every artifact's size and digest.
 //! * [`embedding`]: unit-length user embeddings and their dot products.
+//! * [`coded`]: 8-bit codes of embeddings, bounding a scan before it ranks in `f32`.
 //! * [`users`]: the user table (summaries and strongest features).
 //! * [`tags`]: the one tag vocabulary across files and spellings (`C#`, `csharp`).
 //! * [`delta`]: users folded in between trainings, beside a shard's index.
@@ -27,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod coded;
 pub mod courses;
 pub mod delta;
 pub mod embedding;

@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 
 use instant_distance::{Hnsw, Search};
 
+use crate::coded::{BLOCK, Bounds, Codes};
 use crate::embedding::{Embedding, dot, dots};
 
 /// The HNSW index over user embeddings; point `i` is row `i` of the [`UserTable`].
@@ -24,6 +25,8 @@ thread_local! {
     static SEARCH: RefCell<Search> = RefCell::new(Search::default());
     /// Reused buffer of the exact scan's similarities.
     static SIMILARITIES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Reused buffers of the coded scan's lower and upper bounds.
+    static BOUNDS: RefCell<Bounds> = RefCell::new(Bounds::default());
 }
 
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
@@ -158,6 +161,78 @@ pub fn exact_flat_where(
     best
 }
 
+/// [`exact_flat_where`] narrowed by 8-bit `codes` of the same rows: a row whose coded
+/// product's upper bound falls below the `k`-th best lower bound cannot be in the answer;
+/// the rest are ranked by their `f32` products. The answer equals [`exact_flat_where`]'s.
+pub fn exact_coded_where(
+    flat: &[f32],
+    codes: &Codes,
+    dims: usize,
+    query: &[f32],
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<Neighbour> {
+    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
+    if k == 0 || dims == 0 {
+        return best;
+    }
+    BOUNDS.with(|bounds| {
+        let mut bounds = bounds.borrow_mut();
+        codes.bounds(&codes.query(query), &mut bounds);
+        let floor = kth_lower_bound(&bounds, k, &keep);
+        // Rows whose upper bound reaches the floor are ranked by their f32 products: all
+        // products first (independent loads the CPU overlaps), then the ranking.
+        let mut rows: Vec<u32> = Vec::with_capacity(4 * k + 64);
+        bounds.reaching(floor, &mut rows);
+        let mut candidates: Vec<Neighbour> = rows
+            .into_iter()
+            .filter(|&row| keep(row))
+            .map(|row| Neighbour {
+                row,
+                similarity: 0.0,
+            })
+            .collect();
+        for c in &mut candidates {
+            let at = c.row as usize * dims;
+            c.similarity = dot(query, &flat[at..at + dims]);
+        }
+        for candidate in candidates {
+            if best.len() == k && cmp_neighbours(&best[k - 1], &candidate) == Ordering::Less {
+                continue;
+            }
+            let at = best.partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
+            best.insert(at, candidate);
+            best.truncate(k);
+        }
+    });
+    best
+}
+
+/// The `k`-th largest lower bound of kept rows (negative infinity when fewer are kept):
+/// no row of the answer has a product below it. `keep` runs only for rows that would
+/// raise it, and whole blocks that cannot are skipped.
+fn kth_lower_bound(bounds: &Bounds, k: usize, keep: impl Fn(u32) -> bool) -> f32 {
+    let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
+    let mut floor = f32::NEG_INFINITY;
+    for (block, &most) in bounds.block_lower.iter().enumerate() {
+        if lows.len() == k && most <= floor {
+            continue;
+        }
+        let start = block * BLOCK;
+        for (i, &low) in bounds.lower[start..].iter().take(BLOCK).enumerate() {
+            if (lows.len() < k || low > floor) && keep((start + i) as u32) {
+                let at = lows.partition_point(|&l| l >= low);
+                lows.insert(at, low);
+                lows.truncate(k);
+                if lows.len() == k {
+                    floor = lows[k - 1];
+                }
+            }
+        }
+    }
+    floor
+}
+
 /// Sorts neighbours from several sources into one ranking (descending similarity, ties
 /// by row) and keeps the first `k`.
 pub fn merge_ranked(all: &mut Vec<Neighbour>, k: usize) {
@@ -206,6 +281,43 @@ mod tests {
                 exact_flat(&flat, 2, &q.0, 3, Some(row)),
                 exact(&index, q, 3, Some(row))
             );
+        }
+    }
+
+    #[test]
+    fn the_coded_scan_answers_exactly_as_the_plain_scan_ties_and_exclusions_included() {
+        // Given clustered unit rows, some duplicated (tied similarities) and some zero,
+        let dims = 24;
+        let mut state = 7u64;
+        let mut next = || {
+            state = crate::shard::mix64(state.wrapping_add(1));
+            (state % 10_000) as f32 / 10_000.0 - 0.5
+        };
+        let centres: Vec<Vec<f32>> = (0..5)
+            .map(|_| (0..dims).map(|_| next()).collect())
+            .collect();
+        let mut flat = Vec::new();
+        for i in 0..900 {
+            let row: Vec<f32> = match i % 10 {
+                0 if i > 0 => flat[(i - 1) * dims..i * dims].to_vec(),
+                9 => vec![0.0; dims],
+                _ => centres[i % 5].iter().map(|c| c + 0.1 * next()).collect(),
+            };
+            flat.extend(Embedding::normalized(row).0);
+        }
+        let codes = Codes::new(&flat, dims);
+        // when rows are queried for several k, leaving out the row itself and every 7th,
+        for q in (0..900).step_by(37) {
+            let query = &flat[q * dims..(q + 1) * dims];
+            for k in [1, 10, 50, 899, 1000] {
+                let keep = |row: u32| row as usize != q && row % 7 != 3;
+                // then the answer is the plain scan's: the same rows, order and similarities.
+                assert_eq!(
+                    exact_coded_where(&flat, &codes, dims, query, k, keep),
+                    exact_flat_where(&flat, dims, query, k, keep),
+                    "query {q}, k {k}"
+                );
+            }
         }
     }
 

@@ -10,6 +10,7 @@
 use instant_distance::PointId;
 use rayon::prelude::*;
 
+use crate::coded::{self, Codes};
 use crate::delta::Delta;
 use crate::embedding::{Embedding, dot};
 use crate::error::{Error, Result};
@@ -149,10 +150,18 @@ pub struct Shard {
     len: u32,
     /// The index's points (rows `0..base` of the shard).
     base: u32,
-    /// Row-major embeddings for the exact scan (small models only).
-    flat: Option<Vec<f32>>,
+    /// Embeddings for the exact scan (small models only).
+    flat: Option<Flat>,
     /// Users folded in since training and the index points they retire.
     fresh: Option<Fresh>,
+}
+
+/// A shard's index points for exact scans: row-major `f32` and, where the CPU makes
+/// them pay ([`coded::accelerated`]), their 8-bit codes, which narrow
+/// [`Shards::nearest`]'s scan to the rows that can rank.
+struct Flat {
+    values: Vec<f32>,
+    codes: Option<Codes>,
 }
 
 /// A shard's delta as searched: always scanned exactly.
@@ -235,7 +244,13 @@ impl Shard {
         let keep = |row: u32| Some(row) != excluded && !self.is_retired(row);
         let mut found = match (mode, &self.flat) {
             (Mode::Approximate, _) => search::approximate_where(&self.index, query, k, keep),
-            (_, Some(flat)) => search::exact_flat_where(flat, dims, &query.0, k, keep),
+            (Mode::Exact, Some(flat)) => {
+                search::exact_flat_where(&flat.values, dims, &query.0, k, keep)
+            }
+            (Mode::Nearest, Some(Flat { values, codes })) => match codes {
+                Some(codes) => search::exact_coded_where(values, codes, dims, &query.0, k, keep),
+                None => search::exact_flat_where(values, dims, &query.0, k, keep),
+            },
             (Mode::Exact, None) => search::exact_where(&self.index, query, k, keep),
             (Mode::Nearest, None) => {
                 let found = search::approximate_where(&self.index, query, k, keep);
@@ -305,7 +320,13 @@ impl Shards {
                 base += 1;
             }
             delta.validate_points(base as usize, dims)?;
-            let flat = exact.then(|| index.iter().flat_map(|(_, p)| p.0.clone()).collect());
+            let flat = exact.then(|| {
+                let values: Vec<f32> = index.iter().flat_map(|(_, p)| p.0.clone()).collect();
+                Flat {
+                    codes: coded::accelerated().then(|| Codes::new(&values, dims)),
+                    values,
+                }
+            });
             let len = u64::from(base) + delta.points.len() as u64;
             if offset + len > u64::from(u32::MAX) {
                 return Err(Error::Inconsistent("more than 2^32 users".into()));
@@ -667,6 +688,10 @@ mod tests {
                 assert_eq!(rows(shards.exact(q, 10, None)), rows(truth.clone()));
                 let near = shards.nearest(q, 10, None);
                 assert!(near.iter().all(|n| !shards.is_retired(n.row)));
+                if exact {
+                    // (the coded scan ranks exactly as the plain one)
+                    assert_eq!(near, truth);
+                }
                 let found = near.iter().filter(|n| truth.iter().any(|t| t.row == n.row));
                 assert!(found.count() >= 9, "exact={exact}");
             }
