@@ -60,8 +60,13 @@ pub struct TrainConfig {
     pub smooth_share: f32,
     /// Weight of the neighbours' mean in the smoothing.
     pub smooth_weight: f32,
-    /// HNSW parameters.
+    /// HNSW parameters (see [`TrainConfig::hnsw_for`] for the efConstruction of large
+    /// models).
     pub hnsw: HnswParams,
+    /// True when `hnsw.ef_construction` was chosen explicitly; otherwise models of
+    /// [`LARGE_MODEL_USERS`] or more build with [`LARGE_EF_CONSTRUCTION`].
+    #[serde(default)]
+    pub ef_construction_fixed: bool,
     /// Number of index shards; `None` derives it from [`TrainConfig::shard_users`].
     pub shards: Option<u32>,
     /// Target users per shard when the shard count is derived.
@@ -112,7 +117,25 @@ impl TrainConfig {
             .unwrap_or(derived.min(u32::MAX as usize) as u32)
             .max(1)
     }
+
+    /// HNSW parameters for a model of `users` users: [`TrainConfig::hnsw`], except that
+    /// from [`LARGE_MODEL_USERS`] users an efConstruction not chosen explicitly is
+    /// [`LARGE_EF_CONSTRUCTION`].
+    pub fn hnsw_for(&self, users: usize) -> HnswParams {
+        let mut params = self.hnsw.clone();
+        if !self.ef_construction_fixed && users >= LARGE_MODEL_USERS {
+            params.ef_construction = params.ef_construction.min(LARGE_EF_CONSTRUCTION);
+        }
+        params
+    }
 }
+
+/// Users from which the HNSW build's default efConstruction is [`LARGE_EF_CONSTRUCTION`].
+pub const LARGE_MODEL_USERS: usize = 500_000;
+/// efConstruction of large models by default. At 1M users (4 shards) it kept recall@10 at
+/// 0.994 and cohort precision unchanged, building in 0.61 of the time of 64; at 10k users
+/// recall@10 falls to 0.988, so smaller models keep 64 (docs/performance.md).
+pub const LARGE_EF_CONSTRUCTION: usize = 48;
 
 /// Share of a hold-out user's tags hidden.
 pub const HOLDOUT_SHARE: f64 = 0.2;
@@ -163,6 +186,7 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
             heuristic: true,
             seed: 42,
         },
+        ef_construction_fixed: false,
         shards: None,
         shard_users: DEFAULT_SHARD_USERS,
         recall_sample: 1000,
@@ -201,4 +225,25 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
         }
     }
     cfg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_models_build_with_the_smaller_ef_construction_unless_one_was_chosen() {
+        let mut cfg = default_config(PathBuf::from("data"));
+        assert_eq!(cfg.hnsw_for(10_000).ef_construction, 64);
+        assert_eq!(cfg.hnsw_for(LARGE_MODEL_USERS - 1).ef_construction, 64);
+        assert_eq!(cfg.hnsw_for(1_000_000).ef_construction, LARGE_EF_CONSTRUCTION);
+        // A value given explicitly holds at every size, above or below the rule's.
+        for ef in [32, 100] {
+            cfg.hnsw.ef_construction = ef;
+            cfg.ef_construction_fixed = true;
+            assert_eq!(cfg.hnsw_for(1_000_000).ef_construction, ef);
+        }
+        // Everything else is the configured parameters.
+        assert_eq!(cfg.hnsw_for(1_000_000).ef_search, cfg.hnsw.ef_search);
+    }
 }

@@ -216,9 +216,9 @@ struct TrainArgs {
     /// it out [default: 0].
     #[arg(long, env = "KINDRED_COURSE_WEIGHT")]
     course_weight: Option<f32>,
-    /// HNSW efConstruction.
-    #[arg(long, env = "KINDRED_EF_CONSTRUCTION", default_value_t = 64)]
-    ef_construction: usize,
+    /// HNSW efConstruction [default: 64; 48 from 500,000 users].
+    #[arg(long, env = "KINDRED_EF_CONSTRUCTION")]
+    ef_construction: Option<usize>,
     /// HNSW ef at search time (also caps how many neighbours one query can return).
     #[arg(long, env = "KINDRED_EF_SEARCH", default_value_t = 64)]
     ef_search: usize,
@@ -529,7 +529,10 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<config::TrainConfig> {
     if let Some(w) = args.course_weight {
         cfg.courses.weight = w;
     }
-    cfg.hnsw.ef_construction = args.ef_construction;
+    if let Some(ef) = args.ef_construction {
+        cfg.hnsw.ef_construction = ef;
+        cfg.ef_construction_fixed = true;
+    }
     cfg.hnsw.ef_search = args.ef_search;
     if args.no_heuristic {
         cfg.hnsw.heuristic = false;

@@ -279,7 +279,7 @@ pub async fn prepare<S: ObjectStore>(
         dimensions: embedded.svd.singular_values.len() as u64,
         explained_variance: embedded.svd.explained_variance,
         singular_values: embedded.svd.singular_values.clone(),
-        hnsw: cfg.hnsw.clone(),
+        hnsw: cfg.hnsw_for(embedded.users.len()),
         projection,
         courses: Some(courses),
         summary,

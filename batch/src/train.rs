@@ -194,8 +194,9 @@ pub fn fit(
     } = embed(ds, cfg, hidden, stages)?;
     let point_handles: Vec<u64> = users.iter().map(|u| u.handle).collect();
     let shard_count = cfg.shard_count(points.len());
+    let hnsw = cfg.hnsw_for(points.len());
     let (shards, order) = stages.run("index", || {
-        index::build_sharded(points, &point_handles, shard_count, &cfg.hnsw, cfg.threads)
+        index::build_sharded(points, &point_handles, shard_count, &hnsw, cfg.threads)
     });
     let users: Vec<UserSummary> = order
         .iter()
@@ -298,7 +299,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         dimensions: svd.singular_values.len() as u64,
         explained_variance: svd.explained_variance,
         recall_at_10: recall,
-        hnsw: cfg.hnsw.clone(),
+        hnsw: cfg.hnsw_for(users_in_model),
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
         shards: shard_entries,

@@ -76,30 +76,68 @@ pub fn exact_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
+    let mut best = TopK::new(k);
     if k == 0 {
-        return Vec::new();
+        return best.into_vec();
     }
-    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
-    let mut floor = f32::NEG_INFINITY;
     for (pid, point) in index.iter() {
         let row = pid.into_inner();
-        if !keep(row) {
-            continue;
-        }
-        let similarity = dot(&query.0, &point.0);
-        if best.len() == k && similarity <= floor {
-            continue;
-        }
-        let at = best.partition_point(|n| {
-            cmp_neighbours(n, &Neighbour { row, similarity }) == Ordering::Less
-        });
-        best.insert(at, Neighbour { row, similarity });
-        best.truncate(k);
-        if best.len() == k {
-            floor = best[k - 1].similarity;
+        if keep(row) {
+            best.offer(Neighbour {
+                row,
+                similarity: dot(&query.0, &point.0),
+            });
         }
     }
-    best
+    best.into_vec()
+}
+
+/// The `k` best neighbours offered so far, in answer order.
+pub struct TopK {
+    k: usize,
+    best: Vec<Neighbour>,
+    floor: f32,
+}
+
+impl TopK {
+    /// An empty ranking that keeps at most `k` neighbours.
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            best: Vec::with_capacity(k + 1),
+            floor: f32::NEG_INFINITY,
+        }
+    }
+
+    /// True when a neighbour of this similarity could enter the ranking (cheap: one
+    /// comparison once it is full).
+    #[inline]
+    pub fn admits(&self, similarity: f32) -> bool {
+        self.best.len() < self.k || similarity >= self.floor
+    }
+
+    /// Offers a neighbour: kept when it ranks among the best `k`.
+    #[inline]
+    pub fn offer(&mut self, candidate: Neighbour) {
+        if !self.admits(candidate.similarity) {
+            return;
+        }
+        let at = self
+            .best
+            .partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
+        if at < self.k {
+            self.best.insert(at, candidate);
+            self.best.truncate(self.k);
+            if self.best.len() == self.k {
+                self.floor = self.best[self.k - 1].similarity;
+            }
+        }
+    }
+
+    /// The ranking, most similar first.
+    pub fn into_vec(self) -> Vec<Neighbour> {
+        self.best
+    }
 }
 
 /// Orders neighbours by descending similarity, ties by row, so answers are stable.
@@ -133,11 +171,10 @@ pub fn exact_flat_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
-    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
+    let mut best = TopK::new(k);
     if k == 0 || dims == 0 {
-        return best;
+        return best.into_vec();
     }
-    let mut floor = f32::NEG_INFINITY;
     let similarities = SIMILARITIES.with(|buf| {
         let mut buf = buf.take();
         buf.clear();
@@ -146,19 +183,12 @@ pub fn exact_flat_where(
     });
     for (row, &similarity) in similarities.iter().enumerate() {
         let row = row as u32;
-        if (best.len() == k && similarity <= floor) || !keep(row) {
-            continue;
-        }
-        let candidate = Neighbour { row, similarity };
-        let at = best.partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
-        best.insert(at, candidate);
-        best.truncate(k);
-        if best.len() == k {
-            floor = best[k - 1].similarity;
+        if best.admits(similarity) && keep(row) {
+            best.offer(Neighbour { row, similarity });
         }
     }
     SIMILARITIES.with(|buf| buf.replace(similarities));
-    best
+    best.into_vec()
 }
 
 /// [`exact_flat_where`] narrowed by 8-bit `codes` of the same rows: a row whose coded
@@ -172,9 +202,9 @@ pub fn exact_coded_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
-    let mut best: Vec<Neighbour> = Vec::with_capacity(k + 1);
+    let mut best = TopK::new(k);
     if k == 0 || dims == 0 {
-        return best;
+        return best.into_vec();
     }
     BOUNDS.with(|bounds| {
         let mut bounds = bounds.borrow_mut();
@@ -197,15 +227,10 @@ pub fn exact_coded_where(
             c.similarity = dot(query, &flat[at..at + dims]);
         }
         for candidate in candidates {
-            if best.len() == k && cmp_neighbours(&best[k - 1], &candidate) == Ordering::Less {
-                continue;
-            }
-            let at = best.partition_point(|n| cmp_neighbours(n, &candidate) == Ordering::Less);
-            best.insert(at, candidate);
-            best.truncate(k);
+            best.offer(candidate);
         }
     });
-    best
+    best.into_vec()
 }
 
 /// The `k`-th largest lower bound of kept rows (negative infinity when fewer are kept):
