@@ -236,7 +236,10 @@ mod tests {
         let mut cfg = default_config(PathBuf::from("data"));
         assert_eq!(cfg.hnsw_for(10_000).ef_construction, 64);
         assert_eq!(cfg.hnsw_for(LARGE_MODEL_USERS - 1).ef_construction, 64);
-        assert_eq!(cfg.hnsw_for(1_000_000).ef_construction, LARGE_EF_CONSTRUCTION);
+        assert_eq!(
+            cfg.hnsw_for(1_000_000).ef_construction,
+            LARGE_EF_CONSTRUCTION
+        );
         // A value given explicitly holds at every size, above or below the rule's.
         for ef in [32, 100] {
             cfg.hnsw.ef_construction = ef;

@@ -237,7 +237,11 @@ pub async fn prepare<S: ObjectStore>(
                 quality: summary::Quality::default(),
                 stages: stages.times().to_vec(),
                 peak_rss_mib: summary::peak_rss_mib(),
-                config: cfg.clone(),
+                config: TrainConfig {
+                    // The parameters the index was built with.
+                    hnsw: cfg.hnsw_for(embedded.users.len()),
+                    ..cfg.clone()
+                },
             };
             let courses = crate::assemble::course_table(&ds);
             Ok((embedded, ds.tags.names.clone(), summary, inputs, courses))

@@ -282,7 +282,11 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         quality,
         stages: stages.into_times(),
         peak_rss_mib: peak_rss_mib(),
-        config: cfg.clone(),
+        config: TrainConfig {
+            // The parameters the index was built with.
+            hnsw: cfg.hnsw_for(users_in_model),
+            ..cfg.clone()
+        },
     };
     let mut artifacts = artifacts;
     let created_at = kindred_core::registry::now_rfc3339();
