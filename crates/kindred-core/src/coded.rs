@@ -262,29 +262,40 @@ impl Bounds {
                 return;
             }
         }
-        self.reaching_in(floor, out);
+        self.reaching_in(floor, out, |upper| mask_at_least(upper, floor));
     }
 
-    /// [`Bounds::reaching`] compiled for AVX2.
+    /// [`Bounds::reaching`] with AVX2 comparisons: two compares and two sign masks per
+    /// block.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn reaching_avx2(&self, floor: f32, out: &mut Vec<u32>) {
-        self.reaching_in(floor, out);
+        use std::arch::x86_64::*;
+        let at_least = _mm256_set1_ps(floor);
+        self.reaching_in(floor, out, |upper| {
+            // SAFETY: a block is 16 floats; unaligned loads of its two halves.
+            let (a, b) = unsafe {
+                (
+                    _mm256_loadu_ps(upper.as_ptr()),
+                    _mm256_loadu_ps(upper.as_ptr().add(8)),
+                )
+            };
+            let a = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(a, at_least)) as u32;
+            let b = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(b, at_least)) as u32;
+            a | b << 8
+        });
     }
 
-    /// Blocks whose maximum reaches `floor` are compared whole into a bit mask (without
-    /// a branch per row); the mask's bits are the rows.
+    /// Blocks whose maximum reaches `floor` are compared whole into a bit mask by
+    /// `mask_of` (bit `j`: row `j` of the block reaches it); the mask's bits are the rows.
     #[inline(always)]
-    fn reaching_in(&self, floor: f32, out: &mut Vec<u32>) {
+    fn reaching_in(&self, floor: f32, out: &mut Vec<u32>, mask_of: impl Fn(&[f32; BLOCK]) -> u32) {
         let (blocks, rest) = self.upper.as_chunks::<BLOCK>();
         for (b, (upper, &most)) in blocks.iter().zip(&self.block_upper).enumerate() {
             if most < floor {
                 continue;
             }
-            let mut mask = 0u32;
-            for (j, &u) in upper.iter().enumerate() {
-                mask |= u32::from(u >= floor) << j;
-            }
+            let mut mask = mask_of(upper);
             while mask != 0 {
                 out.push((b * BLOCK) as u32 + mask.trailing_zeros());
                 mask &= mask - 1;
@@ -298,6 +309,14 @@ impl Bounds {
                 .map(|(row, _)| row as u32),
         );
     }
+}
+
+/// Bit `j` set when `upper[j] >= floor`.
+fn mask_at_least(upper: &[f32; BLOCK], floor: f32) -> u32 {
+    upper
+        .iter()
+        .enumerate()
+        .fold(0, |mask, (j, &u)| mask | u32::from(u >= floor) << j)
 }
 
 /// The largest of a block's values, as a tree of pairwise maxima (vectorised; the values
@@ -525,6 +544,23 @@ mod tests {
                         .all(|(x, &c)| (x - s * c as f32).abs() <= s)
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_rows_reaching_a_floor_are_those_a_plain_filter_keeps() {
+        let flat = rows(45, 8, 9);
+        let codes = Codes::new(&flat, 8);
+        let mut b = Bounds::default();
+        codes.bounds(&codes.query(&flat[..8]), &mut b);
+        for floor in [-2.0, -0.3, 0.0, 0.2, 0.9, 2.0] {
+            let plain: Vec<u32> = (0..45).filter(|&r| b.upper[r as usize] >= floor).collect();
+            let mut got = Vec::new();
+            b.reaching(floor, &mut got);
+            assert_eq!(got, plain, "floor {floor}");
+            let mut portable = Vec::new();
+            b.reaching_in(floor, &mut portable, |upper| mask_at_least(upper, floor));
+            assert_eq!(portable, plain, "floor {floor}");
         }
     }
 

@@ -234,18 +234,45 @@ pub fn exact_coded_where(
 }
 
 /// The `k`-th largest lower bound of kept rows (negative infinity when fewer are kept):
-/// no row of the answer has a product below it. `keep` runs only for rows that would
-/// raise it, and whole blocks that cannot are skipped.
+/// no row of the answer has a product below it.
+///
+/// First a guess from the blocks alone: the `k + 1` largest block maxima come from as
+/// many blocks, each holding a row at least that high, so the smallest of them (`guess`)
+/// is usually below the answer even with the query's own row left out. Only blocks
+/// reaching `guess` are read. If they hold `k` kept rows at or above it, the `k`-th of
+/// those is the answer (every row not read is below `guess`); otherwise every block is
+/// read.
 fn kth_lower_bound(bounds: &Bounds, k: usize, keep: impl Fn(u32) -> bool) -> f32 {
+    let mut maxima: Vec<f32> = Vec::with_capacity(k + 2);
+    for &most in &bounds.block_lower {
+        if maxima.len() <= k || most > maxima[k] {
+            let at = maxima.partition_point(|&m| m >= most);
+            maxima.insert(at, most);
+            maxima.truncate(k + 1);
+        }
+    }
+    if maxima.len() == k + 1 {
+        let guess = maxima[k];
+        let floor = largest_lower_bounds(bounds, k, guess, &keep);
+        if floor >= guess {
+            return floor;
+        }
+    }
+    largest_lower_bounds(bounds, k, f32::NEG_INFINITY, &keep)
+}
+
+/// The `k`-th largest lower bound among kept rows at or above `least`, reading only the
+/// blocks that reach it (negative infinity when fewer than `k` are found).
+fn largest_lower_bounds(bounds: &Bounds, k: usize, least: f32, keep: impl Fn(u32) -> bool) -> f32 {
     let mut lows: Vec<f32> = Vec::with_capacity(k + 1);
     let mut floor = f32::NEG_INFINITY;
     for (block, &most) in bounds.block_lower.iter().enumerate() {
-        if lows.len() == k && most <= floor {
+        if most < least || (lows.len() == k && most <= floor) {
             continue;
         }
         let start = block * BLOCK;
         for (i, &low) in bounds.lower[start..].iter().take(BLOCK).enumerate() {
-            if (lows.len() < k || low > floor) && keep((start + i) as u32) {
+            if low >= least && (lows.len() < k || low > floor) && keep((start + i) as u32) {
                 let at = lows.partition_point(|&l| l >= low);
                 lows.insert(at, low);
                 lows.truncate(k);
@@ -336,11 +363,19 @@ mod tests {
             let query = &flat[q * dims..(q + 1) * dims];
             for k in [1, 10, 50, 899, 1000] {
                 let keep = |row: u32| row as usize != q && row % 7 != 3;
-                // then the answer is the plain scan's: the same rows, order and similarities.
+                // then the answer is the plain scan's: the same rows, order and similarities,
                 assert_eq!(
                     exact_coded_where(&flat, &codes, dims, query, k, keep),
                     exact_flat_where(&flat, dims, query, k, keep),
                     "query {q}, k {k}"
+                );
+                // also when the best blocks hold no row that may be returned (the floor's
+                // guess from block maxima fails and every block is read).
+                let far = |row: u32| (row as usize).abs_diff(q) > 300;
+                assert_eq!(
+                    exact_coded_where(&flat, &codes, dims, query, k, far),
+                    exact_flat_where(&flat, dims, query, k, far),
+                    "query {q}, k {k}, far rows only"
                 );
             }
         }
