@@ -177,58 +177,44 @@ impl Codes {
     /// Each row's coded product with `query` and the most it can be off by, as bounds of
     /// the `f32` product, with their maxima per block (`out` is cleared and refilled).
     pub fn bounds(&self, query: &CodedQuery, out: &mut Bounds) {
+        out.lower.clear();
+        products(&query.words, &self.codes, self.groups, &mut out.lower);
+        out.upper.clear();
+        out.upper.resize(out.lower.len(), 0.0);
+        out.block_lower.clear();
+        out.block_upper.clear();
+        #[cfg(target_arch = "x86_64")]
+        let done = std::arch::is_x86_feature_detected!("avx2") && {
+            // SAFETY: the CPU feature the function is compiled for was detected.
+            unsafe { self.limits_avx2(query, out) };
+            true
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = false;
+        if !done {
+            self.limits(query, out);
+        }
+        out.lower.truncate(self.rows);
+        out.upper.truncate(self.rows);
+    }
+
+    /// [`Codes::limits`] compiled for AVX2 (eight lanes instead of SSE's four).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn limits_avx2(&self, query: &CodedQuery, out: &mut Bounds) {
+        self.limits(query, out);
+    }
+
+    /// Turns the integer products in `out.lower` (whole blocks) into both bounds and
+    /// their maxima per block.
+    #[inline(always)]
+    fn limits(&self, query: &CodedQuery, out: &mut Bounds) {
         let Bounds {
             lower,
             upper,
             block_lower,
             block_upper,
         } = out;
-        lower.clear();
-        products(&query.words, &self.codes, self.groups, lower);
-        upper.clear();
-        upper.resize(lower.len(), 0.0);
-        block_lower.clear();
-        block_upper.clear();
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU feature the function is compiled for was detected.
-                unsafe { self.limits_avx2(query, lower, upper, block_lower, block_upper) };
-                lower.truncate(self.rows);
-                upper.truncate(self.rows);
-                return;
-            }
-        }
-        self.limits(query, lower, upper, block_lower, block_upper);
-        lower.truncate(self.rows);
-        upper.truncate(self.rows);
-    }
-
-    /// [`Codes::limits`] compiled for AVX2 (eight lanes instead of SSE's four).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn limits_avx2(
-        &self,
-        query: &CodedQuery,
-        lower: &mut [f32],
-        upper: &mut [f32],
-        block_lower: &mut Vec<f32>,
-        block_upper: &mut Vec<f32>,
-    ) {
-        self.limits(query, lower, upper, block_lower, block_upper);
-    }
-
-    /// Turns the integer products in `lower` (whole blocks) into both bounds and their
-    /// maxima per block.
-    #[inline(always)]
-    fn limits(
-        &self,
-        query: &CodedQuery,
-        lower: &mut [f32],
-        upper: &mut [f32],
-        block_lower: &mut Vec<f32>,
-        block_upper: &mut Vec<f32>,
-    ) {
         let (t, miss, norm) = (query.scale, query.miss, query.norm);
         let blocks = lower
             .as_chunks_mut::<BLOCK>()
