@@ -60,13 +60,13 @@ pub struct TrainConfig {
     pub smooth_share: f32,
     /// Weight of the neighbours' mean in the smoothing.
     pub smooth_weight: f32,
-    /// HNSW parameters (see [`TrainConfig::hnsw_for`] for the efConstruction of large
-    /// models).
+    /// HNSW parameters. Their `ef_construction` is the one of small shards; an index is
+    /// built with [`TrainConfig::hnsw_for`].
     pub hnsw: HnswParams,
-    /// True when `hnsw.ef_construction` was chosen explicitly; otherwise models of
-    /// [`LARGE_MODEL_USERS`] or more build with [`LARGE_EF_CONSTRUCTION`].
+    /// efConstruction chosen explicitly, for every shard size; `None`: `hnsw`'s below
+    /// [`LARGE_SHARD_USERS`] users per shard, [`LARGE_EF_CONSTRUCTION`] from there.
     #[serde(default)]
-    pub ef_construction_fixed: bool,
+    pub ef_construction: Option<usize>,
     /// Number of index shards; `None` derives it from [`TrainConfig::shard_users`].
     pub shards: Option<u32>,
     /// Target users per shard when the shard count is derived.
@@ -118,23 +118,31 @@ impl TrainConfig {
             .max(1)
     }
 
-    /// HNSW parameters for a model of `users` users: [`TrainConfig::hnsw`], except that
-    /// from [`LARGE_MODEL_USERS`] users an efConstruction not chosen explicitly is
-    /// [`LARGE_EF_CONSTRUCTION`].
+    /// HNSW parameters for a model of `users` users: [`TrainConfig::hnsw`] with the
+    /// efConstruction given explicitly, or else chosen by the size of the largest shard
+    /// (each shard is its own graph): [`LARGE_EF_CONSTRUCTION`] from
+    /// [`LARGE_SHARD_USERS`] users per shard.
     pub fn hnsw_for(&self, users: usize) -> HnswParams {
+        let largest_shard = users.div_ceil(self.shard_count(users) as usize);
         let mut params = self.hnsw.clone();
-        if !self.ef_construction_fixed && users >= LARGE_MODEL_USERS {
-            params.ef_construction = params.ef_construction.min(LARGE_EF_CONSTRUCTION);
-        }
+        params.ef_construction =
+            self.ef_construction
+                .unwrap_or(if largest_shard >= LARGE_SHARD_USERS {
+                    LARGE_EF_CONSTRUCTION
+                } else {
+                    self.hnsw.ef_construction
+                });
         params
     }
 }
 
-/// Users from which the HNSW build's default efConstruction is [`LARGE_EF_CONSTRUCTION`].
-pub const LARGE_MODEL_USERS: usize = 500_000;
-/// efConstruction of large models by default. At 1M users (4 shards) it kept recall@10 at
-/// 0.994 and cohort precision unchanged, building in 0.61 of the time of 64; at 10k users
-/// recall@10 falls to 0.988, so smaller models keep 64 (docs/performance.md).
+/// Users per shard from which the HNSW build's default efConstruction is
+/// [`LARGE_EF_CONSTRUCTION`].
+pub const LARGE_SHARD_USERS: usize = 200_000;
+/// efConstruction of large shards by default. With shards of 200k and 250k users it kept
+/// recall@10 at 0.994 and cohort precision within 0.001 of 64's, building in 0.61-0.65
+/// of the time; at 100k users per shard recall@10 fell to 0.989 and at 10k to 0.988, so
+/// smaller shards keep 64 (docs/performance.md).
 pub const LARGE_EF_CONSTRUCTION: usize = 48;
 
 /// Share of a hold-out user's tags hidden.
@@ -186,7 +194,7 @@ pub fn config_for(method: Method, data: PathBuf) -> TrainConfig {
             heuristic: true,
             seed: 42,
         },
-        ef_construction_fixed: false,
+        ef_construction: None,
         shards: None,
         shard_users: DEFAULT_SHARD_USERS,
         recall_sample: 1000,
@@ -235,17 +243,25 @@ mod tests {
     fn large_models_build_with_the_smaller_ef_construction_unless_one_was_chosen() {
         let mut cfg = default_config(PathBuf::from("data"));
         assert_eq!(cfg.hnsw_for(10_000).ef_construction, 64);
-        assert_eq!(cfg.hnsw_for(LARGE_MODEL_USERS - 1).ef_construction, 64);
+        assert_eq!(cfg.hnsw_for(LARGE_SHARD_USERS - 1).ef_construction, 64);
+        assert_eq!(
+            cfg.hnsw_for(LARGE_SHARD_USERS).ef_construction,
+            LARGE_EF_CONSTRUCTION
+        );
         assert_eq!(
             cfg.hnsw_for(1_000_000).ef_construction,
             LARGE_EF_CONSTRUCTION
         );
         // A value given explicitly holds at every size, above or below the rule's.
         for ef in [32, 100] {
-            cfg.hnsw.ef_construction = ef;
-            cfg.ef_construction_fixed = true;
+            cfg.ef_construction = Some(ef);
             assert_eq!(cfg.hnsw_for(1_000_000).ef_construction, ef);
+            assert_eq!(cfg.hnsw_for(10_000).ef_construction, ef);
         }
+        // The rule counts users per shard: 1M users in shards of 10k build with 64.
+        cfg.ef_construction = None;
+        cfg.shard_users = 10_000;
+        assert_eq!(cfg.hnsw_for(1_000_000).ef_construction, 64);
         // Everything else is the configured parameters.
         assert_eq!(cfg.hnsw_for(1_000_000).ef_search, cfg.hnsw.ef_search);
     }

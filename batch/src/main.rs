@@ -216,7 +216,7 @@ struct TrainArgs {
     /// it out [default: 0].
     #[arg(long, env = "KINDRED_COURSE_WEIGHT")]
     course_weight: Option<f32>,
-    /// HNSW efConstruction [default: 64; 48 from 500,000 users].
+    /// HNSW efConstruction [default: 64; 48 for shards of 200,000 users or more].
     #[arg(long, env = "KINDRED_EF_CONSTRUCTION")]
     ef_construction: Option<usize>,
     /// HNSW ef at search time (also caps how many neighbours one query can return).
@@ -529,10 +529,7 @@ fn config_from(args: &TrainArgs) -> anyhow::Result<config::TrainConfig> {
     if let Some(w) = args.course_weight {
         cfg.courses.weight = w;
     }
-    if let Some(ef) = args.ef_construction {
-        cfg.hnsw.ef_construction = ef;
-        cfg.ef_construction_fixed = true;
-    }
+    cfg.ef_construction = args.ef_construction;
     cfg.hnsw.ef_search = args.ef_search;
     if args.no_heuristic {
         cfg.hnsw.heuristic = false;

@@ -24,8 +24,13 @@ const GROUP: usize = 4;
 const SHIFT: i32 = 64;
 
 /// Added to every bound: covers the `f32` rounding of the bound's own arithmetic and of
-/// the exact product it stands for (about `dims · 2^-24` for unit vectors).
+/// the exact product it stands for (at most about `dims · 2^-24` for unit vectors; the
+/// slack is [`SLACK`] plus four times that).
 const SLACK: f32 = 1e-4;
+
+/// The longest row or query the slack is sized for: unit vectors, with room for their
+/// rounding (every embedding of a model, and every query the function makes, is one).
+const UNIT: f32 = 1.0 + 1e-3;
 
 /// True when this CPU has a kernel that makes the coded scan faster than the plain one
 /// (x86-64 with AVX2; AVX-512 VNNI is used when present). Elsewhere, for example on the
@@ -61,6 +66,10 @@ pub struct Codes {
     reach: Vec<[f32; BLOCK]>,
     /// Per row: `‖x - s·c‖`, its own coding error.
     residual: Vec<[f32; BLOCK]>,
+    /// The longest row's length.
+    widest: f32,
+    /// Added to every bound ([`SLACK`] plus the rounding of `dims`-long products).
+    slack: f32,
 }
 
 /// A query coded for one scan.
@@ -103,6 +112,8 @@ impl Codes {
             scales: vec![[0.0; BLOCK]; blocks],
             reach: vec![[0.0; BLOCK]; blocks],
             residual: vec![[0.0; BLOCK]; blocks],
+            widest: 0.0,
+            slack: SLACK + dims as f32 * 4.0 * f32::EPSILON / 2.0,
         };
         for (i, row) in flat.chunks_exact(dims.max(1)).take(rows).enumerate() {
             let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
@@ -125,6 +136,12 @@ impl Codes {
             out.scales[b][j] = scale;
             out.reach[b][j] = (f64::from(scale) * norm.sqrt()) as f32;
             out.residual[b][j] = residual.sqrt() as f32;
+            let length = row
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>()
+                .sqrt();
+            out.widest = out.widest.max(length as f32);
         }
         out
     }
@@ -134,14 +151,15 @@ impl Codes {
         self.rows
     }
 
-    /// Bytes held (codes and per-row terms).
-    pub fn bytes(&self) -> usize {
-        self.codes.len() + self.offsets.len() * 4 * BLOCK * 4
-    }
-
     /// True when no row is coded.
     pub fn is_empty(&self) -> bool {
         self.rows == 0
+    }
+
+    /// True when the bounds hold for `query`: it and every row are unit vectors (up to
+    /// rounding), the lengths the slack is sized for. Otherwise scan in `f32`.
+    pub fn covers(&self, query: &CodedQuery) -> bool {
+        query.norm <= UNIT && self.widest <= UNIT
     }
 
     /// Codes `query` (its first `dims` values) for [`Codes::bounds`].
@@ -215,7 +233,7 @@ impl Codes {
             block_lower,
             block_upper,
         } = out;
-        let (t, miss, norm) = (query.scale, query.miss, query.norm);
+        let (t, miss, norm, slack) = (query.scale, query.miss, query.norm, self.slack);
         let blocks = lower
             .as_chunks_mut::<BLOCK>()
             .0
@@ -225,9 +243,10 @@ impl Codes {
             .zip(self.reach.iter().zip(&self.residual));
         for (((lo, hi), (offset, scale)), (reach, residual)) in blocks {
             for j in 0..BLOCK {
-                // `lo[j]` holds the integer product as f32 (exact: |p| < 2^24).
+                // `lo[j]` holds the integer product as f32: exact up to about 1,000
+                // dimensions (|p| < 2^24), and its rounding beyond far inside the slack.
                 let approx = scale[j] * t * (lo[j] - offset[j]);
-                let err = reach[j] * miss + residual[j] * norm + SLACK;
+                let err = reach[j] * miss + residual[j] * norm + slack;
                 lo[j] = approx - err;
                 hi[j] = approx + err;
             }
@@ -336,6 +355,7 @@ fn products(words: &[u32], codes: &[i8], groups: usize, out: &mut Vec<f32>) {
     {
         if std::arch::is_x86_feature_detected!("avx512vnni")
             && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512f")
         {
             // SAFETY: the CPU features the kernel is compiled for were detected at run time.
             unsafe { products_vnni(words, codes, block_bytes, out) };
@@ -560,7 +580,7 @@ mod tests {
             b.lower
                 .iter()
                 .chain(&b.upper)
-                .all(|v| v.is_finite() && v.abs() <= SLACK)
+                .all(|v| v.is_finite() && v.abs() <= codes.slack)
         );
     }
 }

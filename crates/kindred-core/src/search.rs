@@ -206,9 +206,13 @@ pub fn exact_coded_where(
     if k == 0 || dims == 0 {
         return best.into_vec();
     }
+    let coded = codes.query(query);
+    if !codes.covers(&coded) {
+        return exact_flat_where(flat, dims, query, k, keep);
+    }
     BOUNDS.with(|bounds| {
         let mut bounds = bounds.borrow_mut();
-        codes.bounds(&codes.query(query), &mut bounds);
+        codes.bounds(&coded, &mut bounds);
         let floor = kth_lower_bound(&bounds, k, &keep);
         // Rows whose upper bound reaches the floor are ranked by their f32 products: all
         // products first (independent loads the CPU overlaps), then the ranking.
@@ -379,6 +383,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn queries_longer_than_unit_length_are_scanned_in_f32_and_answer_the_same() {
+        // Given a zero row among unit rows, and queries far from unit length (a keyed
+        // caller of /shard/search may send one), the bounds' slack does not cover them,
+        let flat = [
+            0.0, 0.0, 0.0, 0.0, 0.7071, 0.7071, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+        ];
+        let codes = Codes::new(&flat, 4);
+        for query in [
+            [3e38, -3e38, 1.0, 0.0],
+            [1e4, -1e4, 1.0, 0.0],
+            [0.5, 0.5, 0.5, 0.5],
+        ] {
+            let keep = |_| true;
+            // so the answer is still the plain scan's.
+            assert_eq!(
+                exact_coded_where(&flat, &codes, 4, &query, 3, keep),
+                exact_flat_where(&flat, 4, &query, 3, keep),
+                "{query:?}"
+            );
+        }
+        let huge = codes.query(&[3e38, -3e38, 1.0, 0.0]);
+        assert!(!codes.covers(&huge));
+        assert!(codes.covers(&codes.query(&[0.5, 0.5, 0.5, 0.5])));
     }
 
     #[test]
