@@ -390,7 +390,7 @@ mod tests {
         // Given a zero row among unit rows, and queries far from unit length (a keyed
         // caller of /shard/search may send one), the bounds' slack does not cover them,
         let flat = [
-            0.0, 0.0, 0.0, 0.0, 0.7071, 0.7071, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+            0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0,
         ];
         let codes = Codes::new(&flat, 4);
         for query in [
