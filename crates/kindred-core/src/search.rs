@@ -389,9 +389,7 @@ mod tests {
     fn queries_longer_than_unit_length_are_scanned_in_f32_and_answer_the_same() {
         // Given a zero row among unit rows, and queries far from unit length (a keyed
         // caller of /shard/search may send one), the bounds' slack does not cover them,
-        let flat = [
-            0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0,
-        ];
+        let flat = [0.0, 0.0, 0.0, 0.0, 0.6, 0.8, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         let codes = Codes::new(&flat, 4);
         for query in [
             [3e38, -3e38, 1.0, 0.0],

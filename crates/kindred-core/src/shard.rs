@@ -279,9 +279,23 @@ impl Shard {
         }
         found
     }
-}
 
-impl Shard {
+    /// Every live (shard-local row, embedding), in row order: the index points less the
+    /// retired ones, then the delta's users.
+    fn live_points(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
+        let fresh = self.fresh.iter().flat_map(move |f| {
+            f.points
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (self.base + i as u32, p))
+        });
+        self.index
+            .iter()
+            .map(|(pid, p)| (pid.into_inner(), p))
+            .filter(move |&(local, _)| !self.is_retired(local))
+            .chain(fresh)
+    }
+
     /// Exact answers (shard-local rows) to several queries in one pass over the shard's
     /// live rows: each row is read once for all of them, so a batch costs arithmetic
     /// rather than one read of every embedding per query. `queries` pair an embedding
@@ -298,15 +312,8 @@ impl Shard {
                 }
             }
         };
-        for (pid, point) in self.index.iter() {
-            if !self.is_retired(pid.into_inner()) {
-                visit(pid.into_inner(), point);
-            }
-        }
-        if let Some(fresh) = &self.fresh {
-            for (i, point) in fresh.points.iter().enumerate() {
-                visit(self.base + i as u32, point);
-            }
+        for (row, point) in self.live_points() {
+            visit(row, point);
         }
         tops.into_iter().map(TopK::into_vec).collect()
     }
@@ -453,19 +460,9 @@ impl Shards {
 
     /// Every live (row, embedding), in row order: retired index points are left out.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
-        self.shards.iter().flat_map(|s| {
-            let fresh = s.fresh.iter().flat_map(move |f| {
-                f.points
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, p)| (s.offset + s.base + i as u32, p))
-            });
-            s.index
-                .iter()
-                .filter(move |(pid, _)| !s.is_retired(pid.into_inner()))
-                .map(move |(pid, p)| (pid.into_inner() + s.offset, p))
-                .chain(fresh)
-        })
+        self.shards
+            .iter()
+            .flat_map(|s| s.live_points().map(move |(local, p)| (local + s.offset, p)))
     }
 
     /// The `k` rows most similar to `query`, never `exclude`: an exact scan when the
