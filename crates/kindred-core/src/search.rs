@@ -215,7 +215,8 @@ pub fn exact_coded_where(
         codes.bounds(&coded, &mut bounds);
         let floor = kth_lower_bound(&bounds, k, &keep);
         // Rows whose upper bound reaches the floor are ranked by their f32 products: all
-        // products first (independent loads the CPU overlaps), then the ranking.
+        // products first, then the ranking. (Offering each as it is computed, or
+        // computing them inside the filtering iterator, measured 4-5% slower.)
         let mut rows: Vec<u32> = Vec::with_capacity(4 * k + 64);
         bounds.reaching(floor, &mut rows);
         let mut candidates: Vec<Neighbour> = rows
@@ -250,9 +251,7 @@ fn kth_lower_bound(bounds: &Bounds, k: usize, keep: impl Fn(u32) -> bool) -> f32
     let mut maxima: Vec<f32> = Vec::with_capacity(k + 2);
     for &most in &bounds.block_lower {
         if maxima.len() <= k || most > maxima[k] {
-            let at = maxima.partition_point(|&m| m >= most);
-            maxima.insert(at, most);
-            maxima.truncate(k + 1);
+            keep_largest(&mut maxima, most, k + 1);
         }
     }
     if maxima.len() == k + 1 {
@@ -277,9 +276,7 @@ fn largest_lower_bounds(bounds: &Bounds, k: usize, least: f32, keep: impl Fn(u32
         let start = block * BLOCK;
         for (i, &low) in bounds.lower[start..].iter().take(BLOCK).enumerate() {
             if low >= least && (lows.len() < k || low > floor) && keep((start + i) as u32) {
-                let at = lows.partition_point(|&l| l >= low);
-                lows.insert(at, low);
-                lows.truncate(k);
+                keep_largest(&mut lows, low, k);
                 if lows.len() == k {
                     floor = lows[k - 1];
                 }
@@ -287,6 +284,13 @@ fn largest_lower_bounds(bounds: &Bounds, k: usize, least: f32, keep: impl Fn(u32
         }
     }
     floor
+}
+
+/// Inserts `value` into `largest` (descending), keeping at most `n` values.
+fn keep_largest(largest: &mut Vec<f32>, value: f32, n: usize) {
+    let at = largest.partition_point(|&v| v >= value);
+    largest.insert(at, value);
+    largest.truncate(n);
 }
 
 /// Sorts neighbours from several sources into one ranking (descending similarity, ties
