@@ -283,7 +283,8 @@ pub async fn prepare<S: ObjectStore>(
         dimensions: embedded.svd.singular_values.len() as u64,
         explained_variance: embedded.svd.explained_variance,
         singular_values: embedded.svd.singular_values.clone(),
-        hnsw: cfg.hnsw_for(embedded.users.len()),
+        // As the summary records it: the parameters every shard is built with.
+        hnsw: summary.config.hnsw.clone(),
         projection,
         courses: Some(courses),
         summary,

@@ -220,6 +220,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
     let fitted = fit(&ds, cfg, &HashSet::new(), &mut stages)?;
     let users_in_model = fitted.users.len();
+    let hnsw = cfg.hnsw_for(users_in_model);
     let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
     let recall = stages.run("recall", || {
         index::recall(&fitted.shards, &sample, 10, cfg.threads)
@@ -284,7 +285,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         peak_rss_mib: peak_rss_mib(),
         config: TrainConfig {
             // The parameters the index was built with.
-            hnsw: cfg.hnsw_for(users_in_model),
+            hnsw: hnsw.clone(),
             ..cfg.clone()
         },
     };
@@ -303,7 +304,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
         dimensions: svd.singular_values.len() as u64,
         explained_variance: svd.explained_variance,
         recall_at_10: recall,
-        hnsw: cfg.hnsw_for(users_in_model),
+        hnsw,
         artifacts: Vec::new(),
         training: serde_json::to_value(&summary).unwrap_or_default(),
         shards: shard_entries,

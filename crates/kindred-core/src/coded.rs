@@ -117,7 +117,7 @@ impl Codes {
         };
         for (i, row) in flat.chunks_exact(dims.max(1)).take(rows).enumerate() {
             let scale = row.iter().fold(0.0f32, |m, v| m.max(v.abs())) / 127.0;
-            let (mut sum, mut norm, mut residual) = (0i32, 0.0f64, 0.0f64);
+            let (mut sum, mut norm, mut residual, mut length) = (0i32, 0.0f64, 0.0f64, 0.0f64);
             let block = &mut out.codes[(i / BLOCK) * block_bytes..][..block_bytes];
             for (j, &v) in row.iter().enumerate() {
                 let c = if scale > 0.0 {
@@ -130,18 +130,14 @@ impl Codes {
                 norm += f64::from(c) * f64::from(c);
                 let r = f64::from(v) - f64::from(scale) * f64::from(c);
                 residual += r * r;
+                length += f64::from(v) * f64::from(v);
             }
             let (b, j) = (i / BLOCK, i % BLOCK);
             out.offsets[b][j] = (SHIFT * sum) as f32;
             out.scales[b][j] = scale;
             out.reach[b][j] = (f64::from(scale) * norm.sqrt()) as f32;
             out.residual[b][j] = residual.sqrt() as f32;
-            let length = row
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>()
-                .sqrt();
-            out.widest = out.widest.max(length as f32);
+            out.widest = out.widest.max(length.sqrt() as f32);
         }
         out
     }
