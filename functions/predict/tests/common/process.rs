@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,8 @@ pub fn function() -> Command {
 pub struct Running {
     child: Child,
     stderr: Arc<Mutex<String>>,
+    /// Set once the stderr reader has read the pipe to its end.
+    drained: Arc<AtomicBool>,
 }
 
 impl Running {
@@ -47,14 +50,21 @@ impl Running {
         let pipe = child.stderr.take().expect("stderr pipe");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
+        let drained = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&drained);
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                 let mut s = sink.lock().unwrap();
                 s.push_str(&line);
                 s.push('\n');
             }
+            done.store(true, Ordering::SeqCst);
         });
-        Running { child, stderr }
+        Running {
+            child,
+            stderr,
+            drained,
+        }
     }
 
     /// The process id.
@@ -118,11 +128,15 @@ impl Running {
             .expect("socket address")
     }
 
-    /// Waits up to `limit` for the process to exit.
+    /// Waits up to `limit` for the process to exit and for its last stderr lines to be
+    /// read (the reader may lag the exit), so [`Running::stderr`] is then complete.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                while !self.drained.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
                 return status;
             }
             assert!(
