@@ -59,6 +59,17 @@ pub fn cohort_precision(
     (ratio(hits, total), chance)
 }
 
+/// The rows of a reproducible sample of `count` users drawn in handle order, so that the
+/// same users are measured whatever order the index gave its points.
+pub fn sample_users(handles: &[u64], count: usize, seed: u64) -> Vec<u32> {
+    let mut by_handle: Vec<u32> = (0..handles.len() as u32).collect();
+    by_handle.sort_unstable_by_key(|&row| handles[row as usize]);
+    sample_rows(handles.len(), count, seed)
+        .into_iter()
+        .map(|i| by_handle[i as usize])
+        .collect()
+}
+
 fn ratio(a: usize, b: usize) -> f64 {
     if b > 0 { a as f64 / b as f64 } else { 0.0 }
 }

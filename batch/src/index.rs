@@ -6,8 +6,23 @@ use kindred_core::manifest::HnswParams;
 use kindred_core::search::Index;
 use kindred_core::shard::{Shards, shard_of};
 
-/// Builds the index; returns it with `order`, where point `i` of the index is input `order[i]`.
+use crate::exact_graph;
+
+/// Builds the index; returns it with `order`, where point `i` of the index is input
+/// `order[i]`. Up to [`exact_graph::MAX_POINTS`] points the graph is built from exact
+/// neighbours ([`exact_graph`]) on the rayon pool's threads, above by instant-distance's
+/// incremental insertion.
 pub fn build(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
+    let n = points.len();
+    if (2..=exact_graph::MAX_POINTS).contains(&n) {
+        return exact_graph::build(points, params, rayon::current_num_threads())
+            .expect("an exact graph names only its own points");
+    }
+    incremental(points, params)
+}
+
+/// instant-distance's own build: points inserted one at a time, in parallel.
+fn incremental(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
     let n = points.len();
     let builder = Builder::default()
         .ef_construction(params.ef_construction)
@@ -40,7 +55,17 @@ pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
     if count >= n {
         return (0..n as u32).collect();
     }
-    // Partial Fisher-Yates with splitmix64.
+    shuffled_prefix(n, count, seed)
+}
+
+/// A reproducible random order of `0..n`.
+pub fn permutation(n: usize, seed: u64) -> Vec<u32> {
+    shuffled_prefix(n, n, seed)
+}
+
+/// The first `count` (at most `n`) of `0..n` shuffled by a partial Fisher-Yates with
+/// splitmix64 seeded by `seed`.
+fn shuffled_prefix(n: usize, count: usize, seed: u64) -> Vec<u32> {
     let mut state = seed;
     let mut next = move || {
         state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -50,7 +75,7 @@ pub fn sample_rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
         z ^ (z >> 31)
     };
     let mut rows: Vec<u32> = (0..n as u32).collect();
-    for i in 0..count {
+    for i in 0..count.min(n) {
         let j = i + (next() % (n - i) as u64) as usize;
         rows.swap(i, j);
     }
@@ -137,11 +162,13 @@ pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Seeded clustered points: `clusters` random centres, points scattered around them.
-    fn clustered(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Embedding> {
+    type Builder = dyn Fn(Vec<Embedding>, &HnswParams) -> (Index, Vec<u32>);
+
+    pub(crate) fn clustered(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Embedding> {
         let mut state = seed;
         let mut unif = move || {
             state ^= state << 13;
@@ -164,27 +191,37 @@ mod tests {
     fn recall_at_10_against_exact_search_is_high_on_clustered_data() {
         // Given 3,000 seeded clustered 32-d points,
         let points = clustered(3000, 32, 30, 7);
-        let params = HnswParams {
-            ef_construction: 64,
-            ef_search: 64,
-            heuristic: false,
-            seed: 1,
-        };
-        // when indexed,
-        let (index, order) = build(points.clone(), &params);
-        // then every input is a point exactly once,
-        let mut seen = order.clone();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
-        assert_eq!(
-            index[instant_distance::PointId::from(5)],
-            points[order[5] as usize]
-        );
-        // and recall@10 on a 1,000-user sample is at least 0.95.
-        let sample = sample_rows(3000, 1000, 3);
-        let one = Shards::new(vec![(0, index)], 32, false).unwrap();
-        let r = recall(&one, &sample, 10, 2);
-        assert!(r >= 0.95, "recall@10 = {r}");
+        let exact = |p, params: &HnswParams| exact_graph::build(p, params, 2).unwrap();
+        let builders: [(&str, &Builder); 3] = [
+            ("build", &build),
+            ("incremental", &incremental),
+            ("exact", &exact),
+        ];
+        for ((name, builder), heuristic) in
+            builders.into_iter().flat_map(|b| [(b, false), (b, true)])
+        {
+            let params = HnswParams {
+                ef_construction: 64,
+                ef_search: 64,
+                heuristic,
+                seed: 1,
+            };
+            // when indexed by each builder, with and without the heuristic,
+            let (index, order) = builder(points.clone(), &params);
+            // then every input is a point exactly once,
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..3000).collect::<Vec<u32>>(), "{name}");
+            assert_eq!(
+                index[instant_distance::PointId::from(5)],
+                points[order[5] as usize]
+            );
+            // and recall@10 on a 1,000-user sample is at least 0.95.
+            let sample = sample_rows(3000, 1000, 3);
+            let one = Shards::new(vec![(0, index)], 32, false).unwrap();
+            let r = recall(&one, &sample, 10, 2);
+            assert!(r >= 0.95, "{name}, heuristic {heuristic}: recall@10 = {r}");
+        }
     }
 
     #[test]

@@ -444,7 +444,7 @@ pub async fn publish<S: ObjectStore>(
             let cohort_of: std::collections::HashMap<u64, u32> =
                 truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
             let handles: Vec<u64> = model.users.users.iter().map(|u| u.handle).collect();
-            let rows = index::sample_rows(n, cfg.eval_sample, 11);
+            let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
             let (p, chance) = stages.run("cohorts", || {
                 eval::cohort_precision(&model.shards, &handles, &cohort_of, &rows, 10)
             });

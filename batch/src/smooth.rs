@@ -14,12 +14,11 @@
 //! precision@10 from 0.870 to 0.892 at 10k users but drop it from 0.875 to 0.783 at
 //! 1,500 users, where 2% (30 neighbours) gives 0.878.
 
-use std::ops::Range;
-
 use kindred_core::embedding::Embedding;
 use kindred_core::projection::smooth_towards;
 use kindred_core::shard::mix64;
-use ndarray::{ArrayView2, s};
+
+use crate::neighbours::map_nearest;
 
 /// Up to this many points, each point's neighbours are found by an exact scan of all
 /// points (quadratic in the number of users).
@@ -117,88 +116,12 @@ fn smooth_grouped(
         .collect()
 }
 
-/// Query rows whose similarities to every point are computed together, as one matrix
-/// product (`BLOCK x n` scores: 5 MB for a 10k-point model, 10 MB for a 20k group).
-const BLOCK: usize = 128;
-
-/// [`smooth`] with neighbours from an exact scan of all `points` (at least 2). The
-/// similarities are computed a block of points at a time by one matrix product (each
-/// point's row is then read once per block instead of once per point), and each
-/// point's `k` largest are kept by [`largest`].
+/// [`smooth`] with neighbours from an exact scan of all `points` (at least 2), by
+/// [`map_nearest`].
 fn smooth_exact(points: &[Embedding], k: usize, alpha: f32, threads: usize) -> Vec<Embedding> {
-    let n = points.len();
-    let dims = points[0].0.len();
-    let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
-    let all = ArrayView2::from_shape((n, dims), &flat).expect("n rows of dims values");
-    let k = k.min(n - 1);
-    each_block(n, threads, |rows| {
-        let scores = all.slice(s![rows.clone(), ..]).dot(&all.t());
-        let mut best = Vec::with_capacity(k);
-        rows.zip(scores.rows())
-            .map(|(i, row)| {
-                let row = row.as_slice().expect("a fresh product is row-major");
-                largest(row, i, k, &mut best);
-                let near: Vec<&Embedding> =
-                    best.iter().map(|&(_, j)| &points[j as usize]).collect();
-                smooth_towards(&points[i], &near, alpha)
-            })
-            .collect()
-    })
-}
-
-/// Fills `best` with the `k` largest of `scores` other than `scores[skip]`, as
-/// (score, index), in no particular order. Scores above the current floor are
-/// collected; whenever `2k` are, the `k` largest are selected and the floor rises to
-/// the smallest of them, so most scores cost one comparison.
-fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
-    best.clear();
-    if k == 0 {
-        return;
-    }
-    let mut floor = f32::NEG_INFINITY;
-    let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0);
-    for (j, &v) in scores.iter().enumerate() {
-        if v > floor && j != skip {
-            best.push((v, j as u32));
-            if best.len() == 2 * k {
-                best.select_nth_unstable_by(k - 1, by_score);
-                best.truncate(k);
-                floor = best[k - 1].0;
-            }
-        }
-    }
-    if best.len() > k {
-        best.select_nth_unstable_by(k - 1, by_score);
-        best.truncate(k);
-    }
-}
-
-/// `f(block)` for consecutive blocks of at most [`BLOCK`] points of `0..n`, their results
-/// concatenated in order, spread over `threads` scoped threads.
-fn each_block(
-    n: usize,
-    threads: usize,
-    f: impl Fn(Range<usize>) -> Vec<Embedding> + Sync,
-) -> Vec<Embedding> {
-    let chunk = n.div_ceil(threads.max(1)).max(1);
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(chunk)
-            .map(|start| {
-                let end = (start + chunk).min(n);
-                scope.spawn(move || {
-                    (start..end)
-                        .step_by(BLOCK)
-                        .flat_map(|b| f(b..(b + BLOCK).min(end)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("smoothing worker panicked"))
-            .collect()
+    map_nearest(points, k, threads, |i, best| {
+        let near: Vec<&Embedding> = best.iter().map(|&(_, j)| &points[j as usize]).collect();
+        smooth_towards(&points[i], &near, alpha)
     })
 }
 

@@ -336,7 +336,7 @@ fn evaluate(
                 let cohort_of: HashMap<u64, u32> =
                     truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
                 let handles = fitted.point_handles();
-                let rows = index::sample_rows(handles.len(), cfg.eval_sample, 11);
+                let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
                 let (p, chance) = stages.run("cohorts", || {
                     eval::cohort_precision(&fitted.shards, &handles, &cohort_of, &rows, 10)
                 });

@@ -10,15 +10,23 @@
 //! up the nodes its candidates name in that layer's array, so every neighbour id must
 //! index the array of its own layer (or be the empty slot `u32::MAX`), each layer must
 //! be no larger than the one below it, and layer zero must have one node per point.
+//!
+//! [`assemble`] is the other direction: it lays out a graph built by another builder
+//! (the batch job's exact-neighbour builder for small shards) the way instant-distance
+//! stores it, checks it as above and decodes it, so the model carries an
+//! instant-distance index whichever builder made it.
 
+use crate::embedding::Embedding;
 use crate::error::{Error, Result};
+use crate::search::Index;
 
 /// Neighbour slots of a layer-zero node (`M * 2` in instant-distance).
-const ZERO_SLOTS: usize = 64;
+pub const ZERO_SLOTS: usize = 64;
 /// Neighbour slots of an upper-layer node (`M`).
-const UPPER_SLOTS: usize = 32;
-/// An empty slot.
-const EMPTY: u64 = u32::MAX as u64;
+pub const UPPER_SLOTS: usize = 32;
+/// An empty neighbour slot; a node's neighbours fill its first slots.
+pub const EMPTY_SLOT: u32 = u32::MAX;
+const EMPTY: u64 = EMPTY_SLOT as u64;
 /// The widest search accepted: `ef_search` sizes each search's candidate lists.
 pub const MAX_EF_SEARCH: u64 = 1 << 16;
 /// How far from 1 an embedding's length may be (they are stored unit length).
@@ -102,6 +110,74 @@ pub fn check_index(name: &str, bytes: &[u8], dimensions: usize) -> Result<Shape>
         ef_search: ef_search as usize,
         layers,
     })
+}
+
+/// A graph in instant-distance's layout. A search enters at point 0 of the top layer
+/// and descends: upper layer `l` (`upper[l - 1]`) holds points `0..len` and is no larger
+/// than the layer below it.
+pub struct Layers<'a> {
+    /// Candidates a search considers on layer zero.
+    pub ef_search: usize,
+    /// The points, unit length.
+    pub points: &'a [Embedding],
+    /// Layer zero: [`ZERO_SLOTS`] neighbour ids per point, empty slots last.
+    pub zero: &'a [u32],
+    /// The upper layers, lowest first: [`UPPER_SLOTS`] ids per node.
+    pub upper: &'a [Vec<u32>],
+}
+
+/// The index `layers` describes, checked by [`check_index`] as any stored index is.
+pub fn assemble(layers: &Layers) -> Result<Index> {
+    let bytes = encode_layers(layers);
+    let dims = layers.points.first().map_or(0, |p| p.0.len());
+    check_index("assembled index", &bytes, dims)?;
+    crate::codec::decode("assembled index", &bytes)
+}
+
+/// `layers` as bincode 2 writes instant-distance's `Hnsw`.
+fn encode_layers(layers: &Layers) -> Vec<u8> {
+    let dims = layers.points.first().map_or(0, |p| p.0.len());
+    let ids = layers.zero.len() + layers.upper.iter().map(Vec::len).sum::<usize>();
+    let mut w = Vec::with_capacity(16 + layers.points.len() * (dims * 4 + 2) + ids * 3);
+    varint(&mut w, layers.ef_search as u64);
+    varint(&mut w, layers.points.len() as u64);
+    for p in layers.points {
+        varint(&mut w, p.0.len() as u64);
+        for x in &p.0 {
+            w.extend_from_slice(&x.to_le_bytes());
+        }
+    }
+    let nodes = |w: &mut Vec<u8>, ids: &[u32], slots: usize| {
+        varint(w, (ids.len() / slots) as u64);
+        for &id in ids {
+            varint(w, u64::from(id));
+        }
+    };
+    nodes(&mut w, layers.zero, ZERO_SLOTS);
+    varint(&mut w, layers.upper.len() as u64);
+    for layer in layers.upper {
+        nodes(&mut w, layer, UPPER_SLOTS);
+    }
+    w
+}
+
+/// Appends `v` as [`Reader::varint`] reads it.
+fn varint(w: &mut Vec<u8>, v: u64) {
+    match v {
+        0..=250 => w.push(v as u8),
+        251..=0xFFFF => {
+            w.push(251);
+            w.extend_from_slice(&(v as u16).to_le_bytes());
+        }
+        0x1_0000..=0xFFFF_FFFF => {
+            w.push(252);
+            w.extend_from_slice(&(v as u32).to_le_bytes());
+        }
+        _ => {
+            w.push(253);
+            w.extend_from_slice(&v.to_le_bytes());
+        }
+    }
 }
 
 /// A cursor over bincode 2 standard-configuration bytes.
@@ -228,5 +304,111 @@ mod tests {
             }
         }
         assert!(refused > 0);
+    }
+
+    /// Unit points at `positions` of `n` evenly spaced places on a circle.
+    fn on_circle(positions: &[usize], n: usize) -> Vec<Embedding> {
+        positions
+            .iter()
+            .map(|&p| {
+                let a = p as f32 / n as f32 * std::f32::consts::TAU;
+                Embedding::normalized(vec![a.cos(), a.sin(), 0.0])
+            })
+            .collect()
+    }
+
+    /// `slots` ids per node for the first `count` points: each linked to the points
+    /// `1..=width` steps of `step` places either side of it on a circle of `n` places.
+    fn ring(
+        positions: &[usize],
+        n: usize,
+        count: usize,
+        step: usize,
+        width: usize,
+        slots: usize,
+    ) -> Vec<u32> {
+        let mut point_at = vec![EMPTY_SLOT; n];
+        for (p, &at) in positions.iter().enumerate() {
+            point_at[at] = p as u32;
+        }
+        let mut ids = vec![EMPTY_SLOT; count * slots];
+        for p in 0..count {
+            let at = positions[p];
+            let near = (1..=width).flat_map(|s| [(at + s * step) % n, (at + n - s * step) % n]);
+            for (slot, place) in near.enumerate() {
+                ids[p * slots + slot] = point_at[place];
+            }
+        }
+        ids
+    }
+
+    #[test]
+    fn varints_are_written_as_the_reader_reads_them() {
+        for v in [0, 250, 251, 0xFFFF, 0x1_0000, u64::from(u32::MAX), u64::MAX] {
+            let mut w = Vec::new();
+            varint(&mut w, v);
+            let mut r = Reader { bytes: &w, at: 0 };
+            assert_eq!(r.varint(), Some(v));
+            assert_eq!(r.at, w.len());
+        }
+    }
+
+    #[test]
+    fn an_assembled_graph_is_an_index_its_search_walks() {
+        // Given 200 places on a circle, points 0..40 on every fifth place (the upper
+        // layer, linked two steps of 5 either side) and the rest on the places between,
+        // layer zero linked to the 3 nearest places either side,
+        let mut positions: Vec<usize> = (0..40).map(|i| i * 5).collect();
+        positions.extend((0..200).filter(|p| p % 5 != 0));
+        let points = on_circle(&positions, 200);
+        let zero = ring(&positions, 200, 200, 1, 3, ZERO_SLOTS);
+        let upper = ring(&positions, 200, 40, 5, 2, UPPER_SLOTS);
+        assert!(
+            zero.iter()
+                .chain(&upper)
+                .all(|&id| id == EMPTY_SLOT || id < 200)
+        );
+        let layers = Layers {
+            ef_search: 16,
+            points: &points,
+            zero: &zero,
+            upper: &[upper],
+        };
+        // when assembled,
+        let index = assemble(&layers).unwrap();
+        // then it holds the points in order, and its search finds every point's exact
+        // neighbours on the circle.
+        assert_eq!(index.iter().count(), 200);
+        assert_eq!(index.iter().nth(41).unwrap().1, &points[41]);
+        for (p, q) in points.iter().enumerate() {
+            let found = crate::search::approximate(&index, q, 3, None);
+            let want = crate::search::exact(&index, q, 3, None);
+            assert_eq!(found, want, "point {p}");
+            assert_eq!(found[0].row, p as u32);
+        }
+    }
+
+    #[test]
+    fn an_assembled_graph_naming_a_point_out_of_range_is_refused() {
+        let positions: Vec<usize> = (0..50).collect();
+        let points = on_circle(&positions, 50);
+        let mut zero = ring(&positions, 50, 50, 1, 2, ZERO_SLOTS);
+        zero[7 * ZERO_SLOTS] = 50;
+        let layers = Layers {
+            ef_search: 8,
+            points: &points,
+            zero: &zero,
+            upper: &[],
+        };
+        assert!(assemble(&layers).is_err());
+        // and an upper layer larger than layer zero is refused too.
+        let zero = ring(&positions, 50, 50, 1, 2, ZERO_SLOTS);
+        let upper = vec![EMPTY_SLOT; 60 * UPPER_SLOTS];
+        let layers = Layers {
+            upper: &[upper],
+            zero: &zero,
+            ..layers
+        };
+        assert!(assemble(&layers).is_err());
     }
 }

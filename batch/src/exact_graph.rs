@@ -1,0 +1,256 @@
+//! The HNSW graph of a shard small enough to find every point's exact neighbours.
+//!
+//! instant-distance inserts points one at a time: each insertion searches the graph built
+//! so far and re-selects the neighbour lists it touches, which at 10k users costs several
+//! times the rest of training. Up to [`MAX_POINTS`] points, every point's exact
+//! `ef_construction` nearest are found instead by matrix products ([`map_nearest`]), and
+//! the graph is laid out as instant-distance would lay it out:
+//!
+//! - the points in a seeded random order, point 0 the entry; upper layer `l` holds the
+//!   first `n * mL^l` points (`mL = 1 / ln 32`, instant-distance's level factor);
+//! - on each layer, a node's candidates are its exact nearest among that layer's nodes,
+//!   ordered by instant-distance's selection heuristic (a candidate nearer to an
+//!   already selected neighbour than to the node is a redundant link: it is moved after
+//!   the useful ones, and kept, as with instant-distance's `keep_pruned`);
+//! - each node's list is its useful links, then the nodes that chose it as a useful link
+//!   (instant-distance's back links: without them a point nobody ranks near could not
+//!   be reached), nearest first, then its redundant links, cut at 64 slots on layer zero
+//!   and 32 above.
+//!
+//! The result is an `instant_distance::Hnsw` like any other ([`graph::assemble`]
+//! checks it as a stored index is checked), searched by instant-distance; its recall is
+//! measured against exact search in training like the incremental build's.
+
+use kindred_core::embedding::{Embedding, dot};
+use kindred_core::graph::{self, EMPTY_SLOT, Layers, UPPER_SLOTS, ZERO_SLOTS};
+use kindred_core::manifest::HnswParams;
+use kindred_core::search::Index;
+
+use crate::neighbours::map_nearest;
+
+/// The largest shard built from exact neighbours: finding them costs `n²` products, about
+/// 0.3 s of CPU at 10k points and rank 64.
+pub const MAX_POINTS: usize = 50_000;
+
+/// instant-distance's `M`: an upper layer holds a share `1 / ln M` of the layer below,
+/// and the top layer is the first smaller than `M` after that.
+const M: usize = 32;
+
+/// Builds the graph of `points` as the module describes, spread over `threads`; returns
+/// it with `order`, where point `i` of the index is input `order[i]`. The same points and
+/// parameters give the same index whatever the threads.
+pub fn build(
+    points: Vec<Embedding>,
+    params: &HnswParams,
+    threads: usize,
+) -> kindred_core::Result<(Index, Vec<u32>)> {
+    let n = points.len();
+    let order = crate::index::permutation(n, params.seed);
+    let mut slots: Vec<Option<Embedding>> = points.into_iter().map(Some).collect();
+    let points: Vec<Embedding> = order
+        .iter()
+        .map(|&i| slots[i as usize].take().expect("a permutation"))
+        .collect();
+    let candidates = params.ef_construction.max(1);
+    let zero = links(&points, candidates, ZERO_SLOTS, params.heuristic, threads);
+    let upper: Vec<Vec<u32>> = upper_layer_sizes(n)
+        .into_iter()
+        .map(|size| {
+            let nodes = &points[..size];
+            links(nodes, candidates, UPPER_SLOTS, params.heuristic, threads)
+        })
+        .collect();
+    let index = graph::assemble(&Layers {
+        ef_search: params.ef_search,
+        points: &points,
+        zero: &zero,
+        upper: &upper,
+    })?;
+    Ok((index, order))
+}
+
+/// Sizes of the upper layers, lowest first, for `n` points, as instant-distance sizes
+/// them: each the previous times `1 / ln M`, rounded down, while that is at least `M`.
+fn upper_layer_sizes(n: usize) -> Vec<usize> {
+    let level = 1.0 / (M as f32).ln();
+    let mut sizes = Vec::new();
+    let mut num = n;
+    loop {
+        let next = (num as f32 * level) as usize;
+        if next < M {
+            return sizes;
+        }
+        sizes.push(next);
+        num = next;
+    }
+}
+
+/// The neighbour lists of one layer whose nodes are `points`: `slots` ids per node,
+/// empty slots last, from each node's `candidates` exact nearest and its back links.
+fn links(
+    points: &[Embedding],
+    candidates: usize,
+    slots: usize,
+    heuristic: bool,
+    threads: usize,
+) -> Vec<u32> {
+    // Each node's candidates, nearest first, split into useful and redundant links.
+    let chosen: Vec<Split> = map_nearest(points, candidates, threads, |_, best| {
+        best.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        if heuristic {
+            select(best, points)
+        } else {
+            (best.clone(), Vec::new())
+        }
+    });
+    let mut back: Vec<Vec<(f32, u32)>> = vec![Vec::new(); points.len()];
+    for (i, (useful, _)) in chosen.iter().enumerate() {
+        for &(similarity, j) in useful {
+            back[j as usize].push((similarity, i as u32));
+        }
+    }
+    let mut ids = vec![EMPTY_SLOT; points.len() * slots];
+    for (i, ((useful, redundant), mut back)) in chosen.into_iter().zip(back).enumerate() {
+        back.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let row = &mut ids[i * slots..(i + 1) * slots];
+        let mut filled = 0;
+        for (_, j) in useful.into_iter().chain(back).chain(redundant) {
+            if filled == slots {
+                break;
+            }
+            if !row[..filled].contains(&j) {
+                row[filled] = j;
+                filled += 1;
+            }
+        }
+    }
+    ids
+}
+
+/// A node's useful and redundant links, as (similarity, id), each nearest first.
+type Split = (Vec<(f32, u32)>, Vec<(f32, u32)>);
+
+/// instant-distance's selection heuristic over a node's `candidates` (as (similarity to
+/// the node, id), nearest first): a candidate more similar to an already selected
+/// neighbour than to the node is redundant.
+fn select(candidates: &[(f32, u32)], points: &[Embedding]) -> Split {
+    let mut useful: Vec<(f32, u32)> = Vec::with_capacity(candidates.len());
+    let mut redundant = Vec::new();
+    for &(similarity, j) in candidates {
+        let c = &points[j as usize].0;
+        let covered = useful
+            .iter()
+            .any(|&(_, s)| dot(c, &points[s as usize].0) > similarity);
+        if covered {
+            redundant.push((similarity, j));
+        } else {
+            useful.push((similarity, j));
+        }
+    }
+    (useful, redundant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::tests::clustered;
+    use kindred_core::graph::check_index;
+
+    fn params(seed: u64) -> HnswParams {
+        HnswParams {
+            ef_construction: 48,
+            ef_search: 64,
+            heuristic: true,
+            seed,
+        }
+    }
+
+    fn bytes(index: &Index) -> Vec<u8> {
+        kindred_core::codec::encode("index.bin", index).unwrap()
+    }
+
+    #[test]
+    fn the_same_points_and_seed_give_the_same_index_whatever_the_threads() {
+        let points = clustered(1500, 16, 15, 3);
+        let (a, order_a) = build(points.clone(), &params(4), 1).unwrap();
+        let (b, order_b) = build(points.clone(), &params(4), 3).unwrap();
+        assert_eq!(order_a, order_b);
+        assert!(bytes(&a) == bytes(&b), "the builds differ");
+        // and another seed orders the points otherwise.
+        let (_, order_c) = build(points, &params(5), 1).unwrap();
+        assert_ne!(order_a, order_c);
+    }
+
+    #[test]
+    fn the_layers_are_sized_as_instant_distance_sizes_them() {
+        for n in [31, 32, 200, 5_000] {
+            let points = clustered(n, 8, 10, 1);
+            let ours = build(points.clone(), &params(1), 2).unwrap().0;
+            let theirs: Index = instant_distance::Builder::default()
+                .seed(1)
+                .ef_construction(16)
+                .build_hnsw(points)
+                .0;
+            let shape = |i: &Index| check_index("i", &bytes(i), 8).unwrap().layers;
+            assert_eq!(shape(&ours), shape(&theirs), "{n} points");
+            assert_eq!(shape(&ours), upper_layer_sizes(n).len());
+        }
+    }
+
+    #[test]
+    fn every_point_is_found_by_searching_for_itself() {
+        // Given clustered points, a few of them outliers far from every cluster,
+        let mut points = clustered(3000, 24, 30, 9);
+        for (i, p) in points.iter_mut().enumerate().step_by(300) {
+            let mut v = vec![0.0; 24];
+            v[i % 24] = if i % 2 == 0 { 1.0 } else { -1.0 };
+            *p = Embedding::normalized(v);
+        }
+        let (index, _) = build(points, &params(2), 2).unwrap();
+        // then the search for each point's own embedding finds it first: every point
+        // can be reached.
+        for (pid, p) in index.iter() {
+            let found = kindred_core::search::approximate(&index, p, 1, None);
+            let found = found[0];
+            assert!(
+                found.row == pid.into_inner() || found.similarity >= 1.0 - 1e-6,
+                "point {} not found",
+                pid.into_inner()
+            );
+        }
+    }
+
+    #[test]
+    fn a_candidate_nearer_to_a_chosen_neighbour_than_to_the_node_is_redundant() {
+        // Given a node at angle 0 and candidates at 10, 20 and -30 degrees,
+        let at =
+            |deg: f32| Embedding::normalized(vec![deg.to_radians().cos(), deg.to_radians().sin()]);
+        let points = vec![at(0.0), at(10.0), at(20.0), at(-30.0)];
+        let candidates: Vec<(f32, u32)> = [1u32, 2, 3]
+            .into_iter()
+            .map(|j| (points[0].cosine(&points[j as usize]), j))
+            .collect();
+        // then 20 degrees (nearer to 10 than to 0) is redundant and -30 is useful.
+        let (useful, redundant) = select(&candidates, &points);
+        let ids = |v: &[(f32, u32)]| v.iter().map(|&(_, j)| j).collect::<Vec<u32>>();
+        assert_eq!(ids(&useful), vec![1, 3]);
+        assert_eq!(ids(&redundant), vec![2]);
+    }
+
+    #[test]
+    fn each_list_holds_useful_links_then_back_links_then_the_rest() {
+        // Given the four points above as one layer with 2 slots per node,
+        let at =
+            |deg: f32| Embedding::normalized(vec![deg.to_radians().cos(), deg.to_radians().sin()]);
+        let points = vec![at(0.0), at(10.0), at(20.0), at(-30.0)];
+        let ids = links(&points, 3, 2, true, 1);
+        // then node 0 keeps its useful links 1 and 3, and node 3 (at -30) its one useful
+        // link, 0;
+        assert_eq!(&ids[0..2], &[1, 3]);
+        assert_eq!(ids[3 * 2], 0);
+        // and without the heuristic the lists are plain nearest first.
+        let plain = links(&points, 3, 2, false, 1);
+        assert_eq!(&plain[0..2], &[1, 2]);
+        assert_eq!(&plain[2 * 2..2 * 2 + 2], &[1, 0]);
+    }
+}
