@@ -273,6 +273,7 @@ pub async fn prepare<S: ObjectStore>(
     summary.stages.push(StageTime {
         stage: "stage inputs".to_owned(),
         seconds: started.elapsed().as_secs_f64(),
+        beside: false,
     });
     let plan = Plan {
         run: run.to_owned(),
@@ -462,10 +463,12 @@ pub async fn publish<S: ObjectStore>(
         summary.stages.push(StageTime {
             stage: "index (all shards, summed)".to_owned(),
             seconds: build_seconds,
+            beside: false,
         });
         summary.stages.push(StageTime {
             stage: "load and verify".to_owned(),
             seconds: load_seconds,
+            beside: false,
         });
         summary.stages.extend(stages.times().iter().cloned());
         summary.peak_rss_mib = summary::peak_rss_mib();

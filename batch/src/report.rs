@@ -80,11 +80,19 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
     for why in &q.skipped {
         let _ = writeln!(out, "    skipped {why}");
     }
-    let total: f64 = s.stages.iter().map(|t| t.seconds).sum();
+    let total: f64 = s
+        .stages
+        .iter()
+        .filter(|t| !t.beside)
+        .map(|t| t.seconds)
+        .sum();
     let stages: Vec<String> = s
         .stages
         .iter()
-        .map(|t| format!("{} {:.2}s", t.stage, t.seconds))
+        .map(|t| match t.beside {
+            false => format!("{} {:.2}s", t.stage, t.seconds),
+            true => format!("{} {:.2}s on its own thread", t.stage, t.seconds),
+        })
         .collect();
     let _ = writeln!(out, "  stages: {} (total {total:.2}s)", stages.join(", "));
     if let Some(rss) = s.peak_rss_mib {

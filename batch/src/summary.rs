@@ -18,6 +18,10 @@ pub struct StageTime {
     pub stage: String,
     /// Seconds.
     pub seconds: f64,
+    /// The stage ran on its own thread beside the stages after it, so its time is not
+    /// part of the run's wall time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub beside: bool,
 }
 
 /// What a training run read, built and measured.
@@ -127,6 +131,18 @@ impl Stages {
         self.times.push(StageTime {
             stage: stage.to_owned(),
             seconds,
+            beside: false,
+        });
+    }
+
+    /// Records a stage that ran on its own thread beside the stages recorded before it
+    /// (see [`StageTime::beside`]).
+    pub fn record_beside(&mut self, stage: &str, seconds: f64) {
+        info!(stage, seconds, beside = true, "stage done");
+        self.times.push(StageTime {
+            stage: stage.to_owned(),
+            seconds,
+            beside: true,
         });
     }
 
@@ -151,6 +167,7 @@ impl Stages {
         self.times.push(StageTime {
             stage: stage.to_owned(),
             seconds,
+            beside: false,
         });
         out
     }

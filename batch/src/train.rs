@@ -2,6 +2,7 @@
 //!
 //! Pure computation over the files read by [`crate::ingest`]; publishing is the caller's.
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use kindred_core::codec::encode;
 use kindred_core::embedding::Embedding;
@@ -182,6 +183,12 @@ pub fn fit(
     hidden: &HashSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Fitted, TrainError> {
+    let embedded = embed(ds, cfg, hidden, stages)?;
+    Ok(index_embedded(embedded, cfg, stages))
+}
+
+/// Indexes the embeddings of [`embed`].
+fn index_embedded(embedded: Embedded, cfg: &TrainConfig, stages: &mut Stages) -> Fitted {
     let Embedded {
         handles,
         points,
@@ -191,7 +198,7 @@ pub fn fit(
         columns,
         users_with_views,
         projection,
-    } = embed(ds, cfg, hidden, stages)?;
+    } = embedded;
     let point_handles: Vec<u64> = users.iter().map(|u| u.handle).collect();
     let shard_count = cfg.shard_count(points.len());
     let hnsw = cfg.hnsw_for(points.len());
@@ -202,7 +209,7 @@ pub fn fit(
         .iter()
         .map(|&i| std::mem::take(&mut users[i as usize]))
         .collect();
-    Ok(Fitted {
+    Fitted {
         handles,
         shards,
         users,
@@ -211,21 +218,52 @@ pub fn fit(
         columns,
         users_with_views,
         projection,
-    })
+    }
 }
 
 /// Trains a model from `cfg.data`; `version` names it.
 pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let mut stages = Stages::new();
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
-    let fitted = fit(&ds, cfg, &HashSet::new(), &mut stages)?;
+    let embedded = embed(&ds, cfg, &HashSet::new(), &mut stages)?;
+    let holdout = holdout_plan(&ds, cfg, embedded.users.len());
+    std::thread::scope(|scope| {
+        // The hold-out measure's refit needs only the data: it runs beside the index
+        // build and the other measures instead of after them.
+        let refit = holdout.as_ref().ok().map(|plan| {
+            let ds = &ds;
+            scope.spawn(move || {
+                let start = Instant::now();
+                let measured = holdout_recall(ds, cfg, plan);
+                (measured, start.elapsed().as_secs_f64())
+            })
+        });
+        let fitted = index_embedded(embedded, cfg, &mut stages);
+        finish(&ds, cfg, version, fitted, stages, &holdout, refit)
+    })
+}
+
+/// The hold-out measure's thread: its result and seconds.
+type Refit<'scope> = std::thread::ScopedJoinHandle<'scope, (Result<(f64, f64), TrainError>, f64)>;
+
+/// Measures, encodes and describes the model `fitted` from `ds`; `refit` is the hold-out
+/// measure running beside it (or `holdout` says why it does not run).
+fn finish(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    version: &str,
+    fitted: Fitted,
+    mut stages: Stages,
+    holdout: &Result<eval::HoldoutPlan, String>,
+    refit: Option<Refit<'_>>,
+) -> Result<Trained, TrainError> {
     let users_in_model = fitted.users.len();
     let hnsw = cfg.hnsw_for(users_in_model);
     let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
     let recall = stages.run("recall", || {
         index::recall(&fitted.shards, &sample, 10, cfg.threads)
     });
-    let quality = evaluate(&ds, cfg, &fitted, recall, &mut stages)?;
+    let mut quality = evaluate(cfg, &fitted, recall, &mut stages);
     let pictures = stages.run("pictures", || {
         Pictures::of(
             &fitted.shards,
@@ -260,10 +298,22 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
             out.push((index_name.clone(), encode(&index_name, &s.index)?));
         }
         out.push((PROJECTION.to_owned(), encode(PROJECTION, &projection)?));
-        out.push((COURSES.to_owned(), encode(COURSES, &course_table(&ds))?));
+        out.push((COURSES.to_owned(), encode(COURSES, &course_table(ds))?));
         Ok(out)
     })?;
     drop(users);
+    match (refit, holdout) {
+        (Some(refit), Ok(plan)) => {
+            let (measured, seconds) = refit.join().expect("the hold-out measure panicked");
+            stages.record_beside("holdout", seconds);
+            let (r, chance) = measured?;
+            quality.holdout_recall_at_10 = Some(r);
+            quality.holdout_chance = Some(chance);
+            quality.holdout_users = plan.users.len();
+        }
+        (_, Err(why)) => quality.skipped.push(why.clone()),
+        (None, Ok(_)) => unreachable!("a plan always starts its refit"),
+    }
 
     let summary = RunSummary {
         files: ds.reports.clone(),
@@ -317,14 +367,8 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     })
 }
 
-/// Measures the model's quality as configured by `cfg.evaluate`.
-fn evaluate(
-    ds: &Dataset,
-    cfg: &TrainConfig,
-    fitted: &Fitted,
-    recall: f64,
-    stages: &mut Stages,
-) -> Result<Quality, TrainError> {
+/// The index's recall and, on generated data, cohort precision.
+fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages) -> Quality {
     let mut q = Quality {
         index_recall_at_10: recall,
         ..Default::default()
@@ -361,41 +405,49 @@ fn evaluate(
             Err(e) => q.skipped.push(format!("cohort precision: {e:#}")),
         }
     }
-    let run_holdout = match cfg.evaluate {
-        Evaluate::Always => true,
-        Evaluate::Never => false,
-        Evaluate::Auto => fitted.users.len() <= AUTO_HOLDOUT_MAX_USERS,
-    };
-    if run_holdout {
-        let plan = eval::HoldoutPlan::draw(ds, cfg.eval_sample, HOLDOUT_SHARE, cfg.hnsw.seed);
-        let mut inner = Stages::quiet();
-        // The refit's neighbours come from an exact scan of its embeddings: no index is
-        // built for a measure, which would cost as much as the model's own index.
-        let (r, chance) = stages.run("holdout", || -> Result<_, TrainError> {
-            let refit = embed(ds, cfg, &plan.hidden, &mut inner)?;
-            let handles: Vec<u64> = refit.users.iter().map(|u| u.handle).collect();
-            let dims = refit.points.first().map_or(0, |p| p.0.len());
-            let flat: Vec<f32> = refit
-                .points
-                .iter()
-                .flat_map(|p| p.0.iter().copied())
-                .collect();
-            Ok(eval::holdout_recall(&plan, &handles, 10, |point, k| {
-                let query = &refit.points[point as usize].0;
-                exact_flat(&flat, dims, query, k, Some(point))
-            }))
-        })?;
-        q.holdout_recall_at_10 = Some(r);
-        q.holdout_chance = Some(chance);
-        q.holdout_users = plan.users.len();
-    } else if cfg.evaluate == Evaluate::Never {
-        q.skipped
-            .push("hold-out recall: not asked for (--evaluate never)".to_owned());
-    } else {
-        q.skipped.push(format!(
-            "hold-out recall: {} users is above the automatic limit of {AUTO_HOLDOUT_MAX_USERS} (use --evaluate always)",
-            fitted.users.len()
-        ));
+    q
+}
+
+/// The hold-out measure's plan when `cfg.evaluate` asks for it for a model of `users`,
+/// else why it is skipped.
+fn holdout_plan(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    users: usize,
+) -> Result<eval::HoldoutPlan, String> {
+    match cfg.evaluate {
+        Evaluate::Never => Err("hold-out recall: not asked for (--evaluate never)".to_owned()),
+        Evaluate::Auto if users > AUTO_HOLDOUT_MAX_USERS => Err(format!(
+            "hold-out recall: {users} users is above the automatic limit of {AUTO_HOLDOUT_MAX_USERS} (use --evaluate always)"
+        )),
+        Evaluate::Auto | Evaluate::Always => Ok(eval::HoldoutPlan::draw(
+            ds,
+            cfg.eval_sample,
+            HOLDOUT_SHARE,
+            cfg.hnsw.seed,
+        )),
     }
-    Ok(q)
+}
+
+/// Hold-out recall@10 and its chance level: `plan`'s tags hidden, the embeddings fitted
+/// again, and each hidden user's neighbours found by an exact scan of the refit's
+/// embeddings (no index is built for a measure, which would cost as much as the
+/// model's own index).
+fn holdout_recall(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    plan: &eval::HoldoutPlan,
+) -> Result<(f64, f64), TrainError> {
+    let refit = embed(ds, cfg, &plan.hidden, &mut Stages::quiet())?;
+    let handles: Vec<u64> = refit.users.iter().map(|u| u.handle).collect();
+    let dims = refit.points.first().map_or(0, |p| p.0.len());
+    let flat: Vec<f32> = refit
+        .points
+        .iter()
+        .flat_map(|p| p.0.iter().copied())
+        .collect();
+    Ok(eval::holdout_recall(plan, &handles, 10, |point, k| {
+        let query = &refit.points[point as usize].0;
+        exact_flat(&flat, dims, query, k, Some(point))
+    }))
 }
