@@ -236,6 +236,11 @@ impl Dataset {
 
     /// Interns a tag spelling by its key; counts a spelling that joins another.
     fn intern_tag(&mut self, spelling: &str, report: &mut FileReport) -> u32 {
+        self.intern_tag_rows(spelling, 1, report)
+    }
+
+    /// [`Dataset::intern_tag`] for `rows` rows of one spelling at once.
+    fn intern_tag_rows(&mut self, spelling: &str, rows: u64, report: &mut FileReport) -> u32 {
         let id = self.tags.intern(&crate::tags::key(spelling)) as usize;
         if self.spellings.len() <= id {
             self.spellings.resize_with(id + 1, HashMap::new);
@@ -244,7 +249,7 @@ impl Dataset {
         if !seen.is_empty() && !seen.contains_key(spelling) {
             report.quirk("tag_spellings_merged");
         }
-        *seen.entry(spelling.to_owned()).or_default() += 1;
+        *seen.entry(spelling.to_owned()).or_default() += rows;
         id as u32
     }
 
@@ -275,8 +280,16 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
         }
     }
     read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
-    read_views(&dir.join(VIEWS), &mut ds)?;
-    read_interests(&dir.join(INTERESTS), &mut ds)?;
+    // The interests file is parsed on its own thread while the views are read; its tags
+    // join the vocabulary afterwards, in the order a row-by-row read would add them.
+    let (views, interests) = std::thread::scope(|scope| {
+        let interests = scope.spawn(|| parse_interests(&dir.join(INTERESTS)));
+        let views = read_views(&dir.join(VIEWS), &mut ds);
+        (views, interests.join())
+    });
+    views?;
+    let interests = interests.expect("the interests reader panicked")?;
+    add_interests(interests, &mut ds);
     read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
     ds.name_tags();
     Ok(ds)
@@ -313,7 +326,7 @@ pub fn read_dir_onto(
         read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
     }
     read_views(&dir.join(VIEWS), &mut ds)?;
-    read_interests(&dir.join(INTERESTS), &mut ds)?;
+    add_interests(parse_interests(&dir.join(INTERESTS))?, &mut ds);
     read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
     // The model's tags keep the model's names.
     ds.name_tags();
@@ -573,35 +586,79 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     Ok(())
 }
 
-fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
+/// The interests file read apart from the data set, so that it can be read beside the
+/// views: each row's tag is an index into `spellings`.
+struct ParsedInterests {
+    report: FileReport,
+    /// (user, spelling, day) of each usable row, in file order.
+    rows: Vec<(u64, u32, u32)>,
+    /// The distinct tag spellings in order of first appearance, with their rows.
+    spellings: Vec<(String, u64)>,
+}
+
+fn parse_interests(path: &Path) -> Result<ParsedInterests, IngestError> {
     let mut report = FileReport::new(INTERESTS);
-    if !path.is_file() {
-        ds.reports.push(report);
-        return Ok(());
+    let mut rows = Vec::new();
+    let mut spellings: Vec<(String, u64)> = Vec::new();
+    if path.is_file() {
+        let table = Table::open(
+            path,
+            INTERESTS,
+            &["user_handle", "interest_tag", "date_followed"],
+        )?;
+        let hasher = std::hash::RandomState::new();
+        let mut seen_rows = HashSet::new();
+        let mut ids: HashMap<String, u32> = HashMap::new();
+        table.for_each(&mut report, |line, f, report| {
+            let Some(user) = parse_u64(f[0]) else {
+                return report.skip(line, SkipReason::BadHandle);
+            };
+            let Some(tag) = normalise_tag(f[1], report) else {
+                return report.skip(line, SkipReason::EmptyField);
+            };
+            // Exact duplicates (same user, tag and date) are a known quirk of this file.
+            if !seen_rows.insert(row_hash(&hasher, f)) {
+                return report.skip(line, SkipReason::Duplicate);
+            }
+            report.used += 1;
+            let day = read_day(f[2], report, "interests_without_a_readable_date");
+            let id = match ids.get(&tag) {
+                Some(&id) => id,
+                None => {
+                    let id = spellings.len() as u32;
+                    ids.insert(tag.clone(), id);
+                    spellings.push((tag, 0));
+                    id
+                }
+            };
+            spellings[id as usize].1 += 1;
+            rows.push((user, id, day));
+        })?;
     }
-    let table = Table::open(
-        path,
-        INTERESTS,
-        &["user_handle", "interest_tag", "date_followed"],
-    )?;
-    let hasher = std::hash::RandomState::new();
-    let mut seen_rows = HashSet::new();
-    let mut pairs = Vec::new();
-    table.for_each(&mut report, |line, f, report| {
-        let Some(user) = parse_u64(f[0]) else {
-            return report.skip(line, SkipReason::BadHandle);
-        };
-        let Some(tag) = normalise_tag(f[1], report) else {
-            return report.skip(line, SkipReason::EmptyField);
-        };
-        // Exact duplicates (same user, tag and date) are a known quirk of this file.
-        if !seen_rows.insert(row_hash(&hasher, f)) {
-            return report.skip(line, SkipReason::Duplicate);
-        }
-        report.used += 1;
-        let day = read_day(f[2], report, "interests_without_a_readable_date");
-        pairs.push((user, ds.intern_tag(&tag, report), day));
-    })?;
+    Ok(ParsedInterests {
+        report,
+        rows,
+        spellings,
+    })
+}
+
+/// Adds the interests of [`parse_interests`] to `ds`: their spellings interned in order
+/// of first appearance (the ids and quirks of a row-by-row read), then the latest follow
+/// of each (user, tag) kept.
+fn add_interests(parsed: ParsedInterests, ds: &mut Dataset) {
+    let ParsedInterests {
+        mut report,
+        rows,
+        spellings,
+    } = parsed;
+    let tags: Vec<u32> = spellings
+        .iter()
+        .map(|(spelling, n)| ds.intern_tag_rows(spelling, *n, &mut report))
+        .collect();
+    let mut pairs: Vec<(u64, u32, u32)> = rows
+        .into_iter()
+        .map(|(user, spelling, day)| (user, tags[spelling as usize], day))
+        .collect();
     // Sorted by user, tag and day: the last of each (user, tag) is the latest follow.
     pairs.sort_unstable();
     let before = pairs.len();
@@ -612,14 +669,15 @@ fn read_interests(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         }
         same
     });
-    report.quirks.insert(
-        "same_interest_followed_again".to_owned(),
-        (before - pairs.len()) as u64,
-    );
+    if report.present {
+        report.quirks.insert(
+            "same_interest_followed_again".to_owned(),
+            (before - pairs.len()) as u64,
+        );
+    }
     ds.interests = pairs.iter().map(|&(u, t, _)| (u, t)).collect();
     ds.interest_days = pairs.iter().map(|p| p.2).collect();
     ds.reports.push(report);
-    Ok(())
 }
 
 fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {

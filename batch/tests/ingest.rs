@@ -262,3 +262,30 @@ fn spellings_of_one_tag_across_files_become_one_tag_named_by_the_commonest() {
     assert_eq!(merged("user_interests.csv"), 2);
     assert_eq!(merged("user_assessment_scores.csv"), 0);
 }
+
+#[test]
+fn tags_first_met_in_the_interests_are_numbered_in_the_order_they_are_met() {
+    // The interests file is read beside the views; its tags must still be numbered as a
+    // row-by-row read numbers them.
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    write("course_tags.csv", "course_id,course_tags\nc1,python\n");
+    write(
+        "user_course_views.csv",
+        "user_handle,view_date,course_id,author_handle,level,view_time_seconds\n\
+         1,2017-06-01,c1,9,Beginner,60\n",
+    );
+    write(
+        "user_interests.csv",
+        "user_handle,interest_tag,date_followed\n\
+         1,zeta,2017-06-01\n2,alpha,2017-06-01\n1,Zeta,2017-06-02\n3,python,2017-06-01\n\
+         3,beta,2017-06-01\n",
+    );
+    let ds = ingest::read_dir(dir.path()).unwrap();
+    assert_eq!(ds.tags.names, ["python", "zeta", "alpha", "beta"]);
+    let (zeta, alpha, beta) = (1, 2, 3);
+    assert_eq!(ds.interests, [(1, zeta), (2, alpha), (3, 0), (3, beta)]);
+    let interests = report(&ds, "user_interests.csv");
+    assert_eq!(interests.quirks["same_interest_followed_again"], 1);
+    assert_eq!(interests.quirks["tags_with_upper_case_merged"], 1);
+}
