@@ -229,6 +229,23 @@ impl Dataset {
         views.chain(others).max().unwrap_or(0)
     }
 
+    /// The number of distinct users with a view, interest or assessment when it is at
+    /// most `limit`; `None` as soon as more are seen.
+    pub fn users_up_to(&self, limit: usize) -> Option<usize> {
+        let mut seen = HashSet::with_capacity(limit.min(1 << 20));
+        let users = self.views.iter().map(|v| v.user);
+        let others = self.interests.iter().map(|i| i.0);
+        for user in users
+            .chain(others)
+            .chain(self.assessments.iter().map(|a| a.0))
+        {
+            if seen.insert(user) && seen.len() > limit {
+                return None;
+            }
+        }
+        Some(seen.len())
+    }
+
     /// The id of a tag in any of its spellings (`C#`, `csharp`, `c-sharp`).
     pub fn tag(&self, spelling: &str) -> Option<u32> {
         self.tags.get(&crate::tags::key(spelling))

@@ -183,12 +183,6 @@ pub fn fit(
     hidden: &HashSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Fitted, TrainError> {
-    let embedded = embed(ds, cfg, hidden, stages)?;
-    Ok(index_embedded(embedded, cfg, stages))
-}
-
-/// Indexes the embeddings of [`embed`].
-fn index_embedded(embedded: Embedded, cfg: &TrainConfig, stages: &mut Stages) -> Fitted {
     let Embedded {
         handles,
         points,
@@ -198,7 +192,7 @@ fn index_embedded(embedded: Embedded, cfg: &TrainConfig, stages: &mut Stages) ->
         columns,
         users_with_views,
         projection,
-    } = embedded;
+    } = embed(ds, cfg, hidden, stages)?;
     let point_handles: Vec<u64> = users.iter().map(|u| u.handle).collect();
     let shard_count = cfg.shard_count(points.len());
     let hnsw = cfg.hnsw_for(points.len());
@@ -209,7 +203,7 @@ fn index_embedded(embedded: Embedded, cfg: &TrainConfig, stages: &mut Stages) ->
         .iter()
         .map(|&i| std::mem::take(&mut users[i as usize]))
         .collect();
-    Fitted {
+    Ok(Fitted {
         handles,
         shards,
         users,
@@ -218,18 +212,17 @@ fn index_embedded(embedded: Embedded, cfg: &TrainConfig, stages: &mut Stages) ->
         columns,
         users_with_views,
         projection,
-    }
+    })
 }
 
 /// Trains a model from `cfg.data`; `version` names it.
 pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let mut stages = Stages::new();
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
-    let embedded = embed(&ds, cfg, &HashSet::new(), &mut stages)?;
-    let holdout = holdout_plan(&ds, cfg, embedded.users.len());
+    let holdout = holdout_plan(&ds, cfg);
     std::thread::scope(|scope| {
-        // The hold-out measure's refit needs only the data: it runs beside the index
-        // build and the other measures instead of after them.
+        // The hold-out measure's refit needs only the data: it runs beside the model's
+        // own fit and measures instead of after them.
         let refit = holdout.as_ref().ok().map(|plan| {
             let ds = &ds;
             scope.spawn(move || {
@@ -238,7 +231,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
                 (measured, start.elapsed().as_secs_f64())
             })
         });
-        let fitted = index_embedded(embedded, cfg, &mut stages);
+        let fitted = fit(&ds, cfg, &HashSet::new(), &mut stages)?;
         finish(&ds, cfg, version, fitted, stages, &holdout, refit)
     })
 }
@@ -408,17 +401,12 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
     q
 }
 
-/// The hold-out measure's plan when `cfg.evaluate` asks for it for a model of `users`,
-/// else why it is skipped.
-fn holdout_plan(
-    ds: &Dataset,
-    cfg: &TrainConfig,
-    users: usize,
-) -> Result<eval::HoldoutPlan, String> {
+/// The hold-out measure's plan when `cfg.evaluate` asks for it, else why it is skipped.
+fn holdout_plan(ds: &Dataset, cfg: &TrainConfig) -> Result<eval::HoldoutPlan, String> {
     match cfg.evaluate {
         Evaluate::Never => Err("hold-out recall: not asked for (--evaluate never)".to_owned()),
-        Evaluate::Auto if users > AUTO_HOLDOUT_MAX_USERS => Err(format!(
-            "hold-out recall: {users} users is above the automatic limit of {AUTO_HOLDOUT_MAX_USERS} (use --evaluate always)"
+        Evaluate::Auto if ds.users_up_to(AUTO_HOLDOUT_MAX_USERS).is_none() => Err(format!(
+            "hold-out recall: the data has more than the automatic limit of {AUTO_HOLDOUT_MAX_USERS} users (use --evaluate always)"
         )),
         Evaluate::Auto | Evaluate::Always => Ok(eval::HoldoutPlan::draw(
             ds,

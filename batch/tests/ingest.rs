@@ -289,3 +289,19 @@ fn tags_first_met_in_the_interests_are_numbered_in_the_order_they_are_met() {
     assert_eq!(interests.quirks["same_interest_followed_again"], 1);
     assert_eq!(interests.quirks["tags_with_upper_case_merged"], 1);
 }
+
+#[test]
+fn users_are_counted_across_the_files_up_to_a_limit() {
+    // Given the spellings fixture's users, across its four files,
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/spellings");
+    let ds = ingest::read_dir(&dir).unwrap();
+    let mut all: Vec<u64> = ds.views.iter().map(|v| v.user).collect();
+    all.extend(ds.interests.iter().map(|i| i.0));
+    all.extend(ds.assessments.iter().map(|a| a.0));
+    all.sort_unstable();
+    all.dedup();
+    // then every distinct user counts once, and a limit below them stops the count.
+    assert_eq!(ds.users_up_to(100), Some(all.len()));
+    assert_eq!(ds.users_up_to(all.len()), Some(all.len()));
+    assert_eq!(ds.users_up_to(all.len() - 1), None);
+}
