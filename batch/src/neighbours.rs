@@ -42,16 +42,32 @@ pub fn map_nearest<T: Send>(
 }
 
 /// Fills `best` with the `k` largest of `scores` other than `scores[skip]`, as
-/// (score, index), in no particular order. Scores above the current floor are
-/// collected; whenever `2k` are, the `k` largest are selected and the floor rises to
-/// the smallest of them, so most scores cost one comparison.
+/// (score, index), in no particular order (of equal scores, the lowest indices).
+/// Scores above a floor from a sample ([`sampled_floor`]) are collected in one pass;
+/// when fewer than `k` exceed it, or there is no sample, the floor rises instead:
+/// scores above it are collected and whenever `2k` are, the `k` largest are selected
+/// and the floor rises to the smallest of them, so most scores cost one comparison.
 fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
     best.clear();
     if k == 0 {
         return;
     }
-    let mut floor = f32::NEG_INFINITY;
     let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if let Some(floor) = sampled_floor(scores, k) {
+        for (j, &v) in scores.iter().enumerate() {
+            if v > floor && j != skip {
+                best.push((v, j as u32));
+            }
+        }
+        // At least `k` above the floor: the `k` largest are among them.
+        if best.len() >= k {
+            best.select_nth_unstable_by(k - 1, by_score);
+            best.truncate(k);
+            return;
+        }
+        best.clear();
+    }
+    let mut floor = f32::NEG_INFINITY;
     for (j, &v) in scores.iter().enumerate() {
         if v > floor && j != skip {
             best.push((v, j as u32));
@@ -66,6 +82,28 @@ fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
         best.select_nth_unstable_by(k - 1, by_score);
         best.truncate(k);
     }
+}
+
+/// Every this many scores is sampled by [`sampled_floor`].
+const SAMPLE_STRIDE: usize = 8;
+
+/// A floor that about `1.5 k` of `scores` exceed: the sample of every
+/// [`SAMPLE_STRIDE`]-th score is expected to hold `k / SAMPLE_STRIDE` of the `k` largest,
+/// so the floor is the sample's `1.5 k / SAMPLE_STRIDE + 5`-th largest (the margin covers
+/// the sample's spread and the point's own score). One pass collecting what exceeds it
+/// then costs a rarely taken branch per score, where [`largest`]'s rising floor takes
+/// many while it rises. `None` when the scores are too few for a sample to say much.
+fn sampled_floor(scores: &[f32], k: usize) -> Option<f32> {
+    if scores.len() < 16 * k {
+        return None;
+    }
+    let mut sample: Vec<f32> = scores.iter().step_by(SAMPLE_STRIDE).copied().collect();
+    let rank = (3 * k).div_ceil(2 * SAMPLE_STRIDE) + 5;
+    if rank >= sample.len() {
+        return None;
+    }
+    let (_, floor, _) = sample.select_nth_unstable_by(rank - 1, |a, b| b.total_cmp(a));
+    Some(*floor)
 }
 
 /// `f(block)` for the blocks of at most [`BLOCK`] points of `0..n`, their results
@@ -140,5 +178,32 @@ mod tests {
         // and k is capped at the other points.
         let two = map_nearest(&pts[..3], 10, 2, |_, best| best.len());
         assert_eq!(two, vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn the_largest_are_those_of_a_sort_with_ties_and_either_floor() {
+        // Given scores with many ties, some rows where the sampled floor holds and some
+        // where it cannot (k too large for a sample),
+        let mut state = 5u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (n, k) in [(2000, 10), (2000, 64), (2000, 200), (500, 40), (64, 63)] {
+            let scores: Vec<f32> = (0..n).map(|_| (next() % 50) as f32 / 50.0).collect();
+            let skip = (next() % n as u64) as usize;
+            let mut best = Vec::new();
+            largest(&scores, skip, k, &mut best);
+            best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            // then they equal the first k of a sort by score, ties by index.
+            let mut all: Vec<(f32, u32)> = (0..n as u32)
+                .filter(|&j| j as usize != skip)
+                .map(|j| (scores[j as usize], j))
+                .collect();
+            all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            assert_eq!(best, all[..k.min(n - 1)].to_vec(), "{n} scores, k {k}");
+        }
     }
 }
