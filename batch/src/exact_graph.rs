@@ -6,8 +6,9 @@
 //! `ef_construction` nearest are found instead by matrix products ([`map_nearest`]), and
 //! the graph is laid out as instant-distance would lay it out:
 //!
-//! - the points in a seeded random order, point 0 the entry; upper layer `l` holds the
-//!   first `n * mL^l` points (`mL = 1 / ln 32`, instant-distance's level factor);
+//! - the points in a seeded random order, point 0 the entry; each upper layer holds the
+//!   first points of that order, `mL` times as many as the layer below, rounded down
+//!   (`mL = 1 / ln 32`, instant-distance's level factor), while that is at least 32;
 //! - on each layer, a node's candidates are its exact nearest among that layer's nodes,
 //!   ordered by instant-distance's selection heuristic (a candidate nearer to an
 //!   already selected neighbour than to the node is a redundant link: it is moved after
@@ -15,7 +16,9 @@
 //! - each node's list is its useful links, then the nodes that chose it as a useful link
 //!   (instant-distance's back links: without them a point nobody ranks near could not
 //!   be reached), nearest first, then its redundant links, cut at 64 slots on layer zero
-//!   and 32 above.
+//!   and 32 above;
+//! - a node that a walk from the entry still cannot reach (a group of outliers linked
+//!   only among themselves) is linked from its nearest reachable candidate.
 //!
 //! The result is an `instant_distance::Hnsw` like any other ([`graph::assemble`]
 //! checks it as a stored index is checked), searched by instant-distance; its recall is
@@ -33,7 +36,7 @@ use crate::neighbours::map_nearest;
 pub const MAX_POINTS: usize = 50_000;
 
 /// instant-distance's `M`: an upper layer holds a share `1 / ln M` of the layer below,
-/// and the top layer is the first smaller than `M` after that.
+/// and the top layer is the last of at least `M` nodes.
 const M: usize = 32;
 
 /// Builds the graph of `points` as the module describes, spread over `threads`; returns
@@ -96,7 +99,7 @@ fn links(
 ) -> Vec<u32> {
     // Each node's candidates, nearest first, split into useful and redundant links.
     let chosen: Vec<Split> = map_nearest(points, candidates, threads, |_, best| {
-        best.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        best.sort_unstable_by(nearest_first);
         if heuristic {
             select(best, points)
         } else {
@@ -110,11 +113,11 @@ fn links(
         }
     }
     let mut ids = vec![EMPTY_SLOT; points.len() * slots];
-    for (i, ((useful, redundant), mut back)) in chosen.into_iter().zip(back).enumerate() {
-        back.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    for (i, ((useful, redundant), mut back)) in chosen.iter().zip(back).enumerate() {
+        back.sort_unstable_by(nearest_first);
         let row = &mut ids[i * slots..(i + 1) * slots];
         let mut filled = 0;
-        for (_, j) in useful.into_iter().chain(back).chain(redundant) {
+        for &(_, j) in useful.iter().chain(&back).chain(redundant) {
             if filled == slots {
                 break;
             }
@@ -124,7 +127,83 @@ fn links(
             }
         }
     }
+    connect(&mut ids, slots, &chosen);
     ids
+}
+
+/// Links every node that a walk from node 0 (the search's entry) cannot reach: from the
+/// nearest reachable of its candidates (`chosen`), into a free slot or in place of a link
+/// to the node with the most incoming links. Back links make this rare with the
+/// selection heuristic (a group of outliers, such as duplicates, that only link among
+/// themselves); without it, lists of plain nearest neighbours leave many.
+///
+/// The links a walk first reached each node by form a tree from the entry; they, and the
+/// links added here, are never the ones replaced, so no node is cut off again and one
+/// pass suffices.
+fn connect(ids: &mut [u32], slots: usize, chosen: &[Split]) {
+    let n = ids.len() / slots;
+    let mut incoming = vec![0u32; n];
+    for &id in ids.iter().filter(|&&id| id != EMPTY_SLOT) {
+        incoming[id as usize] += 1;
+    }
+    let mut kept = vec![false; ids.len()];
+    let mut reached = vec![false; n];
+    let walk = |ids: &[u32], kept: &mut [bool], reached: &mut [bool], from: u32| {
+        let mut stack = vec![from];
+        reached[from as usize] = true;
+        while let Some(node) = stack.pop() {
+            let start = node as usize * slots;
+            for slot in start..start + slots {
+                let next = ids[slot];
+                if next == EMPTY_SLOT {
+                    break;
+                }
+                if !reached[next as usize] {
+                    reached[next as usize] = true;
+                    kept[slot] = true;
+                    stack.push(next);
+                }
+            }
+        }
+    };
+    walk(ids, &mut kept, &mut reached, 0);
+    for orphan in 0..n {
+        if reached[orphan] {
+            continue;
+        }
+        // A slot of a reachable node that may take the link: free, or else the one
+        // naming the node with the most incoming links, never a kept one.
+        let open = |node: usize, ids: &[u32], kept: &[bool]| {
+            let row = node * slots..(node + 1) * slots;
+            ids[row.clone()]
+                .iter()
+                .position(|&id| id == EMPTY_SLOT)
+                .map(|free| row.start + free)
+                .or_else(|| {
+                    row.filter(|&slot| !kept[slot])
+                        .max_by_key(|&slot| (incoming[ids[slot] as usize], slot))
+                })
+        };
+        let (useful, redundant) = &chosen[orphan];
+        let candidates = useful.iter().chain(redundant).map(|&(_, j)| j as usize);
+        let slot = candidates
+            .chain(0..n)
+            .filter(|&j| reached[j])
+            .find_map(|j| open(j, ids, &kept))
+            .expect("a tree of n - 1 kept links leaves a reachable node an open slot");
+        if ids[slot] != EMPTY_SLOT {
+            incoming[ids[slot] as usize] -= 1;
+        }
+        ids[slot] = orphan as u32;
+        incoming[orphan] += 1;
+        kept[slot] = true;
+        walk(ids, &mut kept, &mut reached, orphan as u32);
+    }
+}
+
+/// Orders (similarity, id) pairs nearest first, ties by id.
+fn nearest_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// A node's useful and redundant links, as (similarity, id), each nearest first.
@@ -238,6 +317,38 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_from_the_entry_reaches_every_node_of_every_layer_size() {
+        // Given clustered points and groups of identical outliers (which rank only each
+        // other near),
+        let mut points = clustered(2000, 16, 20, 4);
+        for (i, p) in points.iter_mut().enumerate().step_by(97) {
+            let mut v = vec![0.0; 16];
+            v[i % 3] = 1.0;
+            *p = Embedding::normalized(v);
+        }
+        // when their layers are linked with and without the heuristic,
+        for heuristic in [true, false] {
+            for (size, slots) in [(2000, ZERO_SLOTS), (300, UPPER_SLOTS)] {
+                let ids = links(&points[..size], 64, slots, heuristic, 2);
+                // then a walk from node 0 reaches every node.
+                let mut reached = vec![false; size];
+                let mut stack = vec![0usize];
+                reached[0] = true;
+                while let Some(node) = stack.pop() {
+                    for &next in &ids[node * slots..(node + 1) * slots] {
+                        if next != EMPTY_SLOT && !reached[next as usize] {
+                            reached[next as usize] = true;
+                            stack.push(next as usize);
+                        }
+                    }
+                }
+                let missed = reached.iter().filter(|&&r| !r).count();
+                assert_eq!(missed, 0, "heuristic {heuristic}, {size} nodes");
+            }
+        }
+    }
+
+    #[test]
     fn each_list_holds_useful_links_then_back_links_then_the_rest() {
         // Given the four points above as one layer with 2 slots per node,
         let at =
@@ -248,9 +359,15 @@ mod tests {
         // link, 0;
         assert_eq!(&ids[0..2], &[1, 3]);
         assert_eq!(ids[3 * 2], 0);
-        // and without the heuristic the lists are plain nearest first.
+        // and without the heuristic the lists are plain nearest first,
         let plain = links(&points, 3, 2, false, 1);
         assert_eq!(&plain[0..2], &[1, 2]);
         assert_eq!(&plain[2 * 2..2 * 2 + 2], &[1, 0]);
+        // except that node 3, which no list names then, is linked from its nearest node
+        // whose links a walk from node 0 does not need (1, not 0), in place of the link
+        // to the node most linked to (0, named by 1, 2 and 3).
+        let mut one = plain[2..4].to_vec();
+        one.sort_unstable();
+        assert_eq!(one, [2, 3]);
     }
 }

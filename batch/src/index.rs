@@ -10,13 +10,14 @@ use crate::exact_graph;
 
 /// Builds the index; returns it with `order`, where point `i` of the index is input
 /// `order[i]`. Up to [`exact_graph::MAX_POINTS`] points the graph is built from exact
-/// neighbours ([`exact_graph`]) on the rayon pool's threads, above by instant-distance's
-/// incremental insertion.
-pub fn build(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>) {
+/// neighbours ([`exact_graph`]) on `threads` threads, above by instant-distance's
+/// incremental insertion on the rayon pool.
+pub fn build(points: Vec<Embedding>, params: &HnswParams, threads: usize) -> (Index, Vec<u32>) {
     let n = points.len();
     if (2..=exact_graph::MAX_POINTS).contains(&n) {
-        return exact_graph::build(points, params, rayon::current_num_threads())
-            .expect("an exact graph names only its own points");
+        return exact_graph::build(points, params, threads).expect(
+            "the graph of finite unit embeddings with ef_search in range passes the index check",
+        );
     }
     incremental(points, params)
 }
@@ -47,7 +48,7 @@ pub fn build_reproducible(
     params: &HnswParams,
 ) -> Result<(Index, Vec<u32>), rayon::ThreadPoolBuildError> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-    Ok(pool.install(|| build(points, params)))
+    Ok(pool.install(|| build(points, params, 1)))
 }
 
 /// A reproducible sample of `count` distinct rows out of `n` (all rows when `count >= n`).
@@ -114,12 +115,14 @@ pub fn build_sharded(
     let mut built: Vec<(u32, Index, Vec<u32>)> = Vec::with_capacity(jobs.len());
     while !jobs.is_empty() {
         let batch: Vec<_> = jobs.drain(..threads.clamp(1, jobs.len())).collect();
+        // The threads are shared out among the shards built together.
+        let each = (threads / batch.len()).max(1);
         let done: Vec<(u32, Index, Vec<u32>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .into_iter()
                 .map(|(id, ins, pts)| {
                     scope.spawn(move || {
-                        let (index, order) = build(pts, params);
+                        let (index, order) = build(pts, params, each);
                         let order = order.iter().map(|&p| ins[p as usize]).collect();
                         (id, index, order)
                     })
@@ -166,7 +169,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// Seeded clustered points: `clusters` random centres, points scattered around them.
-    type Builder = dyn Fn(Vec<Embedding>, &HnswParams) -> (Index, Vec<u32>);
+    type Builder = dyn Fn(Vec<Embedding>, &HnswParams, usize) -> (Index, Vec<u32>);
 
     pub(crate) fn clustered(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Embedding> {
         let mut state = seed;
@@ -191,7 +194,8 @@ pub(crate) mod tests {
     fn recall_at_10_against_exact_search_is_high_on_clustered_data() {
         // Given 3,000 seeded clustered 32-d points,
         let points = clustered(3000, 32, 30, 7);
-        let exact = |p, params: &HnswParams| exact_graph::build(p, params, 2).unwrap();
+        let exact = |p, params: &HnswParams, t| exact_graph::build(p, params, t).unwrap();
+        let incremental = |p, params: &HnswParams, _| incremental(p, params);
         let builders: [(&str, &Builder); 3] = [
             ("build", &build),
             ("incremental", &incremental),
@@ -207,7 +211,7 @@ pub(crate) mod tests {
                 seed: 1,
             };
             // when indexed by each builder, with and without the heuristic,
-            let (index, order) = builder(points.clone(), &params);
+            let (index, order) = builder(points.clone(), &params, 2);
             // then every input is a point exactly once,
             let mut seen = order.clone();
             seen.sort_unstable();

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::{UNKNOWN_HANDLE, known_handle, model};
+use common::{UNKNOWN_HANDLE, known_handle, model, viewer_row};
 use kindred_batch::ingest;
 use kindred_core::projection::Profile;
 use kindred_predict::api::{self, BatchItem, Disclosure, Filters};
@@ -187,7 +187,7 @@ async fn recommend_json(body: &str, disclosure: Disclosure) -> (u16, serde_json:
 fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
     let m = model();
     let courses = m.courses().expect("the test model has a course table");
-    let handle = known_handle(4);
+    let handle = known_handle(viewer_row(4));
     let a = api::recommend_handle(m, handle, 10, &Filters::default(), Disclosure::Profiles)
         .expect("known");
     assert_eq!(a.recommendations.len(), 10);
@@ -287,7 +287,8 @@ fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
 
 #[tokio::test]
 async fn recommendations_disclose_voters_only_with_profiles_and_serve_batches_and_profiles() {
-    let handle = known_handle(2);
+    let row = viewer_row(2);
+    let handle = known_handle(row);
     let one = format!(r#"{{"user_handle": {handle}, "k": 5}}"#);
     // At `similarity`, no reasons; at `reasons`, counts and tags but no other learner.
     let (status, a) = recommend_json(&one, Disclosure::Similarity).await;
@@ -306,7 +307,7 @@ async fn recommendations_disclose_voters_only_with_profiles_and_serve_batches_an
     assert_eq!(b["results"][1]["error"], "unknown user");
     // A cold-start profile gets courses too, none of those it excludes.
     let m = model();
-    let tag = m.tag(m.users.users[2].top_tags[0].0).to_owned();
+    let tag = m.tag(m.users.users[row].top_tags[0].0).to_owned();
     let profile = format!(r#"{{"profile": {{"tags": {{"{tag}": 1800}}}}, "k": 5}}"#);
     let (status, p) = recommend_json(&profile, Disclosure::Reasons).await;
     assert_eq!(status, 200, "{p}");

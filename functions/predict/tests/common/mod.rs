@@ -96,6 +96,20 @@ pub fn known_handle(i: usize) -> u64 {
     model().users.users[i].handle
 }
 
+/// The row of the `i`-th user of the table who viewed courses (rows follow the index's
+/// point order, which is its builder's: a test needing a viewer must not assume one).
+pub fn viewer_row(i: usize) -> usize {
+    let m = model();
+    let courses = m.courses().expect("the test model has a course table");
+    (0..m.users.users.len())
+        .filter(|&r| {
+            let user = &m.users.users[r];
+            !user.top_tags.is_empty() && !courses.viewed_by(user.handle).is_empty()
+        })
+        .nth(i)
+        .expect("enough viewers in the test model")
+}
+
 /// A handle no model knows.
 pub const UNKNOWN_HANDLE: u64 = 987_654_321;
 
