@@ -147,14 +147,15 @@ pub const LARGE_EF_CONSTRUCTION: usize = 48;
 
 /// Share of a hold-out user's tags hidden.
 pub const HOLDOUT_SHARE: f64 = 0.2;
-/// Largest model for which `--evaluate auto` retrains for the hold-out measure.
+/// Most users (with any view, interest or assessment) in the data for which `--evaluate
+/// auto` retrains for the hold-out measure; up to it the refit runs beside the fit.
 pub const AUTO_HOLDOUT_MAX_USERS: usize = 200_000;
 
 /// When the training run measures hold-out recall (which costs a second fit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Evaluate {
-    /// Up to 200,000 users.
+    /// Up to 200,000 users in the data.
     Auto,
     /// Always.
     Always,

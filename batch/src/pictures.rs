@@ -125,7 +125,7 @@ impl Pictures {
             ("matrix non-zeros".to_owned(), s.nonzeros.to_string()),
             (
                 "training time".to_owned(),
-                format!("{:.1} s", s.stages.iter().map(|t| t.seconds).sum::<f64>()),
+                format!("{:.1} s", crate::summary::wall_seconds(&s.stages)),
             ),
         ];
         let notes = vec![

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::config::Method;
-use crate::summary::{RunSummary, StageTime};
+use crate::summary::{RunSummary, StageTime, wall_seconds};
 use crate::update::Updated;
 
 /// Formats the run summary for a terminal.
@@ -80,12 +80,7 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
     for why in &q.skipped {
         let _ = writeln!(out, "    skipped {why}");
     }
-    let total: f64 = s
-        .stages
-        .iter()
-        .filter(|t| !t.beside)
-        .map(|t| t.seconds)
-        .sum();
+    let total = wall_seconds(&s.stages);
     let stages: Vec<String> = s
         .stages
         .iter()
@@ -133,7 +128,7 @@ pub fn comparison(data: &std::path::Path, rows: &[(Method, RunSummary)]) -> Stri
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     for (method, s) in rows {
         let q = &s.quality;
-        let secs: f64 = s.stages.iter().map(|t| t.seconds).sum();
+        let secs = wall_seconds(&s.stages);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {:.4} | {secs:.1} |",
@@ -301,11 +296,7 @@ fn stage_metrics(
     total: &str,
     stages: &[StageTime],
 ) -> Vec<(String, serde_json::Value, &'static str)> {
-    let mut m = vec![(
-        total.to_owned(),
-        stages.iter().map(|t| t.seconds).sum::<f64>().into(),
-        "Seconds",
-    )];
+    let mut m = vec![(total.to_owned(), wall_seconds(stages).into(), "Seconds")];
     for t in stages {
         // "index (all shards, summed)" becomes IndexAllShardsSummedSeconds.
         let name: String = t
@@ -385,7 +376,7 @@ pub fn render_update(u: &Updated, location: &str) -> String {
             );
         }
     }
-    let total: f64 = u.stages.iter().map(|t| t.seconds).sum();
+    let total = wall_seconds(&u.stages);
     let _ = writeln!(out, "  time: {total:.2} s");
     for t in &u.stages {
         let _ = writeln!(out, "    {:<22} {:>8.2} s", t.stage, t.seconds);

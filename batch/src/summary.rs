@@ -18,10 +18,15 @@ pub struct StageTime {
     pub stage: String,
     /// Seconds.
     pub seconds: f64,
-    /// The stage ran on its own thread beside the stages after it, so its time is not
-    /// part of the run's wall time.
+    /// The stage ran on its own thread beside other stages, so its time is not part of
+    /// the run's wall time ([`wall_seconds`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub beside: bool,
+}
+
+/// The seconds of `stages` one after the other: every stage but those run beside them.
+pub fn wall_seconds(stages: &[StageTime]) -> f64 {
+    stages.iter().filter(|t| !t.beside).map(|t| t.seconds).sum()
 }
 
 /// What a training run read, built and measured.
@@ -135,8 +140,8 @@ impl Stages {
         });
     }
 
-    /// Records a stage that ran on its own thread beside the stages recorded before it
-    /// (see [`StageTime::beside`]).
+    /// Records a stage that ran on its own thread beside others (see
+    /// [`StageTime::beside`]).
     pub fn record_beside(&mut self, stage: &str, seconds: f64) {
         info!(stage, seconds, beside = true, "stage done");
         self.times.push(StageTime {

@@ -219,11 +219,13 @@ pub fn fit(
 pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let mut stages = Stages::new();
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
-    let holdout = holdout_plan(&ds, cfg);
+    let small = ds.users_up_to(AUTO_HOLDOUT_MAX_USERS).is_some();
+    let holdout = holdout_plan(&ds, cfg, small);
     std::thread::scope(|scope| {
         // The hold-out measure's refit needs only the data: it runs beside the model's
-        // own fit and measures instead of after them.
-        let refit = holdout.as_ref().ok().map(|plan| {
+        // own fit and measures instead of after them, when the data is small enough for
+        // two fits to share the memory (above, `--evaluate always` refits afterwards).
+        let refit = holdout.as_ref().ok().filter(|_| small).map(|plan| {
             let ds = &ds;
             scope.spawn(move || {
                 let start = Instant::now();
@@ -240,7 +242,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
 type Refit<'scope> = std::thread::ScopedJoinHandle<'scope, (Result<(f64, f64), TrainError>, f64)>;
 
 /// Measures, encodes and describes the model `fitted` from `ds`; `refit` is the hold-out
-/// measure running beside it (or `holdout` says why it does not run).
+/// measure running beside it, if it is (else it runs here, or `holdout` says why not).
 fn finish(
     ds: &Dataset,
     cfg: &TrainConfig,
@@ -304,8 +306,13 @@ fn finish(
             quality.holdout_chance = Some(chance);
             quality.holdout_users = plan.users.len();
         }
+        (None, Ok(plan)) => {
+            let (r, chance) = stages.run("holdout", || holdout_recall(ds, cfg, plan))?;
+            quality.holdout_recall_at_10 = Some(r);
+            quality.holdout_chance = Some(chance);
+            quality.holdout_users = plan.users.len();
+        }
         (_, Err(why)) => quality.skipped.push(why.clone()),
-        (None, Ok(_)) => unreachable!("a plan always starts its refit"),
     }
 
     let summary = RunSummary {
@@ -401,11 +408,12 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
     q
 }
 
-/// The hold-out measure's plan when `cfg.evaluate` asks for it, else why it is skipped.
-fn holdout_plan(ds: &Dataset, cfg: &TrainConfig) -> Result<eval::HoldoutPlan, String> {
+/// The hold-out measure's plan when `cfg.evaluate` asks for it, else why it is skipped;
+/// `small`: the data has at most [`AUTO_HOLDOUT_MAX_USERS`] users.
+fn holdout_plan(ds: &Dataset, cfg: &TrainConfig, small: bool) -> Result<eval::HoldoutPlan, String> {
     match cfg.evaluate {
         Evaluate::Never => Err("hold-out recall: not asked for (--evaluate never)".to_owned()),
-        Evaluate::Auto if ds.users_up_to(AUTO_HOLDOUT_MAX_USERS).is_none() => Err(format!(
+        Evaluate::Auto if !small => Err(format!(
             "hold-out recall: the data has more than the automatic limit of {AUTO_HOLDOUT_MAX_USERS} users (use --evaluate always)"
         )),
         Evaluate::Auto | Evaluate::Always => Ok(eval::HoldoutPlan::draw(
