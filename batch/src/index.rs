@@ -168,9 +168,9 @@ pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
 pub(crate) mod tests {
     use super::*;
 
-    /// Seeded clustered points: `clusters` random centres, points scattered around them.
     type Builder = dyn Fn(Vec<Embedding>, &HnswParams, usize) -> (Index, Vec<u32>);
 
+    /// Seeded clustered points: `clusters` random centres, points scattered around them.
     pub(crate) fn clustered(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Embedding> {
         let mut state = seed;
         let mut unif = move || {

@@ -139,24 +139,12 @@ fn each_block<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn points(n: usize, seed: u64) -> Vec<Embedding> {
-        let mut state = seed;
-        let mut unif = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0
-        };
-        (0..n)
-            .map(|_| Embedding::normalized((0..8).map(|_| unif()).collect()))
-            .collect()
-    }
+    use crate::index::tests::clustered;
 
     #[test]
     fn the_nearest_are_those_of_a_plain_scan_whatever_the_threads() {
-        // Given 300 random points (more than two blocks),
-        let pts = points(300, 11);
+        // Given 300 seeded points (more than two blocks),
+        let pts = clustered(300, 8, 10, 11);
         // when each point's 7 nearest are found on 1 and on 3 threads,
         let sorted = |i: usize, best: &mut Vec<(f32, u32)>| {
             best.sort_by(|a, b| b.0.total_cmp(&a.0));
