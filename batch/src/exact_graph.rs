@@ -29,7 +29,7 @@ use kindred_core::graph::{self, EMPTY_SLOT, Layers, UPPER_SLOTS, ZERO_SLOTS};
 use kindred_core::manifest::HnswParams;
 use kindred_core::search::Index;
 
-use crate::neighbours::map_nearest;
+use crate::neighbours::{map_nearest, nearest_first};
 
 /// The largest shard built from exact neighbours: finding them costs `n²` products, about
 /// 0.3 s of CPU at 10k points and rank 64.
@@ -199,11 +199,6 @@ fn connect(ids: &mut [u32], slots: usize, chosen: &[Split]) {
         kept[slot] = true;
         walk(ids, &mut kept, &mut reached, orphan as u32);
     }
-}
-
-/// Orders (similarity, id) pairs nearest first, ties by id.
-fn nearest_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
-    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// A node's useful and redundant links, as (similarity, id), each nearest first.

@@ -325,10 +325,9 @@ fn main() -> ExitCode {
 /// hold-out refit's matrices): each return and fresh page cost a system call, page faults
 /// and a TLB flush on every core. Setting the pad also turns off glibc's adaptive mmap
 /// threshold, so a block above 128 KiB that the slack cannot hold is mapped and unmapped
-/// each time; the net effect, measured on 10k users, 2 cores, four runs each interleaved:
-/// 1.68 s wall (0.52 s in the kernel) without, 1.45 s (0.17 s) with, for 40 to 80 MiB
-/// more peak memory, and no change at 1M users (4.3 GB). The slack is held until the
-/// process exits: at most 64 MiB per allocating thread.
+/// each time. The net effect, measured in docs/performance.md (c35e8e9): a default 10k
+/// run about 8% faster, its kernel time halved, for tens of MiB more peak memory. The
+/// slack is held until the process exits: at most 64 MiB per allocating thread.
 fn keep_freed_memory_mapped() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -52,7 +52,6 @@ fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
     if k == 0 {
         return;
     }
-    let by_score = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
     if let Some(floor) = sampled_floor(scores, k) {
         for (j, &v) in scores.iter().enumerate() {
             if v > floor && j != skip {
@@ -61,7 +60,7 @@ fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
         }
         // At least `k` above the floor: the `k` largest are among them.
         if best.len() >= k {
-            best.select_nth_unstable_by(k - 1, by_score);
+            best.select_nth_unstable_by(k - 1, nearest_first);
             best.truncate(k);
             return;
         }
@@ -72,16 +71,21 @@ fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
         if v > floor && j != skip {
             best.push((v, j as u32));
             if best.len() == 2 * k {
-                best.select_nth_unstable_by(k - 1, by_score);
+                best.select_nth_unstable_by(k - 1, nearest_first);
                 best.truncate(k);
                 floor = best[k - 1].0;
             }
         }
     }
     if best.len() > k {
-        best.select_nth_unstable_by(k - 1, by_score);
+        best.select_nth_unstable_by(k - 1, nearest_first);
         best.truncate(k);
     }
+}
+
+/// Orders (score, index) pairs largest score first, ties by index.
+pub fn nearest_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
 }
 
 /// Every this many scores is sampled by [`sampled_floor`].

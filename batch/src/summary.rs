@@ -133,21 +133,21 @@ impl Stages {
     /// Records a stage timed elsewhere (an async step).
     pub fn record(&mut self, stage: &str, seconds: f64) {
         info!(stage, seconds, "stage done");
-        self.times.push(StageTime {
-            stage: stage.to_owned(),
-            seconds,
-            beside: false,
-        });
+        self.push(stage, seconds, false);
     }
 
     /// Records a stage that ran on its own thread beside others (see
     /// [`StageTime::beside`]).
     pub fn record_beside(&mut self, stage: &str, seconds: f64) {
         info!(stage, seconds, beside = true, "stage done");
+        self.push(stage, seconds, true);
+    }
+
+    fn push(&mut self, stage: &str, seconds: f64, beside: bool) {
         self.times.push(StageTime {
             stage: stage.to_owned(),
             seconds,
-            beside: true,
+            beside,
         });
     }
 
@@ -169,11 +169,7 @@ impl Stages {
             bar.finish_and_clear();
         }
         info!(stage, seconds, "stage done");
-        self.times.push(StageTime {
-            stage: stage.to_owned(),
-            seconds,
-            beside: false,
-        });
+        self.push(stage, seconds, false);
         out
     }
 }

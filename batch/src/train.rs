@@ -297,22 +297,21 @@ fn finish(
         Ok(out)
     })?;
     drop(users);
-    match (refit, holdout) {
-        (Some(refit), Ok(plan)) => {
-            let (measured, seconds) = refit.join().expect("the hold-out measure panicked");
-            stages.record_beside("holdout", seconds);
-            let (r, chance) = measured?;
+    match holdout {
+        Ok(plan) => {
+            let (r, chance) = match refit {
+                Some(refit) => {
+                    let (measured, seconds) = refit.join().expect("the hold-out measure panicked");
+                    stages.record_beside("holdout", seconds);
+                    measured?
+                }
+                None => stages.run("holdout", || holdout_recall(ds, cfg, plan))?,
+            };
             quality.holdout_recall_at_10 = Some(r);
             quality.holdout_chance = Some(chance);
             quality.holdout_users = plan.users.len();
         }
-        (None, Ok(plan)) => {
-            let (r, chance) = stages.run("holdout", || holdout_recall(ds, cfg, plan))?;
-            quality.holdout_recall_at_10 = Some(r);
-            quality.holdout_chance = Some(chance);
-            quality.holdout_users = plan.users.len();
-        }
-        (_, Err(why)) => quality.skipped.push(why.clone()),
+        Err(why) => quality.skipped.push(why.clone()),
     }
 
     let summary = RunSummary {
