@@ -260,11 +260,14 @@ mod tests {
         for n in [31, 32, 200, 5_000] {
             let points = clustered(n, 8, 10, 1);
             let ours = build(points.clone(), &params(1), 2).unwrap().0;
-            let theirs: Index = instant_distance::Builder::default()
-                .seed(1)
-                .ef_construction(16)
-                .build_hnsw(points)
-                .0;
+            let theirs: Index = Index::from_instant_distance(
+                &instant_distance::Builder::default()
+                    .seed(1)
+                    .ef_construction(16)
+                    .build_hnsw(points)
+                    .0,
+            )
+            .unwrap();
             let shape = |i: &Index| check_index("i", &bytes(i), 8).unwrap().layers;
             assert_eq!(shape(&ours), shape(&theirs), "{n} points");
             assert_eq!(shape(&ours), upper_layer_sizes(n).len());

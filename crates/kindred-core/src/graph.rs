@@ -251,10 +251,13 @@ mod tests {
                 )
             })
             .collect();
-        let index: Index = instant_distance::Builder::default()
-            .seed(1)
-            .build_hnsw(points)
-            .0;
+        let index: Index = Index::from_instant_distance(
+            &instant_distance::Builder::default()
+                .seed(1)
+                .build_hnsw(points)
+                .0,
+        )
+        .unwrap();
         crate::codec::encode("index.bin", &index).unwrap()
     }
 

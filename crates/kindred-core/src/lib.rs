@@ -34,6 +34,7 @@ pub mod delta;
 pub mod embedding;
 pub mod error;
 pub mod graph;
+pub mod hnsw;
 pub mod manifest;
 pub mod model;
 pub mod projection;

@@ -4,13 +4,10 @@
 use std::cell::RefCell;
 use std::cmp::Ordering;
 
-use instant_distance::{Hnsw, Search};
-
 use crate::coded::{BLOCK, Bounds, Codes};
 use crate::embedding::{Embedding, dot, dots};
 
-/// The HNSW index over user embeddings; point `i` is row `i` of the [`UserTable`].
-pub type Index = Hnsw<Embedding>;
+pub use crate::hnsw::Index;
 
 /// One neighbour of a query: a row of the model and its cosine similarity.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,7 +19,6 @@ pub struct Neighbour {
 }
 
 thread_local! {
-    static SEARCH: RefCell<Search> = RefCell::new(Search::default());
     /// Reused buffer of the exact scan's similarities.
     static SIMILARITIES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
     /// Reused buffers of the coded scan's lower and upper bounds.
@@ -30,8 +26,8 @@ thread_local! {
 }
 
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
-/// leaving out `exclude` (the query user themself). At most the index's `ef_search`
-/// candidates are considered, so `k` above it returns fewer.
+/// leaving out `exclude` (the query user themself). The search considers the index's
+/// `ef_search` candidates, or `k + 1` when that is more.
 pub fn approximate(
     index: &Index,
     query: &Embedding,
@@ -48,20 +44,19 @@ pub fn approximate_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
-    SEARCH.with(|search| {
-        let mut search = search.borrow_mut();
-        let mut out: Vec<Neighbour> = index
-            .search(query, &mut search)
-            .filter(|item| keep(item.pid.into_inner()))
+    let mut out: Vec<Neighbour> = index.search(&query.0, k.saturating_add(1), |found| {
+        found
+            .iter()
+            .filter(|c| keep(c.pid))
             .take(k)
-            .map(|item| Neighbour {
-                row: item.pid.into_inner(),
-                similarity: 1.0 - item.distance,
+            .map(|c| Neighbour {
+                row: c.pid,
+                similarity: 1.0 - c.distance,
             })
-            .collect();
-        sort_neighbours(&mut out);
-        out
-    })
+            .collect()
+    });
+    sort_neighbours(&mut out);
+    out
 }
 
 /// The `k` users most similar to `query` by scanning every point (the ground truth for recall).
@@ -312,10 +307,13 @@ mod tests {
             Embedding::normalized(vec![0.0, 1.0]),
             Embedding::normalized(vec![-1.0, 0.0]),
         ];
-        instant_distance::Builder::default()
-            .seed(1)
-            .build_hnsw(pts)
-            .0
+        Index::from_instant_distance(
+            &instant_distance::Builder::default()
+                .seed(1)
+                .build_hnsw(pts)
+                .0,
+        )
+        .unwrap()
     }
 
     #[test]

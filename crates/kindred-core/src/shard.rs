@@ -591,10 +591,13 @@ mod tests {
     }
 
     fn build(points: Vec<Embedding>) -> Index {
-        instant_distance::Builder::default()
-            .seed(7)
-            .build_hnsw(points)
-            .0
+        Index::from_instant_distance(
+            &instant_distance::Builder::default()
+                .seed(7)
+                .build_hnsw(points)
+                .0,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -1,0 +1,367 @@
+//! The HNSW index as served: instant-distance's graph, decoded from the bytes it stores
+//! and searched here.
+//!
+//! The batch builds the graph with instant-distance (or lays one out in its format,
+//! [`crate::graph::assemble`]), and `index.bin` holds it as instant-distance encodes its
+//! `Hnsw`. [`Index`] decodes the same bytes field for field (the search width, the points,
+//! layer zero with [`ZERO_SLOTS`] neighbour slots per point, the upper layers with
+//! [`UPPER_SLOTS`]) and encodes them back unchanged, so the format is instant-distance's.
+//! Searching here rather than through instant-distance lets a query ask for more than
+//! the stored `ef_search` candidates: a request for `k` neighbours widens the search to
+//! at least `k + 1`, where instant-distance would return `ef_search` and leave the rest to
+//! an exact scan. The search is the same algorithm (greedy descent through the upper
+//! layers from point 0, then a best-first beam of width `ef` on layer zero).
+
+use std::cell::RefCell;
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::fmt;
+use std::marker::PhantomData;
+
+use instant_distance::PointId;
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::embedding::{Embedding, dot};
+use crate::graph::{EMPTY_SLOT, UPPER_SLOTS, ZERO_SLOTS};
+
+/// An HNSW index over user embeddings; point `i` is shard row `i`.
+///
+/// The fields are instant-distance's `Hnsw`, in its order: the encoded bytes are the same.
+#[derive(Serialize, Deserialize)]
+pub struct Index {
+    ef_search: usize,
+    points: Vec<Embedding>,
+    zero: Vec<Slots<ZERO_SLOTS>>,
+    layers: Vec<Vec<Slots<UPPER_SLOTS>>>,
+}
+
+/// One node's neighbour ids, nearest first, empty slots ([`EMPTY_SLOT`]) last; encoded
+/// as a fixed-length tuple, as instant-distance encodes its nodes.
+#[derive(Clone, Copy)]
+struct Slots<const N: usize>([u32; N]);
+
+impl<const N: usize> Slots<N> {
+    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied().take_while(|&id| id != EMPTY_SLOT)
+    }
+}
+
+impl<const N: usize> Serialize for Slots<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut t = serializer.serialize_tuple(N)?;
+        for id in &self.0 {
+            t.serialize_element(id)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Slots<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SlotsVisitor<const N: usize>(PhantomData<[u32; N]>);
+        impl<'de, const N: usize> Visitor<'de> for SlotsVisitor<N> {
+            type Value = Slots<N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{N} neighbour ids")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slots<N>, A::Error> {
+                let mut ids = [EMPTY_SLOT; N];
+                for (i, id) in ids.iter_mut().enumerate() {
+                    *id = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                }
+                Ok(Slots(ids))
+            }
+        }
+        deserializer.deserialize_tuple(N, SlotsVisitor::<N>(PhantomData))
+    }
+}
+
+/// A point met by a search: its distance (`1 - cosine`) to the query and its id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    /// `1 - cosine similarity` to the query.
+    pub distance: f32,
+    /// The point (shard row).
+    pub pid: u32,
+}
+
+impl Eq for Candidate {}
+
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.distance
+            .total_cmp(&other.distance)
+            .then(self.pid.cmp(&other.pid))
+    }
+}
+
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A search's working memory, kept per thread and reused.
+#[derive(Default)]
+struct Scratch {
+    /// `visited[p] == stamp`: point `p` was met in the current search.
+    visited: Vec<u32>,
+    stamp: u32,
+    /// Points whose neighbours are still to be read, nearest first.
+    frontier: BinaryHeap<Reverse<Candidate>>,
+    /// The best `ef` met so far, nearest first.
+    nearest: Vec<Candidate>,
+}
+
+impl Scratch {
+    /// Starts a search over `points` points: nothing is visited.
+    fn start(&mut self, points: usize) {
+        if self.visited.len() < points {
+            self.visited.resize(points, 0);
+        }
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.visited.fill(0);
+            self.stamp = 1;
+        }
+        self.frontier.clear();
+        self.nearest.clear();
+    }
+
+    /// Marks `pid` visited; false when it already was.
+    #[inline]
+    fn visit(&mut self, pid: u32) -> bool {
+        let slot = &mut self.visited[pid as usize];
+        let new = *slot != self.stamp;
+        *slot = self.stamp;
+        new
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl Index {
+    /// Points in the index.
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    /// True when the index has no points.
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The candidates a search considers at least (the stored `ef_search`).
+    pub fn ef_search(&self) -> usize {
+        self.ef_search
+    }
+
+    /// Every point with its id, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (PointId, &Embedding)> {
+        self.points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (PointId::from(i as u32), p))
+    }
+
+    /// The index instant-distance built: the same graph, through its encoding.
+    pub fn from_instant_distance(
+        built: &instant_distance::Hnsw<Embedding>,
+    ) -> crate::Result<Index> {
+        let bytes = crate::codec::encode("index", built)?;
+        crate::codec::decode("index", &bytes)
+    }
+
+    /// The `ef` points nearest to `query` that the graph leads to (at least the stored
+    /// `ef_search`), nearest first, passed to `found`.
+    pub fn search<T>(&self, query: &[f32], ef: usize, found: impl FnOnce(&[Candidate]) -> T) -> T {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            self.search_with(query, ef.max(self.ef_search), &mut scratch);
+            found(&scratch.nearest)
+        })
+    }
+
+    fn distance(&self, query: &[f32], pid: u32) -> f32 {
+        1.0 - dot(query, &self.points[pid as usize].0)
+    }
+
+    fn search_with(&self, query: &[f32], ef: usize, s: &mut Scratch) {
+        s.start(self.points.len());
+        if self.points.is_empty() {
+            return;
+        }
+        // Greedy descent: on each upper layer, move to the nearest neighbour while one is
+        // nearer than the current point.
+        let mut at = Candidate {
+            distance: self.distance(query, 0),
+            pid: 0,
+        };
+        for layer in self.layers.iter().rev() {
+            loop {
+                let mut best = at;
+                for pid in layer[at.pid as usize].ids() {
+                    let c = Candidate {
+                        distance: self.distance(query, pid),
+                        pid,
+                    };
+                    if c < best {
+                        best = c;
+                    }
+                }
+                if best == at {
+                    break;
+                }
+                at = best;
+            }
+        }
+        // Layer zero: best-first search, keeping the `ef` nearest met.
+        s.visit(at.pid);
+        s.nearest.push(at);
+        s.frontier.push(Reverse(at));
+        while let Some(Reverse(c)) = s.frontier.pop() {
+            if s.nearest.len() >= ef && s.nearest.last().is_some_and(|f| c.distance > f.distance) {
+                break;
+            }
+            // The unvisited neighbours' embeddings are requested from memory together
+            // before any is read: at a million users they are far apart, and waiting for
+            // each in turn is most of a search's time.
+            let mut fresh = [0u32; ZERO_SLOTS];
+            let mut n = 0;
+            for pid in self.zero[c.pid as usize].ids() {
+                if s.visit(pid) {
+                    fresh[n] = pid;
+                    n += 1;
+                }
+            }
+            for &pid in &fresh[..n] {
+                prefetch_lines(std::ptr::from_ref(&self.points[pid as usize]), 1);
+            }
+            for &pid in &fresh[..n] {
+                let values = &self.points[pid as usize].0;
+                prefetch_lines(values.as_ptr(), values.len().div_ceil(16));
+            }
+            for &pid in &fresh[..n] {
+                let new = Candidate {
+                    distance: self.distance(query, pid),
+                    pid,
+                };
+                if s.nearest.len() >= ef && s.nearest.last().is_some_and(|f| new >= *f) {
+                    continue;
+                }
+                let at = s.nearest.partition_point(|n| *n < new);
+                s.nearest.insert(at, new);
+                s.nearest.truncate(ef);
+                s.frontier.push(Reverse(new));
+                // Its neighbour list is likely read next.
+                prefetch_lines(self.zero[pid as usize].0.as_ptr(), ZERO_SLOTS / 16);
+            }
+        }
+    }
+}
+
+/// Asks the CPU to bring the `lines` 64-byte cache lines from `at` into cache (a hint:
+/// nothing is read, so any address is safe).
+#[inline(always)]
+fn prefetch_lines<T>(at: *const T, lines: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for line in 0..lines {
+            // SAFETY: a prefetch reads nothing and cannot fault; SSE is baseline on x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>().wrapping_add(line * 64)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (at, lines);
+}
+
+impl std::ops::Index<PointId> for Index {
+    type Output = Embedding;
+
+    fn index(&self, pid: PointId) -> &Embedding {
+        &self.points[pid.into_inner() as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use instant_distance::{Builder, Search};
+
+    /// `n` unit points in 8 dimensions, from a seeded generator.
+    fn points(n: usize, seed: u64) -> Vec<Embedding> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32 - 0.5
+        };
+        (0..n)
+            .map(|_| Embedding::normalized((0..8).map(|_| next()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn the_index_encodes_as_instant_distance_does_and_finds_what_it_finds() {
+        // Given an index instant-distance built over 2,000 points,
+        let (theirs, _) = Builder::default()
+            .seed(7)
+            .ef_search(24)
+            .build_hnsw(points(2_000, 3));
+        // when it is decoded as served,
+        let ours = Index::from_instant_distance(&theirs).unwrap();
+        // then it encodes back to the same bytes,
+        let bytes = crate::codec::encode("i", &theirs).unwrap();
+        assert_eq!(crate::codec::encode("i", &ours).unwrap(), bytes);
+        assert_eq!((ours.len(), ours.ef_search()), (2_000, 24));
+        // and a search at the stored width returns instant-distance's candidates, in its
+        // order, for queries inside and outside the index.
+        let mut search = Search::default();
+        for q in points(200, 11).iter().chain(ours.points.iter().take(50)) {
+            let expected: Vec<(u32, f32)> = theirs
+                .search(q, &mut search)
+                .map(|item| (item.pid.into_inner(), item.distance))
+                .collect();
+            let got: Vec<(u32, f32)> = ours.search(&q.0, 0, |found| {
+                found.iter().map(|c| (c.pid, c.distance)).collect()
+            });
+            assert_eq!(got, expected);
+        }
+    }
+
+    #[test]
+    fn a_wider_search_returns_as_many_candidates_as_asked_nearest_first() {
+        let (theirs, _) = Builder::default()
+            .seed(5)
+            .ef_search(16)
+            .build_hnsw(points(3_000, 9));
+        let index = Index::from_instant_distance(&theirs).unwrap();
+        let q = &points(1, 99)[0];
+        let narrow: Vec<Candidate> = index.search(&q.0, 1, |f| f.to_vec());
+        let wide: Vec<Candidate> = index.search(&q.0, 100, |f| f.to_vec());
+        assert_eq!((narrow.len(), wide.len()), (16, 100));
+        assert!(wide.windows(2).all(|w| w[0] < w[1]));
+        // The wider search finds the narrow one's best at least as well.
+        assert!(wide[0].distance <= narrow[0].distance);
+        // Every distance is the point's own.
+        for c in &wide {
+            assert!((c.distance - (1.0 - dot(&q.0, &index.points[c.pid as usize].0))).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn an_empty_index_finds_nothing() {
+        let (theirs, _) = Builder::default().build_hnsw(Vec::<Embedding>::new());
+        let index = Index::from_instant_distance(&theirs).unwrap();
+        assert!(index.is_empty());
+        assert!(index.search(&[1.0; 8], 10, |f| f.is_empty()));
+    }
+}
