@@ -20,9 +20,10 @@
 //! - a node that a walk from the entry still cannot reach (a group of outliers linked
 //!   only among themselves) is linked from its nearest reachable candidate.
 //!
-//! The result is an `instant_distance::Hnsw` like any other ([`graph::assemble`]
-//! checks it as a stored index is checked), searched by instant-distance; its recall is
-//! measured against exact search in training like the incremental build's.
+//! The result is laid out as instant-distance stores its `Hnsw` ([`graph::assemble`]
+//! checks it as a stored index is checked) and searched like any other index
+//! (`kindred_core::hnsw`); its recall is measured against exact search in training like
+//! the incremental build's.
 
 use kindred_core::embedding::{Embedding, dot};
 use kindred_core::graph::{self, EMPTY_SLOT, Layers, UPPER_SLOTS, ZERO_SLOTS};
@@ -261,7 +262,7 @@ mod tests {
             let points = clustered(n, 8, 10, 1);
             let ours = build(points.clone(), &params(1), 2).unwrap().0;
             let theirs: Index = Index::from_instant_distance(
-                &instant_distance::Builder::default()
+                instant_distance::Builder::default()
                     .seed(1)
                     .ef_construction(16)
                     .build_hnsw(points)

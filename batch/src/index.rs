@@ -35,7 +35,7 @@ fn incremental(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>)
     for (input, pid) in ids.into_iter().enumerate() {
         order[pid.into_inner() as usize] = input as u32;
     }
-    let index = Index::from_instant_distance(&index)
+    let index = Index::from_instant_distance(index)
         .expect("an index instant-distance built encodes and decodes");
     (index, order)
 }

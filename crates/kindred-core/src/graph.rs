@@ -13,8 +13,8 @@
 //!
 //! [`assemble`] is the other direction: it lays out a graph built by another builder
 //! (the batch job's exact-neighbour builder for small shards) the way instant-distance
-//! stores it, checks it as above and decodes it, so the model carries an
-//! instant-distance index whichever builder made it.
+//! stores it, checks it as above and decodes it ([`crate::hnsw::Index`]), so the model
+//! carries an instant-distance index whichever builder made it.
 
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
@@ -252,7 +252,7 @@ mod tests {
             })
             .collect();
         let index: Index = Index::from_instant_distance(
-            &instant_distance::Builder::default()
+            instant_distance::Builder::default()
                 .seed(1)
                 .build_hnsw(points)
                 .0,

@@ -6,11 +6,13 @@
 //! `Hnsw`. [`Index`] decodes the same bytes field for field (the search width, the points,
 //! layer zero with [`ZERO_SLOTS`] neighbour slots per point, the upper layers with
 //! [`UPPER_SLOTS`]) and encodes them back unchanged, so the format is instant-distance's.
-//! Searching here rather than through instant-distance lets a query ask for more than
-//! the stored `ef_search` candidates: a request for `k` neighbours widens the search to
-//! at least `k + 1`, where instant-distance would return `ef_search` and leave the rest to
-//! an exact scan. The search is the same algorithm (greedy descent through the upper
-//! layers from point 0, then a best-first beam of width `ef` on layer zero).
+//!
+//! The search is instant-distance's algorithm: greedy descent through the upper layers
+//! from point 0, then a best-first beam of width `ef_search` on layer zero. It differs in
+//! how it reads memory: each step asks for all the embeddings it will compare before
+//! comparing any, so that at a million users the reads overlap instead of waiting one
+//! after another. (One other difference: on an upper layer it moves only to a strictly
+//! nearer node, so among exact duplicates it may enter layer zero elsewhere.)
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
@@ -81,12 +83,18 @@ impl<'de, const N: usize> Deserialize<'de> for Slots<N> {
 }
 
 /// A point met by a search: its distance (`1 - cosine`) to the query and its id.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub struct Candidate {
     /// `1 - cosine similarity` to the query.
     pub distance: f32,
     /// The point (shard row).
     pub pid: u32,
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
 }
 
 impl Eq for Candidate {}
@@ -170,20 +178,21 @@ impl Index {
             .map(|(i, p)| (PointId::from(i as u32), p))
     }
 
-    /// The index instant-distance built: the same graph, through its encoding.
-    pub fn from_instant_distance(
-        built: &instant_distance::Hnsw<Embedding>,
-    ) -> crate::Result<Index> {
-        let bytes = crate::codec::encode("index", built)?;
+    /// The index instant-distance built: the same graph, through its encoding (the
+    /// built index is dropped before the copy is decoded).
+    pub fn from_instant_distance(built: instant_distance::Hnsw<Embedding>) -> crate::Result<Index> {
+        let bytes = crate::codec::encode("index", &built)?;
+        drop(built);
         crate::codec::decode("index", &bytes)
     }
 
-    /// The `ef` points nearest to `query` that the graph leads to (at least the stored
-    /// `ef_search`), nearest first, passed to `found`.
-    pub fn search<T>(&self, query: &[f32], ef: usize, found: impl FnOnce(&[Candidate]) -> T) -> T {
+    /// The `ef_search` points nearest to `query` that the graph leads to (fewer when it
+    /// reaches fewer), nearest first, passed to `found`. The list lives in this thread's
+    /// reused search memory, so `found` must not search again.
+    pub fn search<T>(&self, query: &[f32], found: impl FnOnce(&[Candidate]) -> T) -> T {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            self.search_with(query, ef.max(self.ef_search), &mut scratch);
+            self.search_with(query, self.ef_search.max(1), &mut scratch);
             found(&scratch.nearest)
         })
     }
@@ -215,7 +224,8 @@ impl Index {
                         best = c;
                     }
                 }
-                if best == at {
+                // By id: a NaN distance (from a query that is not finite) equals nothing.
+                if best.pid == at.pid {
                     break;
                 }
                 at = best;
@@ -241,11 +251,10 @@ impl Index {
                 }
             }
             for &pid in &fresh[..n] {
-                prefetch_lines(std::ptr::from_ref(&self.points[pid as usize]), 1);
+                prefetch(std::slice::from_ref(&self.points[pid as usize]));
             }
             for &pid in &fresh[..n] {
-                let values = &self.points[pid as usize].0;
-                prefetch_lines(values.as_ptr(), values.len().div_ceil(16));
+                prefetch(&self.points[pid as usize].0);
             }
             for &pid in &fresh[..n] {
                 let new = Candidate {
@@ -260,26 +269,29 @@ impl Index {
                 s.nearest.truncate(ef);
                 s.frontier.push(Reverse(new));
                 // Its neighbour list is likely read next.
-                prefetch_lines(self.zero[pid as usize].0.as_ptr(), ZERO_SLOTS / 16);
+                prefetch(&self.zero[pid as usize].0);
             }
         }
     }
 }
 
-/// Asks the CPU to bring the `lines` 64-byte cache lines from `at` into cache (a hint:
-/// nothing is read, so any address is safe).
+/// Asks the CPU to bring every 64-byte cache line `values` touches into cache (a hint:
+/// nothing is read). Elsewhere than x86-64 (the arm64 Lambda) it does nothing.
 #[inline(always)]
-fn prefetch_lines<T>(at: *const T, lines: usize) {
+fn prefetch<T>(values: &[T]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        for line in 0..lines {
-            // SAFETY: a prefetch reads nothing and cannot fault; SSE is baseline on x86-64.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast::<i8>().wrapping_add(line * 64)) };
+        let start = values.as_ptr() as usize & !63;
+        let end = values.as_ptr() as usize + std::mem::size_of_val(values);
+        for line in (start..end).step_by(64) {
+            // SAFETY: a prefetch reads nothing and cannot fault, whatever the address; SSE
+            // is baseline on x86-64.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line as *const i8) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, lines);
+    let _ = values;
 }
 
 impl std::ops::Index<PointId> for Index {
@@ -316,52 +328,70 @@ mod tests {
             .seed(7)
             .ef_search(24)
             .build_hnsw(points(2_000, 3));
-        // when it is decoded as served,
-        let ours = Index::from_instant_distance(&theirs).unwrap();
-        // then it encodes back to the same bytes,
         let bytes = crate::codec::encode("i", &theirs).unwrap();
+        let mut search = Search::default();
+        let queries: Vec<Embedding> = points(200, 11)
+            .into_iter()
+            .chain(theirs.iter().take(50).map(|(_, p)| p.clone()))
+            .collect();
+        let expected: Vec<Vec<(u32, f32)>> = queries
+            .iter()
+            .map(|q| {
+                theirs
+                    .search(q, &mut search)
+                    .map(|item| (item.pid.into_inner(), item.distance))
+                    .collect()
+            })
+            .collect();
+        // when it is decoded as served,
+        let ours = Index::from_instant_distance(theirs).unwrap();
+        // then it encodes back to the same bytes,
         assert_eq!(crate::codec::encode("i", &ours).unwrap(), bytes);
         assert_eq!((ours.len(), ours.ef_search()), (2_000, 24));
-        // and a search at the stored width returns instant-distance's candidates, in its
-        // order, for queries inside and outside the index.
-        let mut search = Search::default();
-        for q in points(200, 11).iter().chain(ours.points.iter().take(50)) {
-            let expected: Vec<(u32, f32)> = theirs
-                .search(q, &mut search)
-                .map(|item| (item.pid.into_inner(), item.distance))
-                .collect();
-            let got: Vec<(u32, f32)> = ours.search(&q.0, 0, |found| {
+        // and a search returns instant-distance's candidates, in its order, for queries
+        // inside and outside the index.
+        for (q, expected) in queries.iter().zip(&expected) {
+            let got: Vec<(u32, f32)> = ours.search(&q.0, |found| {
                 found.iter().map(|c| (c.pid, c.distance)).collect()
             });
-            assert_eq!(got, expected);
+            assert_eq!(&got, expected);
         }
     }
 
     #[test]
-    fn a_wider_search_returns_as_many_candidates_as_asked_nearest_first() {
+    fn a_search_returns_ef_search_candidates_nearest_first_with_their_distances() {
         let (theirs, _) = Builder::default()
             .seed(5)
             .ef_search(16)
             .build_hnsw(points(3_000, 9));
-        let index = Index::from_instant_distance(&theirs).unwrap();
+        let index = Index::from_instant_distance(theirs).unwrap();
         let q = &points(1, 99)[0];
-        let narrow: Vec<Candidate> = index.search(&q.0, 1, |f| f.to_vec());
-        let wide: Vec<Candidate> = index.search(&q.0, 100, |f| f.to_vec());
-        assert_eq!((narrow.len(), wide.len()), (16, 100));
-        assert!(wide.windows(2).all(|w| w[0] < w[1]));
-        // The wider search finds the narrow one's best at least as well.
-        assert!(wide[0].distance <= narrow[0].distance);
-        // Every distance is the point's own.
-        for c in &wide {
-            assert!((c.distance - (1.0 - dot(&q.0, &index.points[c.pid as usize].0))).abs() < 1e-6);
+        let found: Vec<Candidate> = index.search(&q.0, |f| f.to_vec());
+        assert_eq!(found.len(), 16);
+        assert!(found.windows(2).all(|w| w[0] < w[1]));
+        for c in &found {
+            let distance = 1.0 - dot(&q.0, &index.points[c.pid as usize].0);
+            assert!((c.distance - distance).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn a_query_that_is_not_finite_ends_its_search() {
+        // A NaN distance equals nothing: the descent must still stop.
+        let (theirs, _) = Builder::default().seed(2).build_hnsw(points(2_000, 4));
+        let index = Index::from_instant_distance(theirs).unwrap();
+        for bad in [f32::NAN, f32::INFINITY] {
+            let mut q = vec![0.1; 8];
+            q[3] = bad;
+            assert!(index.search(&q, |f| f.len()) <= index.ef_search());
         }
     }
 
     #[test]
     fn an_empty_index_finds_nothing() {
         let (theirs, _) = Builder::default().build_hnsw(Vec::<Embedding>::new());
-        let index = Index::from_instant_distance(&theirs).unwrap();
+        let index = Index::from_instant_distance(theirs).unwrap();
         assert!(index.is_empty());
-        assert!(index.search(&[1.0; 8], 10, |f| f.is_empty()));
+        assert!(index.search(&[1.0; 8], |f| f.is_empty()));
     }
 }

@@ -26,8 +26,8 @@ thread_local! {
 }
 
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
-/// leaving out `exclude` (the query user themself). The search considers the index's
-/// `ef_search` candidates, or `k + 1` when that is more.
+/// leaving out `exclude` (the query user themself). At most the index's `ef_search`
+/// candidates are considered, so `k` above it returns fewer.
 pub fn approximate(
     index: &Index,
     query: &Embedding,
@@ -44,7 +44,7 @@ pub fn approximate_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
-    let mut out: Vec<Neighbour> = index.search(&query.0, k.saturating_add(1), |found| {
+    let mut out: Vec<Neighbour> = index.search(&query.0, |found| {
         found
             .iter()
             .filter(|c| keep(c.pid))
@@ -308,7 +308,7 @@ mod tests {
             Embedding::normalized(vec![-1.0, 0.0]),
         ];
         Index::from_instant_distance(
-            &instant_distance::Builder::default()
+            instant_distance::Builder::default()
                 .seed(1)
                 .build_hnsw(pts)
                 .0,

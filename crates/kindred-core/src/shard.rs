@@ -592,7 +592,7 @@ mod tests {
 
     fn build(points: Vec<Embedding>) -> Index {
         Index::from_instant_distance(
-            &instant_distance::Builder::default()
+            instant_distance::Builder::default()
                 .seed(7)
                 .build_hnsw(points)
                 .0,
