@@ -186,13 +186,14 @@ impl Index {
         crate::codec::decode("index", &bytes)
     }
 
-    /// The `ef_search` points nearest to `query` that the graph leads to (fewer when it
-    /// reaches fewer), nearest first, passed to `found`. The list lives in this thread's
-    /// reused search memory, so `found` must not search again.
-    pub fn search<T>(&self, query: &[f32], found: impl FnOnce(&[Candidate]) -> T) -> T {
+    /// The `ef` points nearest to `query` that the graph leads to, or the stored
+    /// `ef_search` when that is more (fewer when the graph reaches fewer), nearest first,
+    /// passed to `found`. The list lives in this thread's reused search memory, so
+    /// `found` must not search again.
+    pub fn search<T>(&self, query: &[f32], ef: usize, found: impl FnOnce(&[Candidate]) -> T) -> T {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            self.search_with(query, self.ef_search.max(1), &mut scratch);
+            self.search_with(query, ef.max(self.ef_search).max(1), &mut scratch);
             found(&scratch.nearest)
         })
     }
@@ -351,7 +352,7 @@ mod tests {
         // and a search returns instant-distance's candidates, in its order, for queries
         // inside and outside the index.
         for (q, expected) in queries.iter().zip(&expected) {
-            let got: Vec<(u32, f32)> = ours.search(&q.0, |found| {
+            let got: Vec<(u32, f32)> = ours.search(&q.0, 0, |found| {
                 found.iter().map(|c| (c.pid, c.distance)).collect()
             });
             assert_eq!(&got, expected);
@@ -359,15 +360,20 @@ mod tests {
     }
 
     #[test]
-    fn a_search_returns_ef_search_candidates_nearest_first_with_their_distances() {
+    fn a_search_returns_ef_search_candidates_or_more_nearest_first_with_their_distances() {
         let (theirs, _) = Builder::default()
             .seed(5)
             .ef_search(16)
             .build_hnsw(points(3_000, 9));
         let index = Index::from_instant_distance(theirs).unwrap();
         let q = &points(1, 99)[0];
-        let found: Vec<Candidate> = index.search(&q.0, |f| f.to_vec());
+        let found: Vec<Candidate> = index.search(&q.0, 1, |f| f.to_vec());
         assert_eq!(found.len(), 16);
+        let wide: Vec<Candidate> = index.search(&q.0, 100, |f| f.to_vec());
+        assert_eq!(wide.len(), 100);
+        assert!(wide.windows(2).all(|w| w[0] < w[1]));
+        // The wider beam finds the narrow one's nearest at least.
+        assert!(wide[0] <= found[0]);
         assert!(found.windows(2).all(|w| w[0] < w[1]));
         for c in &found {
             let distance = 1.0 - dot(&q.0, &index.points[c.pid as usize].0);
@@ -383,7 +389,7 @@ mod tests {
         for bad in [f32::NAN, f32::INFINITY] {
             let mut q = vec![0.1; 8];
             q[3] = bad;
-            assert!(index.search(&q, |f| f.len()) <= index.ef_search());
+            assert!(index.search(&q, 0, |f| f.len()) <= index.ef_search());
         }
     }
 
@@ -392,6 +398,6 @@ mod tests {
         let (theirs, _) = Builder::default().build_hnsw(Vec::<Embedding>::new());
         let index = Index::from_instant_distance(theirs).unwrap();
         assert!(index.is_empty());
-        assert!(index.search(&[1.0; 8], |f| f.is_empty()));
+        assert!(index.search(&[1.0; 8], 10, |f| f.is_empty()));
     }
 }

@@ -25,9 +25,14 @@ thread_local! {
     static BOUNDS: RefCell<Bounds> = RefCell::new(Bounds::default());
 }
 
+/// Candidates an HNSW search considers per neighbour asked for, at least: a request for
+/// more than half the index's `ef_search` widens the search rather than scanning every
+/// user (measured in docs/performance.md).
+pub const WIDTH_PER_NEIGHBOUR: usize = 2;
+
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
-/// leaving out `exclude` (the query user themself). At most the index's `ef_search`
-/// candidates are considered, so `k` above it returns fewer.
+/// leaving out `exclude` (the query user themself). The search considers the index's
+/// `ef_search` candidates, or twice `k` when that is more ([`WIDTH_PER_NEIGHBOUR`]).
 pub fn approximate(
     index: &Index,
     query: &Embedding,
@@ -44,7 +49,8 @@ pub fn approximate_where(
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
-    let mut out: Vec<Neighbour> = index.search(&query.0, |found| {
+    let ef = k.saturating_mul(WIDTH_PER_NEIGHBOUR);
+    let mut out: Vec<Neighbour> = index.search(&query.0, ef, |found| {
         found
             .iter()
             .filter(|c| keep(c.pid))

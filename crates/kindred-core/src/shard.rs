@@ -254,8 +254,8 @@ impl Shard {
             (Mode::Exact, None) => search::exact_where(&self.index, query, k, keep),
             (Mode::Nearest, None) => {
                 let found = search::approximate_where(&self.index, query, k, keep);
-                // The search considers at most `ef_search` candidates (fewer usable ones
-                // when some are retired): a shortfall is made up by a scan.
+                // The search considers `ef_search` candidates or twice `k`, fewer usable
+                // ones when some are retired: a shortfall is made up by a scan.
                 let retired = self.fresh.as_ref().map_or(0, |f| f.retired_count as usize);
                 let excluded_here = excluded.is_some_and(|e| e < self.base && !self.is_retired(e));
                 let possible = k.min(self.base as usize - retired - usize::from(excluded_here));
@@ -467,8 +467,8 @@ impl Shards {
 
     /// The `k` rows most similar to `query`, never `exclude`: an exact scan when the
     /// shards keep flat embeddings, the HNSW indexes otherwise; per-shard results merged.
-    /// A shard whose index returns fewer than it could (the search considers at most
-    /// `ef_search` candidates, so for `k` above it) is scanned exactly instead, so the
+    /// A shard whose index returns fewer than it could (retired points among its
+    /// candidates, or a graph that reaches too few) is scanned exactly instead, so the
     /// merge never misses what one index would have fallen back to. Deltas are scanned.
     pub fn nearest(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {

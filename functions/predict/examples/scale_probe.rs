@@ -1,7 +1,8 @@
 //! Measures a published model as the function serves it: the cold load of the whole
 //! model and of each shard alone, the in-process latency of `POST /predict` answers
-//! (search, explanations and JSON encoding; one thread) and the recall@10 of the search
-//! merged over shards against exact search.
+//! at `full` disclosure (search, explanations and JSON encoding; one thread) and the
+//! recall@k of the search merged over shards against exact search (`--k`, 10 unless
+//! given).
 //!
 //! Run: `cargo run --release -p kindred-predict --example scale_probe -- --store DIR`.
 
@@ -21,9 +22,12 @@ struct Cli {
     /// Queries timed.
     #[arg(long, default_value_t = 5000)]
     queries: usize,
-    /// Users whose recall@10 is measured (each costs an exact scan of all users).
+    /// Users whose recall@k is measured (each costs an exact scan of all users).
     #[arg(long, default_value_t = 500)]
     recall_sample: usize,
+    /// Neighbours per query (the latency's and the recall's k).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    k: u32,
 }
 
 /// The `q`-quantile of sorted values.
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         sorted[sorted.len() - 1]
     );
 
-    // Query latency: random known users, k = 10, answer encoded as JSON.
+    // Query latency: random known users, k neighbours, answer encoded as JSON.
     // (Rows of the user table: an updated model's delta users are last, and a retired
     // row's handle finds its user's new row.)
     let sample = rows(model.users.users.len(), cli.queries, 0x51);
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
         let answer = api::answer_handle(
             &model,
             handle,
-            10,
+            cli.k,
             &Filters::default(),
             api::Disclosure::Full,
         )
@@ -118,19 +122,21 @@ fn main() -> anyhow::Result<()> {
     }
     micros.sort_by(f64::total_cmp);
     println!(
-        "query (in process, k = 10, {} queries): p50 {:.0} us, p99 {:.0} us, mean answer {} bytes",
+        "query (in process, k = {}, {} queries): p50 {:.0} us, p99 {:.0} us, mean answer {} bytes",
+        cli.k,
         micros.len(),
         quantile(&micros, 0.5),
         quantile(&micros, 0.99),
         bytes / sample.len().max(1)
     );
 
-    // Recall@10 of the merged HNSW search against an exact scan.
+    // Recall@k of the merged HNSW search against an exact scan.
     let started = Instant::now();
     let recall_rows = rows(model.users.users.len(), cli.recall_sample, 0x52);
-    let recall = model.shards.recall_at_k(&recall_rows, 10);
+    let recall = model.shards.recall_at_k(&recall_rows, cli.k as usize);
     println!(
-        "recall@10 against exact search: {recall:.4} ({} users, {:.1} s)",
+        "recall@{} against exact search: {recall:.4} ({} users, {:.1} s)",
+        cli.k,
         recall_rows.len(),
         started.elapsed().as_secs_f64()
     );
@@ -145,7 +151,8 @@ fn main() -> anyhow::Result<()> {
             "cold_load_shard_max_s": sorted[sorted.len() - 1],
             "query_p50_us": quantile(&micros, 0.5),
             "query_p99_us": quantile(&micros, 0.99),
-            "recall_at_10": recall,
+            "k": cli.k,
+            "recall_at_k": recall,
         })
     );
     Ok(())

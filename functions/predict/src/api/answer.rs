@@ -146,7 +146,7 @@ fn because<'m>(model: &'m Model, features: &[Feature], b: u32) -> Vec<Reason<'m>
 
 /// The `k` users most similar to `query` that pass `filters`, never `exclude_row`: the
 /// exact scan for small models, else the index, falling back to an exact scan when the
-/// index returns too few (it considers at most `ef_search` candidates).
+/// index returns too few.
 pub fn neighbours(
     model: &Model,
     query: &Embedding,
