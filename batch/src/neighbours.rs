@@ -6,7 +6,8 @@
 use std::ops::Range;
 
 use kindred_core::embedding::Embedding;
-use ndarray::{ArrayView2, s};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{ArrayView2, ArrayViewMut2, s};
 
 /// Query rows whose similarities to every point are computed together, as one matrix
 /// product (`BLOCK x n` scores: 5 MB for a 10k-point model, 10 MB for a 20k group).
@@ -28,17 +29,39 @@ pub fn map_nearest<T: Send>(
     let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
     let all = ArrayView2::from_shape((n, dims), &flat).expect("n rows of dims values");
     let k = k.min(n.saturating_sub(1));
-    each_block(n, threads, |rows| {
-        let scores = all.slice(s![rows.clone(), ..]).dot(&all.t());
-        let mut best = Vec::with_capacity(2 * k);
+    each_block(n, threads, |scratch: &mut Scratch, rows| {
+        // The block's product is written over the previous block's, so no block pays for
+        // a fresh allocation of zeroed (and faulted-in) pages.
+        let len = rows.len();
+        scratch.scores.resize(len * n, 0.0);
+        let mut scores = ArrayViewMut2::from_shape((len, n), &mut scratch.scores[..len * n])
+            .expect("len rows of n scores");
+        general_mat_mul(
+            1.0,
+            &all.slice(s![rows.clone(), ..]),
+            &all.t(),
+            0.0,
+            &mut scores,
+        );
         rows.zip(scores.rows())
             .map(|(i, row)| {
-                let row = row.as_slice().expect("a fresh product is row-major");
-                largest(row, i, k, &mut best);
-                f(i, &mut best)
+                let row = row.to_slice().expect("the block's scores are row-major");
+                largest(row, i, k, &mut scratch.best, &mut scratch.sample);
+                f(i, &mut scratch.best)
             })
             .collect()
     })
+}
+
+/// One worker's buffers, reused from block to block.
+#[derive(Default)]
+struct Scratch {
+    /// The block's similarities to every point, row after row.
+    scores: Vec<f32>,
+    /// The row's largest similarities, as (score, point).
+    best: Vec<(f32, u32)>,
+    /// The row's sampled scores ([`sampled_floor`]).
+    sample: Vec<f32>,
 }
 
 /// Fills `best` with the `k` largest of `scores` other than `scores[skip]`, as
@@ -47,17 +70,19 @@ pub fn map_nearest<T: Send>(
 /// when fewer than `k` exceed it, or there is no sample, the floor rises instead:
 /// scores above it are collected and whenever `2k` are, the `k` largest are selected
 /// and the floor rises to the smallest of them, so most scores cost one comparison.
-fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
+fn largest(
+    scores: &[f32],
+    skip: usize,
+    k: usize,
+    best: &mut Vec<(f32, u32)>,
+    sample: &mut Vec<f32>,
+) {
     best.clear();
     if k == 0 {
         return;
     }
-    if let Some(floor) = sampled_floor(scores, k) {
-        for (j, &v) in scores.iter().enumerate() {
-            if v > floor && j != skip {
-                best.push((v, j as u32));
-            }
-        }
+    if let Some(floor) = sampled_floor(scores, k, sample) {
+        collect_above(scores, floor, skip, best);
         // At least `k` above the floor: the `k` largest are among them.
         if best.len() >= k {
             best.select_nth_unstable_by(k - 1, nearest_first);
@@ -83,6 +108,37 @@ fn largest(scores: &[f32], skip: usize, k: usize, best: &mut Vec<(f32, u32)>) {
     }
 }
 
+/// Scores compared with the floor together: the comparisons of a chunk become one
+/// vector comparison and a bit mask, and only the chunk's set bits are visited.
+const CHUNK: usize = 16;
+
+/// Appends to `best` every (score, index) of `scores` above `floor`, except `skip`'s,
+/// in index order. Each chunk's comparisons make a bit mask (one vector comparison once
+/// compiled, false for NaN), and only its set bits are visited.
+fn collect_above(scores: &[f32], floor: f32, skip: usize, best: &mut Vec<(f32, u32)>) {
+    let (chunks, tail) = scores.as_chunks::<CHUNK>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let mut mask = 0u32;
+        for (lane, &v) in chunk.iter().enumerate() {
+            mask |= u32::from(v > floor) << lane;
+        }
+        while mask != 0 {
+            let lane = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let j = c * CHUNK + lane;
+            if j != skip {
+                best.push((chunk[lane], j as u32));
+            }
+        }
+    }
+    let start = chunks.len() * CHUNK;
+    for (j, &v) in (start..).zip(tail) {
+        if v > floor && j != skip {
+            best.push((v, j as u32));
+        }
+    }
+}
+
 /// Orders (score, index) pairs largest score first, ties by index.
 pub fn nearest_first(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
     b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
@@ -97,11 +153,12 @@ const SAMPLE_STRIDE: usize = 8;
 /// the sample's spread and the point's own score). One pass collecting what exceeds it
 /// then costs a rarely taken branch per score, where [`largest`]'s rising floor takes
 /// many while it rises. `None` when the scores are too few for a sample to say much.
-fn sampled_floor(scores: &[f32], k: usize) -> Option<f32> {
+fn sampled_floor(scores: &[f32], k: usize, sample: &mut Vec<f32>) -> Option<f32> {
     if scores.len() < 16 * k {
         return None;
     }
-    let mut sample: Vec<f32> = scores.iter().step_by(SAMPLE_STRIDE).copied().collect();
+    sample.clear();
+    sample.extend(scores.iter().step_by(SAMPLE_STRIDE));
     let rank = (3 * k).div_ceil(2 * SAMPLE_STRIDE) + 5;
     if rank >= sample.len() {
         return None;
@@ -110,12 +167,13 @@ fn sampled_floor(scores: &[f32], k: usize) -> Option<f32> {
     Some(*floor)
 }
 
-/// `f(block)` for the blocks of at most [`BLOCK`] points of `0..n`, their results
-/// concatenated in order, the blocks shared out over `threads` scoped threads.
-fn each_block<T: Send>(
+/// `f(scratch, block)` for the blocks of at most [`BLOCK`] points of `0..n`, their
+/// results concatenated in order, the blocks shared out over `threads` scoped threads,
+/// each with its own `scratch`.
+fn each_block<T: Send, S: Default>(
     n: usize,
     threads: usize,
-    f: impl Fn(Range<usize>) -> Vec<T> + Sync,
+    f: impl Fn(&mut S, Range<usize>) -> Vec<T> + Sync,
 ) -> Vec<T> {
     let blocks = n.div_ceil(BLOCK);
     let per_thread = blocks.div_ceil(threads.max(1)).max(1) * BLOCK;
@@ -126,9 +184,10 @@ fn each_block<T: Send>(
             .map(|start| {
                 let end = (start + per_thread).min(n);
                 scope.spawn(move || {
+                    let mut scratch = S::default();
                     (start..end)
                         .step_by(BLOCK)
-                        .flat_map(|b| f(b..(b + BLOCK).min(end)))
+                        .flat_map(|b| f(&mut scratch, b..(b + BLOCK).min(end)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -175,7 +234,8 @@ mod tests {
     #[test]
     fn the_largest_are_those_of_a_sort_with_ties_and_either_floor() {
         // Given scores with many ties, some rows where the sampled floor holds and some
-        // where it cannot (k too large for a sample),
+        // where it cannot (k too large for a sample), and a row that does not end on a
+        // whole chunk of scores,
         let mut state = 5u64;
         let mut next = move || {
             state ^= state << 13;
@@ -183,11 +243,18 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (n, k) in [(2000, 10), (2000, 64), (2000, 200), (500, 40), (64, 63)] {
+        for (n, k) in [
+            (2000, 10),
+            (2007, 10),
+            (2000, 64),
+            (2000, 200),
+            (500, 40),
+            (64, 63),
+        ] {
             let scores: Vec<f32> = (0..n).map(|_| (next() % 50) as f32 / 50.0).collect();
             let skip = (next() % n as u64) as usize;
             let mut best = Vec::new();
-            largest(&scores, skip, k, &mut best);
+            largest(&scores, skip, k, &mut best, &mut Vec::new());
             best.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
             // then they equal the first k of a sort by score, ties by index.
             let mut all: Vec<(f32, u32)> = (0..n as u32)
