@@ -12,10 +12,12 @@
 //! When the Gram matrix is much larger than the rank, its top eigenpairs come from a
 //! seeded block subspace iteration (Halko, Martinsson and Tropp 2011, algorithm 4.4)
 //! instead of a full eigendecomposition: a few products of `G` with a thin block, thin QR
-//! factorisations, and one small dense `eigh`.
+//! factorisations, and one small dense `eigh`. `G` is then never formed: each product is
+//! `Aᵀ(A Q)`, two passes over the non-zeros, about a third of the arithmetic of a dense
+//! `G Q` at 10k users (467k non-zeros against 1,675² entries) and no `G` to build.
 
 use ndarray::{Array1, Array2, s};
-use ndarray_linalg::{Eigh, QR, UPLO};
+use ndarray_linalg::{Cholesky, Diag, Eigh, QR, SolveTriangular, UPLO};
 
 use crate::matrix::Csr;
 
@@ -186,20 +188,16 @@ pub fn truncated_svd(
         });
     }
     let start = std::time::Instant::now();
-    let mut g = gram(a, threads);
     let means = centre_rows.then(|| row_means(a));
-    if let Some(m) = &means {
-        centre_gram(&mut g, a, m);
-    }
-    let gram_seconds = start.elapsed().as_secs_f64();
-    let total: f64 = g.diag().sum();
     let k = rank.min(a.cols);
-    let (eigenvalues, eigenvectors) = top_eigenpairs(&g, k)?;
-    tracing::debug!(
-        gram_seconds,
-        eigen_seconds = start.elapsed().as_secs_f64() - gram_seconds,
-        "svd"
-    );
+    let operator = GramOf {
+        a,
+        means: means.as_deref(),
+        threads,
+    };
+    let total = operator.trace();
+    let (eigenvalues, eigenvectors) = top_eigenpairs(&operator, k)?;
+    tracing::debug!(seconds = start.elapsed().as_secs_f64(), "svd");
     let singular_values: Vec<f64> = eigenvalues.iter().map(|&l| l.max(0.0).sqrt()).collect();
     let v = eigenvectors;
     let kept: f64 = singular_values.iter().map(|s| s * s).sum();
@@ -225,20 +223,180 @@ const OVERSAMPLE: usize = 16;
 /// Subspace iterations (each one multiplies by `G = AᵀA`, i.e. twice by `A`).
 const ITERATIONS: usize = 6;
 
+/// A symmetric positive semi-definite matrix, known by its products with a thin block.
+pub trait Symmetric {
+    /// Number of rows (and columns).
+    fn size(&self) -> usize;
+    /// The product with `q` (`size x w`).
+    fn times(&self, q: &Array2<f64>) -> Array2<f64>;
+    /// The whole matrix.
+    fn dense(&self) -> Array2<f64>;
+}
+
+impl Symmetric for Array2<f64> {
+    fn size(&self) -> usize {
+        self.nrows()
+    }
+
+    fn times(&self, q: &Array2<f64>) -> Array2<f64> {
+        self.dot(q)
+    }
+
+    fn dense(&self) -> Array2<f64> {
+        self.clone()
+    }
+}
+
+/// The Gram matrix `AᵀA` of a sparse `a`, or of its row-centred form `A - m 1ᵀ` when
+/// `means` (`m`) are given, applied without being formed.
+struct GramOf<'a> {
+    a: &'a Csr,
+    means: Option<&'a [f64]>,
+    threads: usize,
+}
+
+impl GramOf<'_> {
+    /// The trace: the squared Frobenius norm of the (centred) matrix.
+    fn trace(&self) -> f64 {
+        let squares: f64 = self.a.values.iter().map(|&v| f64::from(v).powi(2)).sum();
+        // Σ (a - m)² = Σ a² - 2 Σ m (Σ a) + cols Σ m², with Σ a = cols m per row.
+        let means: f64 = self.means.map_or(0.0, |m| m.iter().map(|x| x * x).sum());
+        squares - self.a.cols as f64 * means
+    }
+}
+
+impl Symmetric for GramOf<'_> {
+    fn size(&self) -> usize {
+        self.a.cols
+    }
+
+    fn times(&self, q: &Array2<f64>) -> Array2<f64> {
+        let (a, w) = (self.a, q.ncols());
+        let q = q.as_standard_layout();
+        let q = q.as_slice().expect("a standard layout");
+        // Y = A Q, and with centring Y - m (1ᵀQ): one row of Y per row of A.
+        let column_sums: Vec<f64> = match self.means {
+            Some(_) => (0..w)
+                .map(|j| (0..a.cols).map(|c| q[c * w + j]).sum())
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut y = vec![0.0f64; a.rows * w];
+        for_row_ranges(a.rows, self.threads, &mut y, w, |rows, out| {
+            let start = rows.start;
+            gather_rows(a, rows, q, out);
+            if let Some(m) = self.means {
+                for (r, out) in (start..).zip(out.chunks_exact_mut(w)) {
+                    out.iter_mut()
+                        .zip(&column_sums)
+                        .for_each(|(o, s)| *o -= m[r] * s);
+                }
+            }
+        });
+        // Z = Aᵀ Y, and with centring Z - 1 (mᵀY): each thread sums its rows' share.
+        let threads = self.threads.clamp(1, a.rows.max(1));
+        let chunk = a.rows.div_ceil(threads).max(1);
+        let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = y
+                .chunks(chunk * w)
+                .enumerate()
+                .map(|(t, y)| {
+                    scope.spawn(move || {
+                        let mut z = vec![0.0f64; a.cols * w];
+                        scatter_rows(a, t * chunk, y, &mut z);
+                        z
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("Gram product worker panicked"))
+                .collect()
+        });
+        let mut z = Array2::<f64>::zeros((a.cols, w));
+        let flat = z.as_slice_mut().expect("a fresh array");
+        for part in partials {
+            flat.iter_mut().zip(part).for_each(|(o, x)| *o += x);
+        }
+        if let Some(m) = self.means {
+            let my: Vec<f64> = (0..w)
+                .map(|j| (0..a.rows).map(|r| m[r] * y[r * w + j]).sum())
+                .collect();
+            for row in flat.chunks_exact_mut(w) {
+                row.iter_mut().zip(&my).for_each(|(o, s)| *o -= s);
+            }
+        }
+        z
+    }
+
+    fn dense(&self) -> Array2<f64> {
+        let mut g = gram(self.a, self.threads);
+        if let Some(m) = self.means {
+            centre_gram(&mut g, self.a, m);
+        }
+        g
+    }
+}
+
+/// `out += A[rows] Q`, `out` holding the rows' products (`w` values a row, `q` being
+/// `A.cols x w`).
+fn gather_rows(a: &Csr, rows: std::ops::Range<usize>, q: &[f64], out: &mut [f64]) {
+    let w = out.len() / rows.len().max(1);
+    for (r, out) in rows.zip(out.chunks_exact_mut(w)) {
+        for (c, v) in a.row(r) {
+            let v = f64::from(v);
+            let from = &q[c as usize * w..][..w];
+            out.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+        }
+    }
+}
+
+/// `z += A[first..]ᵀ y`, `y` holding consecutive rows' values from row `first` (`w` a
+/// row, `z` being `A.cols x w`).
+fn scatter_rows(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) {
+    let w = z.len() / a.cols.max(1);
+    for (r, from) in (first..).zip(y.chunks_exact(w)) {
+        for (c, v) in a.row(r) {
+            let v = f64::from(v);
+            let to = &mut z[c as usize * w..][..w];
+            to.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+        }
+    }
+}
+
+/// `f(rows, out)` over `threads` consecutive row ranges, `out` being each range's rows of
+/// `y` (`w` values a row).
+fn for_row_ranges(
+    rows: usize,
+    threads: usize,
+    y: &mut [f64],
+    w: usize,
+    f: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
+) {
+    let chunk = rows.div_ceil(threads.clamp(1, rows.max(1))).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        for (t, out) in y.chunks_mut(chunk * w).enumerate() {
+            let start = t * chunk;
+            scope.spawn(move || f(start..(start + chunk).min(rows), out));
+        }
+    });
+}
+
 /// The `k` largest eigenvalues (descending) and their eigenvectors (as columns) of the
 /// symmetric positive semi-definite `g`.
-pub fn top_eigenpairs(g: &Array2<f64>, k: usize) -> Result<(Vec<f64>, Array2<f64>), SvdError> {
-    let n = g.nrows();
+pub fn top_eigenpairs(g: &impl Symmetric, k: usize) -> Result<(Vec<f64>, Array2<f64>), SvdError> {
+    let n = g.size();
     let width = (k + OVERSAMPLE).min(n);
     let (values, vectors) = if 3 * width >= n {
         // Small enough: a full decomposition is as cheap and exact.
-        g.eigh(UPLO::Lower)?
+        g.dense().eigh(UPLO::Lower)?
     } else {
         let mut q = seeded_block(n, width);
         for _ in 0..ITERATIONS {
-            q = g.dot(&q).qr()?.0;
+            q = orthonormal_basis(g.times(&q))?;
         }
-        let b = q.t().dot(&g.dot(&q));
+        let b = q.t().dot(&g.times(&q));
         let (values, w) = b.eigh(UPLO::Lower)?;
         (values, q.dot(&w))
     };
@@ -251,6 +409,27 @@ pub fn top_eigenpairs(g: &Array2<f64>, k: usize) -> Result<(Vec<f64>, Array2<f64
             .assign(&vectors.slice(s![.., m - 1 - j]));
     }
     Ok((top.to_vec(), v))
+}
+
+/// An orthonormal basis of the columns of the tall `p` (`n x w`), as `p R⁻¹` with `RᵀR`
+/// the Cholesky factorisation of `pᵀp` (Cholesky QR: two small products instead of a
+/// Householder QR, about a tenth of its time at 1,675 x 80). Its precision degrades with
+/// the square of `p`'s condition number, which in a subspace iteration is the ratio of
+/// the block's largest to smallest eigenvalue; when `pᵀp` is not clearly positive
+/// definite (a Gram matrix of lower rank than the block), the Householder QR is used.
+fn orthonormal_basis(p: Array2<f64>) -> Result<Array2<f64>, SvdError> {
+    let c = p.t().dot(&p);
+    if let Ok(r) = c.cholesky(UPLO::Upper) {
+        let diagonal = r.diag();
+        let largest = diagonal.fold(0.0f64, |m, &d| m.max(d));
+        let smallest = diagonal.fold(f64::INFINITY, |m, &d| m.min(d));
+        if smallest > largest * 1e-5 {
+            let inverse =
+                r.solve_triangular(UPLO::Upper, Diag::NonUnit, &Array2::eye(r.nrows()))?;
+            return Ok(p.dot(&inverse));
+        }
+    }
+    Ok(p.qr()?.0)
 }
 
 /// A reproducible pseudo-random `n x width` start block with entries in [-1, 1).
@@ -396,6 +575,77 @@ mod tests {
         let top: f64 = t.singular_values.iter().map(|s| s * s).sum();
         assert!((t.explained_variance - top / all).abs() < 1e-9);
         assert!(t.explained_variance < 1.0 && t.explained_variance > 0.5);
+    }
+
+    #[test]
+    fn the_gram_matrix_is_applied_as_if_it_were_formed_centred_or_not() {
+        // Given a random sparse 300 x 500 matrix and a 500 x 7 block,
+        let mut state = 11u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let mut triples = Vec::new();
+        for r in 0..300u32 {
+            for c in 0..500u32 {
+                if next() < 0.05 {
+                    triples.push((r, c, (0.5 + next()) as f32));
+                }
+            }
+        }
+        let a = Csr::from_sorted_triples(300, 500, &triples);
+        let q = Array2::from_shape_fn((500, 7), |_| next() - 0.5);
+        let means = row_means(&a);
+        for centred in [None, Some(&means[..])] {
+            // when the Gram matrix of it (or of its row-centred form) multiplies the block
+            // through the non-zeros, on 3 threads,
+            let operator = GramOf {
+                a: &a,
+                means: centred,
+                threads: 3,
+            };
+            let dense = operator.dense();
+            // then the product and the trace are the formed matrix's.
+            let error = (&operator.times(&q) - &dense.dot(&q)).mapv(f64::abs);
+            assert!(
+                error.iter().all(|&e| e < 1e-9),
+                "centred: {}",
+                centred.is_some()
+            );
+            let trace: f64 = dense.diag().sum();
+            assert!((operator.trace() - trace).abs() < 1e-9 * trace);
+        }
+    }
+
+    #[test]
+    fn a_block_of_dependent_columns_still_gets_an_orthonormal_basis() {
+        // Given a 50 x 4 block whose last column repeats the first (pᵀp is singular),
+        let p = Array2::from_shape_fn((50, 4), |(i, j)| {
+            let j = if j == 3 { 0 } else { j };
+            ((i * 7 + j * 13) % 11) as f64 - 5.0 + j as f64
+        });
+        // and a well-conditioned one,
+        let good = Array2::from_shape_fn((50, 4), |(i, j)| ((i * 5 + j * 17) % 13) as f64 - 6.0);
+        for block in [p, good] {
+            // when each gets an orthonormal basis,
+            let q = orthonormal_basis(block.clone()).unwrap();
+            // then its columns are orthonormal and span the block's columns.
+            let qtq = q.t().dot(&q);
+            for i in 0..4 {
+                for j in 0..4 {
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!(
+                        (qtq[[i, j]] - want).abs() < 1e-9,
+                        "QᵀQ[{i},{j}] = {}",
+                        qtq[[i, j]]
+                    );
+                }
+            }
+            let residual = (&q.dot(&q.t().dot(&block)) - &block).mapv(f64::abs);
+            assert!(residual.iter().all(|&e| e < 1e-9));
+        }
     }
 
     #[test]
