@@ -378,14 +378,14 @@ pub fn key_index(tag_names: &[String]) -> HashMap<String, u32> {
 
 /// `normalise(e + weight * mean(neighbours))`: the smoothing step of training, for a
 /// folded-in profile whose neighbours are already smoothed users.
-pub fn smooth_towards(e: &Embedding, neighbours: &[&Embedding], weight: f32) -> Embedding {
+pub fn smooth_towards(e: &Embedding, neighbours: &[&[f32]], weight: f32) -> Embedding {
     if neighbours.is_empty() || weight == 0.0 {
         return e.clone();
     }
     let w = weight / neighbours.len() as f32;
     let mut acc = e.0.clone();
     for n in neighbours {
-        for (a, x) in acc.iter_mut().zip(&n.0) {
+        for (a, x) in acc.iter_mut().zip(n.iter()) {
             *a += w * x;
         }
     }
@@ -541,7 +541,7 @@ mod tests {
     fn smoothing_pulls_towards_the_neighbours_mean() {
         let e = Embedding(vec![1.0, 0.0]);
         let a = Embedding(vec![0.0, 1.0]);
-        let s = smooth_towards(&e, &[&a, &a], 1.0);
+        let s = smooth_towards(&e, &[&a.0, &a.0], 1.0);
         let h = std::f32::consts::FRAC_1_SQRT_2;
         assert!((s.0[0] - h).abs() < 1e-6 && (s.0[1] - h).abs() < 1e-6);
         assert_eq!(smooth_towards(&e, &[], 1.0), e);

@@ -80,7 +80,7 @@ pub fn smoothed(model: &Model, folded: Embedding, exclude: Option<u32>) -> Embed
         return folded;
     };
     let near = nearest(model, &folded, s.neighbours as usize, exclude);
-    let points: Vec<&Embedding> = near.iter().map(|n| model.embedding(n.row)).collect();
+    let points: Vec<&[f32]> = near.iter().map(|n| &model.embedding(n.row).0[..]).collect();
     crate::projection::smooth_towards(&folded, &points, s.weight)
 }
 

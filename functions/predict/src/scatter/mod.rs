@@ -437,7 +437,7 @@ impl Gather {
                     .collect();
                 near.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
                 near.truncate(n);
-                let points: Vec<&Embedding> = near.iter().map(|x| &x.2).collect();
+                let points: Vec<&[f32]> = near.iter().map(|x| &x.2.0[..]).collect();
                 smooth_towards(&folded, &points, weight)
             }
             _ => folded,
