@@ -4,11 +4,13 @@
 //! the first few quoted by file and line; only a missing required file or column, or
 //! a required file without a single usable row, stops the run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasher, Hasher};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::fast_hash::{FastMap, FastSet, fingerprint};
 
 /// Name of the course views file (required).
 pub const VIEWS: &str = "user_course_views.csv";
@@ -145,7 +147,7 @@ impl FileReport {
 pub struct Vocab {
     /// Names by id.
     pub names: Vec<String>,
-    ids: HashMap<String, u32>,
+    ids: FastMap<String, u32>,
 }
 
 impl Vocab {
@@ -213,7 +215,7 @@ pub struct Dataset {
     /// One report per file.
     pub reports: Vec<FileReport>,
     /// Rows per lower-case spelling, by tag id (to name merged tags).
-    spellings: Vec<HashMap<String, u64>>,
+    spellings: Vec<FastMap<String, u64>>,
 }
 
 impl Dataset {
@@ -232,7 +234,7 @@ impl Dataset {
     /// The number of distinct users with a view, interest or assessment when it is at
     /// most `limit`; `None` as soon as more are seen.
     pub fn users_up_to(&self, limit: usize) -> Option<usize> {
-        let mut seen = HashSet::with_capacity(limit.min(1 << 20));
+        let mut seen = FastSet::with_capacity_and_hasher(limit.min(1 << 20), Default::default());
         let users = self.views.iter().map(|v| v.user);
         let others = self.interests.iter().map(|i| i.0);
         for user in users
@@ -260,7 +262,7 @@ impl Dataset {
     fn intern_tag_rows(&mut self, spelling: &str, rows: u64, report: &mut FileReport) -> u32 {
         let id = self.tags.intern(&crate::tags::key(spelling)) as usize;
         if self.spellings.len() <= id {
-            self.spellings.resize_with(id + 1, HashMap::new);
+            self.spellings.resize_with(id + 1, FastMap::default);
         }
         let seen = &mut self.spellings[id];
         if !seen.is_empty() && !seen.contains_key(spelling) {
@@ -451,8 +453,12 @@ fn read_day(field: &[u8], report: &mut FileReport, unreadable: &'static str) -> 
         })
 }
 
-fn text(field: &[u8]) -> String {
-    String::from_utf8_lossy(field).trim().to_owned()
+/// A field as trimmed text (invalid UTF-8 replaced), borrowed when it is valid.
+fn text(field: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(field) {
+        Ok(s) => Cow::Borrowed(s.trim()),
+        Err(_) => Cow::Owned(String::from_utf8_lossy(field).trim().to_owned()),
+    }
 }
 
 fn parse_u64(field: &[u8]) -> Option<u64> {
@@ -467,40 +473,32 @@ fn parse_i64(field: &[u8]) -> Option<i64> {
         .or_else(|| s.strip_suffix(".0").and_then(|t| t.parse().ok()))
 }
 
-/// Hash of a whole row, to detect exact duplicates in bounded memory (8 bytes a row).
-fn row_hash(state: &std::hash::RandomState, fields: &[&[u8]]) -> u64 {
-    let mut h = state.build_hasher();
-    for f in fields {
-        h.write(f);
-        h.write_u8(0x1f);
-    }
-    h.finish()
-}
-
 /// Lower-cases a tag; notes when the spelling differed only by case.
-fn normalise_tag(raw: &[u8], report: &mut FileReport) -> Option<String> {
+fn normalise_tag<'a>(raw: &'a [u8], report: &mut FileReport) -> Option<Cow<'a, str>> {
     let tag = text(raw);
     if tag.is_empty() {
         return None;
+    }
+    if tag.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        return Some(tag);
     }
     let lower = tag.to_lowercase();
     if lower != tag {
         report.quirk("tags_with_upper_case_merged");
     }
-    Some(lower)
+    Some(Cow::Owned(lower))
 }
 
 fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let mut report = FileReport::new(COURSE_TAGS);
     let table = Table::open(path, COURSE_TAGS, &["course_id", "course_tags"])?;
-    let hasher = std::hash::RandomState::new();
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     table.for_each(&mut report, |line, f, report| {
         let course = text(f[0]);
         if course.is_empty() {
             return report.skip(line, SkipReason::EmptyField);
         }
-        if !seen.insert(row_hash(&hasher, f)) {
+        if !seen.insert(fingerprint(f)) {
             return report.skip(line, SkipReason::Duplicate);
         }
         if course.contains([',', '"']) {
@@ -551,8 +549,7 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             "view_time_seconds",
         ],
     )?;
-    let hasher = std::hash::RandomState::new();
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     let known_courses = ds.courses.len();
     table.for_each(&mut report, |line, f, report| {
         let Some(user) = parse_u64(f[0]) else {
@@ -567,7 +564,7 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
         if course.is_empty() {
             return report.skip(line, SkipReason::EmptyField);
         }
-        if !seen.insert(row_hash(&hasher, f)) {
+        if !seen.insert(fingerprint(f)) {
             return report.skip(line, SkipReason::Duplicate);
         }
         let id = match ds.courses.get(&course) {
@@ -623,9 +620,8 @@ fn parse_interests(path: &Path) -> Result<ParsedInterests, IngestError> {
             INTERESTS,
             &["user_handle", "interest_tag", "date_followed"],
         )?;
-        let hasher = std::hash::RandomState::new();
-        let mut seen_rows = HashSet::new();
-        let mut ids: HashMap<String, u32> = HashMap::new();
+        let mut seen_rows = FastSet::default();
+        let mut ids: FastMap<String, u32> = FastMap::default();
         table.for_each(&mut report, |line, f, report| {
             let Some(user) = parse_u64(f[0]) else {
                 return report.skip(line, SkipReason::BadHandle);
@@ -634,17 +630,17 @@ fn parse_interests(path: &Path) -> Result<ParsedInterests, IngestError> {
                 return report.skip(line, SkipReason::EmptyField);
             };
             // Exact duplicates (same user, tag and date) are a known quirk of this file.
-            if !seen_rows.insert(row_hash(&hasher, f)) {
+            if !seen_rows.insert(fingerprint(f)) {
                 return report.skip(line, SkipReason::Duplicate);
             }
             report.used += 1;
             let day = read_day(f[2], report, "interests_without_a_readable_date");
-            let id = match ids.get(&tag) {
+            let id = match ids.get(tag.as_ref()) {
                 Some(&id) => id,
                 None => {
                     let id = spellings.len() as u32;
-                    ids.insert(tag.clone(), id);
-                    spellings.push((tag, 0));
+                    ids.insert(tag.to_string(), id);
+                    spellings.push((tag.into_owned(), 0));
                     id
                 }
             };
@@ -713,10 +709,9 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             "user_assessment_score",
         ],
     )?;
-    let hasher = std::hash::RandomState::new();
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     // (user, tag) -> (date, score): the latest assessment wins.
-    let mut latest: HashMap<(u64, u32), (String, u16)> = HashMap::new();
+    let mut latest: FastMap<(u64, u32), (String, u16)> = FastMap::default();
     table.for_each(&mut report, |line, f, report| {
         let Some(user) = parse_u64(f[0]) else {
             return report.skip(line, SkipReason::BadHandle);
@@ -728,11 +723,11 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             Some(s) if (0..=1000).contains(&s) => s as u16,
             _ => return report.skip(line, SkipReason::BadScore),
         };
-        if !seen.insert(row_hash(&hasher, f)) {
+        if !seen.insert(fingerprint(f)) {
             return report.skip(line, SkipReason::Duplicate);
         }
         report.used += 1;
-        let date = text(f[2]);
+        let date = text(f[2]).into_owned();
         let tag = ds.intern_tag(&tag, report);
         let slot = latest
             .entry((user, tag))

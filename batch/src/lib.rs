@@ -7,6 +7,7 @@ pub mod config;
 pub mod course_eval;
 pub mod eval;
 pub mod exact_graph;
+pub mod fast_hash;
 pub mod index;
 pub mod ingest;
 pub mod matrix;
