@@ -17,11 +17,11 @@
 //!
 //! Run: `cargo bench -p kindred-batch --bench stages`.
 
-use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use kindred_batch::fast_hash::FastSet;
 use kindred_batch::summary::Stages;
 use kindred_batch::{config, index, ingest, neighbours, train};
 
@@ -42,7 +42,7 @@ fn benches(c: &mut Criterion) {
     kindred_datagen::generate(&generator, &data).expect("generate data");
     let cfg = config::default_config(data.clone());
     let ds = ingest::read_dir(&data).expect("read");
-    let none = HashSet::new();
+    let none = FastSet::default();
     let embedded = train::embed(&ds, &cfg, &none, &mut Stages::quiet()).expect("embed");
     let handles: Vec<u64> = embedded.users.iter().map(|u| u.handle).collect();
     let unsmoothed = {

@@ -1,13 +1,12 @@
 //! From a dataset to the training matrix: rows assigned to users, the weighted blocks,
 //! the user summaries and explanation features, and the fold-in projection of a fit.
 
-use std::collections::{HashMap, HashSet};
-
 use kindred_core::courses::CourseTable;
 use kindred_core::projection::{Centring, ProjectedBlock, Projection, Smoothing};
 use kindred_core::users::{Feature, Signal, UserSummary};
 
 use crate::config::TrainConfig;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::ingest::Dataset;
 use crate::matrix::{self, Block};
 use crate::svd;
@@ -66,12 +65,12 @@ pub struct Built {
 
 /// Assigns rows to users (sorted handles) and builds the weighted matrix and the summaries.
 pub fn build_matrix(ds: &Dataset, cfg: &TrainConfig) -> Built {
-    build_matrix_hiding(ds, cfg, &HashSet::new())
+    build_matrix_hiding(ds, cfg, &FastSet::default())
 }
 
 /// [`build_matrix`] with the (handle, tag) pairs in `hidden` left out of every block (and
 /// a hidden tag's courses left out of the courses block).
-pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Built {
+pub fn build_matrix_hiding(ds: &Dataset, cfg: &TrainConfig, hidden: &FastSet<(u64, u32)>) -> Built {
     let Gathered {
         handles,
         blocks,
@@ -105,7 +104,7 @@ pub struct Gathered {
 
 /// Assigns rows to users (sorted handles) and gathers each block's entries and the
 /// summaries, the (handle, tag) pairs in `hidden` left out.
-pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> Gathered {
+pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &FastSet<(u64, u32)>) -> Gathered {
     let is_hidden = |user: u64, tag: u32| !hidden.is_empty() && hidden.contains(&(user, tag));
     let mut handles: Vec<u64> = ds
         .views
@@ -116,7 +115,7 @@ pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &HashSet<(u64, u32)>) -> 
         .collect();
     handles.sort_unstable();
     handles.dedup();
-    let row_of: HashMap<u64, u32> = handles
+    let row_of: FastMap<u64, u32> = handles
         .iter()
         .enumerate()
         .map(|(r, &h)| (h, r as u32))

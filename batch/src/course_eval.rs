@@ -20,6 +20,7 @@ use kindred_core::recommend::{self, RECOMMEND_NEIGHBOURS, Scoring, Voter};
 
 use crate::assemble::course_table;
 use crate::config::TrainConfig;
+use crate::fast_hash::FastSet;
 use crate::index::sample_rows;
 use crate::ingest::Dataset;
 use crate::summary::Stages;
@@ -73,7 +74,7 @@ impl CoursePlan {
 
     /// The data set without any view row of a hidden course.
     pub fn training_data(&self, ds: &Dataset) -> Dataset {
-        let hidden: HashSet<(u64, u32)> = self
+        let hidden: FastSet<(u64, u32)> = self
             .hidden
             .iter()
             .flat_map(|(&h, cs)| cs.iter().map(move |&c| (h, c)))
@@ -220,7 +221,7 @@ pub fn compare(
     let popularity = score(&plan, K, |h| popular(&order, &seen(h), K));
     let knn = ItemKnn::build(&table);
     let item_knn = score(&plan, K, |h| knn.rank(&seen(h), K));
-    let fitted = train::fit(&train_ds, cfg, &HashSet::new(), &mut Stages::quiet())?;
+    let fitted = train::fit(&train_ds, cfg, &FastSet::default(), &mut Stages::quiet())?;
     let row_of: HashMap<u64, u32> = fitted
         .users
         .iter()

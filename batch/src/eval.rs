@@ -8,11 +8,12 @@
 //!   of the hidden tags at least one of the user's k neighbours carries. Chance level is
 //!   the same count for k random users.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use kindred_core::search::Neighbour;
 use kindred_core::shard::Shards;
 
+use crate::fast_hash::{FastMap, FastSet};
 use crate::index::sample_rows;
 use crate::ingest::Dataset;
 
@@ -80,9 +81,9 @@ pub struct HoldoutPlan {
     /// Users with hidden tags.
     pub users: Vec<u64>,
     /// Hidden (handle, tag) pairs.
-    pub hidden: HashSet<(u64, u32)>,
+    pub hidden: FastSet<(u64, u32)>,
     /// Each user's distinct tags in the full data (views, interests, assessments), sorted.
-    pub tags_of: HashMap<u64, Vec<u32>>,
+    pub tags_of: FastMap<u64, Vec<u32>>,
     /// Seed of the plan (also used for the chance level).
     pub seed: u64,
 }
@@ -94,7 +95,7 @@ impl HoldoutPlan {
     /// Draws up to `users` users with at least [`HOLDOUT_MIN_TAGS`] tags and hides
     /// `share` of each one's tags (at least one), reproducibly from `seed`.
     pub fn draw(ds: &Dataset, users: usize, share: f64, seed: u64) -> HoldoutPlan {
-        let mut tags_of: HashMap<u64, Vec<u32>> = HashMap::new();
+        let mut tags_of: FastMap<u64, Vec<u32>> = FastMap::default();
         for v in &ds.views {
             tags_of
                 .entry(v.user)
@@ -121,7 +122,7 @@ impl HoldoutPlan {
             .into_iter()
             .map(|i| eligible[i as usize])
             .collect();
-        let mut hidden = HashSet::new();
+        let mut hidden = FastSet::default();
         for (i, &h) in chosen.iter().enumerate() {
             let tags = &tags_of[&h];
             let n = ((tags.len() as f64 * share).round() as usize).max(1);

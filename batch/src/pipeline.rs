@@ -15,7 +15,6 @@
 //! is chosen by `prepare` and kept in the plan, so every step of one run agrees on it;
 //! `<run>` is the caller's name for the run (the Step Functions execution name).
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -32,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::config::TrainConfig;
+use crate::fast_hash::FastSet;
 use crate::pictures::Pictures;
 use crate::summary::{self, RunSummary, StageTime, Stages};
 use crate::train::{self, TrainError};
@@ -199,7 +199,7 @@ pub async fn prepare<S: ObjectStore>(
             let cfg = job_cfg;
             let mut stages = Stages::new();
             let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
-            let embedded = train::embed(&ds, &cfg, &HashSet::new(), &mut stages)?;
+            let embedded = train::embed(&ds, &cfg, &FastSet::default(), &mut stages)?;
             let count = cfg.shard_count(embedded.points.len());
             let mut inputs: Vec<ShardInput> = (0..count)
                 .map(|id| ShardInput {

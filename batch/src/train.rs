@@ -1,7 +1,7 @@
 //! The training pipeline: data folder in, encoded model artifacts and a run summary out.
 //!
 //! Pure computation over the files read by [`crate::ingest`]; publishing is the caller's.
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use kindred_core::codec::encode;
@@ -14,6 +14,7 @@ use kindred_core::users::{UserSummary, UserTable};
 
 use crate::assemble::{Built, build_matrix_hiding, course_table, projection, strongest_features};
 use crate::config::{AUTO_HOLDOUT_MAX_USERS, BLOCK_NAMES, Evaluate, HOLDOUT_SHARE, TrainConfig};
+use crate::fast_hash::FastSet;
 use crate::ingest::{self, Dataset};
 use crate::pictures::Pictures;
 use crate::summary::{Quality, RunSummary, Stages, peak_rss_mib};
@@ -76,7 +77,7 @@ impl Fitted {
 pub fn embed(
     ds: &Dataset,
     cfg: &TrainConfig,
-    hidden: &HashSet<(u64, u32)>,
+    hidden: &FastSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Embedded, TrainError> {
     svd::blas_on_calling_thread();
@@ -180,7 +181,7 @@ pub struct Embedded {
 pub fn fit(
     ds: &Dataset,
     cfg: &TrainConfig,
-    hidden: &HashSet<(u64, u32)>,
+    hidden: &FastSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Fitted, TrainError> {
     let Embedded {
@@ -233,7 +234,7 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
                 (measured, start.elapsed().as_secs_f64())
             })
         });
-        let fitted = fit(&ds, cfg, &HashSet::new(), &mut stages)?;
+        let fitted = fit(&ds, cfg, &FastSet::default(), &mut stages)?;
         finish(&ds, cfg, version, fitted, stages, &holdout, refit)
     })
 }

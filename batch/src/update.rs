@@ -32,6 +32,7 @@ use kindred_core::{Model, query};
 
 use crate::assemble::gather;
 use crate::config::TrainConfig;
+use crate::fast_hash::FastSet;
 use crate::ingest::{self, Dataset, FileReport, IngestError};
 use crate::summary::{StageTime, Stages};
 
@@ -154,7 +155,7 @@ pub fn fold_in(model: &Model, delta: &Dataset, cfg: &TrainConfig) -> Result<Fold
         return Err(unsupported("this process holds only some of its shards"));
     }
     let tag_count = model.users.tags.len() as u32;
-    let built = gather(delta, cfg, &HashSet::new());
+    let built = gather(delta, cfg, &FastSet::default());
     let rows = entries_by_row(&built.blocks, built.handles.len(), tag_count);
     let scales = projection.basis_scales();
 
