@@ -585,16 +585,21 @@ mod tests {
         assert!(t.explained_variance < 1.0 && t.explained_variance > 0.5);
     }
 
-    #[test]
-    fn the_gram_matrix_is_applied_as_if_it_were_formed_centred_or_not() {
-        // Given a random sparse 300 x 500 matrix and a 500 x 7 block,
-        let mut state = 11u64;
-        let mut next = move || {
+    /// A seeded xorshift stream of numbers in [0, 1).
+    fn uniform(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        }
+    }
+
+    #[test]
+    fn the_gram_matrix_is_applied_as_if_it_were_formed_centred_or_not() {
+        // Given a random sparse 300 x 500 matrix and a 500 x 7 block,
+        let mut next = uniform(11);
         let mut triples = Vec::new();
         for r in 0..300u32 {
             for c in 0..500u32 {
@@ -659,13 +664,7 @@ mod tests {
     #[test]
     fn subspace_iteration_matches_the_full_decomposition() {
         // Given a 400 x 400 Gram matrix of a random sparse-ish matrix with decaying spectrum,
-        let mut state = 7u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut next = uniform(7);
         let mut triples = Vec::new();
         for r in 0..3000u32 {
             let base = (r % 20) * 20;
