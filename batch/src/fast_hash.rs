@@ -4,9 +4,10 @@
 //!
 //! Each 8 bytes are folded into the state through SplitMix64's output function
 //! ([`mix64`], a bijection), so two inputs of equal length differing in one word never
-//! collide, and a fingerprint of distinct rows collides with probability about 2⁻⁶⁴ per
-//! pair. It is not keyed: the files are the operator's own, not an adversary's, and a
-//! deliberate collision would only make one row count as a duplicate of another.
+//! collide, and fingerprints of distinct rows that nobody crafted collide with
+//! probability about 2⁻⁶⁴ per pair. It is not keyed, so rows differing in two words can
+//! be crafted to collide: the files are the operator's own, not an adversary's, and such
+//! a collision would only make one row count as a duplicate of another.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -15,7 +15,8 @@
 //! factorisations, and one small dense `eigh`. While the non-zeros are fewer than half of
 //! `G`'s entries, `G` is not even formed: each product is `Aᵀ(A Q)`, two passes over the
 //! non-zeros (at 10k users, 2 x 467k against 1,675² multiply-adds a column, and no `G` to
-//! build).
+//! build). `G` is always formed for the full decomposition, when the rank is a third of
+//! the columns or more.
 
 use ndarray::{Array1, Array2, s};
 use ndarray_linalg::{Cholesky, Diag, Eigh, QR, SolveTriangular, UPLO};
@@ -198,8 +199,10 @@ pub fn truncated_svd(
     };
     let total = operator.trace();
     // A product with the formed G costs cols² multiply-adds a column of the block, one
-    // through the non-zeros 2 nnz: G is formed only when that is the cheaper (above about
-    // 30k users of the challenge's shape, whose rows hold about 47 non-zeros).
+    // through the non-zeros 2 nnz: the subspace iteration forms G only when that is the
+    // cheaper (above about 30k users of the challenge's shape, whose rows hold about 47
+    // non-zeros). The full decomposition (rank a third of the columns or more) forms it
+    // either way.
     let (eigenvalues, eigenvectors) = if 2 * a.nnz() < a.cols * a.cols {
         top_eigenpairs(&operator, k)?
     } else {
@@ -419,25 +422,36 @@ pub fn top_eigenpairs(g: &impl Symmetric, k: usize) -> Result<(Vec<f64>, Array2<
     Ok((top.to_vec(), v))
 }
 
-/// An orthonormal basis of the columns of the tall `p` (`n x w`), as `p R⁻¹` with `RᵀR`
-/// the Cholesky factorisation of `pᵀp` (Cholesky QR: two small products instead of a
-/// Householder QR, about a tenth of its time at 1,675 x 80). Its precision degrades with
-/// the square of `p`'s condition number, which in a subspace iteration is the ratio of
-/// the block's largest to smallest eigenvalue; when `pᵀp` is not clearly positive
-/// definite (a Gram matrix of lower rank than the block), the Householder QR is used.
+/// An orthonormal basis of the columns of the tall `p` (`n x w`), by Cholesky QR twice
+/// (CholeskyQR2): `q = p R⁻¹` with `RᵀR` the Cholesky factorisation of `pᵀp`, then the
+/// same step on `q`. Each step is two small products instead of a Householder QR (about a
+/// tenth of its time at 1,675 x 80). One step leaves `q` orthonormal only to about
+/// `ε κ²` (`κ`, `p`'s condition number: in a subspace iteration, about the block's
+/// largest over smallest eigenvalue); the second step starts from `κ ≈ 1` and leaves it
+/// orthonormal to rounding. When `pᵀp` is not clearly positive definite (a Gram matrix
+/// of lower rank than the block, `κ` above about 10⁵), the Householder QR is used.
 fn orthonormal_basis(p: Array2<f64>) -> Result<Array2<f64>, SvdError> {
-    let c = p.t().dot(&p);
-    if let Ok(r) = c.cholesky(UPLO::Upper) {
-        let diagonal = r.diag();
-        let largest = diagonal.fold(0.0f64, |m, &d| m.max(d));
-        let smallest = diagonal.fold(f64::INFINITY, |m, &d| m.min(d));
-        if smallest > largest * 1e-5 {
-            let inverse =
-                r.solve_triangular(UPLO::Upper, Diag::NonUnit, &Array2::eye(r.nrows()))?;
-            return Ok(p.dot(&inverse));
-        }
+    match cholesky_step(&p)? {
+        Some(q) => Ok(cholesky_step(&q)?.unwrap_or(q)),
+        None => Ok(p.qr()?.0),
     }
-    Ok(p.qr()?.0)
+}
+
+/// `p R⁻¹` with `RᵀR = pᵀp`, or `None` when `R`'s diagonal spans more than 10⁵.
+fn cholesky_step(p: &Array2<f64>) -> Result<Option<Array2<f64>>, SvdError> {
+    let Ok(r) = p.t().dot(p).cholesky(UPLO::Upper) else {
+        return Ok(None);
+    };
+    let diagonal = r.diag();
+    let largest = diagonal.fold(0.0f64, |m, &d| m.max(d));
+    let smallest = diagonal.fold(f64::INFINITY, |m, &d| m.min(d));
+    // Also refused when the diagonal is not a number.
+    let clearly_positive = smallest > largest * 1e-5;
+    if !clearly_positive {
+        return Ok(None);
+    }
+    let inverse = r.solve_triangular(UPLO::Upper, Diag::NonUnit, &Array2::eye(r.nrows()))?;
+    Ok(Some(p.dot(&inverse)))
 }
 
 /// A reproducible pseudo-random `n x width` start block with entries in [-1, 1).
