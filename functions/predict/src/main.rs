@@ -9,7 +9,9 @@ use clap::Parser;
 use kindred_core::registry::LoadOptions;
 use kindred_core::shard::Selection;
 use kindred_core::store::Store;
-use kindred_predict::api::{self, ApiKeys, CallerRate, Disclosure, Settings};
+use kindred_predict::api::{
+    self, AnswerCache, ApiKeys, CallerRate, DEFAULT_ANSWER_CACHE_MB, Disclosure, Settings,
+};
 use kindred_predict::cache::ModelCache;
 use kindred_predict::metrics::Metrics;
 use kindred_predict::scatter::{self, Gather};
@@ -86,6 +88,12 @@ struct Cli {
     /// Scatter-gather: the key to send to HTTP shard endpoints that require one.
     #[arg(long, env = "KINDRED_SHARD_KEY", hide_env_values = true)]
     shard_key: Option<String>,
+    /// Keep up to this many MiB of encoded answers, so a user asked about again (same
+    /// route, k, no filters) is answered without a search until the model version
+    /// changes; 0 turns the cache off [default: 64, under Lambda at most a sixteenth of
+    /// the function's memory].
+    #[arg(long, env = "KINDRED_ANSWER_CACHE_MB")]
+    answer_cache_mb: Option<u64>,
     /// Log format on stderr [default: json under Lambda, text otherwise].
     #[arg(long, env = "KINDRED_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -188,6 +196,13 @@ async fn model_router(
         shards: cli.shards.clone(),
         ..LoadOptions::default()
     };
+    let answer_cache_mb = match cli.answer_cache_mb {
+        Some(mb) if mb > 1 << 30 => anyhow::bail!("--answer-cache-mb {mb} is too large"),
+        Some(mb) => mb,
+        None => lambda_memory_mb().map_or(DEFAULT_ANSWER_CACHE_MB, |mb| {
+            (mb / 16).min(DEFAULT_ANSWER_CACHE_MB)
+        }),
+    };
     let settings = Settings {
         disclosure: cli.disclose,
         keys,
@@ -195,8 +210,9 @@ async fn model_router(
         caller_rate,
         // In Lambda (no --listen), one EMF line per answer on stdout.
         metrics: std::sync::Arc::new(Metrics::new(cli.listen.is_none())),
+        answers: std::sync::Arc::new(AnswerCache::with_budget(answer_cache_mb << 20)),
     };
-    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, shards = options.shards.as_ref().map(ToString::to_string), disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
+    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, answer_cache_mb, shards = options.shards.as_ref().map(ToString::to_string), disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
     Ok(api::router_with(cache, settings))
 }

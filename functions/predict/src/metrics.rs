@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::api::AnswerCacheStats;
+
 /// The routes counted apart; any other path counts as `other` (so arbitrary paths cannot
 /// grow the label set).
 pub const ROUTES: [&str; 6] = [
@@ -193,9 +195,13 @@ impl Metrics {
         doc.to_string()
     }
 
-    /// The counters and `model` (none for a scatter-gather coordinator) in Prometheus
-    /// text exposition format (version 0.0.4).
-    pub fn prometheus(&self, model: Option<&ModelGauges>) -> String {
+    /// The counters, `model` and `answers` (none for a scatter-gather coordinator) in
+    /// Prometheus text exposition format (version 0.0.4).
+    pub fn prometheus(
+        &self,
+        model: Option<&ModelGauges>,
+        answers: Option<&AnswerCacheStats>,
+    ) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP kindred_requests_total Answers by route and status class.\n");
         out.push_str("# TYPE kindred_requests_total counter\n");
@@ -238,6 +244,32 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{value}\n"
             );
         };
+        if let Some(a) = answers {
+            let counters = [
+                ("hits", a.hits, "Answers served from the answer cache."),
+                (
+                    "misses",
+                    a.misses,
+                    "Cacheable questions answered from the model.",
+                ),
+            ];
+            for (name, n, help) in counters {
+                let name = format!("kindred_answer_cache_{name}_total");
+                gauge(&mut out, &name, "counter", help, format!(" {n}"));
+            }
+            let gauges = [
+                ("bytes", a.bytes, "Bytes the answer cache holds."),
+                (
+                    "budget_bytes",
+                    a.budget,
+                    "The answer cache's budget (0: off).",
+                ),
+            ];
+            for (name, n, help) in gauges {
+                let name = format!("kindred_answer_cache_{name}");
+                gauge(&mut out, &name, "gauge", help, format!(" {n}"));
+            }
+        }
         let Some(model) = model else {
             return out;
         };
@@ -317,7 +349,13 @@ mod tests {
         m.count(route_of("/predict"), 200, Duration::from_millis(3));
         m.count(route_of("/predict"), 400, Duration::from_micros(50));
         m.count(route_of("/nope"), 404, Duration::from_micros(10));
-        let text = m.prometheus(Some(&model(1)));
+        let answers = AnswerCacheStats {
+            hits: 7,
+            misses: 3,
+            bytes: 4096,
+            budget: 1 << 20,
+        };
+        let text = m.prometheus(Some(&model(1)), Some(&answers));
         for line in [
             "kindred_requests_total{route=\"/predict\",status=\"2xx\"} 2",
             "kindred_requests_total{route=\"/predict\",status=\"4xx\"} 1",
@@ -331,6 +369,10 @@ mod tests {
             "kindred_model_state{state=\"loaded\"} 1",
             "kindred_model_state{state=\"not_loaded\"} 0",
             "kindred_model_load_seconds 0.035",
+            "kindred_answer_cache_hits_total 7",
+            "kindred_answer_cache_misses_total 3",
+            "kindred_answer_cache_bytes 4096",
+            "kindred_answer_cache_budget_bytes 1048576",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         }

@@ -649,3 +649,98 @@ async fn a_rollback_moves_the_function_back_to_the_older_version_without_a_resta
     assert_eq!(status, StatusCode::OK);
     common::assert_prediction(&body, known_handle(1), 10, &v1);
 }
+
+/// The body of a `/predict` (or `/recommend`) answer as sent, byte for byte.
+async fn ask_raw(router: &Router, route: &str, body: &str) -> (StatusCode, axum::body::Bytes) {
+    let req = Request::post(route)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let Ok(resp) = router.clone().oneshot(req).await;
+    let status = resp.status();
+    (
+        status,
+        axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+}
+
+/// The value of the Prometheus sample `name` at `/metrics`.
+async fn metric(router: &Router, name: &str) -> f64 {
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let Ok(resp) = router.clone().oneshot(req).await;
+    let text = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_question_asked_again_gets_the_same_bytes_from_the_answer_cache_until_the_version_changes()
+ {
+    // Given v1 serving with the answer cache on (the default), checking for new versions
+    // on every request, and a router over the same store with the cache off,
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (version_for(14, 1), version_for(14, 2));
+    let store = LocalStore::new(dir.path());
+    common::publish(&store, &v1).await;
+    let router = api::router(ModelCache::new(store.clone(), Duration::ZERO));
+    let uncached = api::router_with(
+        ModelCache::new(store.clone(), LONG),
+        api::Settings {
+            answers: Arc::new(api::AnswerCache::with_budget(0)),
+            ..api::Settings::default()
+        },
+    );
+    let one = format!(r#"{{"user_handle": {}, "k": 7}}"#, known_handle(3));
+    // when the same questions are asked twice of each route,
+    for route in ["/predict", "/recommend"] {
+        let first = ask_raw(&router, route, &one).await;
+        let again = ask_raw(&router, route, &one).await;
+        // then the second answer is the first one's bytes, the bytes the uncached
+        // router sends,
+        assert_eq!(first.0, StatusCode::OK, "{route}");
+        assert_eq!(again, first, "{route}");
+        assert_eq!(ask_raw(&uncached, route, &one).await, first, "{route}");
+    }
+    // and each route's second answer was a hit, the uncached router's counted nowhere.
+    let counts = |router: Router| async move {
+        (
+            metric(&router, "kindred_answer_cache_hits_total").await,
+            metric(&router, "kindred_answer_cache_misses_total").await,
+        )
+    };
+    assert_eq!(counts(router.clone()).await, (2.0, 2.0));
+    assert_eq!(counts(uncached.clone()).await, (0.0, 0.0));
+    assert!(metric(&router, "kindred_answer_cache_bytes").await > 0.0);
+    // Questions with filters or several handles are not looked up; an unknown user is
+    // looked up (two misses) and its 404 never stored.
+    let handle = known_handle(3);
+    for body in [
+        format!(r#"{{"user_handle": {handle}, "k": 7, "min_similarity": -1}}"#),
+        format!(r#"{{"user_handles": [{handle}], "k": 7}}"#),
+        r#"{"user_handle": 999999999}"#.to_owned(),
+    ] {
+        ask_raw(&router, "/predict", &body).await;
+        ask_raw(&router, "/predict", &body).await;
+    }
+    assert_eq!(counts(router.clone()).await, (2.0, 4.0));
+    // When v2 is published, the same question is answered by v2, not from v1's entries.
+    common::publish(&store, &v2).await;
+    let answered_by = |router: Router, body: String| async move {
+        let (status, bytes) = ask_raw(&router, "/predict", &body).await;
+        assert_eq!(status, StatusCode::OK);
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["model_version"].as_str().unwrap().to_owned()
+    };
+    eventually(Duration::from_secs(30), "v2 to serve", || {
+        let (router, one, v2) = (router.clone(), one.clone(), v2.clone());
+        async move { (answered_by(router, one).await == v2).then_some(()) }
+    })
+    .await;
+    assert_eq!(answered_by(router.clone(), one.clone()).await, v2);
+}

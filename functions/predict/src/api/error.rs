@@ -106,6 +106,15 @@ pub(super) fn model_unavailable(u: crate::cache::Unavailable) -> ApiError {
     )
 }
 
+/// 500 for a failure inside the server (a panic, logged where it happened): no details.
+pub(super) fn internal_error() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error",
+        json!("the request could not be answered; it has been logged"),
+    )
+}
+
 /// 401 without one of the deployment's API keys.
 pub(super) fn unauthorized(why: &'static str) -> ApiError {
     ApiError::new(

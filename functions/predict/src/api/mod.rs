@@ -7,6 +7,7 @@
 //! * [`routes`]: the router, stage stripping and the handlers;
 //! * [`request`]: request parsing and validation into a [`Query`];
 //! * [`answer`]: answers built from a model (the in-process query path);
+//! * [`answers`]: a bounded cache of encoded answers, by model version;
 //! * [`recommend`]: `POST /recommend`, courses from similar learners;
 //! * [`error`]: [`ApiError`], every failure as a JSON response;
 //! * [`explore`]: the index, the OpenAPI document and the explorer page;
@@ -15,6 +16,7 @@
 //! * [`throttle`]: a token bucket per caller.
 
 mod answer;
+mod answers;
 mod error;
 mod explore;
 mod recommend;
@@ -29,6 +31,7 @@ pub use answer::{
     SimilarUser, TagTime, UserView, answer, answer_batch, answer_handle, answer_profile, batch,
     neighbours, respond,
 };
+pub use answers::{AnswerCache, AnswerCacheStats, AnswerKey, DEFAULT_ANSWER_CACHE_MB};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use explore::{EXPLORE_HTML, OPENAPI};
 pub use recommend::{

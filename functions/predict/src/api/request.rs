@@ -192,7 +192,7 @@ pub struct Filters {
 
 /// Which route a body is parsed for: they share the body's shape, not all its fields
 /// or its work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ask {
     /// `POST /predict`: `k` similar users per subject.
     Predict,

@@ -15,7 +15,8 @@ use lambda_http::request::RequestContext;
 use serde_json::json;
 
 use super::answer::respond;
-use super::error::{ApiError, model_unavailable, too_large, unauthorized};
+use super::answers::AnswerKey;
+use super::error::{ApiError, internal_error, model_unavailable, too_large, unauthorized};
 use super::explore::{explore, index, openapi};
 use super::recommend::respond_recommend;
 use super::request::{Ask, parse_for};
@@ -128,7 +129,9 @@ async fn metrics<S: ObjectStore + 'static>(
             header::CONTENT_TYPE,
             crate::metrics::PROMETHEUS_CONTENT_TYPE,
         )],
-        settings.metrics.prometheus(Some(&cache.gauges())),
+        settings
+            .metrics
+            .prometheus(Some(&cache.gauges()), Some(&settings.answers.stats())),
     )
         .into_response()
 }
@@ -150,12 +153,7 @@ async fn catch_panic(req: Request, next: axum::middleware::Next) -> Response {
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
             tracing::error!(panic = message, "a handler panicked");
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                json!("the request could not be answered; it has been logged"),
-            )
-            .into_response()
+            internal_error().into_response()
         }
     }
 }
@@ -298,10 +296,27 @@ async fn ask<S: ObjectStore + 'static>(
     let (parts, bytes) = read_body(req).await?;
     let query = parse_for(route, &parts.headers, &bytes)?;
     let model = cache.get().await.map_err(model_unavailable)?;
-    match route {
+    let version = &model.manifest.version;
+    let key = AnswerKey::of(route, &query);
+    if let Some(body) = key.and_then(|key| settings.answers.get(version, key)) {
+        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+    }
+    let answer = match route {
         Ask::Predict => respond(&model, &query, settings.disclosure),
         Ask::Recommend => respond_recommend(&model, &query, settings.disclosure),
-    }
+    }?;
+    let Some(key) = key.filter(|_| answer.status() == StatusCode::OK && settings.answers.is_on())
+    else {
+        return Ok(answer);
+    };
+    // The encoded body is kept as it is sent: a hit answers with the same bytes.
+    let (head, body) = answer.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        tracing::error!(error = %e, "an answer's body could not be read");
+        internal_error()
+    })?;
+    settings.answers.put(version, key, body.clone());
+    Ok(Response::from_parts(head, Body::from(body)))
 }
 
 /// The request's head and body, or 413 (as JSON, like every error) for a body over

@@ -162,6 +162,8 @@ pub struct Settings {
     pub caller_rate: Option<CallerRate>,
     /// The process's request and model counters (`/metrics`, EMF lines in Lambda).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Encoded answers to questions asked again of the same model version.
+    pub answers: std::sync::Arc<super::answers::AnswerCache>,
 }
 
 #[cfg(test)]

@@ -532,7 +532,7 @@ async fn metrics(State(g): State<Arc<Gather>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             crate::metrics::PROMETHEUS_CONTENT_TYPE,
         )],
-        g.metrics.prometheus(None),
+        g.metrics.prometheus(None, None),
     )
         .into_response()
 }
