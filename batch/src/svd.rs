@@ -127,7 +127,7 @@ pub fn blas_on_calling_thread() {
 pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
     let n = a.cols;
     let threads = threads.clamp(1, a.rows.max(1));
-    let chunk = a.rows.div_ceil(threads);
+    let chunk = rows_per_thread(a.rows, threads);
     let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -305,8 +305,7 @@ impl Symmetric for GramOf<'_> {
             }
         });
         // Z = Aᵀ Y, and with centring Z - 1 (mᵀY): each thread sums its rows' share.
-        let threads = self.threads.clamp(1, a.rows.max(1));
-        let chunk = a.rows.div_ceil(threads).max(1);
+        let chunk = rows_per_thread(a.rows, self.threads);
         let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
             let handles: Vec<_> = y
                 .chunks(chunk * w)
@@ -375,6 +374,12 @@ fn scatter_rows(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) {
     }
 }
 
+/// The length of each of the (at most `threads`) consecutive ranges `rows` rows are split
+/// into for threads; at least 1.
+fn rows_per_thread(rows: usize, threads: usize) -> usize {
+    rows.div_ceil(threads.clamp(1, rows.max(1))).max(1)
+}
+
 /// `f(rows, out)` over `threads` consecutive row ranges, `out` being each range's rows of
 /// `y` (`w` values a row).
 fn for_row_ranges(
@@ -384,7 +389,7 @@ fn for_row_ranges(
     w: usize,
     f: impl Fn(std::ops::Range<usize>, &mut [f64]) + Sync,
 ) {
-    let chunk = rows.div_ceil(threads.clamp(1, rows.max(1))).max(1);
+    let chunk = rows_per_thread(rows, threads);
     let f = &f;
     std::thread::scope(|scope| {
         for (t, out) in y.chunks_mut(chunk * w).enumerate() {
