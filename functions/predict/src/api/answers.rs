@@ -183,13 +183,16 @@ impl AnswerCache {
         found
     }
 
-    /// Stores the answer to this question of model `version`. Entries of other versions
-    /// in the same shard are dropped; an answer larger than a shard's generation is not
-    /// kept.
-    pub fn put(&self, version: &str, key: AnswerKey, body: Bytes) {
+    /// Stores a copy of `body`, the answer to this question of model `version`. Entries of
+    /// other versions in the same shard are dropped; an answer larger than a shard's
+    /// generation is not kept.
+    pub fn put(&self, version: &str, key: AnswerKey, body: &[u8]) {
         if !self.is_on() || body.len() + ENTRY_OVERHEAD > self.half {
             return;
         }
+        // A copy of exactly its length: an encoder's buffer has grown past it, and the
+        // budget counts the length.
+        let body = Bytes::copy_from_slice(body);
         let mut shard = self.shard(&key);
         if shard.version != version {
             shard.clear(version);
@@ -262,7 +265,7 @@ mod tests {
     #[test]
     fn an_answer_is_found_again_only_for_its_version_route_handle_and_k() {
         let cache = AnswerCache::with_budget(1 << 20);
-        cache.put("v1", key(Ask::Predict, 7, 10), body(100, 1));
+        cache.put("v1", key(Ask::Predict, 7, 10), &body(100, 1));
         assert_eq!(
             cache.get("v1", key(Ask::Predict, 7, 10)),
             Some(body(100, 1))
@@ -280,10 +283,10 @@ mod tests {
     fn an_answer_of_a_new_version_drops_the_old_versions_entries() {
         let cache = AnswerCache::with_budget(1 << 20);
         for h in 0..200 {
-            cache.put("v1", key(Ask::Predict, h, 10), body(10, 1));
+            cache.put("v1", key(Ask::Predict, h, 10), &body(10, 1));
         }
         for h in 0..200 {
-            cache.put("v2", key(Ask::Predict, h, 10), body(10, 2));
+            cache.put("v2", key(Ask::Predict, h, 10), &body(10, 2));
         }
         assert_eq!(cache.stats().bytes, 200 * (10 + ENTRY_OVERHEAD) as u64);
         assert!((0..200).all(|h| cache.get("v2", key(Ask::Predict, h, 10)) == Some(body(10, 2))));
@@ -296,9 +299,9 @@ mod tests {
         let cache = AnswerCache::with_budget(budget);
         // One answer asked over and over while 10,000 others pass through once each.
         let hot = 1_000_000;
-        cache.put("v", key(Ask::Predict, hot, 10), body(500, 9));
+        cache.put("v", key(Ask::Predict, hot, 10), &body(500, 9));
         for h in 0..10_000 {
-            cache.put("v", key(Ask::Predict, h, 10), body(500, 1));
+            cache.put("v", key(Ask::Predict, h, 10), &body(500, 1));
             assert!(cache.stats().bytes <= budget);
             if h % 8 == 0 {
                 assert_eq!(
@@ -319,7 +322,7 @@ mod tests {
     fn a_cache_without_budget_keeps_nothing_and_counts_nothing() {
         let cache = AnswerCache::with_budget(0);
         assert!(!cache.is_on());
-        cache.put("v", key(Ask::Predict, 1, 10), body(10, 1));
+        cache.put("v", key(Ask::Predict, 1, 10), &body(10, 1));
         assert_eq!(cache.get("v", key(Ask::Predict, 1, 10)), None);
         assert_eq!(cache.stats(), AnswerCacheStats::default());
     }
@@ -327,8 +330,8 @@ mod tests {
     #[test]
     fn an_answer_replaced_under_the_same_key_is_counted_once() {
         let cache = AnswerCache::with_budget(1 << 20);
-        cache.put("v", key(Ask::Recommend, 3, 5), body(100, 1));
-        cache.put("v", key(Ask::Recommend, 3, 5), body(300, 2));
+        cache.put("v", key(Ask::Recommend, 3, 5), &body(100, 1));
+        cache.put("v", key(Ask::Recommend, 3, 5), &body(300, 2));
         assert_eq!(cache.stats().bytes, (300 + ENTRY_OVERHEAD) as u64);
         assert_eq!(
             cache.get("v", key(Ask::Recommend, 3, 5)),

@@ -315,7 +315,7 @@ async fn ask<S: ObjectStore + 'static>(
         tracing::error!(error = %e, "an answer's body could not be read");
         internal_error()
     })?;
-    settings.answers.put(version, key, body.clone());
+    settings.answers.put(version, key, &body);
     Ok(Response::from_parts(head, Body::from(body)))
 }
 
