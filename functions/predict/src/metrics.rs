@@ -250,7 +250,7 @@ impl Metrics {
                 (
                     "misses",
                     a.misses,
-                    "Cacheable questions answered from the model.",
+                    "Cacheable questions not in the answer cache (answered, or an error).",
                 ),
             ];
             for (name, n, help) in counters {

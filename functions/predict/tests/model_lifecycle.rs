@@ -650,13 +650,23 @@ async fn a_rollback_moves_the_function_back_to_the_older_version_without_a_resta
     common::assert_prediction(&body, known_handle(1), 10, &v1);
 }
 
-/// The body of a `/predict` (or `/recommend`) answer as sent, byte for byte.
-async fn ask_raw(router: &Router, route: &str, body: &str) -> (StatusCode, axum::body::Bytes) {
-    let req = Request::post(route)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let Ok(resp) = router.clone().oneshot(req).await;
+/// The body of a `/predict` (or `/recommend`) answer as sent, byte for byte, with
+/// `Authorization: Bearer KEY` when a key is given. Every answer is JSON.
+async fn ask_keyed(
+    router: &Router,
+    route: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (StatusCode, axum::body::Bytes) {
+    let mut req = Request::post(route).header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let Ok(resp) = router
+        .clone()
+        .oneshot(req.body(Body::from(body.to_owned())).unwrap())
+        .await;
+    assert_eq!(resp.headers()["content-type"], "application/json");
     let status = resp.status();
     (
         status,
@@ -664,6 +674,10 @@ async fn ask_raw(router: &Router, route: &str, body: &str) -> (StatusCode, axum:
             .await
             .unwrap(),
     )
+}
+
+async fn ask_raw(router: &Router, route: &str, body: &str) -> (StatusCode, axum::body::Bytes) {
+    ask_keyed(router, route, body, None).await
 }
 
 /// The value of the Prometheus sample `name` at `/metrics`.
@@ -743,4 +757,38 @@ async fn a_question_asked_again_gets_the_same_bytes_from_the_answer_cache_until_
     })
     .await;
     assert_eq!(answered_by(router.clone(), one.clone()).await, v2);
+}
+
+#[tokio::test]
+async fn a_cached_answer_still_needs_the_key_and_counts_against_the_callers_rate() {
+    // Given a router that needs a key and lets a caller make 3 requests, then 1 a minute,
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    common::publish(&store, &version_for(15, 1)).await;
+    let key = "a-key-of-sixteen-chars";
+    let router = api::router_with(
+        ModelCache::new(store, LONG),
+        api::Settings {
+            keys: api::ApiKeys::parse(key).unwrap(),
+            caller_rate: Some(api::CallerRate {
+                per_second: 1.0 / 60.0,
+                burst: 3,
+            }),
+            ..api::Settings::default()
+        },
+    );
+    let one = format!(r#"{{"user_handle": {}}}"#, known_handle(2));
+    // when a question is answered with the key and is then in the cache,
+    let first = ask_keyed(&router, "/predict", &one, Some(key)).await;
+    assert_eq!(first.0, StatusCode::OK);
+    // then asking it again without the key, or with a wrong one, gets 401,
+    let without = ask_keyed(&router, "/predict", &one, None).await;
+    assert_eq!(without.0, StatusCode::UNAUTHORIZED);
+    let wrong = ask_keyed(&router, "/predict", &one, Some("not-the-key-at-all")).await;
+    assert_eq!(wrong.0, StatusCode::UNAUTHORIZED);
+    // with it, the cached bytes, until the caller's rate is spent: then 429.
+    assert_eq!(ask_keyed(&router, "/predict", &one, Some(key)).await, first);
+    assert_eq!(ask_keyed(&router, "/predict", &one, Some(key)).await, first);
+    let over = ask_keyed(&router, "/predict", &one, Some(key)).await;
+    assert_eq!(over.0, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -21,33 +21,39 @@ use std::sync::{Mutex, PoisonError};
 use axum::body::Bytes;
 
 use super::request::{Ask, Filters, Query, Subject};
+use super::settings::Disclosure;
 
 /// Default budget of the answer cache (MiB).
 pub const DEFAULT_ANSWER_CACHE_MB: u64 = 64;
 
-/// Bytes counted per entry on top of its answer: the key, the map's slot and `Bytes`.
-const ENTRY_OVERHEAD: usize = 64;
+/// Bytes counted per entry on top of its answer: the map's slot with its spare capacity,
+/// the `Bytes` handle and the allocator's own overhead (an estimate: about 100 to 170).
+const ENTRY_OVERHEAD: usize = 160;
 
 /// Shards: locks held for a lookup are independent across them.
 const SHARDS: usize = 16;
 
-/// A question whose answer may be cached: one user's handle on a route, with `k`.
+/// A question whose answer may be cached: one user's handle on a route, with `k`, at a
+/// disclosure level (fixed for a router, but part of the key so that no two routers
+/// sharing a cache can ever see each other's answers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct AnswerKey {
     route: Ask,
     handle: u64,
     k: u32,
+    disclosure: Disclosure,
 }
 
 impl AnswerKey {
-    /// The key of `query` on `route` when its answer may be cached: one handle, no
-    /// filters.
-    pub fn of(route: Ask, query: &Query) -> Option<AnswerKey> {
+    /// The key of `query` on `route`, answered at `disclosure`, when its answer may be
+    /// cached: one handle, no filters.
+    pub fn of(route: Ask, query: &Query, disclosure: Disclosure) -> Option<AnswerKey> {
         match query.subject {
             Subject::Handle(handle) if query.filters == Filters::default() => Some(AnswerKey {
                 route,
                 handle,
                 k: query.k,
+                disclosure,
             }),
             _ => None,
         }
@@ -94,7 +100,8 @@ impl Shard {
 pub struct AnswerCacheStats {
     /// Answers served from the cache.
     pub hits: u64,
-    /// Cacheable questions that had to be answered from the model.
+    /// Cacheable questions not found in the cache (answered from the model, or an error
+    /// such as an unknown user).
     pub misses: u64,
     /// Bytes the cache holds now, entry overheads included.
     pub bytes: u64,
@@ -225,7 +232,12 @@ mod tests {
     use super::*;
 
     fn key(route: Ask, handle: u64, k: u32) -> AnswerKey {
-        AnswerKey { route, handle, k }
+        AnswerKey {
+            route,
+            handle,
+            k,
+            disclosure: Disclosure::Reasons,
+        }
     }
 
     fn body(n: usize, fill: u8) -> Bytes {
@@ -242,7 +254,7 @@ mod tests {
             )
             .unwrap()
         };
-        let of = |route, body: &str| AnswerKey::of(route, &q(body));
+        let of = |route, body: &str| AnswerKey::of(route, &q(body), Disclosure::Reasons);
         assert_eq!(
             of(Ask::Predict, r#"{"user_handle": 3, "k": 5}"#),
             Some(key(Ask::Predict, 3, 5))
@@ -260,6 +272,13 @@ mod tests {
             None
         );
         assert_eq!(of(Ask::Predict, r#"{"user_handles": [3]}"#), None);
+        // Each disclosure level has its own entries.
+        let body = q(r#"{"user_handle": 3}"#);
+        let keys: std::collections::HashSet<_> = Disclosure::ALL
+            .into_iter()
+            .map(|d| AnswerKey::of(Ask::Predict, &body, d))
+            .collect();
+        assert_eq!(keys.len(), Disclosure::ALL.len());
     }
 
     #[test]

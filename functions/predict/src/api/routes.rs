@@ -297,7 +297,7 @@ async fn ask<S: ObjectStore + 'static>(
     let query = parse_for(route, &parts.headers, &bytes)?;
     let model = cache.get().await.map_err(model_unavailable)?;
     let version = &model.manifest.version;
-    let key = AnswerKey::of(route, &query);
+    let key = AnswerKey::of(route, &query, settings.disclosure);
     if let Some(body) = key.and_then(|key| settings.answers.get(version, key)) {
         return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
     }
