@@ -712,8 +712,10 @@ async fn a_question_asked_again_gets_the_same_bytes_from_the_answer_cache_until_
     );
     let one = format!(r#"{{"user_handle": {}, "k": 7}}"#, known_handle(3));
     // when the same questions are asked twice of each route,
+    let mut v1_answers = Vec::new();
     for route in ["/predict", "/recommend"] {
         let first = ask_raw(&router, route, &one).await;
+        v1_answers.push(first.clone());
         let again = ask_raw(&router, route, &one).await;
         // then the second answer is the first one's bytes, the bytes the uncached
         // router sends,
@@ -757,6 +759,14 @@ async fn a_question_asked_again_gets_the_same_bytes_from_the_answer_cache_until_
     })
     .await;
     assert_eq!(answered_by(router.clone(), one.clone()).await, v2);
+    // When the pointer is rolled back to v1, the answer is v1's again, byte for byte.
+    common::repoint(dir.path(), &v1);
+    eventually(Duration::from_secs(30), "v1 to serve again", || {
+        let (router, one, v1) = (router.clone(), one.clone(), v1.clone());
+        async move { (answered_by(router, one).await == v1).then_some(()) }
+    })
+    .await;
+    assert_eq!(ask_raw(&router, "/predict", &one).await, v1_answers[0]);
 }
 
 #[tokio::test]
