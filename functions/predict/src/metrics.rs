@@ -245,29 +245,34 @@ impl Metrics {
             );
         };
         if let Some(a) = answers {
-            let counters = [
-                ("hits", a.hits, "Answers served from the answer cache."),
+            let series = [
                 (
-                    "misses",
+                    "kindred_answer_cache_hits_total",
+                    "counter",
+                    a.hits,
+                    "Answers served from the answer cache.",
+                ),
+                (
+                    "kindred_answer_cache_misses_total",
+                    "counter",
                     a.misses,
                     "Cacheable questions not in the answer cache (answered, or an error).",
                 ),
-            ];
-            for (name, n, help) in counters {
-                let name = format!("kindred_answer_cache_{name}_total");
-                gauge(&mut out, &name, "counter", help, format!(" {n}"));
-            }
-            let gauges = [
-                ("bytes", a.bytes, "Bytes the answer cache holds."),
                 (
-                    "budget_bytes",
+                    "kindred_answer_cache_bytes",
+                    "gauge",
+                    a.bytes,
+                    "Bytes the answer cache holds.",
+                ),
+                (
+                    "kindred_answer_cache_budget_bytes",
+                    "gauge",
                     a.budget,
                     "The answer cache's budget (0: off).",
                 ),
             ];
-            for (name, n, help) in gauges {
-                let name = format!("kindred_answer_cache_{name}");
-                gauge(&mut out, &name, "gauge", help, format!(" {n}"));
+            for (name, kind, n, help) in series {
+                gauge(&mut out, name, kind, help, format!(" {n}"));
             }
         }
         let Some(model) = model else {
