@@ -291,9 +291,8 @@ mod tests {
             let found = kindred_core::search::approximate(&index, p, 1, None);
             let found = found[0];
             assert!(
-                found.row == pid.into_inner() || found.similarity >= 1.0 - 1e-6,
-                "point {} not found",
-                pid.into_inner()
+                found.row == pid || found.similarity >= 1.0 - 1e-6,
+                "point {pid} not found"
             );
         }
     }

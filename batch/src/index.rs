@@ -218,10 +218,7 @@ pub(crate) mod tests {
             let mut seen = order.clone();
             seen.sort_unstable();
             assert_eq!(seen, (0..3000).collect::<Vec<u32>>(), "{name}");
-            assert_eq!(
-                index[instant_distance::PointId::from(5)],
-                points[order[5] as usize]
-            );
+            assert_eq!(index.point(5), &points[order[5] as usize].0[..]);
             // and recall@10 on a 1,000-user sample is at least 0.95.
             let sample = sample_rows(3000, 1000, 3);
             let one = Shards::new(vec![(0, index)], 32, false).unwrap();
@@ -249,7 +246,7 @@ pub(crate) mod tests {
         assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
         assert_eq!(shards.shards().len(), 4);
         for (row, e) in shards.iter() {
-            assert_eq!(*e, points[order[row as usize] as usize]);
+            assert_eq!(e, &points[order[row as usize] as usize].0[..]);
             let handle = handles[order[row as usize] as usize];
             assert_eq!(shards.shard_of_row(row).id, shard_of(handle, 4));
         }

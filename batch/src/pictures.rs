@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use kindred_core::shard::Shards;
-use kindred_core::users::{Feature, UserSummary};
+use kindred_core::users::{Feature, User};
 
 use crate::index;
 use crate::summary::RunSummary;
@@ -19,14 +19,14 @@ pub struct Pictures {
 }
 
 impl Pictures {
-    /// Gathers the pictures of a model: `users[i]` is row `i` of `shards`.
-    pub fn of(
+    /// Gathers the pictures of a model: `user(i)` is row `i` of `shards`.
+    pub fn of<'u>(
         shards: &Shards,
-        users: &[UserSummary],
+        user: impl Fn(u32) -> User<'u>,
         singular_values: &[f64],
         eval_sample: usize,
     ) -> Pictures {
-        let n = users.len();
+        let n = shards.len();
         let sample = index::sample_rows(n, eval_sample, 23);
         let mut similarities = Vec::with_capacity(sample.len() * 10);
         for &row in &sample {
@@ -49,7 +49,7 @@ impl Pictures {
         // feature, and each user's strongest feature among those 10 (grey if none).
         let rows = index::sample_rows(n, MAP_USERS, 29);
         let by_weight = |row: u32| {
-            let mut f: Vec<&Feature> = users[row as usize].features.iter().collect();
+            let mut f: Vec<&Feature> = user(row).features.iter().collect();
             f.sort_by(|a, b| b.weight.total_cmp(&a.weight));
             f
         };
@@ -65,7 +65,7 @@ impl Pictures {
         let map = rows
             .into_iter()
             .filter_map(|row| {
-                let e = &shards.embedding(row).0;
+                let e = shards.embedding(row);
                 let group = by_weight(row)
                     .iter()
                     .map(|f| f.tag)
@@ -75,7 +75,7 @@ impl Pictures {
                     x: *e.get(cx)?,
                     y: *e.get(cy)?,
                     group,
-                    handle: users[row as usize].handle,
+                    handle: user(row).handle,
                 })
             })
             .collect();

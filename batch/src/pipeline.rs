@@ -26,7 +26,7 @@ use kindred_core::manifest::{
 use kindred_core::registry::{self, Published};
 use kindred_core::shard::shard_of;
 use kindred_core::store::{ObjectStore, Precondition};
-use kindred_core::users::{UserSummary, UserTable};
+use kindred_core::users::{UserSummary, UserTable, Users};
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -334,7 +334,7 @@ pub async fn build_shard<S: ObjectStore>(
             // One thread, so a retried step writes the same bytes (artifacts are immutable).
             let (index, order) = index::build_reproducible(points, &hnsw)
                 .map_err(|e| PipelineError::Thread(e.to_string()))?;
-            let users: Vec<UserSummary> = order
+            let users: Users = order
                 .iter()
                 .map(|&i| std::mem::take(&mut users[i as usize]))
                 .collect();
@@ -455,7 +455,7 @@ pub async fn publish<S: ObjectStore>(
         let pictures = stages.run("pictures", || {
             Pictures::of(
                 &model.shards,
-                &model.users.users,
+                |row| model.users.users.get(row),
                 &plan.singular_values,
                 cfg.eval_sample,
             )

@@ -263,7 +263,7 @@ fn finish(
     let pictures = stages.run("pictures", || {
         Pictures::of(
             &fitted.shards,
-            &fitted.users,
+            |row| fitted.users[row as usize].as_user(),
             &fitted.svd.singular_values,
             cfg.eval_sample,
         )
@@ -287,7 +287,10 @@ fn finish(
         for s in shards.shards() {
             let table = UserTable {
                 tags: tags.clone(),
-                users: users[s.offset as usize..s.offset as usize + s.len()].to_vec(),
+                users: users[s.offset as usize..s.offset as usize + s.len()]
+                    .iter()
+                    .cloned()
+                    .collect(),
             };
             let (users_name, index_name) = manifest::artifact_names(s.id, sharded);
             out.push((users_name.clone(), encode(&users_name, &table)?));

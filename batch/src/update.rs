@@ -209,8 +209,8 @@ pub fn fold_in(model: &Model, delta: &Dataset, cfg: &TrainConfig) -> Result<Fold
             .map(|local| s.offset + local as u32)
             .map(|row| {
                 (
-                    model.users.users[row as usize].clone(),
-                    model.embedding(row).clone(),
+                    model.users.users.get(row).to_summary(),
+                    Embedding(model.embedding(row).to_vec()),
                 )
             })
             .filter(|(u, _)| !refolded.contains(&u.handle))

@@ -67,12 +67,12 @@ async fn updates_replace_changed_users_carry_earlier_ones_forward_and_record_the
     let courses = after.courses().unwrap();
     for &h in split.new.iter().chain(&split.changed) {
         let row = after.row_of(h).unwrap_or_else(|| panic!("{h} missing"));
-        let u = &after.users.users[row as usize];
+        let u = &after.users.users.get(row);
         assert_eq!(u.courses as usize, courses.viewed_by(h).len(), "{h}");
         if let Some(old) = before.row_of(h) {
             // a changed user has more courses than the base knew, and its old point is
             // never a neighbour of anyone,
-            assert!(u.courses >= before.users.users[old as usize].courses, "{h}");
+            assert!(u.courses >= before.users.users.get(old).courses, "{h}");
             assert!(after.shards.is_retired(old), "{h}");
         }
         let near = after.shards.nearest(after.embedding(row), 10, Some(row));

@@ -196,8 +196,8 @@ fn index(dims: usize, bytes: &[u8]) {
     };
     let query = kindred_core::Embedding::normalized((0..dims).map(|i| i as f32 + 1.0).collect());
     for k in [1, 10, 100] {
-        drop(search::approximate(&index, &query, k, None));
-        drop(search::exact(&index, &query, k, Some(0)));
+        drop(search::approximate(&index, &query.0, k, None));
+        drop(search::exact(&index, &query.0, k, Some(0)));
     }
 }
 

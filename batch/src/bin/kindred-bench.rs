@@ -138,14 +138,8 @@ fn main() -> anyhow::Result<()> {
                     Box::new(|r| (0.7..0.8).contains(&share(r))),
                 ),
                 ("share >= 0.8", Box::new(|r| share(r) >= 0.8)),
-                (
-                    "with views",
-                    Box::new(|r| users.users[r as usize].courses > 0),
-                ),
-                (
-                    "no views",
-                    Box::new(|r| users.users[r as usize].courses == 0),
-                ),
+                ("with views", Box::new(|r| users.users.get(r).courses > 0)),
+                ("no views", Box::new(|r| users.users.get(r).courses == 0)),
             ];
             for (label, keep) in &groups {
                 let sub: Vec<u32> = rows.iter().copied().filter(|&r| keep(r)).collect();

@@ -303,7 +303,7 @@ mod tests {
                 let Ok(index) = crate::codec::decode::<Index>("i", &crafted) else {
                     continue;
                 };
-                let _ = crate::search::approximate(&index, &query, 10, None);
+                let _ = crate::search::approximate(&index, &query.0, 10, None);
             }
         }
         assert!(refused > 0);
@@ -382,10 +382,10 @@ mod tests {
         // then it holds the points in order, and its search finds every point's exact
         // neighbours on the circle.
         assert_eq!(index.iter().count(), 200);
-        assert_eq!(index.iter().nth(41).unwrap().1, &points[41]);
+        assert_eq!(index.iter().nth(41).unwrap().1, &points[41].0[..]);
         for (p, q) in points.iter().enumerate() {
-            let found = crate::search::approximate(&index, q, 3, None);
-            let want = crate::search::exact(&index, q, 3, None);
+            let found = crate::search::approximate(&index, &q.0, 3, None);
+            let want = crate::search::exact(&index, &q.0, 3, None);
             assert_eq!(found, want, "point {p}");
             assert_eq!(found[0].row, p as u32);
         }

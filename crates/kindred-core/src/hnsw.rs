@@ -20,9 +20,8 @@ use std::collections::BinaryHeap;
 use std::fmt;
 use std::marker::PhantomData;
 
-use instant_distance::PointId;
 use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::SerializeTuple;
+use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::embedding::{Embedding, dot};
@@ -31,12 +30,102 @@ use crate::graph::{EMPTY_SLOT, UPPER_SLOTS, ZERO_SLOTS};
 /// An HNSW index over user embeddings; point `i` is shard row `i`.
 ///
 /// The fields are instant-distance's `Hnsw`, in its order: the encoded bytes are the same.
+/// In memory the points are one row-major array ([`Points`]), not a vector each.
 #[derive(Serialize, Deserialize)]
 pub struct Index {
     ef_search: usize,
-    points: Vec<Embedding>,
+    points: Points,
     zero: Vec<Slots<ZERO_SLOTS>>,
     layers: Vec<Vec<Slots<UPPER_SLOTS>>>,
+}
+
+/// The index's points, row-major in one array; encoded as instant-distance encodes its
+/// `Vec` of points (a sequence of sequences), decoded straight into the array.
+#[derive(Default)]
+struct Points {
+    /// Values per point (0 while there are none).
+    dims: usize,
+    len: usize,
+    values: Vec<f32>,
+}
+
+impl Points {
+    fn get(&self, pid: u32) -> &[f32] {
+        let start = pid as usize * self.dims;
+        &self.values[start..start + self.dims]
+    }
+}
+
+impl Serialize for Points {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for pid in 0..self.len {
+            seq.serialize_element(self.get(pid as u32))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Points {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PointsVisitor;
+        impl<'de> Visitor<'de> for PointsVisitor {
+            type Value = Points;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence of points of equal length")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Points, A::Error> {
+                let mut points = Points::default();
+                // A point is appended to the array where it is decoded: no point is a
+                // vector of its own, not even for a moment.
+                while let Some(dims) = seq.next_element_seed(Append(&mut points.values))? {
+                    if points.len == 0 {
+                        points.dims = dims;
+                        // The first point's length and the sequence's announce the size.
+                        let announced = seq.size_hint().unwrap_or(0).saturating_add(1);
+                        points
+                            .values
+                            .reserve(announced.saturating_mul(dims).min(1 << 28));
+                    } else if dims != points.dims {
+                        return Err(de::Error::custom(format!(
+                            "point {} has {dims} values where point 0 has {}",
+                            points.len, points.dims
+                        )));
+                    }
+                    points.len += 1;
+                }
+                points.values.shrink_to_fit();
+                Ok(points)
+            }
+        }
+        deserializer.deserialize_seq(PointsVisitor)
+    }
+}
+
+/// Decodes one point's values onto the end of an array; its value is their number.
+struct Append<'a>(&'a mut Vec<f32>);
+
+impl<'de> de::DeserializeSeed<'de> for Append<'_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        struct AppendVisitor<'a>(&'a mut Vec<f32>);
+        impl<'de> Visitor<'de> for AppendVisitor<'_> {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a point's values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                let mut n = 0;
+                while let Some(v) = seq.next_element::<f32>()? {
+                    self.0.push(v);
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        deserializer.deserialize_seq(AppendVisitor(self.0))
+    }
 }
 
 /// One node's neighbour ids, nearest first, empty slots ([`EMPTY_SLOT`]) last; encoded
@@ -157,12 +246,17 @@ thread_local! {
 impl Index {
     /// Points in the index.
     pub fn len(&self) -> usize {
-        self.points.len()
+        self.points.len
     }
 
     /// True when the index has no points.
     pub fn is_empty(&self) -> bool {
-        self.points.is_empty()
+        self.points.len == 0
+    }
+
+    /// Values per point (0 for an empty index).
+    pub fn dimensions(&self) -> usize {
+        self.points.dims
     }
 
     /// The candidates a search considers at least (the stored `ef_search`).
@@ -170,12 +264,20 @@ impl Index {
         self.ef_search
     }
 
+    /// Point `pid`'s embedding (panics when out of range).
+    pub fn point(&self, pid: u32) -> &[f32] {
+        self.points.get(pid)
+    }
+
+    /// Every point's embedding, row-major: point `i` is `values[i * d..(i + 1) * d]`
+    /// for `d` = [`Index::dimensions`].
+    pub fn values(&self) -> &[f32] {
+        &self.points.values
+    }
+
     /// Every point with its id, in id order.
-    pub fn iter(&self) -> impl Iterator<Item = (PointId, &Embedding)> {
-        self.points
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (PointId::from(i as u32), p))
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> {
+        (0..self.points.len as u32).map(|pid| (pid, self.points.get(pid)))
     }
 
     /// The index instant-distance built: the same graph, through its encoding (the
@@ -199,12 +301,12 @@ impl Index {
     }
 
     fn distance(&self, query: &[f32], pid: u32) -> f32 {
-        1.0 - dot(query, &self.points[pid as usize].0)
+        1.0 - dot(query, self.points.get(pid))
     }
 
     fn search_with(&self, query: &[f32], ef: usize, s: &mut Scratch) {
-        s.start(self.points.len());
-        if self.points.is_empty() {
+        s.start(self.points.len);
+        if self.points.len == 0 {
             return;
         }
         // Greedy descent: on each upper layer, move to the nearest neighbour while one is
@@ -252,10 +354,7 @@ impl Index {
                 }
             }
             for &pid in &fresh[..n] {
-                prefetch(std::slice::from_ref(&self.points[pid as usize]));
-            }
-            for &pid in &fresh[..n] {
-                prefetch(&self.points[pid as usize].0);
+                prefetch(self.points.get(pid));
             }
             for &pid in &fresh[..n] {
                 let new = Candidate {
@@ -293,14 +392,6 @@ fn prefetch<T>(values: &[T]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = values;
-}
-
-impl std::ops::Index<PointId> for Index {
-    type Output = Embedding;
-
-    fn index(&self, pid: PointId) -> &Embedding {
-        &self.points[pid.into_inner() as usize]
-    }
 }
 
 #[cfg(test)]
@@ -376,7 +467,7 @@ mod tests {
         assert!(wide[0] <= found[0]);
         assert!(found.windows(2).all(|w| w[0] < w[1]));
         for c in &found {
-            let distance = 1.0 - dot(&q.0, &index.points[c.pid as usize].0);
+            let distance = 1.0 - dot(&q.0, index.point(c.pid));
             assert!((c.distance - distance).abs() < 1e-6);
         }
     }

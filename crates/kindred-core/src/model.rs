@@ -5,13 +5,12 @@ use std::collections::HashMap;
 
 use crate::courses::CourseTable;
 use crate::delta::Delta;
-use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::projection::{self, Folded, Profile, Projection, Recency};
 use crate::search::Index;
 use crate::shard::{self, Shards};
-use crate::users::{UserSummary, UserTable, check_user};
+use crate::users::{UserTable, Users, check_user};
 
 /// Models with at most this many users (over all shards) also keep their embeddings in
 /// contiguous arrays and answer queries by an exact scan, which measured as fast as the HNSW search
@@ -43,7 +42,7 @@ pub struct Model {
 
 /// One shard's decoded parts: its number, user summaries and index (point `i` is user
 /// `i`), and its delta (empty for a trained version).
-pub type ShardParts = (u32, Vec<UserSummary>, Index, Delta);
+pub type ShardParts = (u32, Users, Index, Delta);
 
 impl Model {
     /// Assembles an unsharded model and checks that its parts agree with each other and
@@ -88,9 +87,13 @@ impl Model {
             )));
         }
         let rows: usize = parts.iter().map(|p| p.1.len() + p.3.users.len()).sum();
+        if rows > u32::MAX as usize {
+            return Err(Error::Inconsistent("more than 2^32 users".into()));
+        }
         let tag_count = tags.len() as u32;
         let mut by_handle = HashMap::with_capacity(total as usize);
-        let mut users = Vec::with_capacity(rows);
+        let mut tables = Vec::with_capacity(2 * parts.len());
+        let mut row = 0u32;
         let mut indexes = Vec::with_capacity(parts.len());
         for part in parts {
             let listed = manifest.shards.get(part.0 as usize).map(|s| s.users);
@@ -101,17 +104,17 @@ impl Model {
                     "shard {id} has {held} users, the manifest lists {listed:?}"
                 )));
             }
-            let points = index.iter().count();
+            let points = index.len();
             if points != shard_users.len() {
                 return Err(Error::Inconsistent(format!(
                     "index has {points} points, user table has {}",
                     shard_users.len()
                 )));
             }
-            let fresh = std::mem::take(&mut delta.users);
+            let fresh = Users::from_summaries(std::mem::take(&mut delta.users))?;
             let mut retired = delta.retired.iter().peekable();
-            for (local, u) in shard_users.into_iter().chain(fresh).enumerate() {
-                check_user(&u, tag_count)?;
+            for (local, u) in shard_users.iter().chain(fresh.iter()).enumerate() {
+                check_user(u, tag_count)?;
                 if count > 1 && shard::shard_of(u.handle, count) != id {
                     return Err(Error::Inconsistent(format!(
                         "user {} is in shard {id}, its handle belongs to shard {}",
@@ -120,16 +123,19 @@ impl Model {
                     )));
                 }
                 let is_retired = retired.next_if_eq(&&(local as u32)).is_some();
-                if !is_retired && by_handle.insert(u.handle, users.len() as u32).is_some() {
+                if !is_retired && by_handle.insert(u.handle, row).is_some() {
                     return Err(Error::Inconsistent(format!(
                         "user {} appears twice",
                         u.handle
                     )));
                 }
-                users.push(u);
+                row += 1;
             }
+            tables.push(shard_users);
+            tables.push(fresh);
             indexes.push((id, index, delta));
         }
+        let users = Users::concat(tables)?;
         let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
         let recency = recency_of(&manifest.training);
         let shards = Shards::with_deltas(indexes, manifest.dimensions as usize, exact)?;
@@ -214,7 +220,7 @@ impl Model {
     }
 
     /// The embedding of the user at `row`.
-    pub fn embedding(&self, row: u32) -> &Embedding {
+    pub fn embedding(&self, row: u32) -> &[f32] {
         self.shards.embedding(row)
     }
 

@@ -59,7 +59,7 @@ pub fn similar_users(model: &Model, row: u32, k: usize) -> Vec<Neighbour> {
 
 /// The `k` users most similar to `query`, leaving out `exclude`: an exact scan for small
 /// models, the HNSW indexes otherwise, merged over the shards held.
-pub fn nearest(model: &Model, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+pub fn nearest(model: &Model, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
     model.shards.nearest(query, k, exclude)
 }
 
@@ -79,8 +79,8 @@ pub fn smoothed(model: &Model, folded: Embedding, exclude: Option<u32>) -> Embed
     let Some(s) = smoothing(model) else {
         return folded;
     };
-    let near = nearest(model, &folded, s.neighbours as usize, exclude);
-    let points: Vec<&[f32]> = near.iter().map(|n| &model.embedding(n.row).0[..]).collect();
+    let near = nearest(model, &folded.0, s.neighbours as usize, exclude);
+    let points: Vec<&[f32]> = near.iter().map(|n| model.embedding(n.row)).collect();
     crate::projection::smooth_towards(&folded, &points, s.weight)
 }
 

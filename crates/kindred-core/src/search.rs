@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::cmp::Ordering;
 
 use crate::coded::{BLOCK, Bounds, Codes};
-use crate::embedding::{Embedding, dot, dots};
+use crate::embedding::{dot, dots};
 
 pub use crate::hnsw::Index;
 
@@ -33,24 +33,19 @@ pub const WIDTH_PER_NEIGHBOUR: usize = 2;
 /// The `k` users most similar to `query` by the HNSW index, most similar first,
 /// leaving out `exclude` (the query user themself). The search considers the index's
 /// `ef_search` candidates, or twice `k` when that is more ([`WIDTH_PER_NEIGHBOUR`]).
-pub fn approximate(
-    index: &Index,
-    query: &Embedding,
-    k: usize,
-    exclude: Option<u32>,
-) -> Vec<Neighbour> {
+pub fn approximate(index: &Index, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
     approximate_where(index, query, k, |row| Some(row) != exclude)
 }
 
 /// [`approximate`] keeping only the points for which `keep(point)` holds.
 pub fn approximate_where(
     index: &Index,
-    query: &Embedding,
+    query: &[f32],
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
     let ef = k.saturating_mul(WIDTH_PER_NEIGHBOUR);
-    let mut out: Vec<Neighbour> = index.search(&query.0, ef, |found| {
+    let mut out: Vec<Neighbour> = index.search(query, ef, |found| {
         found
             .iter()
             .filter(|c| keep(c.pid))
@@ -66,14 +61,14 @@ pub fn approximate_where(
 }
 
 /// The `k` users most similar to `query` by scanning every point (the ground truth for recall).
-pub fn exact(index: &Index, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+pub fn exact(index: &Index, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
     exact_where(index, query, k, |row| Some(row) != exclude)
 }
 
 /// [`exact`] over the points for which `keep(point)` holds.
 pub fn exact_where(
     index: &Index,
-    query: &Embedding,
+    query: &[f32],
     k: usize,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<Neighbour> {
@@ -81,12 +76,11 @@ pub fn exact_where(
     if k == 0 {
         return best.into_vec();
     }
-    for (pid, point) in index.iter() {
-        let row = pid.into_inner();
+    for (row, point) in index.iter() {
         if keep(row) {
             best.offer(Neighbour {
                 row,
-                similarity: dot(&query.0, &point.0),
+                similarity: dot(query, point),
             });
         }
     }
@@ -304,7 +298,7 @@ pub fn merge_ranked(all: &mut Vec<Neighbour>, k: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use instant_distance::PointId;
+    use crate::embedding::Embedding;
 
     fn tiny_index() -> Index {
         let pts = vec![
@@ -326,11 +320,11 @@ mod tests {
     fn exact_search_ranks_by_cosine_and_excludes_the_query() {
         let index = tiny_index();
         // Point order inside the index may differ from insertion; find the [1, 0] point.
-        let (pid, q) = index.iter().find(|(_, p)| p.0 == vec![1.0, 0.0]).unwrap();
-        let got = exact(&index, q, 3, Some(pid.into_inner()));
+        let (pid, q) = index.iter().find(|(_, p)| *p == [1.0, 0.0]).unwrap();
+        let got = exact(&index, q, 3, Some(pid));
         assert_eq!(got.len(), 3);
         assert!(got.windows(2).all(|w| w[0].similarity >= w[1].similarity));
-        assert!(got.iter().all(|n| n.row != pid.into_inner()));
+        assert!(got.iter().all(|n| n.row != pid));
         assert!((got[0].similarity - Embedding::normalized(vec![0.9, 0.1]).0[0]).abs() < 1e-6);
         assert!((got[2].similarity + 1.0).abs() < 1e-6);
     }
@@ -338,11 +332,12 @@ mod tests {
     #[test]
     fn the_flat_scan_agrees_with_the_index_scan() {
         let index = tiny_index();
-        let flat: Vec<f32> = index.iter().flat_map(|(_, p)| p.0.clone()).collect();
+        let flat: Vec<f32> = index.iter().flat_map(|(_, p)| p.to_vec()).collect();
+        assert_eq!(flat, index.values());
         for row in 0..4u32 {
-            let q = &index[PointId::from(row)];
+            let q = index.point(row);
             assert_eq!(
-                exact_flat(&flat, 2, &q.0, 3, Some(row)),
+                exact_flat(&flat, 2, q, 3, Some(row)),
                 exact(&index, q, 3, Some(row))
             );
         }
@@ -420,8 +415,7 @@ mod tests {
     #[test]
     fn approximate_agrees_with_exact_on_a_tiny_index() {
         let index = tiny_index();
-        for (pid, q) in index.iter() {
-            let row = pid.into_inner();
+        for (row, q) in index.iter() {
             let (a, e) = (
                 approximate(&index, q, 2, Some(row)),
                 exact(&index, q, 2, Some(row)),

@@ -7,12 +7,11 @@
 //! per-shard top-k, which is exactly the top-k of the union: the answer equals that of
 //! one index over the same users, up to each shard's ANN recall.
 
-use instant_distance::PointId;
 use rayon::prelude::*;
 
 use crate::coded::{self, Codes};
 use crate::delta::Delta;
-use crate::embedding::{Embedding, dot};
+use crate::embedding::dot;
 use crate::error::{Error, Result};
 use crate::search::{self, Index, Neighbour, TopK, merge_ranked};
 
@@ -150,23 +149,22 @@ pub struct Shard {
     len: u32,
     /// The index's points (rows `0..base` of the shard).
     base: u32,
-    /// Embeddings for the exact scan (small models only).
+    /// Set when queries scan the index's points exactly (small models only).
     flat: Option<Flat>,
     /// Users folded in since training and the index points they retire.
     fresh: Option<Fresh>,
 }
 
-/// A shard's index points for exact scans: row-major `f32` and, where the CPU makes
-/// them pay ([`coded::accelerated`]), their 8-bit codes, which narrow
-/// [`Shards::nearest`]'s scan to the rows that can rank.
+/// What an exact scan of a shard's index points ([`Index::values`]) uses besides them:
+/// where the CPU makes them pay ([`coded::accelerated`]), their 8-bit codes, which
+/// narrow [`Shards::nearest`]'s scan to the rows that can rank.
 struct Flat {
-    values: Vec<f32>,
     codes: Option<Codes>,
 }
 
 /// A shard's delta as searched: always scanned exactly.
 struct Fresh {
-    points: Vec<Embedding>,
+    /// The delta users' embeddings, row-major.
     flat: Vec<f32>,
     /// `retired[p]`: index point `p` is superseded.
     retired: Vec<bool>,
@@ -176,7 +174,7 @@ struct Fresh {
 /// Which search a shard runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// The exact scan when the shard keeps flat embeddings, the index otherwise.
+    /// The exact scan when the shard is scanned ([`Shards::is_exact`]), the index otherwise.
     Nearest,
     /// The index only.
     Approximate,
@@ -236,7 +234,7 @@ impl Shard {
     fn search(
         &self,
         dims: usize,
-        query: &Embedding,
+        query: &[f32],
         k: usize,
         excluded: Option<u32>,
         mode: Mode,
@@ -244,13 +242,12 @@ impl Shard {
         let keep = |row: u32| Some(row) != excluded && !self.is_retired(row);
         let mut found = match (mode, &self.flat) {
             (Mode::Approximate, _) => search::approximate_where(&self.index, query, k, keep),
-            (Mode::Exact, Some(flat)) => {
-                search::exact_flat_where(&flat.values, dims, &query.0, k, keep)
+            (Mode::Exact, Some(_)) | (Mode::Nearest, Some(Flat { codes: None })) => {
+                search::exact_flat_where(self.index.values(), dims, query, k, keep)
             }
-            (Mode::Nearest, Some(Flat { values, codes })) => match codes {
-                Some(codes) => search::exact_coded_where(values, codes, dims, &query.0, k, keep),
-                None => search::exact_flat_where(values, dims, &query.0, k, keep),
-            },
+            (Mode::Nearest, Some(Flat { codes: Some(codes) })) => {
+                search::exact_coded_where(self.index.values(), codes, dims, query, k, keep)
+            }
             (Mode::Exact, None) => search::exact_where(&self.index, query, k, keep),
             (Mode::Nearest, None) => {
                 let found = search::approximate_where(&self.index, query, k, keep);
@@ -268,7 +265,7 @@ impl Shard {
         };
         if let Some(fresh) = &self.fresh {
             let base = self.base;
-            let extra = search::exact_flat_where(&fresh.flat, dims, &query.0, k, |r| {
+            let extra = search::exact_flat_where(&fresh.flat, dims, query, k, |r| {
                 Some(r + base) != excluded
             });
             found.extend(extra.into_iter().map(|n| Neighbour {
@@ -282,16 +279,15 @@ impl Shard {
 
     /// Every live (shard-local row, embedding), in row order: the index points less the
     /// retired ones, then the delta's users.
-    fn live_points(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
+    fn live_points(&self, dims: usize) -> impl Iterator<Item = (u32, &[f32])> + '_ {
         let fresh = self.fresh.iter().flat_map(move |f| {
-            f.points
-                .iter()
+            f.flat
+                .chunks_exact(dims.max(1))
                 .enumerate()
                 .map(move |(i, p)| (self.base + i as u32, p))
         });
         self.index
             .iter()
-            .map(|(pid, p)| (pid.into_inner(), p))
             .filter(move |&(local, _)| !self.is_retired(local))
             .chain(fresh)
     }
@@ -300,19 +296,24 @@ impl Shard {
     /// live rows: each row is read once for all of them, so a batch costs arithmetic
     /// rather than one read of every embedding per query. `queries` pair an embedding
     /// with the model row it must not return.
-    fn exact_batch(&self, queries: &[(&Embedding, Option<u32>)], k: usize) -> Vec<Vec<Neighbour>> {
+    fn exact_batch(
+        &self,
+        dims: usize,
+        queries: &[(&[f32], Option<u32>)],
+        k: usize,
+    ) -> Vec<Vec<Neighbour>> {
         let excluded: Vec<Option<u32>> = queries.iter().map(|&(_, e)| self.local(e)).collect();
         let mut tops: Vec<TopK> = queries.iter().map(|_| TopK::new(k)).collect();
-        let mut visit = |row: u32, point: &Embedding| {
+        let mut visit = |row: u32, point: &[f32]| {
             for ((query, _), (top, &excluded)) in queries.iter().zip(tops.iter_mut().zip(&excluded))
             {
-                let similarity = dot(&query.0, &point.0);
+                let similarity = dot(query, point);
                 if top.admits(similarity) && Some(row) != excluded {
                     top.offer(Neighbour { row, similarity });
                 }
             }
         };
-        for (row, point) in self.live_points() {
+        for (row, point) in self.live_points(dims) {
             visit(row, point);
         }
         tops.into_iter().map(TopK::into_vec).collect()
@@ -327,8 +328,9 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Puts shards into one row space, in the given order. With `exact`, each shard also
-    /// keeps a row-major copy of its embeddings and [`Shards::nearest`] scans them.
+    /// Puts shards into one row space, in the given order. With `exact`,
+    /// [`Shards::nearest`] scans each shard's points (and their 8-bit codes, built here)
+    /// instead of searching its index.
     pub fn new(parts: Vec<(u32, Index)>, dims: usize, exact: bool) -> Result<Shards> {
         let parts = parts
             .into_iter()
@@ -347,23 +349,17 @@ impl Shards {
         let mut shards = Vec::with_capacity(parts.len());
         let mut offset: u64 = 0;
         for (id, index, delta) in parts {
-            let mut base = 0u32;
-            for (_, p) in index.iter() {
-                if p.0.len() != dims {
-                    return Err(Error::InvalidVecDimension {
-                        expected: dims,
-                        received: p.0.len(),
-                    });
-                }
-                base += 1;
+            if !index.is_empty() && index.dimensions() != dims {
+                return Err(Error::InvalidVecDimension {
+                    expected: dims,
+                    received: index.dimensions(),
+                });
             }
+            let base = u32::try_from(index.len())
+                .map_err(|_| Error::Inconsistent("more than 2^32 users".into()))?;
             delta.validate_points(base as usize, dims)?;
-            let flat = exact.then(|| {
-                let values: Vec<f32> = index.iter().flat_map(|(_, p)| p.0.clone()).collect();
-                Flat {
-                    codes: coded::accelerated().then(|| Codes::new(&values, dims)),
-                    values,
-                }
+            let flat = exact.then(|| Flat {
+                codes: coded::accelerated().then(|| Codes::new(index.values(), dims)),
             });
             let len = u64::from(base) + delta.points.len() as u64;
             if offset + len > u64::from(u32::MAX) {
@@ -380,7 +376,6 @@ impl Shards {
                         .iter()
                         .flat_map(|p| p.0.iter().copied())
                         .collect(),
-                    points: delta.points,
                     retired,
                     retired_count: delta.retired.len() as u32,
                 }
@@ -423,7 +418,7 @@ impl Shards {
         self.dims
     }
 
-    /// Drops the flat embeddings, so that queries search the HNSW indexes at any size
+    /// Stops scanning (drops the 8-bit codes), so that queries search the HNSW indexes at any size
     /// (deltas are still scanned).
     pub fn index_only(&mut self) {
         for s in &mut self.shards {
@@ -449,28 +444,32 @@ impl Shards {
     }
 
     /// The embedding at model row `row` (panics when out of range).
-    pub fn embedding(&self, row: u32) -> &Embedding {
+    pub fn embedding(&self, row: u32) -> &[f32] {
         let s = self.shard_of_row(row);
         let local = row - s.offset;
         match &s.fresh {
-            Some(f) if local >= s.base => &f.points[(local - s.base) as usize],
-            _ => &s.index[PointId::from(local)],
+            Some(f) if local >= s.base => {
+                let start = (local - s.base) as usize * self.dims;
+                &f.flat[start..start + self.dims]
+            }
+            _ => s.index.point(local),
         }
     }
 
     /// Every live (row, embedding), in row order: retired index points are left out.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &Embedding)> + '_ {
-        self.shards
-            .iter()
-            .flat_map(|s| s.live_points().map(move |(local, p)| (local + s.offset, p)))
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> + '_ {
+        self.shards.iter().flat_map(|s| {
+            s.live_points(self.dims)
+                .map(move |(local, p)| (local + s.offset, p))
+        })
     }
 
     /// The `k` rows most similar to `query`, never `exclude`: an exact scan when the
-    /// shards keep flat embeddings, the HNSW indexes otherwise; per-shard results merged.
+    /// shards are scanned, the HNSW indexes otherwise; per-shard results merged.
     /// A shard whose index returns fewer than it could (retired points among its
     /// candidates, or a graph that reaches too few) is scanned exactly instead, so the
     /// merge never misses what one index would have fallen back to. Deltas are scanned.
-    pub fn nearest(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+    pub fn nearest(&self, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
             s.search(self.dims, query, k, s.local(exclude), Mode::Nearest)
         })
@@ -478,14 +477,14 @@ impl Shards {
 
     /// The `k` rows most similar to `query` by the HNSW indexes (never a flat scan; the
     /// deltas are scanned).
-    pub fn approximate(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+    pub fn approximate(&self, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
             s.search(self.dims, query, k, s.local(exclude), Mode::Approximate)
         })
     }
 
     /// The `k` rows most similar to `query` by scanning every point (the ground truth).
-    pub fn exact(&self, query: &Embedding, k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
+    pub fn exact(&self, query: &[f32], k: usize, exclude: Option<u32>) -> Vec<Neighbour> {
         self.merge(k, |s| {
             s.search(self.dims, query, k, s.local(exclude), Mode::Exact)
         })
@@ -494,16 +493,12 @@ impl Shards {
     /// [`Shards::exact`] for several queries at once, each paired with the row it must
     /// not return; the same answers, with every embedding read once per batch instead of
     /// once per query (for measuring recall over a sample).
-    pub fn exact_batch(
-        &self,
-        queries: &[(&Embedding, Option<u32>)],
-        k: usize,
-    ) -> Vec<Vec<Neighbour>> {
+    pub fn exact_batch(&self, queries: &[(&[f32], Option<u32>)], k: usize) -> Vec<Vec<Neighbour>> {
         let per_shard: Vec<Vec<Vec<Neighbour>>> = self
             .shards
             .par_iter()
             .map(|s| {
-                let found = s.exact_batch(queries, k);
+                let found = s.exact_batch(self.dims, queries, k);
                 found
                     .into_iter()
                     .map(|f| s.globalise(f).collect())
@@ -550,7 +545,7 @@ impl Shards {
         let mut wanted = 0usize;
         // Exact answers in batches: one read of every embedding per 64 queries.
         for batch in rows.chunks(64) {
-            let queries: Vec<(&Embedding, Option<u32>)> = batch
+            let queries: Vec<(&[f32], Option<u32>)> = batch
                 .iter()
                 .map(|&r| (self.embedding(r), Some(r)))
                 .collect();
@@ -571,13 +566,14 @@ impl Shards {
 
     /// Cosine similarity of two rows.
     pub fn similarity(&self, a: u32, b: u32) -> f32 {
-        dot(&self.embedding(a).0, &self.embedding(b).0)
+        dot(self.embedding(a), self.embedding(b))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::embedding::Embedding;
 
     fn points(n: usize, seed: u64) -> Vec<Embedding> {
         (0..n as u64)
@@ -686,25 +682,26 @@ mod tests {
         assert_eq!(split.len(), 600);
         // when the same query runs against both,
         for q in points(20, 99) {
+            let q = &q.0[..];
             let a: Vec<f32> = whole
-                .exact(&q, 10, None)
+                .exact(q, 10, None)
                 .iter()
                 .map(|n| n.similarity)
                 .collect();
             let b: Vec<f32> = split
-                .exact(&q, 10, None)
+                .exact(q, 10, None)
                 .iter()
                 .map(|n| n.similarity)
                 .collect();
             // then the exact answers are the same ranking of the same similarities,
             assert_eq!(a, b);
             // (in a batch too, with a row excluded),
-            let batch = split.exact_batch(&[(&q, None), (&q, Some(17))], 10);
-            assert_eq!(batch[0], split.exact(&q, 10, None));
-            assert_eq!(batch[1], split.exact(&q, 10, Some(17)));
+            let batch = split.exact_batch(&[(q, None), (q, Some(17))], 10);
+            assert_eq!(batch[0], split.exact(q, 10, None));
+            assert_eq!(batch[1], split.exact(q, 10, Some(17)));
             // and each returned row's embedding has the similarity reported.
-            for n in split.approximate(&q, 10, None) {
-                assert!((split.embedding(n.row).cosine(&q) - n.similarity).abs() < 1e-6);
+            for n in split.approximate(q, 10, None) {
+                assert!((dot(split.embedding(n.row), q) - n.similarity).abs() < 1e-6);
             }
         }
         // The approximate search over shards keeps a high recall,
@@ -712,13 +709,8 @@ mod tests {
         assert!(split.recall_at_k(&rows, 10) > 0.95);
         // and a row excluded is never returned, in whichever shard it lives.
         for row in [0u32, 250, 599] {
-            let q = split.embedding(row).clone();
-            assert!(
-                split
-                    .nearest(&q, 10, Some(row))
-                    .iter()
-                    .all(|n| n.row != row)
-            );
+            let q = split.embedding(row);
+            assert!(split.nearest(q, 10, Some(row)).iter().all(|n| n.row != row));
             assert_eq!(split.shard_of_row(row).id, split.shard_of_row(row).id);
         }
     }
@@ -745,14 +737,15 @@ mod tests {
             let live: Vec<u32> = shards.iter().map(|(r, _)| r).collect();
             assert_eq!(live.len(), 420);
             assert!(live.iter().all(|&r| !shards.is_retired(r)));
-            assert_eq!(shards.embedding(400), &fresh[0]);
+            assert_eq!(shards.embedding(400), &fresh[0].0[..]);
             for q in points(15, 77).iter().chain(&fresh[..5]) {
+                let q = &q.0[..];
                 // a brute-force ranking over the live rows is what every search returns,
                 let mut truth: Vec<Neighbour> = live
                     .iter()
                     .map(|&row| Neighbour {
                         row,
-                        similarity: dot(&q.0, &shards.embedding(row).0),
+                        similarity: dot(q, shards.embedding(row)),
                     })
                     .collect();
                 merge_ranked(&mut truth, 10);
@@ -772,10 +765,10 @@ mod tests {
                 assert!(found.count() >= 9, "exact={exact}");
             }
             // and a fresh row excluded is never returned.
-            let q = shards.embedding(401).clone();
-            let got = shards.nearest(&q, 5, Some(401));
+            let q = shards.embedding(401);
+            let got = shards.nearest(q, 5, Some(401));
             assert!(got.iter().all(|n| n.row != 401));
-            assert_eq!(shards.nearest(&q, 1, None)[0].row, 401);
+            assert_eq!(shards.nearest(q, 1, None)[0].row, 401);
         }
     }
 }

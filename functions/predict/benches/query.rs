@@ -131,7 +131,7 @@ fn benches(c: &mut Criterion) {
     let bodies: Vec<(u64, Vec<u8>)> = rows
         .iter()
         .map(|&r| {
-            let handle = model.users.users[r as usize].handle;
+            let handle = model.users.users.get(r).handle;
             (
                 handle,
                 format!(r#"{{"user_handle": {handle}, "k": 10}}"#).into_bytes(),
@@ -186,7 +186,7 @@ fn benches(c: &mut Criterion) {
         .iter()
         .take(256)
         .map(|&r| {
-            let u = &model.users.users[r as usize];
+            let u = &model.users.users.get(r);
             kindred_core::projection::Profile {
                 views: u
                     .top_tags

@@ -111,7 +111,7 @@ async fn predict_answers_ranked_similar_users_for_every_event_source() {
         let q = m.embedding(m.row_of(handle).unwrap());
         for u in a.body["similar_users"].as_array().unwrap() {
             let other = m.embedding(m.row_of(u["user_handle"].as_u64().unwrap()).unwrap());
-            let cosine = q.cosine(other) as f64;
+            let cosine = kindred_core::embedding::dot(q, other) as f64;
             assert!(
                 (u["similarity"].as_f64().unwrap() - cosine).abs() < 1e-4,
                 "{source:?}: {u} vs {cosine}"
@@ -762,7 +762,7 @@ async fn profile_and_batch_queries_answer_from_every_event_source() {
     // Given a published model (which carries the fold-in projection),
     let (router, _dir) = serving().await;
     let m = model();
-    let u = &m.users.users[m.row_of(known_handle(5)).unwrap() as usize];
+    let u = &m.users.users.get(m.row_of(known_handle(5)).unwrap());
     let tag = m.tag(u.features[0].tag).to_owned();
     let (a, b) = (known_handle(1), known_handle(2));
     for source in SOURCES {

@@ -206,7 +206,7 @@ fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
         &Filters::default(),
     )
     .iter()
-    .map(|n| m.users.users[n.row as usize].handle)
+    .map(|n| m.users.users.get(n.row).handle)
     .collect();
     for (i, r) in a.recommendations.iter().enumerate() {
         // Ranked, never a course the learner viewed,
@@ -307,7 +307,9 @@ async fn recommendations_disclose_voters_only_with_profiles_and_serve_batches_an
     assert_eq!(b["results"][1]["error"], "unknown user");
     // A cold-start profile gets courses too, none of those it excludes.
     let m = model();
-    let tag = m.tag(m.users.users[row].top_tags[0].0).to_owned();
+    let tag = m
+        .tag(m.users.users.get(row as u32).top_tags[0].0)
+        .to_owned();
     let profile = format!(r#"{{"profile": {{"tags": {{"{tag}": 1800}}}}, "k": 5}}"#);
     let (status, p) = recommend_json(&profile, Disclosure::Reasons).await;
     assert_eq!(status, 200, "{p}");

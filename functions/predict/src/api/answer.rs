@@ -104,7 +104,7 @@ pub(super) fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Opti
     if !disclosure.profiles() {
         return None;
     }
-    let u = &model.users.users[row as usize];
+    let u = &model.users.users.get(row);
     Some(UserView {
         top_tags: u
             .top_tags
@@ -130,18 +130,14 @@ pub(super) fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Opti
 }
 
 fn because<'m>(model: &'m Model, features: &[Feature], b: u32) -> Vec<Reason<'m>> {
-    query::explain(
-        features,
-        &model.users.users[b as usize].features,
-        BECAUSE_MAX,
-    )
-    .into_iter()
-    .map(|c| Reason {
-        signal: c.signal,
-        tag: model.tag(c.tag),
-        weight: c.weight,
-    })
-    .collect()
+    query::explain(features, model.users.users.get(b).features, BECAUSE_MAX)
+        .into_iter()
+        .map(|c| Reason {
+            signal: c.signal,
+            tag: model.tag(c.tag),
+            weight: c.weight,
+        })
+        .collect()
 }
 
 /// The `k` users most similar to `query` that pass `filters`, never `exclude_row`: the
@@ -149,7 +145,7 @@ fn because<'m>(model: &'m Model, features: &[Feature], b: u32) -> Vec<Reason<'m>
 /// index returns too few.
 pub fn neighbours(
     model: &Model,
-    query: &Embedding,
+    query: &[f32],
     exclude_row: Option<u32>,
     k: usize,
     filters: &Filters,
@@ -165,7 +161,7 @@ pub fn neighbours(
         n.similarity >= min
             && !filters
                 .exclude
-                .contains(&model.users.users[n.row as usize].handle)
+                .contains(&model.users.users.get(n.row).handle)
     });
     found.truncate(k);
     found
@@ -182,7 +178,7 @@ pub(super) fn similar_users<'m>(
         .enumerate()
         .map(|(i, n)| SimilarUser {
             rank: i as u32 + 1,
-            user_handle: model.users.users[n.row as usize].handle,
+            user_handle: model.users.users.get(n.row).handle,
             similarity: n.similarity.clamp(-1.0, 1.0),
             because: disclosure
                 .reasons()
@@ -240,7 +236,7 @@ pub fn answer_handle<'m>(
         similar_users: similar_users(
             model,
             found,
-            &model.users.users[row as usize].features,
+            model.users.users.get(row).features,
             disclosure,
         ),
     })
@@ -330,7 +326,7 @@ pub fn answer_profile<'m>(
     disclosure: Disclosure,
 ) -> Result<ProfileResponse<'m>, ApiError> {
     let (folded, embedding) = profile_embedding(model, profile)?;
-    let found = neighbours(model, &embedding, None, k as usize, filters);
+    let found = neighbours(model, &embedding.0, None, k as usize, filters);
     let matched = matched_features(model, &folded);
     Ok(ProfileResponse {
         model_version: &model.manifest.version,

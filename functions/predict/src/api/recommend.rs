@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use axum::response::{IntoResponse, Response};
 use kindred_core::Model;
 use kindred_core::courses::CourseTable;
-use kindred_core::embedding::Embedding;
 use kindred_core::recommend::{self, RECOMMEND_NEIGHBOURS, Recommendation, Scoring, Voter};
 use kindred_core::users::Feature;
 use serde::Serialize;
@@ -93,7 +92,7 @@ pub struct ProfileRecommendResponse<'a> {
 /// What a recommendation is computed from: the learner's embedding, features and viewed
 /// courses (none for a profile), and the row to leave out of the neighbours.
 struct Learner<'q> {
-    embedding: &'q Embedding,
+    embedding: &'q [f32],
     features: &'q [Feature],
     row: Option<u32>,
     handle: Option<u64>,
@@ -120,7 +119,7 @@ pub fn respond_recommend(
         Subject::Profile(p) => {
             let (folded, embedding) = profile_embedding(model, p)?;
             let learner = Learner {
-                embedding: &embedding,
+                embedding: &embedding.0,
                 features: &folded.features,
                 row: None,
                 handle: None,
@@ -189,7 +188,7 @@ impl<'m> Recommender<'m, '_> {
             .ok_or_else(|| unknown_user(model, handle))?;
         let learner = Learner {
             embedding: model.embedding(row),
-            features: &model.users.users[row as usize].features,
+            features: model.users.users.get(row).features,
             row: Some(row),
             handle: Some(handle),
         };
@@ -218,7 +217,7 @@ impl<'m> Recommender<'m, '_> {
         let voters: Vec<Voter> = found
             .iter()
             .map(|n| Voter {
-                handle: model.users.users[n.row as usize].handle,
+                handle: model.users.users.get(n.row).handle,
                 similarity: n.similarity,
             })
             .collect();

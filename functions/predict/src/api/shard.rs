@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kindred_core::Model;
-use kindred_core::embedding::Embedding;
 use kindred_core::store::ObjectStore;
 use kindred_core::users::Feature;
 use serde::{Deserialize, Serialize};
@@ -198,15 +197,15 @@ pub fn answer_shard_search(
             let near = match smoothing {
                 Some(s) => neighbours(
                     model,
-                    &folded.embedding,
+                    &folded.embedding.0,
                     None,
                     s.neighbours as usize,
                     &Filters::default(),
                 )
                 .into_iter()
                 .map(|n| {
-                    let e = &model.embedding(n.row).0;
-                    let handle = model.users.users[n.row as usize].handle;
+                    let e = model.embedding(n.row);
+                    let handle = model.users.users.get(n.row).handle;
                     (
                         handle,
                         n.similarity,
@@ -235,8 +234,8 @@ pub fn answer_shard_search(
             let answer = answer_handle(model, h.0, k, &filters, disclosure)?;
             let row = model.row_of(h.0).expect("answered users are held");
             let query = ShardQuery {
-                vector: model.embedding(row).0.iter().map(|x| x.to_bits()).collect(),
-                features: &model.users.users[row as usize].features,
+                vector: model.embedding(row).iter().map(|x| x.to_bits()).collect(),
+                features: model.users.users.get(row).features,
             };
             Ok(axum::Json(ShardOwnerAnswer {
                 answer,
@@ -276,7 +275,7 @@ pub fn answer_shard_search(
             features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
             filters.exclude.extend(req.exclude_handle.map(|h| h.0));
             // As sent: the owner's unit embedding, bit for bit.
-            let found = neighbours(model, &Embedding(vector), None, k as usize, &filters);
+            let found = neighbours(model, &vector, None, k as usize, &filters);
             Ok(axum::Json(ShardAnswer {
                 model_version: &model.manifest.version,
                 shards: served,

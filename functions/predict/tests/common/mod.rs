@@ -93,7 +93,7 @@ pub fn model() -> &'static Model {
 
 /// A handle the model knows (the `i`-th user of the table).
 pub fn known_handle(i: usize) -> u64 {
-    model().users.users[i].handle
+    model().users.users.get(i as u32).handle
 }
 
 /// The row of the `i`-th user of the table who viewed courses (rows follow the index's
@@ -103,7 +103,7 @@ pub fn viewer_row(i: usize) -> usize {
     let courses = m.courses().expect("the test model has a course table");
     (0..m.users.users.len())
         .filter(|&r| {
-            let user = &m.users.users[r];
+            let user = m.users.users.get(r as u32);
             !user.top_tags.is_empty() && !courses.viewed_by(user.handle).is_empty()
         })
         .nth(i)
