@@ -328,16 +328,11 @@ pub async fn build_shard<S: ObjectStore>(
                 message: e.to_string(),
             })?;
             drop(bytes);
-            let ShardInput {
-                mut users, points, ..
-            } = input;
+            let ShardInput { users, points, .. } = input;
             // One thread, so a retried step writes the same bytes (artifacts are immutable).
             let (index, order) = index::build_reproducible(points, &hnsw)
                 .map_err(|e| PipelineError::Thread(e.to_string()))?;
-            let users: Users = order
-                .iter()
-                .map(|&i| std::mem::take(&mut users[i as usize]))
-                .collect();
+            let users = Users::from_users(order.iter().map(|&i| users[i as usize].as_user()))?;
             let n = users.len() as u64;
             let table = UserTable { tags, users };
             Ok((encode(USERS, &table)?, encode(INDEX, &index)?, n))

@@ -10,7 +10,7 @@ use kindred_core::manifest::{self, COURSES, Manifest, PROJECTION, REPORT};
 use kindred_core::projection::Projection;
 use kindred_core::search::exact_flat;
 use kindred_core::shard::Shards;
-use kindred_core::users::{UserSummary, UserTable};
+use kindred_core::users::{UserSummary, UserTable, Users};
 
 use crate::assemble::{Built, build_matrix_hiding, course_table, projection, strongest_features};
 use crate::config::{AUTO_HOLDOUT_MAX_USERS, BLOCK_NAMES, Evaluate, HOLDOUT_SHARE, TrainConfig};
@@ -287,10 +287,11 @@ fn finish(
         for s in shards.shards() {
             let table = UserTable {
                 tags: tags.clone(),
-                users: users[s.offset as usize..s.offset as usize + s.len()]
-                    .iter()
-                    .cloned()
-                    .collect(),
+                users: Users::from_users(
+                    users[s.offset as usize..s.offset as usize + s.len()]
+                        .iter()
+                        .map(UserSummary::as_user),
+                )?,
             };
             let (users_name, index_name) = manifest::artifact_names(s.id, sharded);
             out.push((users_name.clone(), encode(&users_name, &table)?));

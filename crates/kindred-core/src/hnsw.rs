@@ -81,11 +81,13 @@ impl<'de> Deserialize<'de> for Points {
                 while let Some(dims) = seq.next_element_seed(Append(&mut points.values))? {
                     if points.len == 0 {
                         points.dims = dims;
-                        // The first point's length and the sequence's announce the size.
-                        let announced = seq.size_hint().unwrap_or(0).saturating_add(1);
+                        // The first point's length and the sequence's announce the size,
+                        // trusted up to 4 MiB (bytes not yet checked may announce
+                        // anything); a larger array grows as it is decoded.
+                        let rest = seq.size_hint().unwrap_or(0);
                         points
                             .values
-                            .reserve(announced.saturating_mul(dims).min(1 << 28));
+                            .reserve(rest.saturating_mul(dims).min(1 << 20));
                     } else if dims != points.dims {
                         return Err(de::Error::custom(format!(
                             "point {} has {dims} values where point 0 has {}",

@@ -12,8 +12,8 @@ use crate::search::Index;
 use crate::shard::{self, Shards};
 use crate::users::{UserTable, Users, check_user};
 
-/// Models with at most this many users (over all shards) also keep their embeddings in
-/// contiguous arrays and answer queries by an exact scan, which measured as fast as the HNSW search
+/// Models with at most this many users (over all shards) answer queries by an exact scan
+/// of their embeddings (with 8-bit codes where they pay), which measured as fast as the HNSW search
 /// at 10k users (see docs/performance.md) and has perfect recall. Larger models use the index.
 pub const EXACT_SCAN_MAX_USERS: usize = 50_000;
 

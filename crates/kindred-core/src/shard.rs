@@ -166,6 +166,8 @@ struct Flat {
 struct Fresh {
     /// The delta users' embeddings, row-major.
     flat: Vec<f32>,
+    /// The delta's users.
+    users: u32,
     /// `retired[p]`: index point `p` is superseded.
     retired: Vec<bool>,
     retired_count: u32,
@@ -230,7 +232,7 @@ impl Shard {
     }
 
     /// The shard's `k` best rows (shard-local) for `query`, never `excluded` nor a
-    /// retired point: the index (or its flat copy) searched by `mode`, the delta scanned.
+    /// retired point: the index searched or its points scanned, by `mode`; the delta scanned.
     fn search(
         &self,
         dims: usize,
@@ -281,10 +283,10 @@ impl Shard {
     /// retired ones, then the delta's users.
     fn live_points(&self, dims: usize) -> impl Iterator<Item = (u32, &[f32])> + '_ {
         let fresh = self.fresh.iter().flat_map(move |f| {
-            f.flat
-                .chunks_exact(dims.max(1))
-                .enumerate()
-                .map(move |(i, p)| (self.base + i as u32, p))
+            (0..f.users).map(move |i| {
+                let start = i as usize * dims;
+                (self.base + i, &f.flat[start..start + dims])
+            })
         });
         self.index
             .iter()
@@ -376,6 +378,7 @@ impl Shards {
                         .iter()
                         .flat_map(|p| p.0.iter().copied())
                         .collect(),
+                    users: delta.points.len() as u32,
                     retired,
                     retired_count: delta.retired.len() as u32,
                 }

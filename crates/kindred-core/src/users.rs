@@ -229,6 +229,16 @@ impl Users {
         Ok(users)
     }
 
+    /// The users lent by `users`, copied in order.
+    pub fn from_users<'a>(users: impl IntoIterator<Item = User<'a>>) -> Result<Users> {
+        let mut table = Users::default();
+        for u in users {
+            table.push_user(u)?;
+        }
+        table.shrink_to_fit();
+        Ok(table)
+    }
+
     /// Appends a user as the last row; `Err` when the lists of all users pass 2³² values
     /// of one kind.
     pub fn push(&mut self, u: &UserSummary) -> Result<()> {
@@ -265,9 +275,9 @@ impl Users {
         .unwrap_or(0)
     }
 
-    /// The users of every table, table after table. The largest table's columns are
-    /// reused when it comes first (as a model's only shard does); the others are copied
-    /// into columns allocated once at their final size.
+    /// The users of every table, table after table. A lone non-empty table is returned
+    /// as it is (a model's only shard); otherwise the first one's columns grow once to
+    /// their final size and the others are copied into them.
     pub fn concat(tables: Vec<Users>) -> Result<Users> {
         let mut tables = tables.into_iter().filter(|t| !t.is_empty()).peekable();
         let mut users = tables.next().unwrap_or_default();
@@ -396,7 +406,9 @@ impl<'de> Deserialize<'de> for Users {
                 mut seq: A,
             ) -> std::result::Result<Users, A::Error> {
                 let mut users = Users::default();
-                let announced = seq.size_hint().unwrap_or(0).min(1 << 24);
+                // Trusted up to 2^16 users (1 MiB); a larger table grows as it is
+                // decoded.
+                let announced = seq.size_hint().unwrap_or(0).min(1 << 16);
                 users.handles.reserve(announced);
                 users.counts.reserve(announced);
                 // One summary at a time, copied into the columns: decoding never holds
@@ -409,14 +421,6 @@ impl<'de> Deserialize<'de> for Users {
             }
         }
         deserializer.deserialize_seq(UsersVisitor)
-    }
-}
-
-impl FromIterator<UserSummary> for Users {
-    /// Panics past 2³² list entries of one kind; [`Users::from_summaries`] returns an
-    /// error instead.
-    fn from_iter<I: IntoIterator<Item = UserSummary>>(iter: I) -> Users {
-        Users::from_summaries(iter).expect("a user table within 2^32 list entries")
     }
 }
 
