@@ -389,6 +389,19 @@ fn the_function_under_cargo_lambda_serves_s3_models_swaps_warm_and_refuses_corru
         .filter(|l| l["ModelLoadTime"].is_number())
         .collect();
     assert_eq!(loads.len(), 1, "{emf:?}");
+    // A cacheable question also counts one answer-cache hit or miss (user 7 asked again
+    // through the second event source is a hit, the unknown user a miss); a body that
+    // does not parse counts neither.
+    let counted = |name: &str| emf.iter().filter(|l| l[name] == 1).count();
+    assert!(
+        counted("AnswerCacheHits") >= 1 && counted("AnswerCacheMisses") >= 1,
+        "{emf:?}"
+    );
+    assert!(
+        emf.iter()
+            .any(|l| l["StatusClass"] == "4xx" && l.get("AnswerCacheMisses").is_none()),
+        "{emf:?}"
+    );
 
     // 3. When a second batch run publishes a new version while requests keep coming,
     let traffic = Traffic::start(&function);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::api::AnswerCacheStats;
+use crate::api::{AnswerCacheStats, CacheOutcome};
 
 /// The routes counted apart; any other path counts as `other` (so arbitrary paths cannot
 /// grow the label set).
@@ -137,13 +137,15 @@ impl Metrics {
     /// The EMF document for one answer: `Requests` (count) and `Latency` (milliseconds)
     /// by `Route` and `StatusClass`; the model's version, users and cache state as
     /// properties; `ModelLoadTime` (milliseconds) and `ModelLoads` once after each load,
-    /// and `ModelRefusals`, by `Service`.
+    /// and `ModelRefusals`, by `Service`; for a cacheable question (`cached`),
+    /// `AnswerCacheHits` and `AnswerCacheMisses` (one of them 1) by `Route`.
     pub fn emf_line(
         &self,
         route: usize,
         status: u16,
         took: Duration,
         model: Option<&ModelGauges>,
+        cached: Option<CacheOutcome>,
         now_millis: u64,
     ) -> String {
         // A scatter-gather coordinator holds no model.
@@ -183,6 +185,19 @@ impl Metrics {
         if model.refusals > 0 {
             doc["ModelRefusals"] = json!(model.refusals);
             model_metrics.push(json!({"Name": "ModelRefusals", "Unit": "Count"}));
+        }
+        if let Some(outcome) = cached {
+            let hit = u8::from(outcome == CacheOutcome::Hit);
+            doc["AnswerCacheHits"] = json!(hit);
+            doc["AnswerCacheMisses"] = json!(1 - hit);
+            directives.push(json!({
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Service", "Route"]],
+                "Metrics": [
+                    {"Name": "AnswerCacheHits", "Unit": "Count"},
+                    {"Name": "AnswerCacheMisses", "Unit": "Count"},
+                ],
+            }));
         }
         if !model_metrics.is_empty() {
             directives.push(json!({
@@ -396,6 +411,7 @@ mod tests {
             503,
             Duration::from_millis(2),
             Some(&model(1)),
+            None,
             7,
         ))
         .unwrap();
@@ -404,10 +420,20 @@ mod tests {
             200,
             Duration::from_millis(1),
             Some(&model(1)),
+            Some(CacheOutcome::Hit),
             8,
         ))
         .unwrap();
-        for doc in [&first, &second] {
+        let third: serde_json::Value = serde_json::from_str(&m.emf_line(
+            route_of("/recommend"),
+            404,
+            Duration::from_millis(1),
+            Some(&model(1)),
+            Some(CacheOutcome::Miss),
+            9,
+        ))
+        .unwrap();
+        for doc in [&first, &second, &third] {
             let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
             for d in directives {
                 assert_eq!(d["Namespace"], NAMESPACE);
@@ -428,5 +454,15 @@ mod tests {
         assert_eq!(first["ModelLoadTime"], 35.0);
         assert!(second.get("ModelLoadTime").is_none(), "{second}");
         assert_eq!(second["_aws"]["Timestamp"], 8);
+        // A cacheable question counts one hit or one miss; others carry neither.
+        assert!(first.get("AnswerCacheHits").is_none(), "{first}");
+        assert_eq!(
+            (&second["AnswerCacheHits"], &second["AnswerCacheMisses"]),
+            (&json!(1), &json!(0))
+        );
+        assert_eq!(
+            (&third["AnswerCacheHits"], &third["AnswerCacheMisses"]),
+            (&json!(0), &json!(1))
+        );
     }
 }

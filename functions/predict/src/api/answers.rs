@@ -109,6 +109,16 @@ pub struct AnswerCacheStats {
     pub budget: u64,
 }
 
+/// Whether a cacheable question was answered from the [`AnswerCache`]: set as an
+/// extension of its response, so the request's metrics can count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Answered with stored bytes.
+    Hit,
+    /// Not found: answered from the model (or an error, such as an unknown user).
+    Miss,
+}
+
 /// Encoded answers by model version, route, handle and `k`, within a byte budget.
 pub struct AnswerCache {
     shards: Box<[Mutex<Shard>]>,

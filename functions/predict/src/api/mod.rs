@@ -31,7 +31,9 @@ pub use answer::{
     SimilarUser, TagTime, UserView, answer, answer_batch, answer_handle, answer_profile, batch,
     neighbours, respond,
 };
-pub use answers::{AnswerCache, AnswerCacheStats, AnswerKey, DEFAULT_ANSWER_CACHE_MB};
+pub use answers::{
+    AnswerCache, AnswerCacheStats, AnswerKey, CacheOutcome, DEFAULT_ANSWER_CACHE_MB,
+};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use explore::{EXPLORE_HTML, OPENAPI};
 pub use recommend::{

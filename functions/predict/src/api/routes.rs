@@ -15,7 +15,7 @@ use lambda_http::request::RequestContext;
 use serde_json::json;
 
 use super::answer::respond;
-use super::answers::AnswerKey;
+use super::answers::{AnswerKey, CacheOutcome};
 use super::error::{ApiError, internal_error, model_unavailable, too_large, unauthorized};
 use super::explore::{explore, index, openapi};
 use super::recommend::respond_recommend;
@@ -111,9 +111,10 @@ async fn count(
     metrics.count(route, status, took);
     if metrics.emf() {
         let now = kindred_core::registry::unix_millis();
+        let cached = resp.extensions().get::<CacheOutcome>().copied();
         println!(
             "{}",
-            metrics.emf_line(route, status, took, model().as_ref(), now)
+            metrics.emf_line(route, status, took, model().as_ref(), cached, now)
         );
     }
     resp
@@ -297,16 +298,22 @@ async fn ask<S: ObjectStore + 'static>(
     let query = parse_for(route, &parts.headers, &bytes)?;
     let model = cache.get().await.map_err(model_unavailable)?;
     let version = &model.manifest.version;
-    let key = AnswerKey::of(route, &query, settings.disclosure);
+    let key =
+        AnswerKey::of(route, &query, settings.disclosure).filter(|_| settings.answers.is_on());
     if let Some(body) = key.and_then(|key| settings.answers.get(version, key)) {
-        return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+        let mut hit = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+        hit.extensions_mut().insert(CacheOutcome::Hit);
+        return Ok(hit);
     }
-    let answer = match route {
+    let mut answer = match route {
         Ask::Predict => respond(&model, &query, settings.disclosure),
         Ask::Recommend => respond_recommend(&model, &query, settings.disclosure),
-    }?;
-    let Some(key) = key.filter(|_| answer.status() == StatusCode::OK && settings.answers.is_on())
-    else {
+    }
+    .unwrap_or_else(IntoResponse::into_response);
+    if key.is_some() {
+        answer.extensions_mut().insert(CacheOutcome::Miss);
+    }
+    let Some(key) = key.filter(|_| answer.status() == StatusCode::OK) else {
         return Ok(answer);
     };
     // The encoded body is kept as it is sent: a hit answers with the same bytes.
