@@ -80,7 +80,7 @@ pub fn compare(cfg: &TrainConfig, users: usize, seed: u64) -> anyhow::Result<Upd
         let moved: HashSet<u64> = folded.iter().copied().collect();
         let untouched: Vec<u64> = sample_rows(base.users.users.len(), users, seed ^ 0x77)
             .into_iter()
-            .map(|r| base.users.users.get(r).handle)
+            .map(|r| base.users.users.handle(r))
             .filter(|h| !moved.contains(h))
             .collect();
         let precision = match kindred_datagen::read_ground_truth(&cfg.data.join("ground_truth.csv"))
@@ -129,7 +129,7 @@ fn neighbours(model: &Model, handle: u64) -> Option<HashSet<u64>> {
     Some(
         found
             .iter()
-            .map(|n| model.users.users.get(n.row).handle)
+            .map(|n| model.users.users.handle(n.row))
             .collect(),
     )
 }

@@ -95,7 +95,7 @@ async fn a_published_model_reads_back_verified_and_answers_queries() {
     // with the course table: every user's courses, each course with its tags.
     let courses = model.courses().expect("the course table is loaded");
     assert!(courses.len() > 1000 && !courses.viewed.is_empty());
-    let handle = model.users.users.get(0).handle;
+    let handle = model.users.users.handle(0);
     assert_eq!(
         courses.viewed_by(handle).len() as u32,
         model.users.users.get(0).courses
@@ -112,7 +112,7 @@ async fn a_published_model_reads_back_verified_and_answers_queries() {
     assert_eq!(model.len() as u64, model.manifest.users);
     assert!(model.len() > 1300);
     // and a query returns ranked neighbours without the user themself.
-    let row = model.row_of(model.users.users.get(0).handle).unwrap();
+    let row = model.row_of(model.users.users.handle(0)).unwrap();
     let found = query::similar_users(&model, row, 10);
     assert_eq!(found.len(), 10);
     assert!(found.windows(2).all(|w| w[0].similarity >= w[1].similarity));

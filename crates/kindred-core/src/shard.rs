@@ -173,6 +173,14 @@ struct Fresh {
     retired_count: u32,
 }
 
+impl Fresh {
+    /// The embedding of the delta's user `i`.
+    fn point(&self, i: u32, dims: usize) -> &[f32] {
+        let start = i as usize * dims;
+        &self.flat[start..start + dims]
+    }
+}
+
 /// Which search a shard runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -282,12 +290,10 @@ impl Shard {
     /// Every live (shard-local row, embedding), in row order: the index points less the
     /// retired ones, then the delta's users.
     fn live_points(&self, dims: usize) -> impl Iterator<Item = (u32, &[f32])> + '_ {
-        let fresh = self.fresh.iter().flat_map(move |f| {
-            (0..f.users).map(move |i| {
-                let start = i as usize * dims;
-                (self.base + i, &f.flat[start..start + dims])
-            })
-        });
+        let fresh = self
+            .fresh
+            .iter()
+            .flat_map(move |f| (0..f.users).map(move |i| (self.base + i, f.point(i, dims))));
         self.index
             .iter()
             .filter(move |&(local, _)| !self.is_retired(local))
@@ -451,10 +457,7 @@ impl Shards {
         let s = self.shard_of_row(row);
         let local = row - s.offset;
         match &s.fresh {
-            Some(f) if local >= s.base => {
-                let start = (local - s.base) as usize * self.dims;
-                &f.flat[start..start + self.dims]
-            }
+            Some(f) if local >= s.base => f.point(local - s.base, self.dims),
             _ => s.index.point(local),
         }
     }

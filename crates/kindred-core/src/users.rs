@@ -212,9 +212,15 @@ impl<T: Copy> Column<T> {
         self.values.shrink_to_fit();
     }
 
-    fn reserve_exact(&mut self, lists: usize, values: usize) {
-        self.ends.reserve_exact(lists);
-        self.values.reserve_exact(values);
+    /// Room for the lists of `others` as well, exactly.
+    fn reserve_for<'a>(&mut self, others: impl Iterator<Item = &'a Column<T>> + Clone)
+    where
+        T: 'a,
+    {
+        self.ends
+            .reserve_exact(others.clone().map(|c| c.ends.len()).sum());
+        self.values
+            .reserve_exact(others.map(|c| c.values.len()).sum());
     }
 }
 
@@ -285,22 +291,17 @@ impl Users {
             return Ok(users);
         }
         let rest: Vec<Users> = tables.collect();
-        let sum = |f: fn(&Users) -> usize| rest.iter().map(f).sum::<usize>();
-        let n = sum(Users::len);
+        let n = rest.iter().map(Users::len).sum();
         users.handles.reserve_exact(n);
         users.counts.reserve_exact(n);
-        users
-            .top_tags
-            .reserve_exact(n, sum(|t| t.top_tags.values.len()));
+        users.top_tags.reserve_for(rest.iter().map(|t| &t.top_tags));
         users
             .interests
-            .reserve_exact(n, sum(|t| t.interests.values.len()));
+            .reserve_for(rest.iter().map(|t| &t.interests));
         users
             .assessments
-            .reserve_exact(n, sum(|t| t.assessments.values.len()));
-        users
-            .features
-            .reserve_exact(n, sum(|t| t.features.values.len()));
+            .reserve_for(rest.iter().map(|t| &t.assessments));
+        users.features.reserve_for(rest.iter().map(|t| &t.features));
         for table in rest {
             for u in table.iter() {
                 users.push_user(u)?;

@@ -131,7 +131,7 @@ fn benches(c: &mut Criterion) {
     let bodies: Vec<(u64, Vec<u8>)> = rows
         .iter()
         .map(|&r| {
-            let handle = model.users.users.get(r).handle;
+            let handle = model.users.users.handle(r);
             (
                 handle,
                 format!(r#"{{"user_handle": {handle}, "k": 10}}"#).into_bytes(),

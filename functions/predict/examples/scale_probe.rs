@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let mut micros = Vec::with_capacity(sample.len());
     let mut bytes = 0usize;
     for &row in &sample {
-        let handle = model.users.users.get(row).handle;
+        let handle = model.users.users.handle(row);
         let started = Instant::now();
         let answer = api::answer_handle(
             &model,

@@ -406,33 +406,14 @@ mod tests {
     #[test]
     fn an_emf_line_declares_only_members_it_carries_and_reports_a_load_once() {
         let m = Metrics::new(true);
-        let first: serde_json::Value = serde_json::from_str(&m.emf_line(
-            route_of("/predict"),
-            503,
-            Duration::from_millis(2),
-            Some(&model(1)),
-            None,
-            7,
-        ))
-        .unwrap();
-        let second: serde_json::Value = serde_json::from_str(&m.emf_line(
-            route_of("/predict"),
-            200,
-            Duration::from_millis(1),
-            Some(&model(1)),
-            Some(CacheOutcome::Hit),
-            8,
-        ))
-        .unwrap();
-        let third: serde_json::Value = serde_json::from_str(&m.emf_line(
-            route_of("/recommend"),
-            404,
-            Duration::from_millis(1),
-            Some(&model(1)),
-            Some(CacheOutcome::Miss),
-            9,
-        ))
-        .unwrap();
+        let line = |route: &str, status, ms, cached, now| -> serde_json::Value {
+            let took = Duration::from_millis(ms);
+            let text = m.emf_line(route_of(route), status, took, Some(&model(1)), cached, now);
+            serde_json::from_str(&text).unwrap()
+        };
+        let first = line("/predict", 503, 2, None, 7);
+        let second = line("/predict", 200, 1, Some(CacheOutcome::Hit), 8);
+        let third = line("/recommend", 404, 1, Some(CacheOutcome::Miss), 9);
         for doc in [&first, &second, &third] {
             let directives = doc["_aws"]["CloudWatchMetrics"].as_array().unwrap();
             for d in directives {

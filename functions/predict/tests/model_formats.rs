@@ -37,7 +37,7 @@ async fn a_format_1_model_is_served_with_empty_explanations() {
     }
     // It has no course table: /recommend says so with a 422, not a 5xx.
     assert!(model.courses().is_none());
-    let handle = model.users.users.get(0).handle;
+    let handle = model.users.users.handle(0);
     let body = format!(r#"{{"user_handle": {handle}}}"#);
     let q = api::parse_for(api::Ask::Recommend, &Default::default(), body.as_bytes()).unwrap();
     let err = api::respond_recommend(&model, &q, api::Disclosure::default()).unwrap_err();

@@ -206,7 +206,7 @@ fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
         &Filters::default(),
     )
     .iter()
-    .map(|n| m.users.users.get(n.row).handle)
+    .map(|n| m.users.users.handle(n.row))
     .collect();
     for (i, r) in a.recommendations.iter().enumerate() {
         // Ranked, never a course the learner viewed,

@@ -137,7 +137,7 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
     assert_eq!(one.len() + rest.len(), whole.len());
     assert_eq!(one.len() as u64, whole.manifest.shards[1].users);
     // a handle of another shard is a 404 naming its shard, not "unknown user",
-    let elsewhere = rest.users.users.get(0).handle;
+    let elsewhere = rest.users.users.handle(0);
     let err = api::answer_handle(
         &one,
         elsewhere,
@@ -164,7 +164,7 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
             .chain(
                 others
                     .iter()
-                    .map(|n| (rest.users.users.get(n.row).handle, n.similarity)),
+                    .map(|n| (rest.users.users.handle(n.row), n.similarity)),
             )
             .collect();
         merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -199,7 +199,7 @@ fn shard_groups_take_their_share_of_any_shard_count_and_replicate_beyond_it() {
     // its users exactly as the whole model does.
     let g3 = group(3, 4);
     assert_eq!(g3.shards_held(), vec![0]);
-    let u = g3.users.users.get(0).handle;
+    let u = g3.users.users.handle(0);
     assert_eq!(shard_of(u, SHARDS), 0);
     assert_eq!(neighbours(&g3, u, 10).len(), 10);
     let own: Vec<f32> = neighbours(&g3, u, 10).iter().map(|x| x.1).collect();

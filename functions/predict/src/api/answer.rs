@@ -104,7 +104,7 @@ pub(super) fn user_view(model: &Model, row: u32, disclosure: Disclosure) -> Opti
     if !disclosure.profiles() {
         return None;
     }
-    let u = &model.users.users.get(row);
+    let u = model.users.users.get(row);
     Some(UserView {
         top_tags: u
             .top_tags
@@ -158,10 +158,7 @@ pub fn neighbours(
     }
     let min = filters.min_similarity.unwrap_or(f32::NEG_INFINITY);
     found.retain(|n| {
-        n.similarity >= min
-            && !filters
-                .exclude
-                .contains(&model.users.users.get(n.row).handle)
+        n.similarity >= min && !filters.exclude.contains(&model.users.users.handle(n.row))
     });
     found.truncate(k);
     found
@@ -178,7 +175,7 @@ pub(super) fn similar_users<'m>(
         .enumerate()
         .map(|(i, n)| SimilarUser {
             rank: i as u32 + 1,
-            user_handle: model.users.users.get(n.row).handle,
+            user_handle: model.users.users.handle(n.row),
             similarity: n.similarity.clamp(-1.0, 1.0),
             because: disclosure
                 .reasons()

@@ -217,7 +217,7 @@ impl<'m> Recommender<'m, '_> {
         let voters: Vec<Voter> = found
             .iter()
             .map(|n| Voter {
-                handle: model.users.users.get(n.row).handle,
+                handle: model.users.users.handle(n.row),
                 similarity: n.similarity,
             })
             .collect();

@@ -205,7 +205,7 @@ pub fn answer_shard_search(
                 .into_iter()
                 .map(|n| {
                     let e = model.embedding(n.row);
-                    let handle = model.users.users.get(n.row).handle;
+                    let handle = model.users.users.handle(n.row);
                     (
                         handle,
                         n.similarity,

@@ -93,7 +93,7 @@ pub fn model() -> &'static Model {
 
 /// A handle the model knows (the `i`-th user of the table).
 pub fn known_handle(i: usize) -> u64 {
-    model().users.users.get(i as u32).handle
+    model().users.users.handle(i as u32)
 }
 
 /// The row of the `i`-th user of the table who viewed courses (rows follow the index's
