@@ -2,7 +2,7 @@
 //! the user summaries and explanation features, and the fold-in projection of a fit.
 
 use kindred_core::courses::CourseTable;
-use kindred_core::projection::{Centring, ProjectedBlock, Projection, Smoothing};
+use kindred_core::projection::{Centring, Entry, ProjectedBlock, Projection, Smoothing};
 use kindred_core::users::{Feature, Signal, UserSummary};
 
 use crate::config::TrainConfig;
@@ -105,6 +105,17 @@ pub struct Gathered {
 /// Assigns rows to users (sorted handles) and gathers each block's entries and the
 /// summaries, the (handle, tag) pairs in `hidden` left out.
 pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &FastSet<(u64, u32)>) -> Gathered {
+    gather_at(ds, cfg, hidden, ds.newest_day())
+}
+
+/// [`gather`] with recency measured back from the day `newest` (days since 1970-01-01)
+/// rather than from `ds`'s newest event: for a part of a data set, as the whole measured it.
+pub fn gather_at(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    hidden: &FastSet<(u64, u32)>,
+    newest: u32,
+) -> Gathered {
     let is_hidden = |user: u64, tag: u32| !hidden.is_empty() && hidden.contains(&(user, tag));
     let mut handles: Vec<u64> = ds
         .views
@@ -122,7 +133,6 @@ pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &FastSet<(u64, u32)>) -> 
         .collect();
 
     // Recency: each event's factor by its age before the newest event.
-    let newest = ds.newest_day();
     let recency = |day: u32| {
         let age = if day == 0 {
             0
@@ -259,6 +269,27 @@ pub fn gather(ds: &Dataset, cfg: &TrainConfig, hidden: &FastSet<(u64, u32)>) -> 
         summaries,
         users_with_views,
     }
+}
+
+/// Each of the `rows` matrix rows' raw entries (views, interests, assessments) with their
+/// recency factors, tags unknown to the model left out (a row may end up empty).
+pub fn entries_by_row(blocks: &[Block], rows: usize, tag_count: u32) -> Vec<Vec<Entry>> {
+    let mut rows: Vec<Vec<Entry>> = vec![Vec::new(); rows];
+    let signals = [Signal::Views, Signal::Interests, Signal::Assessments];
+    for (block, signal) in blocks.iter().zip(signals) {
+        for (i, &(r, tag, value)) in block.entries.iter().enumerate() {
+            if tag >= tag_count {
+                continue;
+            }
+            rows[r as usize].push(Entry {
+                signal,
+                tag,
+                value,
+                factor: block.decay.get(i).copied().unwrap_or(1.0),
+            });
+        }
+    }
+    rows
 }
 
 /// The days of a signal's rows, or undated (0) for each row when the data set carries

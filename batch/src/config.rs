@@ -148,17 +148,20 @@ pub const LARGE_EF_CONSTRUCTION: usize = 48;
 /// Share of a hold-out user's tags hidden.
 pub const HOLDOUT_SHARE: f64 = 0.2;
 /// Most users (with any view, interest or assessment) in the data for which `--evaluate
-/// auto` retrains for the hold-out measure; up to it the refit runs beside the fit.
+/// auto` measures hold-out recall; up to it `--evaluate refit` runs its second fit beside
+/// the first.
 pub const AUTO_HOLDOUT_MAX_USERS: usize = 200_000;
 
-/// When the training run measures hold-out recall (which costs a second fit).
+/// Whether and how the training run measures hold-out recall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Evaluate {
-    /// Up to 200,000 users in the data.
+    /// Folding the hold-out users in, up to 200,000 users in the data.
     Auto,
-    /// Always.
+    /// Folding the hold-out users in, at any size.
     Always,
+    /// A second fit without the hidden tags (matrix, SVD, smoothing), at any size.
+    Refit,
     /// Never.
     Never,
 }

@@ -231,6 +231,34 @@ impl Dataset {
         views.chain(others).max().unwrap_or(0)
     }
 
+    /// The rows of the users in `keep` only, with the same vocabularies (tag and course
+    /// ids unchanged). Measure recency with the whole data set's [`Dataset::newest_day`].
+    pub fn of_users(&self, keep: &FastSet<u64>) -> Dataset {
+        let (interests, interest_days) = kept(&self.interests, &self.interest_days, |i| {
+            keep.contains(&i.0)
+        });
+        let (assessments, assessment_days) = kept(&self.assessments, &self.assessment_days, |a| {
+            keep.contains(&a.0)
+        });
+        Dataset {
+            tags: self.tags.clone(),
+            courses: self.courses.clone(),
+            course_tags: self.course_tags.clone(),
+            views: self
+                .views
+                .iter()
+                .filter(|v| keep.contains(&v.user))
+                .copied()
+                .collect(),
+            interests,
+            interest_days,
+            assessments,
+            assessment_days,
+            reports: Vec::new(),
+            spellings: Vec::new(),
+        }
+    }
+
     /// The number of distinct users with a view, interest or assessment when it is at
     /// most `limit`; `None` as soon as more are seen.
     pub fn users_up_to(&self, limit: usize) -> Option<usize> {
@@ -753,4 +781,19 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     ds.assessment_days = rows.iter().map(|r| r.3).collect();
     ds.reports.push(report);
     Ok(())
+}
+
+/// The rows of `rows` that `keep` keeps, with their days (none when `days` is empty: the
+/// rows are undated; a row past the end of `days` is undated, 0).
+fn kept<T: Copy>(rows: &[T], days: &[u32], keep: impl Fn(&T) -> bool) -> (Vec<T>, Vec<u32>) {
+    let mut out = (Vec::new(), Vec::new());
+    for (i, r) in rows.iter().enumerate() {
+        if keep(r) {
+            out.0.push(*r);
+            if !days.is_empty() {
+                out.1.push(days.get(i).copied().unwrap_or(0));
+            }
+        }
+    }
+    out
 }

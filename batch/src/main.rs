@@ -270,9 +270,11 @@ struct TrainArgs {
     /// 0 keeps none.
     #[arg(long, env = "KINDRED_EXPLAIN_FEATURES", default_value_t = 16)]
     explain_features: usize,
-    /// When to measure hold-out recall, which trains a second time without 20% of some
-    /// users' tags (auto: up to 200,000 users). Cohort precision is measured whenever the
-    /// data folder holds a generator's ground_truth.csv.
+    /// Whether and how to measure hold-out recall: 20% of some users' tags are hidden and
+    /// their rows folded into the trained model (auto: up to 200,000 users; always), or
+    /// hidden from a second fit (refit: the exact measure, at the cost of a second matrix,
+    /// SVD and smoothing). Cohort precision is measured whenever the data folder holds a
+    /// generator's ground_truth.csv.
     #[arg(long, env = "KINDRED_EVALUATE", value_enum, default_value_t = Evaluate::Auto)]
     evaluate: Evaluate,
     /// Users sampled for the quality measures.
@@ -496,7 +498,7 @@ fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
         if let Some(h) = args.half_life_days {
             cfg.half_life_days = (h > 0.0).then_some(h);
         }
-        cfg.evaluate = Evaluate::Always;
+        cfg.evaluate = Evaluate::Refit;
         cfg.eval_sample = args.eval_sample;
         eprintln!("training {method:?} ...");
         let trained = train::train(&cfg, "eval")?;

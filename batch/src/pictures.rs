@@ -6,7 +6,7 @@ use kindred_core::shard::Shards;
 use kindred_core::users::{Feature, User};
 
 use crate::index;
-use crate::summary::RunSummary;
+use crate::summary::{HoldoutMethod, RunSummary};
 
 /// Users drawn on the report's map.
 const MAP_USERS: usize = 3000;
@@ -117,9 +117,10 @@ impl Pictures {
             (
                 "hold-out recall@10 (chance)".to_owned(),
                 format!(
-                    "{} ({})",
+                    "{} ({}), {}",
                     opt(q.holdout_recall_at_10),
-                    opt(q.holdout_chance)
+                    opt(q.holdout_chance),
+                    HoldoutMethod::label(q.holdout_method)
                 ),
             ),
             ("matrix non-zeros".to_owned(), s.nonzeros.to_string()),

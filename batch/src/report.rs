@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::config::Method;
-use crate::summary::{RunSummary, StageTime, wall_seconds};
+use crate::summary::{HoldoutMethod, RunSummary, StageTime, wall_seconds};
 use crate::update::Updated;
 
 /// Formats the run summary for a terminal.
@@ -70,12 +70,16 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
     let opt = |v: Option<f64>| v.map_or_else(|| "not measured".to_owned(), |v| format!("{v:.3}"));
     let _ = writeln!(
         out,
-        "  quality: cohort precision@10 {} (chance {}); hold-out recall@10 {} (chance {}, {} users)",
+        "  quality: cohort precision@10 {} (chance {}); hold-out recall@10 {} (chance {}, {} users{})",
         opt(q.cohort_precision_at_10),
         opt(q.cohort_chance),
         opt(q.holdout_recall_at_10),
         opt(q.holdout_chance),
-        q.holdout_users
+        q.holdout_users,
+        q.holdout_recall_at_10.map_or(String::new(), |_| format!(
+            ", {}",
+            HoldoutMethod::label(q.holdout_method)
+        ))
     );
     for why in &q.skipped {
         let _ = writeln!(out, "    skipped {why}");

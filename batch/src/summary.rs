@@ -88,12 +88,38 @@ pub struct Quality {
     pub cohort_precision_stable: Option<f64>,
     /// Hold-out recall@10 (share of hidden tags carried by a neighbour), if measured.
     pub holdout_recall_at_10: Option<f64>,
+    /// How it was measured (absent in manifests from before the fold-in measure, whose
+    /// figures are all refits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holdout_method: Option<HoldoutMethod>,
     /// Hold-out recall of 10 random users instead of the neighbours.
     pub holdout_chance: Option<f64>,
     /// Users whose tags were partly hidden.
     pub holdout_users: usize,
     /// Why a measure was skipped, if one was.
     pub skipped: Vec<String>,
+}
+
+/// How hold-out recall was measured (see [`crate::eval`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HoldoutMethod {
+    /// The model as trained, each hold-out user's remaining rows folded in as
+    /// `kindred-batch update` folds a user in, searched as served.
+    FoldIn,
+    /// A second fit of the matrix, SVD and smoothing without the hidden tags, searched by
+    /// exact scan.
+    Refit,
+}
+
+impl HoldoutMethod {
+    /// How a report names the method, after the figure.
+    pub fn label(method: Option<HoldoutMethod>) -> &'static str {
+        match method {
+            Some(HoldoutMethod::FoldIn) => "folded in",
+            Some(HoldoutMethod::Refit) | None => "refit",
+        }
+    }
 }
 
 /// Times stages and shows a spinner while one runs, when stderr is a terminal.

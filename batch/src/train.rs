@@ -7,17 +7,21 @@ use std::time::Instant;
 use kindred_core::codec::encode;
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{self, COURSES, Manifest, PROJECTION, REPORT};
-use kindred_core::projection::Projection;
-use kindred_core::search::exact_flat;
+use kindred_core::projection::{Entry, Projection};
+use kindred_core::query::smoothed_among;
+use kindred_core::search::{Neighbour, exact_flat};
 use kindred_core::shard::Shards;
 use kindred_core::users::{UserSummary, UserTable, Users};
 
-use crate::assemble::{Built, build_matrix_hiding, course_table, projection, strongest_features};
+use crate::assemble::{
+    Built, build_matrix_hiding, course_table, entries_by_row, gather_at, projection,
+    strongest_features,
+};
 use crate::config::{AUTO_HOLDOUT_MAX_USERS, BLOCK_NAMES, Evaluate, HOLDOUT_SHARE, TrainConfig};
-use crate::fast_hash::FastSet;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::ingest::{self, Dataset};
 use crate::pictures::Pictures;
-use crate::summary::{Quality, RunSummary, Stages, peak_rss_mib};
+use crate::summary::{HoldoutMethod, Quality, RunSummary, Stages, peak_rss_mib};
 use crate::svd;
 use crate::{eval, index};
 
@@ -222,18 +226,23 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
     let small = ds.users_up_to(AUTO_HOLDOUT_MAX_USERS).is_some();
     let holdout = holdout_plan(&ds, cfg, small);
+    let refits = cfg.evaluate == Evaluate::Refit;
     std::thread::scope(|scope| {
-        // The hold-out measure's refit needs only the data: it runs beside the model's
-        // own fit and measures instead of after them, when the data is small enough for
-        // two fits to share the memory (above, `--evaluate always` refits afterwards).
-        let refit = holdout.as_ref().ok().filter(|_| small).map(|plan| {
-            let ds = &ds;
-            scope.spawn(move || {
-                let start = Instant::now();
-                let measured = holdout_recall(ds, cfg, plan);
-                (measured, start.elapsed().as_secs_f64())
-            })
-        });
+        // A hold-out refit needs only the data: it runs beside the model's own fit and
+        // measures instead of after them, when the data is small enough for two fits to
+        // share the memory (above, it runs afterwards).
+        let refit = holdout
+            .as_ref()
+            .ok()
+            .filter(|_| refits && small)
+            .map(|plan| {
+                let ds = &ds;
+                scope.spawn(move || {
+                    let start = Instant::now();
+                    let measured = holdout_recall(ds, cfg, plan);
+                    (measured, start.elapsed().as_secs_f64())
+                })
+            });
         let fitted = fit(&ds, cfg, &FastSet::default(), &mut stages)?;
         finish(&ds, cfg, version, fitted, stages, &holdout, refit)
     })
@@ -260,6 +269,12 @@ fn finish(
         index::recall(&fitted.shards, &sample, 10, cfg.threads)
     });
     let mut quality = evaluate(cfg, &fitted, recall, &mut stages);
+    let folded = match holdout {
+        Ok(plan) if cfg.evaluate != Evaluate::Refit => {
+            Some(stages.run("holdout", || holdout_folded(ds, cfg, plan, &fitted)))
+        }
+        _ => None,
+    };
     let pictures = stages.run("pictures", || {
         Pictures::of(
             &fitted.shards,
@@ -302,16 +317,23 @@ fn finish(
         Ok(out)
     })?;
     drop(users);
+    let refits = cfg.evaluate == Evaluate::Refit;
     match holdout {
         Ok(plan) => {
-            let (r, chance) = match refit {
-                Some(refit) => {
+            let (r, chance) = match (folded, refit) {
+                (Some(measured), _) => measured,
+                (None, Some(refit)) => {
                     let (measured, seconds) = refit.join().expect("the hold-out measure panicked");
                     stages.record_beside("holdout", seconds);
                     measured?
                 }
-                None => stages.run("holdout", || holdout_recall(ds, cfg, plan))?,
+                (None, None) => stages.run("holdout", || holdout_recall(ds, cfg, plan))?,
             };
+            quality.holdout_method = Some(if refits {
+                HoldoutMethod::Refit
+            } else {
+                HoldoutMethod::FoldIn
+            });
             quality.holdout_recall_at_10 = Some(r);
             quality.holdout_chance = Some(chance);
             quality.holdout_users = plan.users.len();
@@ -418,9 +440,9 @@ fn holdout_plan(ds: &Dataset, cfg: &TrainConfig, small: bool) -> Result<eval::Ho
     match cfg.evaluate {
         Evaluate::Never => Err("hold-out recall: not asked for (--evaluate never)".to_owned()),
         Evaluate::Auto if !small => Err(format!(
-            "hold-out recall: the data has more than the automatic limit of {AUTO_HOLDOUT_MAX_USERS} users (use --evaluate always)"
+            "hold-out recall: the data has more than the automatic limit of {AUTO_HOLDOUT_MAX_USERS} users (use --evaluate always or refit)"
         )),
-        Evaluate::Auto | Evaluate::Always => Ok(eval::HoldoutPlan::draw(
+        Evaluate::Auto | Evaluate::Always | Evaluate::Refit => Ok(eval::HoldoutPlan::draw(
             ds,
             cfg.eval_sample,
             HOLDOUT_SHARE,
@@ -450,4 +472,62 @@ fn holdout_recall(
         let query = &refit.points[point as usize].0;
         exact_flat(&flat, dims, query, k, Some(point))
     }))
+}
+
+/// Hold-out recall@10 and its chance level without a second fit: each of `plan`'s users
+/// is left out of its own answers, its rows without the hidden tags are folded into the
+/// model as `kindred-batch update` folds a user in (the stored projection, then one
+/// smoothing step towards its nearest users), and its neighbours are searched as served.
+/// The model was trained on the user's whole rows, so its basis and its neighbours'
+/// smoothing saw the hidden tags; a refit ([`Evaluate::Refit`]) hides them from both.
+fn holdout_folded(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    plan: &eval::HoldoutPlan,
+    fitted: &Fitted,
+) -> (f64, f64) {
+    const K: usize = 10;
+    let chosen: FastSet<u64> = plan.users.iter().copied().collect();
+    let gathered = gather_at(&ds.of_users(&chosen), cfg, &plan.hidden, ds.newest_day());
+    let rows = entries_by_row(
+        &gathered.blocks,
+        gathered.handles.len(),
+        ds.tags.len() as u32,
+    );
+    let handles = fitted.point_handles();
+    let point_of: FastMap<u64, u32> = handles
+        .iter()
+        .enumerate()
+        .map(|(p, &h)| (h, p as u32))
+        .collect();
+    let queries: Vec<(u32, &[Entry])> = gathered
+        .handles
+        .iter()
+        .zip(&rows)
+        .filter_map(|(h, entries)| Some((*point_of.get(h)?, entries.as_slice())))
+        .collect();
+    let search = |&(point, entries): &(u32, &[Entry])| {
+        let folded = fitted.projection.fold_entries(entries).embedding;
+        let smoothed = smoothed_among(
+            &fitted.shards,
+            fitted.projection.smoothing,
+            folded,
+            Some(point),
+        );
+        (point, fitted.shards.nearest(&smoothed.0, K, Some(point)))
+    };
+    let chunk = queries.len().div_ceil(cfg.threads.max(1)).max(1);
+    let found: FastMap<u32, Vec<Neighbour>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = queries
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(search).collect::<Vec<_>>()))
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a hold-out worker panicked"))
+            .collect()
+    });
+    eval::holdout_recall(plan, &handles, K, |point, _| {
+        found.get(&point).cloned().unwrap_or_default()
+    })
 }

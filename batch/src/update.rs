@@ -24,13 +24,13 @@ use kindred_core::courses::CourseTable;
 use kindred_core::delta::Delta;
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{self, COURSES, FORMAT_VERSION, Manifest, UpdateRecord};
-use kindred_core::projection::{Entry, Projection};
+use kindred_core::projection::Projection;
 use kindred_core::registry::{self, Published};
 use kindred_core::store::ObjectStore;
-use kindred_core::users::{Signal, UserSummary};
+use kindred_core::users::UserSummary;
 use kindred_core::{Model, query};
 
-use crate::assemble::gather;
+use crate::assemble::{entries_by_row, gather};
 use crate::config::TrainConfig;
 use crate::fast_hash::FastSet;
 use crate::ingest::{self, Dataset, FileReport, IngestError};
@@ -255,27 +255,6 @@ pub fn fold_in(model: &Model, delta: &Dataset, cfg: &TrainConfig) -> Result<Fold
         basis_fit: if total > 0.0 { kept / total } else { 1.0 },
         folded,
     })
-}
-
-/// Each of the `rows` matrix rows' raw entries (views, interests, assessments) with their
-/// recency factors, tags unknown to the model left out (a row may end up empty).
-fn entries_by_row(blocks: &[crate::matrix::Block], rows: usize, tag_count: u32) -> Vec<Vec<Entry>> {
-    let mut rows: Vec<Vec<Entry>> = vec![Vec::new(); rows];
-    let signals = [Signal::Views, Signal::Interests, Signal::Assessments];
-    for (block, signal) in blocks.iter().zip(signals) {
-        for (i, &(r, tag, value)) in block.entries.iter().enumerate() {
-            if tag >= tag_count {
-                continue;
-            }
-            rows[r as usize].push(Entry {
-                signal,
-                tag,
-                value,
-                factor: block.decay.get(i).copied().unwrap_or(1.0),
-            });
-        }
-    }
-    rows
 }
 
 /// A summary without the tags the model's vocabulary lacks.

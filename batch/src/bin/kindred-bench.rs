@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         let mut cfg = config::default_config(cli.data.clone());
         apply(&mut cfg);
         cfg.eval_sample = cli.sample;
-        cfg.evaluate = config::Evaluate::Always;
+        cfg.evaluate = config::Evaluate::Refit;
         let start = Instant::now();
         let trained = train::train(&cfg, "bench")?;
         let secs = start.elapsed().as_secs_f64();

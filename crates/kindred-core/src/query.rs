@@ -4,7 +4,9 @@ use std::cmp::Ordering;
 
 use crate::embedding::Embedding;
 use crate::model::Model;
+use crate::projection::Smoothing;
 use crate::search::Neighbour;
+use crate::shard::Shards;
 use crate::users::{Feature, Signal};
 
 /// One shared feature's part in the similarity of two users.
@@ -65,7 +67,7 @@ pub fn nearest(model: &Model, query: &[f32], k: usize, exclude: Option<u32>) -> 
 
 /// The smoothing a folded-in embedding gets, as the model's users got it (`None` when
 /// the model has no projection or training did not smooth).
-pub fn smoothing(model: &Model) -> Option<crate::projection::Smoothing> {
+pub fn smoothing(model: &Model) -> Option<Smoothing> {
     model
         .projection()
         .map(|p| p.smoothing)
@@ -76,12 +78,27 @@ pub fn smoothing(model: &Model) -> Option<crate::projection::Smoothing> {
 /// mean of its nearest users (never `exclude`), when the model's projection asks for it.
 /// Profiles and `kindred-batch update` both fold in through here.
 pub fn smoothed(model: &Model, folded: Embedding, exclude: Option<u32>) -> Embedding {
-    let Some(s) = smoothing(model) else {
+    match smoothing(model) {
+        Some(s) => smoothed_among(&model.shards, s, folded, exclude),
+        None => folded,
+    }
+}
+
+/// [`smoothed`] over `shards` with `smoothing`: one step towards the mean of the
+/// `smoothing.neighbours` rows nearest `folded` (never `exclude`), as served. The
+/// training run's hold-out measure folds its users in through here too.
+pub fn smoothed_among(
+    shards: &Shards,
+    smoothing: Smoothing,
+    folded: Embedding,
+    exclude: Option<u32>,
+) -> Embedding {
+    if smoothing.neighbours == 0 || smoothing.weight == 0.0 {
         return folded;
-    };
-    let near = nearest(model, &folded.0, s.neighbours as usize, exclude);
-    let points: Vec<&[f32]> = near.iter().map(|n| model.embedding(n.row)).collect();
-    crate::projection::smooth_towards(&folded, &points, s.weight)
+    }
+    let near = shards.nearest(&folded.0, smoothing.neighbours as usize, exclude);
+    let points: Vec<&[f32]> = near.iter().map(|n| shards.embedding(n.row)).collect();
+    crate::projection::smooth_towards(&folded, &points, smoothing.weight)
 }
 
 #[cfg(test)]
