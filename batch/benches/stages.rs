@@ -84,6 +84,7 @@ fn benches(c: &mut Criterion) {
                 1,
                 &hnsw,
                 cfg.threads,
+                embedded.near.as_deref(),
             ))
         })
     });

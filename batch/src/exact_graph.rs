@@ -30,7 +30,7 @@ use kindred_core::graph::{self, EMPTY_SLOT, Layers, UPPER_SLOTS, ZERO_SLOTS};
 use kindred_core::manifest::HnswParams;
 use kindred_core::search::Index;
 
-use crate::neighbours::{map_nearest, nearest_first};
+use crate::neighbours::{map_among, map_nearest, nearest_first};
 
 /// The largest shard built from exact neighbours: finding them costs `n²` products, about
 /// 0.3 s of CPU at 10k points and rank 64.
@@ -48,6 +48,18 @@ pub fn build(
     params: &HnswParams,
     threads: usize,
 ) -> kindred_core::Result<(Index, Vec<u32>)> {
+    build_near(points, None, params, threads)
+}
+
+/// [`build`], with layer zero's candidates sought among each input point's `near[i]`
+/// (input indices) when given, rather than among all points: smoothing's neighbour lists,
+/// which hold most of a smoothed point's nearest (see docs/performance.md).
+pub fn build_near(
+    points: Vec<Embedding>,
+    near: Option<&[Vec<u32>]>,
+    params: &HnswParams,
+    threads: usize,
+) -> kindred_core::Result<(Index, Vec<u32>)> {
     let n = points.len();
     let order = crate::index::permutation(n, params.seed);
     let mut slots: Vec<Option<Embedding>> = points.into_iter().map(Some).collect();
@@ -56,13 +68,37 @@ pub fn build(
         .map(|&i| slots[i as usize].take().expect("a permutation"))
         .collect();
     let candidates = params.ef_construction.max(1);
-    let zero = links(&points, candidates, ZERO_SLOTS, params.heuristic, threads);
+    let heuristic = params.heuristic;
+    let zero = match near.filter(|near| near.len() == n) {
+        Some(near) => {
+            // The lists in index order, naming index points.
+            let mut position = vec![0u32; n];
+            for (p, &i) in order.iter().enumerate() {
+                position[i as usize] = p as u32;
+            }
+            let lists: Vec<Vec<u32>> = order
+                .iter()
+                .map(|&i| {
+                    near[i as usize]
+                        .iter()
+                        .map(|&j| position[j as usize])
+                        .collect()
+                })
+                .collect();
+            let chosen = map_among(
+                &points,
+                |p| &lists[p],
+                candidates,
+                threads,
+                |_, best| split(best, &points, heuristic),
+            );
+            lay_out(&chosen, ZERO_SLOTS)
+        }
+        None => links(&points, candidates, ZERO_SLOTS, heuristic, threads),
+    };
     let upper: Vec<Vec<u32>> = upper_layer_sizes(n)
         .into_iter()
-        .map(|size| {
-            let nodes = &points[..size];
-            links(nodes, candidates, UPPER_SLOTS, params.heuristic, threads)
-        })
+        .map(|size| links(&points[..size], candidates, UPPER_SLOTS, heuristic, threads))
         .collect();
     let index = graph::assemble(&Layers {
         ef_search: params.ef_search,
@@ -98,22 +134,35 @@ fn links(
     heuristic: bool,
     threads: usize,
 ) -> Vec<u32> {
-    // Each node's candidates, nearest first, split into useful and redundant links.
-    let chosen: Vec<Split> = map_nearest(points, candidates, threads, |_, best| {
-        best.sort_unstable_by(nearest_first);
-        if heuristic {
-            select(best, points)
-        } else {
-            (best.clone(), Vec::new())
-        }
+    let chosen = map_nearest(points, candidates, threads, |_, best| {
+        split(best, points, heuristic)
     });
-    let mut back: Vec<Vec<(f32, u32)>> = vec![Vec::new(); points.len()];
+    lay_out(&chosen, slots)
+}
+
+/// A node's candidates (`best`), nearest first, split into useful and redundant links
+/// by the selection heuristic (all useful without it).
+fn split(best: &mut [(f32, u32)], points: &[Embedding], heuristic: bool) -> Split {
+    best.sort_unstable_by(nearest_first);
+    if heuristic {
+        select(best, points)
+    } else {
+        (best.to_vec(), Vec::new())
+    }
+}
+
+/// The neighbour lists of one layer from each node's links (`chosen`, split by
+/// [`split`]): `slots` ids per node, empty slots last, useful links, then back links,
+/// then redundant ones.
+fn lay_out(chosen: &[Split], slots: usize) -> Vec<u32> {
+    let n = chosen.len();
+    let mut back: Vec<Vec<(f32, u32)>> = vec![Vec::new(); n];
     for (i, (useful, _)) in chosen.iter().enumerate() {
         for &(similarity, j) in useful {
             back[j as usize].push((similarity, i as u32));
         }
     }
-    let mut ids = vec![EMPTY_SLOT; points.len() * slots];
+    let mut ids = vec![EMPTY_SLOT; n * slots];
     for (i, ((useful, redundant), mut back)) in chosen.iter().zip(back).enumerate() {
         back.sort_unstable_by(nearest_first);
         let row = &mut ids[i * slots..(i + 1) * slots];
@@ -128,7 +177,7 @@ fn links(
             }
         }
     }
-    connect(&mut ids, slots, &chosen);
+    connect(&mut ids, slots, chosen);
     ids
 }
 
@@ -254,6 +303,50 @@ mod tests {
         // and another seed orders the points otherwise.
         let (_, order_c) = build(points, &params(5), 1).unwrap();
         assert_ne!(order_a, order_c);
+    }
+
+    #[test]
+    fn candidates_from_lists_holding_the_nearest_give_an_index_as_good() {
+        // Given points and, for each, a list holding its 100 nearest (more than the 48
+        // candidates a node takes), in input order, and the same lists reversed,
+        let points = clustered(1200, 16, 12, 9);
+        let near: Vec<Vec<u32>> = map_nearest(&points, 100, 2, |_, best| {
+            best.iter().map(|&(_, j)| j).collect()
+        });
+        let reversed: Vec<Vec<u32>> = near
+            .iter()
+            .map(|l| l.iter().rev().copied().collect())
+            .collect();
+        // when the graph is built from all points and from the lists,
+        let (from_all, order) = build(points.clone(), &params(6), 2).unwrap();
+        let (from_lists, order_lists) =
+            build_near(points.clone(), Some(&near), &params(6), 2).unwrap();
+        let (reordered, _) = build_near(points.clone(), Some(&reversed), &params(6), 1).unwrap();
+        // then the points keep their order, the lists' order and the threads do not
+        // matter,
+        assert_eq!(order, order_lists);
+        assert!(
+            bytes(&from_lists) == bytes(&reordered),
+            "the list order matters"
+        );
+        // lists that do not match the points are not used, and the index finds the exact
+        // neighbours as well (a similarity from a product per pair can differ from the
+        // matrix product's in its last bit, so a link may differ).
+        let recall = |index: Index| {
+            let shards = kindred_core::shard::Shards::new(vec![(0, index)], 16, false).unwrap();
+            shards.recall_at_k(&(0..1200).step_by(3).collect::<Vec<u32>>(), 10)
+        };
+        let (ignored, _) = build_near(points.clone(), Some(&near[1..]), &params(6), 2).unwrap();
+        assert!(bytes(&from_all) == bytes(&ignored));
+        // (Lists that do match are used: with the 10 nearest only, the graph changes.)
+        let short: Vec<Vec<u32>> = near.iter().map(|l| l[..10].to_vec()).collect();
+        let (from_short, _) = build_near(points, Some(&short), &params(6), 2).unwrap();
+        assert!(bytes(&from_all) != bytes(&from_short));
+        let (all, lists) = (recall(from_all), recall(from_lists));
+        assert!(
+            lists >= all - 0.005 && lists > 0.95,
+            "{lists} against {all}"
+        );
     }
 
     #[test]

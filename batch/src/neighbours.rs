@@ -7,7 +7,7 @@
 
 use std::ops::Range;
 
-use kindred_core::embedding::Embedding;
+use kindred_core::embedding::{Embedding, dot};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, s};
 
@@ -39,7 +39,7 @@ pub fn map_nearest<T: Send>(
     let half = k > 0 && k <= dims;
     if let Some(floors) = half.then(|| half::floors(all, k, threads)).flatten() {
         let candidates = half::candidates(all, &floors, threads);
-        return each_block(n, threads, |best: &mut Vec<(f32, u32)>, rows| {
+        return each_block(n, BLOCK, threads, |best: &mut Vec<(f32, u32)>, rows| {
             rows.map(|i| {
                 best.clear();
                 best.extend_from_slice(candidates.of(i));
@@ -58,7 +58,7 @@ pub fn map_nearest<T: Send>(
             .collect()
         });
     }
-    each_block(n, threads, |scratch: &mut Scratch, rows| {
+    each_block(n, BLOCK, threads, |scratch: &mut Scratch, rows| {
         // The block's product is written over the previous block's, so no block pays for
         // a fresh allocation of zeroed (and faulted-in) pages.
         let len = rows.len();
@@ -80,6 +80,57 @@ pub fn map_nearest<T: Send>(
             })
             .collect()
     })
+}
+
+/// Most scores a block of [`nearest_to`] holds at once (25 MB): fewer queries a block
+/// among many points.
+const BLOCK_SCORES: usize = BLOCK * 50_000;
+
+/// The `k` points of `flat` (`dims` values a point, row-major) most similar to each of
+/// `queries` (`dims` values each), never the query's own index when it names one, as
+/// (similarity, index) nearest first; by blocks of matrix products over `threads`. The
+/// exact answers recall is measured against.
+pub fn nearest_to(
+    flat: &[f32],
+    dims: usize,
+    queries: &[(&[f32], Option<u32>)],
+    k: usize,
+    threads: usize,
+) -> Vec<Vec<(f32, u32)>> {
+    let n = flat.len() / dims.max(1);
+    if n == 0 || dims == 0 {
+        return vec![Vec::new(); queries.len()];
+    }
+    let all = ArrayView2::from_shape((n, dims), &flat[..n * dims]).expect("n rows of dims values");
+    let block = (BLOCK_SCORES / n).clamp(1, BLOCK);
+    each_block(
+        queries.len(),
+        block,
+        threads,
+        |scratch: &mut Scratch, rows| {
+            let len = rows.len();
+            let mut block_queries = Vec::with_capacity(len * dims);
+            for &(q, _) in &queries[rows.clone()] {
+                block_queries.extend_from_slice(q);
+            }
+            let block_queries =
+                ArrayView2::from_shape((len, dims), &block_queries).expect("len queries of dims");
+            scratch.scores.resize(len * n, 0.0);
+            let mut scores = ArrayViewMut2::from_shape((len, n), &mut scratch.scores[..len * n])
+                .expect("len rows of n scores");
+            general_mat_mul(1.0, &block_queries, &all.t(), 0.0, &mut scores);
+            rows.zip(scores.rows())
+                .map(|(q, row)| {
+                    let row = row.to_slice().expect("the block's scores are row-major");
+                    let skip = queries[q].1.map_or(usize::MAX, |s| s as usize);
+                    largest(row, skip, k.min(n), &mut scratch.best, &mut scratch.sample);
+                    let mut best = scratch.best.clone();
+                    best.sort_unstable_by(nearest_first);
+                    best
+                })
+                .collect()
+        },
+    )
 }
 
 /// One worker's buffers, reused from block to block.
@@ -201,16 +252,53 @@ fn floor_of_sample(sample: &mut [f32], k: usize) -> Option<f32> {
     Some(*floor)
 }
 
-/// `f(scratch, block)` for the blocks of at most [`BLOCK`] points of `0..n`, their
+/// [`map_nearest`] with each point's neighbours sought among its `candidates(i)` only
+/// (indices of `points`; `i` itself and repeats are left out): `f(i, best)` with `best`
+/// the `k` most similar of them, in no particular order. Costs a product per candidate
+/// instead of one per point.
+pub fn map_among<'c, T: Send>(
+    points: &[Embedding],
+    candidates: impl Fn(usize) -> &'c [u32] + Sync,
+    k: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut Vec<(f32, u32)>) -> T + Sync,
+) -> Vec<T> {
+    each_block(
+        points.len(),
+        BLOCK,
+        threads,
+        |best: &mut Vec<(f32, u32)>, rows| {
+            rows.map(|i| {
+                best.clear();
+                let own = &points[i].0;
+                best.extend(
+                    candidates(i)
+                        .iter()
+                        .filter(|&&j| j as usize != i)
+                        .map(|&j| (dot(own, &points[j as usize].0), j)),
+                );
+                best.sort_unstable_by(nearest_first);
+                best.dedup_by_key(|c| c.1);
+                best.truncate(k);
+                f(i, best)
+            })
+            .collect()
+        },
+    )
+}
+
+/// `f(scratch, block)` for the blocks of at most `block` points of `0..n`, their
 /// results concatenated in order, the blocks shared out over `threads` scoped threads,
 /// each with its own `scratch`.
 fn each_block<T: Send, S: Default>(
     n: usize,
+    block: usize,
     threads: usize,
     f: impl Fn(&mut S, Range<usize>) -> Vec<T> + Sync,
 ) -> Vec<T> {
-    let blocks = n.div_ceil(BLOCK);
-    let per_thread = blocks.div_ceil(threads.max(1)).max(1) * BLOCK;
+    let block = block.max(1);
+    let blocks = n.div_ceil(block);
+    let per_thread = blocks.div_ceil(threads.max(1)).max(1) * block;
     let f = &f;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..n)
@@ -220,8 +308,8 @@ fn each_block<T: Send, S: Default>(
                 scope.spawn(move || {
                     let mut scratch = S::default();
                     (start..end)
-                        .step_by(BLOCK)
-                        .flat_map(|b| f(&mut scratch, b..(b + BLOCK).min(end)))
+                        .step_by(block)
+                        .flat_map(|b| f(&mut scratch, b..(b + block).min(end)))
                         .collect::<Vec<_>>()
                 })
             })

@@ -58,6 +58,16 @@ pub fn effective_neighbours(n: usize, share: f32, max: usize) -> usize {
     neighbours_for(together, share, max)
 }
 
+/// Smoothed embeddings, with the neighbours they were smoothed towards when those were
+/// found among all points.
+pub struct Smoothed {
+    /// The smoothed embeddings, `points[i]` for input `i`.
+    pub points: Vec<Embedding>,
+    /// Each input's neighbours (input indices), when smoothing was exact over all points
+    /// (up to [`EXACT_MAX_POINTS`]); the index's graph seeks its candidates among them.
+    pub near: Option<Vec<Vec<u32>>>,
+}
+
 /// Returns `normalise(e_i + alpha * mean(e_j for the k nearest j != i))` for every point,
 /// spread over `threads`, with `k` from [`neighbours_for`] (`share` of the points
 /// smoothed together, at most `max_k`). Neighbours are exact among all points up to
@@ -69,17 +79,27 @@ pub fn smooth(
     share: f32,
     alpha: f32,
     threads: usize,
-) -> Vec<Embedding> {
+) -> Smoothed {
     let n = points.len();
     let k = effective_neighbours(n, share, max_k);
     if k == 0 || alpha == 0.0 {
-        return points.to_vec();
+        return Smoothed {
+            points: points.to_vec(),
+            near: None,
+        };
     }
     if n <= EXACT_MAX_POINTS {
-        return smooth_exact(points, k, alpha, threads);
+        let (points, near) = smooth_exact(points, k, alpha, threads).into_iter().unzip();
+        return Smoothed {
+            points,
+            near: Some(near),
+        };
     }
     // Each group counts its own neighbours: group sizes vary around the mean.
-    smooth_grouped(points, max_k, share, alpha, threads, GROUP_POINTS)
+    Smoothed {
+        points: smooth_grouped(points, max_k, share, alpha, threads, GROUP_POINTS),
+        near: None,
+    }
 }
 
 /// [`smooth`] with each point's neighbours taken from its own group: the points are
@@ -106,6 +126,9 @@ fn smooth_grouped(
             local
         } else {
             smooth_exact(&local, k, alpha, threads)
+                .into_iter()
+                .map(|(e, _)| e)
+                .collect()
         };
         for (i, e) in group.into_iter().zip(smoothed) {
             out[i] = Some(e);
@@ -117,8 +140,13 @@ fn smooth_grouped(
 }
 
 /// [`smooth`] with neighbours from an exact scan of all `points` (at least 2), by
-/// [`map_nearest`].
-fn smooth_exact(points: &[Embedding], k: usize, alpha: f32, threads: usize) -> Vec<Embedding> {
+/// [`map_nearest`]: each smoothed point with its neighbours.
+fn smooth_exact(
+    points: &[Embedding],
+    k: usize,
+    alpha: f32,
+    threads: usize,
+) -> Vec<(Embedding, Vec<u32>)> {
     // The neighbours are read from one contiguous copy rather than through each
     // embedding's own allocation (a fifth less summing time at 10k users).
     let dims = points.first().map_or(0, |p| p.0.len());
@@ -128,7 +156,8 @@ fn smooth_exact(points: &[Embedding], k: usize, alpha: f32, threads: usize) -> V
             .iter()
             .map(|&(_, j)| &flat[j as usize * dims..][..dims])
             .collect();
-        smooth_towards(&points[i], &near, alpha)
+        let smoothed = smooth_towards(&points[i], &near, alpha);
+        (smoothed, best.iter().map(|&(_, j)| j).collect())
     })
 }
 
@@ -149,14 +178,14 @@ mod tests {
         points.push(Embedding::normalized(vec![1.0, 0.6]));
         let before = points[40].0[1] / points[40].0[0];
         // when smoothed towards its 5 nearest neighbours,
-        let smoothed = smooth(&points, 5, 1.0, 1.0, 2);
+        let smoothed = smooth(&points, 5, 1.0, 1.0, 2).points;
         // then it leans less towards the second group, everything stays unit length,
         let after = smoothed[40].0[1] / smoothed[40].0[0];
         assert!(after < before * 0.7, "{before} -> {after}");
         assert!(smoothed.iter().all(|e| (e.cosine(e) - 1.0).abs() < 1e-5));
         // and weight 0 changes nothing.
-        assert_eq!(smooth(&points, 5, 1.0, 0.0, 2), points);
-        assert_eq!(smooth(&points, 5, 0.0, 1.0, 2), points);
+        assert_eq!(smooth(&points, 5, 1.0, 0.0, 2).points, points);
+        assert_eq!(smooth(&points, 5, 0.0, 1.0, 2).points, points);
     }
 
     #[test]
@@ -173,7 +202,7 @@ mod tests {
         }
         // Given three separated clusters of 100 points each, smoothed exactly and
         // within 3 random groups of about 100 points,
-        let exact = smooth(&points, 8, 1.0, 1.0, 2);
+        let exact = smooth(&points, 8, 1.0, 1.0, 2).points;
         let approx = smooth_grouped(&points, 8, 1.0, 1.0, 2, 100);
         // then every point lands where the exact smoothing puts it.
         let worst = exact

@@ -121,8 +121,9 @@ pub fn embed(
     // 0.002, one data set 0.010 lower) and is among its own 10 nearest 99% of the time.
     let mut projection = projection;
     projection.smoothing.neighbours = neighbours.min(cfg.hnsw.ef_search) as u32;
+    let mut near = None;
     if neighbours > 0 {
-        points = stages.run("smooth", || {
+        let smoothed = stages.run("smooth", || {
             crate::smooth::smooth(
                 &points,
                 cfg.smooth_neighbours,
@@ -131,6 +132,8 @@ pub fn embed(
                 cfg.threads,
             )
         });
+        points = smoothed.points;
+        near = smoothed.near;
     }
     let mut summaries = summaries;
     let users: Vec<UserSummary> = kept
@@ -150,6 +153,7 @@ pub fn embed(
     Ok(Embedded {
         handles,
         points,
+        near,
         users,
         svd,
         nonzeros: csr.nnz(),
@@ -166,6 +170,9 @@ pub struct Embedded {
     pub handles: Vec<u64>,
     /// Unit (smoothed) embeddings of the users with any signal.
     pub points: Vec<Embedding>,
+    /// The neighbours each point was smoothed towards (indices of `points`), when
+    /// smoothing searched all points.
+    pub near: Option<Vec<Vec<u32>>>,
     /// Their summaries, `users[i]` for `points[i]`.
     pub users: Vec<UserSummary>,
     /// The decomposition.
@@ -191,6 +198,7 @@ pub fn fit(
     let Embedded {
         handles,
         points,
+        near,
         mut users,
         svd,
         nonzeros,
@@ -202,7 +210,14 @@ pub fn fit(
     let shard_count = cfg.shard_count(points.len());
     let hnsw = cfg.hnsw_for(points.len());
     let (shards, order) = stages.run("index", || {
-        index::build_sharded(points, &point_handles, shard_count, &hnsw, cfg.threads)
+        index::build_sharded(
+            points,
+            &point_handles,
+            shard_count,
+            &hnsw,
+            cfg.threads,
+            near.as_deref(),
+        )
     });
     let users: Vec<UserSummary> = order
         .iter()

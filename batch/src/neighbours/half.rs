@@ -49,7 +49,7 @@ pub(super) fn floors(all: ArrayView2<f32>, k: usize, threads: usize) -> Option<V
         return None;
     }
     let sampled: Array2<f32> = all.slice(s![..;SAMPLE_STRIDE, ..]).to_owned();
-    let per_block = super::each_block(n, threads, |scratch: &mut Vec<f32>, rows| {
+    let per_block = super::each_block(n, super::BLOCK, threads, |scratch: &mut Vec<f32>, rows| {
         let len = rows.len();
         scratch.resize(len * sampled.nrows(), 0.0);
         let mut scores = ArrayViewMut2::from_shape((len, sampled.nrows()), &mut scratch[..])

@@ -547,27 +547,37 @@ impl Shards {
         if rows.is_empty() {
             return 1.0;
         }
-        let mut found = 0usize;
-        let mut wanted = 0usize;
+        let (mut found, mut wanted) = (0usize, 0usize);
         // Exact answers in batches: one read of every embedding per 64 queries.
         for batch in rows.chunks(64) {
             let queries: Vec<(&[f32], Option<u32>)> = batch
                 .iter()
                 .map(|&r| (self.embedding(r), Some(r)))
                 .collect();
-            let truths = self.exact_batch(&queries, k);
-            for (&(q, row), truth) in queries.iter().zip(truths) {
-                let got = self.approximate(q, k, row);
-                wanted += truth.len();
-                let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
-                found += got
-                    .iter()
-                    .filter(|a| truth.iter().any(|t| t.row == a.row) || a.similarity >= kth - 1e-6)
-                    .count()
-                    .min(truth.len());
-            }
+            let (f, w) = self.found_of(batch, &self.exact_batch(&queries, k), k);
+            found += f;
+            wanted += w;
         }
         found as f64 / wanted.max(1) as f64
+    }
+
+    /// How many of `truths` (each of `rows`' exact `k` nearest other rows, nearest first)
+    /// the indexes return, and how many there are: [`Shards::recall_at_k`]'s count, for
+    /// exact answers found elsewhere (the training job's matrix products). A returned row
+    /// as similar as the last exact one counts (ties may be broken either way).
+    pub fn found_of(&self, rows: &[u32], truths: &[Vec<Neighbour>], k: usize) -> (usize, usize) {
+        let (mut found, mut wanted) = (0usize, 0usize);
+        for (&row, truth) in rows.iter().zip(truths) {
+            let got = self.approximate(self.embedding(row), k, Some(row));
+            wanted += truth.len();
+            let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
+            found += got
+                .iter()
+                .filter(|a| truth.iter().any(|t| t.row == a.row) || a.similarity >= kth - 1e-6)
+                .count()
+                .min(truth.len());
+        }
+        (found, wanted)
     }
 
     /// Cosine similarity of two rows.
