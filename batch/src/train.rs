@@ -240,16 +240,18 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
     let mut stages = Stages::new();
     let ds = stages.run("read", || ingest::read_dir(&cfg.data))?;
     let small = ds.users_up_to(AUTO_HOLDOUT_MAX_USERS).is_some();
-    let holdout = holdout_plan(&ds, cfg, small);
     let refits = cfg.evaluate == Evaluate::Refit;
+    // A refit's plan is drawn first, for the refit to start from; a fold-in's is drawn
+    // beside the fit, which it is needed after.
+    let refit_plan = refits.then(|| holdout_plan(&ds, cfg, small));
     std::thread::scope(|scope| {
         // A hold-out refit needs only the data: it runs beside the model's own fit and
         // measures instead of after them, when the data is small enough for two fits to
         // share the memory (above, it runs afterwards).
-        let refit = holdout
+        let refit = refit_plan
             .as_ref()
-            .ok()
-            .filter(|_| refits && small)
+            .and_then(|plan| plan.as_ref().ok())
+            .filter(|_| small)
             .map(|plan| {
                 let ds = &ds;
                 scope.spawn(move || {
@@ -258,8 +260,18 @@ pub fn train(cfg: &TrainConfig, version: &str) -> Result<Trained, TrainError> {
                     (measured, start.elapsed().as_secs_f64())
                 })
             });
+        let drawing = (!refits).then(|| scope.spawn(|| holdout_plan(&ds, cfg, small)));
         let fitted = fit(&ds, cfg, &FastSet::default(), &mut stages)?;
-        finish(&ds, cfg, version, fitted, stages, &holdout, refit)
+        let drawn;
+        let holdout = match (drawing, &refit_plan) {
+            (Some(drawing), _) => {
+                drawn = drawing.join().expect("drawing the hold-out plan panicked");
+                &drawn
+            }
+            (None, Some(plan)) => plan,
+            (None, None) => unreachable!("a plan is drawn one way or the other"),
+        };
+        finish(&ds, cfg, version, fitted, stages, holdout, refit)
     })
 }
 
