@@ -562,6 +562,7 @@ pub async fn fetch_model<S: ObjectStore>(
     manifest: Manifest,
     selection: Option<&[u32]>,
 ) -> Result<Model> {
+    let started = std::time::Instant::now();
     let mut fetched = Vec::new();
     for (id, users, index) in manifest.shard_artifacts(selection) {
         let users_bytes = fetch_verified(store, &manifest, &users).await?;
@@ -576,7 +577,9 @@ pub async fn fetch_model<S: ObjectStore>(
     // those published before recommendations no course table.
     let projection_bytes = fetch_optional(store, &manifest, PROJECTION).await?;
     let courses_bytes = fetch_optional(store, &manifest, COURSES).await?;
-    tokio::task::spawn_blocking(move || {
+    let read_millis = started.elapsed().as_millis() as u64;
+    let version = manifest.version.clone();
+    let model = tokio::task::spawn_blocking(move || {
         let mut tags: Option<Vec<String>> = None;
         let mut parts = Vec::with_capacity(fetched.len());
         for (id, users_bytes, index_name, index_bytes, delta) in fetched {
@@ -610,7 +613,15 @@ pub async fn fetch_model<S: ObjectStore>(
         Ok(model)
     })
     .await
-    .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?
+    .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))??;
+    // What of a load is the store's (reads and their digests) and what is decoding.
+    tracing::debug!(
+        %version,
+        read_millis,
+        decode_millis = started.elapsed().as_millis() as u64 - read_millis,
+        "model artifacts read and decoded"
+    );
+    Ok(model)
 }
 
 /// [`fetch_verified`] for an artifact a version may lack: `None` when the manifest does
