@@ -43,18 +43,11 @@ const M: usize = 32;
 /// Builds the graph of `points` as the module describes, spread over `threads`; returns
 /// it with `order`, where point `i` of the index is input `order[i]`. The same points and
 /// parameters give the same index whatever the threads.
+///
+/// With `near`, layer zero's candidates are sought among each input point's `near[i]`
+/// (input indices) rather than among all points: smoothing's neighbour lists, which hold
+/// most of a smoothed point's nearest (see docs/performance.md).
 pub fn build(
-    points: Vec<Embedding>,
-    params: &HnswParams,
-    threads: usize,
-) -> kindred_core::Result<(Index, Vec<u32>)> {
-    build_near(points, None, params, threads)
-}
-
-/// [`build`], with layer zero's candidates sought among each input point's `near[i]`
-/// (input indices) when given, rather than among all points: smoothing's neighbour lists,
-/// which hold most of a smoothed point's nearest (see docs/performance.md).
-pub fn build_near(
     points: Vec<Embedding>,
     near: Option<&[Vec<u32>]>,
     params: &HnswParams,
@@ -296,12 +289,12 @@ mod tests {
     #[test]
     fn the_same_points_and_seed_give_the_same_index_whatever_the_threads() {
         let points = clustered(1500, 16, 15, 3);
-        let (a, order_a) = build(points.clone(), &params(4), 1).unwrap();
-        let (b, order_b) = build(points.clone(), &params(4), 3).unwrap();
+        let (a, order_a) = build(points.clone(), None, &params(4), 1).unwrap();
+        let (b, order_b) = build(points.clone(), None, &params(4), 3).unwrap();
         assert_eq!(order_a, order_b);
         assert!(bytes(&a) == bytes(&b), "the builds differ");
         // and another seed orders the points otherwise.
-        let (_, order_c) = build(points, &params(5), 1).unwrap();
+        let (_, order_c) = build(points, None, &params(5), 1).unwrap();
         assert_ne!(order_a, order_c);
     }
 
@@ -318,10 +311,9 @@ mod tests {
             .map(|l| l.iter().rev().copied().collect())
             .collect();
         // when the graph is built from all points and from the lists,
-        let (from_all, order) = build(points.clone(), &params(6), 2).unwrap();
-        let (from_lists, order_lists) =
-            build_near(points.clone(), Some(&near), &params(6), 2).unwrap();
-        let (reordered, _) = build_near(points.clone(), Some(&reversed), &params(6), 1).unwrap();
+        let (from_all, order) = build(points.clone(), None, &params(6), 2).unwrap();
+        let (from_lists, order_lists) = build(points.clone(), Some(&near), &params(6), 2).unwrap();
+        let (reordered, _) = build(points.clone(), Some(&reversed), &params(6), 1).unwrap();
         // then the points keep their order, the lists' order and the threads do not
         // matter,
         assert_eq!(order, order_lists);
@@ -336,11 +328,11 @@ mod tests {
             let shards = kindred_core::shard::Shards::new(vec![(0, index)], 16, false).unwrap();
             shards.recall_at_k(&(0..1200).step_by(3).collect::<Vec<u32>>(), 10)
         };
-        let (ignored, _) = build_near(points.clone(), Some(&near[1..]), &params(6), 2).unwrap();
+        let (ignored, _) = build(points.clone(), Some(&near[1..]), &params(6), 2).unwrap();
         assert!(bytes(&from_all) == bytes(&ignored));
         // (Lists that do match are used: with the 10 nearest only, the graph changes.)
         let short: Vec<Vec<u32>> = near.iter().map(|l| l[..10].to_vec()).collect();
-        let (from_short, _) = build_near(points, Some(&short), &params(6), 2).unwrap();
+        let (from_short, _) = build(points, Some(&short), &params(6), 2).unwrap();
         assert!(bytes(&from_all) != bytes(&from_short));
         let (all, lists) = (recall(from_all), recall(from_lists));
         assert!(
@@ -353,7 +345,7 @@ mod tests {
     fn the_layers_are_sized_as_instant_distance_sizes_them() {
         for n in [31, 32, 200, 5_000] {
             let points = clustered(n, 8, 10, 1);
-            let ours = build(points.clone(), &params(1), 2).unwrap().0;
+            let ours = build(points.clone(), None, &params(1), 2).unwrap().0;
             let theirs: Index = Index::from_instant_distance(
                 instant_distance::Builder::default()
                     .seed(1)
@@ -377,7 +369,7 @@ mod tests {
             v[i % 24] = if i % 2 == 0 { 1.0 } else { -1.0 };
             *p = Embedding::normalized(v);
         }
-        let (index, _) = build(points, &params(2), 2).unwrap();
+        let (index, _) = build(points, None, &params(2), 2).unwrap();
         // then the search for each point's own embedding finds it first: every point
         // can be reached.
         for (pid, p) in index.iter() {

@@ -27,7 +27,7 @@ pub fn build_near(
 ) -> (Index, Vec<u32>) {
     let n = points.len();
     if (2..=exact_graph::MAX_POINTS).contains(&n) {
-        return exact_graph::build_near(points, near, params, threads).expect(
+        return exact_graph::build(points, near, params, threads).expect(
             "the graph of finite unit embeddings with ef_search in range passes the index check",
         );
     }
@@ -242,7 +242,7 @@ pub(crate) mod tests {
     fn recall_at_10_against_exact_search_is_high_on_clustered_data() {
         // Given 3,000 seeded clustered 32-d points,
         let points = clustered(3000, 32, 30, 7);
-        let exact = |p, params: &HnswParams, t| exact_graph::build(p, params, t).unwrap();
+        let exact = |p, params: &HnswParams, t| exact_graph::build(p, None, params, t).unwrap();
         let incremental = |p, params: &HnswParams, _| incremental(p, params);
         let builders: [(&str, &Builder); 3] = [
             ("build", &build),
