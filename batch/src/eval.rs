@@ -4,9 +4,10 @@
 //!   neighbours drawn from the user's planted primary cohort (`ground_truth.csv`). Chance
 //!   level is the share of same-cohort pairs.
 //! - *Hold-out recall@k* (any data): hide a share of some users' tags (every view of a
-//!   course with the tag, the interest, the assessment), train again, and count how many
-//!   of the hidden tags at least one of the user's k neighbours carries. Chance level is
-//!   the same count for k random users.
+//!   course with the tag, the interest, the assessment), fold the rest of their rows into
+//!   the trained model or train again without the hidden tags, and count how many of the
+//!   hidden tags at least one of the user's k neighbours carries. Chance level is the same
+//!   count for k random users.
 
 use std::collections::HashMap;
 
@@ -145,7 +146,8 @@ impl HoldoutPlan {
     }
 }
 
-/// Hold-out recall@k of a model trained without the plan's hidden pairs: the share of
+/// Hold-out recall@k of a model whose plan users were embedded without their hidden pairs
+/// (folded in, or trained again): the share of
 /// hidden tags that at least one of the user's k neighbours carries. `handles[point]` is
 /// each point's user, `nearest(point, k)` its k nearest other points. Returns (recall,
 /// chance level with k random users).

@@ -9,7 +9,9 @@
 //! - the points in a seeded random order, point 0 the entry; each upper layer holds the
 //!   first points of that order, `mL` times as many as the layer below, rounded down
 //!   (`mL = 1 / ln 32`, instant-distance's level factor), while that is at least 32;
-//! - on each layer, a node's candidates are its exact nearest among that layer's nodes,
+//! - on each layer, a node's candidates are its exact nearest among that layer's nodes
+//!   (on layer zero, when smoothing found every point's nearest before smoothing and
+//!   they are at least as many, the nearest among those: see [`build`]),
 //!   ordered by instant-distance's selection heuristic (a candidate nearer to an
 //!   already selected neighbour than to the node is a redundant link: it is moved after
 //!   the useful ones, and kept, as with instant-distance's `keep_pruned`);
@@ -62,7 +64,15 @@ pub fn build(
         .collect();
     let candidates = params.ef_construction.max(1);
     let heuristic = params.heuristic;
-    let zero = match near.filter(|near| near.len() == n) {
+    // Lists shorter than a node's candidates (smoothing of a few thousand users, or with
+    // few neighbours) would narrow the graph: then every point is searched.
+    let usable = |near: &&[Vec<u32>]| {
+        near.len() == n
+            && near
+                .iter()
+                .all(|l| l.len() >= candidates.min(n.saturating_sub(1)))
+    };
+    let zero = match near.filter(usable) {
         Some(near) => {
             // The lists in index order, naming index points.
             let mut position = vec![0u32; n];
@@ -330,10 +340,14 @@ mod tests {
         };
         let (ignored, _) = build(points.clone(), Some(&near[1..]), &params(6), 2).unwrap();
         assert!(bytes(&from_all) == bytes(&ignored));
-        // (Lists that do match are used: with the 10 nearest only, the graph changes.)
-        let short: Vec<Vec<u32>> = near.iter().map(|l| l[..10].to_vec()).collect();
-        let (from_short, _) = build(points, Some(&short), &params(6), 2).unwrap();
-        assert!(bytes(&from_all) != bytes(&from_short));
+        // Lists shorter than the 48 candidates are not used either,
+        let short: Vec<Vec<u32>> = near.iter().map(|l| l[..40].to_vec()).collect();
+        let (from_short, _) = build(points.clone(), Some(&short), &params(6), 2).unwrap();
+        assert!(bytes(&from_all) == bytes(&from_short));
+        // while lists long enough are (without each point's 10 nearest, the graph changes).
+        let far: Vec<Vec<u32>> = near.iter().map(|l| l[10..].to_vec()).collect();
+        let (from_far, _) = build(points, Some(&far), &params(6), 2).unwrap();
+        assert!(bytes(&from_all) != bytes(&from_far));
         let (all, lists) = (recall(from_all), recall(from_lists));
         assert!(
             lists >= all - 0.005 && lists > 0.95,

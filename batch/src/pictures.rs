@@ -117,10 +117,13 @@ impl Pictures {
             (
                 "hold-out recall@10 (chance)".to_owned(),
                 format!(
-                    "{} ({}), {}",
+                    "{} ({}){}",
                     opt(q.holdout_recall_at_10),
                     opt(q.holdout_chance),
-                    HoldoutMethod::label(q.holdout_method)
+                    q.holdout_recall_at_10.map_or(String::new(), |_| format!(
+                        ", {}",
+                        HoldoutMethod::label(q.holdout_method)
+                    ))
                 ),
             ),
             ("matrix non-zeros".to_owned(), s.nonzeros.to_string()),

@@ -267,10 +267,17 @@ pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
     if let Some(p) = s.quality.cohort_precision_at_10 {
         m.push(("CohortPrecisionAt10".into(), p.into(), "None"));
     }
+    let mut properties = Vec::new();
     if let Some(r) = s.quality.holdout_recall_at_10 {
         m.push(("HoldoutRecallAt10".into(), r.into(), "None"));
+        // As the manifest names it (a manifest without it holds a refit).
+        let method = match s.quality.holdout_method {
+            Some(HoldoutMethod::FoldIn) => "fold-in",
+            Some(HoldoutMethod::Refit) | None => "refit",
+        };
+        properties.push(("HoldoutMethod", method.to_owned()));
     }
-    emf_line(m, version, now_millis)
+    emf_line(m, version, properties, now_millis)
 }
 
 /// An update's figures as one EMF line, as [`emf`] does for training: total and
@@ -292,7 +299,7 @@ pub fn update_emf(u: &Updated, now_millis: u64) -> String {
         u8::from(r.retrain_advised).into(),
         "Count",
     ));
-    emf_line(m, Some(&u.published.version), now_millis)
+    emf_line(m, Some(&u.published.version), Vec::new(), now_millis)
 }
 
 /// The total seconds of `stages` as `total`, then one `<Stage>Seconds` metric each.
@@ -318,6 +325,7 @@ fn stage_metrics(
 fn emf_line(
     metrics: Vec<(String, serde_json::Value, &str)>,
     version: Option<&str>,
+    properties: Vec<(&str, String)>,
     now_millis: u64,
 ) -> String {
     let mut doc = serde_json::Map::new();
@@ -328,6 +336,9 @@ fn emf_line(
     }
     doc.insert("Service".into(), "kindred-batch".into());
     doc.insert("ModelVersion".into(), version.unwrap_or("none").into());
+    for (name, value) in properties {
+        doc.insert(name.into(), value.into());
+    }
     doc.insert(
         "_aws".into(),
         serde_json::json!({

@@ -105,7 +105,7 @@ pub struct Quality {
 #[serde(rename_all = "kebab-case")]
 pub enum HoldoutMethod {
     /// The model as trained, each hold-out user's remaining rows folded in as
-    /// `kindred-batch update` folds a user in, searched as served.
+    /// `kindred-batch update` folds a user in, searched through the model's index.
     FoldIn,
     /// A second fit of the matrix, SVD and smoothing without the hidden tags, searched by
     /// exact scan.
@@ -113,7 +113,8 @@ pub enum HoldoutMethod {
 }
 
 impl HoldoutMethod {
-    /// How a report names the method, after the figure.
+    /// How a report names the method, after the figure (`None`, from a manifest written
+    /// before the fold-in measure: a refit).
     pub fn label(method: Option<HoldoutMethod>) -> &'static str {
         match method {
             Some(HoldoutMethod::FoldIn) => "folded in",

@@ -31,6 +31,12 @@ pub fn render(versions: &[Version], pointer: Option<&Pointer>, history: &[Rollba
                 .as_f64()
                 .map_or_else(|| "-".to_owned(), |x| format!("{x:.3}"))
         };
+        // A hold-out figure from folding users in is marked: it runs a little below a
+        // refit's (manifests from before the fold-in measure hold refits).
+        let holdout = match m.training["quality"]["holdout_method"].as_str() {
+            Some("fold-in") => format!("{}f", quality("holdout_recall_at_10")),
+            _ => quality("holdout_recall_at_10"),
+        };
         let mib = m.artifacts.iter().map(|a| a.bytes).sum::<u64>() as f64 / (1 << 20) as f64;
         // An update shows the quality of the training it came from, and says so.
         let state = match &m.update {
@@ -56,7 +62,7 @@ pub fn render(versions: &[Version], pointer: Option<&Pointer>, history: &[Rollba
             m.users,
             m.recall_at_10,
             quality("cohort_precision_at_10"),
-            quality("holdout_recall_at_10"),
+            holdout,
             mib,
         );
     }

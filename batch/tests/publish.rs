@@ -290,6 +290,7 @@ fn the_cli_trains_and_publishes_with_a_summary() {
         "IndexSeconds",
         "IndexRecallAt10",
         "CohortPrecisionAt10",
+        "HoldoutRecallAt10",
         "Users",
         "SkippedRows",
     ] {
@@ -300,6 +301,8 @@ fn the_cli_trains_and_publishes_with_a_summary() {
     }
     assert_eq!(doc["Users"], 800);
     assert_eq!(doc["Service"], "kindred-batch");
+    // (the hold-out figure's method as a property, for telling fold-in and refit apart),
+    assert_eq!(doc["HoldoutMethod"], "fold-in");
     assert!(
         doc["ModelVersion"].as_str().unwrap().starts_with("20"),
         "{doc}"
@@ -339,14 +342,18 @@ async fn versions_roll_back_explicitly_and_prune_spares_the_current_and_previous
                 .version,
         );
     }
-    // `versions` lists them oldest first with their users, the newest current and the
-    // one before it previous.
+    // `versions` lists them oldest first with their users and their hold-out recall,
+    // marked as measured by folding in (the default), the newest current and the one
+    // before it previous.
     let listed = batch(&["versions"], dir.path()).unwrap();
     let rows: Vec<&str> = listed.lines().filter(|l| l.starts_with("2")).collect();
     assert_eq!(rows.len(), 3, "{listed}");
     for (row, name) in rows.iter().zip(&names) {
+        let folded_in = row
+            .split_whitespace()
+            .any(|cell| cell.ends_with('f') && cell.trim_end_matches('f').parse::<f64>().is_ok());
         assert!(
-            row.starts_with(name.as_str()) && row.contains(" 600 "),
+            row.starts_with(name.as_str()) && row.contains(" 600 ") && folded_in,
             "{listed}"
         );
     }
