@@ -3,11 +3,11 @@
 use instant_distance::{Builder, Heuristic};
 use kindred_core::embedding::Embedding;
 use kindred_core::manifest::HnswParams;
-use kindred_core::search::{Index, Neighbour};
+use kindred_core::search::{Index, Neighbour, merge_ranked};
 use kindred_core::shard::{Shards, shard_of};
 
 use crate::exact_graph;
-use crate::neighbours::{nearest_first, nearest_to};
+use crate::neighbours::nearest_to;
 
 /// Builds the index; returns it with `order`, where point `i` of the index is input
 /// `order[i]`. Up to [`exact_graph::MAX_POINTS`] points the graph is built from exact
@@ -189,12 +189,8 @@ pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
             }));
         }
     }
-    let ordered = |a: &Neighbour, b: &Neighbour| {
-        nearest_first(&(a.similarity, a.row), &(b.similarity, b.row))
-    };
     for truth in &mut truths {
-        truth.sort_unstable_by(ordered);
-        truth.truncate(k);
+        merge_ranked(truth, k);
     }
     let chunk = rows.len().div_ceil(threads.max(1));
     let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {

@@ -6,7 +6,7 @@ use kindred_core::shard::Shards;
 use kindred_core::users::{Feature, User};
 
 use crate::index;
-use crate::summary::{HoldoutMethod, RunSummary};
+use crate::summary::RunSummary;
 
 /// Users drawn on the report's map.
 const MAP_USERS: usize = 3000;
@@ -120,10 +120,7 @@ impl Pictures {
                     "{} ({}){}",
                     opt(q.holdout_recall_at_10),
                     opt(q.holdout_chance),
-                    q.holdout_recall_at_10.map_or(String::new(), |_| format!(
-                        ", {}",
-                        HoldoutMethod::label(q.holdout_method)
-                    ))
+                    q.holdout_suffix()
                 ),
             ),
             ("matrix non-zeros".to_owned(), s.nonzeros.to_string()),

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::config::Method;
-use crate::summary::{HoldoutMethod, RunSummary, StageTime, wall_seconds};
+use crate::summary::{RunSummary, StageTime, wall_seconds};
 use crate::update::Updated;
 
 /// Formats the run summary for a terminal.
@@ -76,10 +76,7 @@ pub fn render(s: &RunSummary, published: Option<(&str, &str)>) -> String {
         opt(q.holdout_recall_at_10),
         opt(q.holdout_chance),
         q.holdout_users,
-        q.holdout_recall_at_10.map_or(String::new(), |_| format!(
-            ", {}",
-            HoldoutMethod::label(q.holdout_method)
-        ))
+        q.holdout_suffix()
     );
     for why in &q.skipped {
         let _ = writeln!(out, "    skipped {why}");
@@ -267,17 +264,14 @@ pub fn emf(s: &RunSummary, version: Option<&str>, now_millis: u64) -> String {
     if let Some(p) = s.quality.cohort_precision_at_10 {
         m.push(("CohortPrecisionAt10".into(), p.into(), "None"));
     }
-    let mut properties = Vec::new();
     if let Some(r) = s.quality.holdout_recall_at_10 {
         m.push(("HoldoutRecallAt10".into(), r.into(), "None"));
-        // As the manifest names it (a manifest without it holds a refit).
-        let method = match s.quality.holdout_method {
-            Some(HoldoutMethod::FoldIn) => "fold-in",
-            Some(HoldoutMethod::Refit) | None => "refit",
-        };
-        properties.push(("HoldoutMethod", method.to_owned()));
     }
-    emf_line(m, version, properties, now_millis)
+    let properties = s
+        .quality
+        .holdout_measured_by()
+        .map(|method| ("HoldoutMethod", method.name().to_owned()));
+    emf_line(m, version, properties.into_iter().collect(), now_millis)
 }
 
 /// An update's figures as one EMF line, as [`emf`] does for training: total and

@@ -113,13 +113,35 @@ pub enum HoldoutMethod {
 }
 
 impl HoldoutMethod {
-    /// How a report names the method, after the figure (`None`, from a manifest written
-    /// before the fold-in measure: a refit).
-    pub fn label(method: Option<HoldoutMethod>) -> &'static str {
-        match method {
-            Some(HoldoutMethod::FoldIn) => "folded in",
-            Some(HoldoutMethod::Refit) | None => "refit",
+    /// The method's name in the manifest and the EMF line.
+    pub fn name(self) -> &'static str {
+        match self {
+            HoldoutMethod::FoldIn => "fold-in",
+            HoldoutMethod::Refit => "refit",
         }
+    }
+
+    /// How a report names the method, after the figure.
+    pub fn label(self) -> &'static str {
+        match self {
+            HoldoutMethod::FoldIn => "folded in",
+            HoldoutMethod::Refit => "refit",
+        }
+    }
+}
+
+impl Quality {
+    /// How the hold-out figure was measured, when there is one (a manifest written before
+    /// the fold-in measure holds a refit).
+    pub fn holdout_measured_by(&self) -> Option<HoldoutMethod> {
+        self.holdout_recall_at_10
+            .map(|_| self.holdout_method.unwrap_or(HoldoutMethod::Refit))
+    }
+
+    /// `", "` and the method's label after a measured hold-out figure; nothing otherwise.
+    pub fn holdout_suffix(&self) -> String {
+        self.holdout_measured_by()
+            .map_or(String::new(), |m| format!(", {}", m.label()))
     }
 }
 

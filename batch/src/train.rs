@@ -296,8 +296,9 @@ fn finish(
         index::recall(&fitted.shards, &sample, 10, cfg.threads)
     });
     let mut quality = evaluate(cfg, &fitted, recall, &mut stages);
+    let refits = cfg.evaluate == Evaluate::Refit;
     let folded = match holdout {
-        Ok(plan) if cfg.evaluate != Evaluate::Refit => {
+        Ok(plan) if !refits => {
             Some(stages.run("holdout", || holdout_folded(ds, cfg, plan, &fitted)))
         }
         _ => None,
@@ -344,7 +345,6 @@ fn finish(
         Ok(out)
     })?;
     drop(users);
-    let refits = cfg.evaluate == Evaluate::Refit;
     match holdout {
         Ok(plan) => {
             let (r, chance) = match (folded, refit) {

@@ -5,6 +5,8 @@ use std::fmt::Write;
 use kindred_core::registry::Pointer;
 use kindred_core::versions::{Rollback, Version, VersionState};
 
+use crate::summary::HoldoutMethod;
+
 /// A table of `versions` (oldest first) with date, users, quality and size, the current
 /// and previous ones marked, followed by the rollback records.
 pub fn render(versions: &[Version], pointer: Option<&Pointer>, history: &[Rollback]) -> String {
@@ -33,9 +35,13 @@ pub fn render(versions: &[Version], pointer: Option<&Pointer>, history: &[Rollba
         };
         // A hold-out figure from folding users in is marked: it runs a little below a
         // refit's (manifests from before the fold-in measure hold refits).
-        let holdout = match m.training["quality"]["holdout_method"].as_str() {
-            Some("fold-in") => format!("{}f", quality("holdout_recall_at_10")),
-            _ => quality("holdout_recall_at_10"),
+        let folded_in =
+            m.training["quality"]["holdout_method"].as_str() == Some(HoldoutMethod::FoldIn.name());
+        let holdout = quality("holdout_recall_at_10");
+        let holdout = if folded_in {
+            format!("{holdout}f")
+        } else {
+            holdout
         };
         let mib = m.artifacts.iter().map(|a| a.bytes).sum::<u64>() as f64 / (1 << 20) as f64;
         // An update shows the quality of the training it came from, and says so.
