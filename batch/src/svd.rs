@@ -15,8 +15,9 @@
 //! factorisations, and one small dense `eigh`. While the non-zeros are fewer than half of
 //! `G`'s entries, `G` is not even formed: each product is `Aᵀ(A Q)`, two passes over the
 //! non-zeros (at 10k users, 2 x 467k against 1,675² multiply-adds a column, and no `G` to
-//! build). `G` is always formed for the full decomposition, when the rank is a third of
-//! the columns or more.
+//! build), in single precision but for the last product, whose Ritz pairs are kept. `G` is
+//! always formed for the full decomposition, when the rank is a third of the columns or
+//! more.
 
 use ndarray::{Array1, Array2, s};
 use ndarray_linalg::{Cholesky, Diag, Eigh, QR, SolveTriangular, UPLO};
@@ -240,6 +241,12 @@ pub trait Symmetric {
     fn size(&self) -> usize;
     /// The product with `q` (`size x w`).
     fn times(&self, q: &Array2<f64>) -> Array2<f64>;
+    /// The product with `q` to single precision: what the subspace iteration's steps
+    /// need (each step only refines the basis the next one starts from; the last product,
+    /// whose Ritz values and vectors are kept, is [`Symmetric::times`]).
+    fn times_roughly(&self, q: &Array2<f64>) -> Array2<f64> {
+        self.times(q)
+    }
     /// The whole matrix.
     fn dense(&self) -> Array2<f64>;
 }
@@ -339,6 +346,77 @@ impl Symmetric for GramOf<'_> {
         z
     }
 
+    /// `Aᵀ(A Q)` in one pass over the non-zeros, in `f32`: each row's `y = a Q` is made and
+    /// at once scattered back (`z += aᵀ y`) while its columns are in cache, each thread
+    /// into its own `z`. Half the bytes of the `f64` product's `Q` and `Z` (at 10k users,
+    /// 0.5 MB each instead of 1 MB, against a core's 512 kB L2) and no `y` in memory.
+    /// On six generated 10k-user sets the decomposition took 0.09-0.12 s instead of
+    /// 0.14-0.20 s, and every quality figure stayed the same to the fourth decimal.
+    fn times_roughly(&self, q: &Array2<f64>) -> Array2<f64> {
+        let (a, w) = (self.a, q.ncols());
+        let q32: Vec<f32> = q.as_standard_layout().iter().map(|&x| x as f32).collect();
+        let column_sums: Vec<f32> = match self.means {
+            Some(_) => (0..w)
+                .map(|j| (0..a.cols).map(|c| f64::from(q32[c * w + j])).sum::<f64>() as f32)
+                .collect(),
+            None => Vec::new(),
+        };
+        let chunk = rows_per_thread(a.rows, self.threads);
+        let threads = a.rows.div_ceil(chunk);
+        let (q32, column_sums) = (&q32, &column_sums);
+        // Each thread's Z and, with centring, its share of mᵀY.
+        let partials: Vec<(Vec<f32>, Vec<f64>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let mut z = vec![0.0f32; a.cols * w];
+                        let mut my = vec![0.0f64; if self.means.is_some() { w } else { 0 }];
+                        let mut y = vec![0.0f32; w];
+                        for r in t * chunk..((t + 1) * chunk).min(a.rows) {
+                            y.iter_mut().for_each(|v| *v = 0.0);
+                            for (c, v) in a.row(r) {
+                                let from = &q32[c as usize * w..][..w];
+                                y.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+                            }
+                            if let Some(m) = self.means {
+                                let m = m[r] as f32;
+                                y.iter_mut().zip(column_sums).for_each(|(o, s)| *o -= m * s);
+                                let m = f64::from(m);
+                                my.iter_mut()
+                                    .zip(&y)
+                                    .for_each(|(o, &x)| *o += m * f64::from(x));
+                            }
+                            for (c, v) in a.row(r) {
+                                let to = &mut z[c as usize * w..][..w];
+                                to.iter_mut().zip(&y).for_each(|(o, x)| *o += v * x);
+                            }
+                        }
+                        (z, my)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("Gram product worker panicked"))
+                .collect()
+        });
+        let mut z = Array2::<f64>::zeros((a.cols, w));
+        let flat = z.as_slice_mut().expect("a fresh array");
+        let mut my = vec![0.0f64; w];
+        for (part, part_my) in partials {
+            flat.iter_mut()
+                .zip(part)
+                .for_each(|(o, x)| *o += f64::from(x));
+            my.iter_mut().zip(part_my).for_each(|(o, x)| *o += x);
+        }
+        if self.means.is_some() {
+            for row in flat.chunks_exact_mut(w) {
+                row.iter_mut().zip(&my).for_each(|(o, s)| *o -= s);
+            }
+        }
+        z
+    }
+
     fn dense(&self) -> Array2<f64> {
         let mut g = gram(self.a, self.threads);
         if let Some(m) = self.means {
@@ -410,7 +488,7 @@ pub fn top_eigenpairs(g: &impl Symmetric, k: usize) -> Result<(Vec<f64>, Array2<
     } else {
         let mut q = seeded_block(n, width);
         for _ in 0..ITERATIONS {
-            q = orthonormal_basis(g.times(&q))?;
+            q = orthonormal_basis(g.times_roughly(&q))?;
         }
         let b = q.t().dot(&g.times(&q));
         let (values, w) = b.eigh(UPLO::Lower)?;
@@ -639,13 +717,26 @@ mod tests {
                 threads: 3,
             };
             let dense = operator.dense();
-            // then the product and the trace are the formed matrix's.
-            let error = (&operator.times(&q) - &dense.dot(&q)).mapv(f64::abs);
+            // then the product and the trace are the formed matrix's,
+            let exact = dense.dot(&q);
+            let error = (&operator.times(&q) - &exact).mapv(f64::abs);
             assert!(
                 error.iter().all(|&e| e < 1e-9),
                 "centred: {}",
                 centred.is_some()
             );
+            // and the single-precision product (also on a column-major block) is within
+            // f32 rounding of it, relative to the product's size.
+            let scale = exact.iter().fold(0.0f64, |m, &x| m.max(x.abs()));
+            for q in [q.clone(), q.t().as_standard_layout().t().to_owned()] {
+                let error = (&operator.times_roughly(&q) - &exact).mapv(f64::abs);
+                let worst = error.iter().fold(0.0f64, |m, &e| m.max(e)) / scale;
+                assert!(
+                    worst < 1e-5,
+                    "centred: {}, relative error {worst}",
+                    centred.is_some()
+                );
+            }
             let trace: f64 = dense.diag().sum();
             assert!((operator.trace() - trace).abs() < 1e-9 * trace);
         }
