@@ -180,7 +180,7 @@ pub fn gather_at(
     } else {
         Vec::new()
     };
-    user_courses.sort_unstable();
+    matrix::sort_by_row_and_column(&mut user_courses, |&pair| pair);
     user_courses.dedup();
 
     let mut summaries: Vec<UserSummary> = handles
@@ -213,7 +213,7 @@ pub fn gather_at(
             .filter(|&(&(u, t), _)| !is_hidden(u, t))
             .map(|(&(u, t), day)| ((row_of[&u], t, 1.0), recency(day)))
             .collect();
-        e.sort_unstable_by_key(|x| (x.0.0, x.0.1));
+        matrix::sort_by_row_and_column(&mut e, |x| (x.0.0, x.0.1));
         e.into_iter().unzip::<_, _, Vec<_>, Vec<_>>()
     };
     for &(r, t, _) in &interest_entries {
@@ -230,7 +230,7 @@ pub fn gather_at(
             .filter(|&(&(u, t, _), _)| !is_hidden(u, t))
             .map(|(&(u, t, s), day)| ((row_of[&u], t, f32::from(s)), recency(day)))
             .collect();
-        e.sort_unstable_by_key(|x| (x.0.0, x.0.1));
+        matrix::sort_by_row_and_column(&mut e, |x| (x.0.0, x.0.1));
         e.into_iter().unzip::<_, _, Vec<_>, Vec<_>>()
     };
     for &(r, t, score) in &assessment_entries {
