@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use kindred_batch::config::{Evaluate, Method};
 use kindred_batch::matrix::Transform;
+use kindred_batch::summary::RunSummary;
 use kindred_batch::{config, pipeline, report, train};
+use kindred_core::registry::Published;
 use kindred_core::store::Store;
 use kindred_core::{registry, versions};
 
@@ -614,21 +616,57 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         Some(store) => registry::next_version_name(store).await?,
         None => registry::new_version_name(),
     };
-    let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
-    if let Some(path) = &args.summary_json {
-        std::fs::write(path, serde_json::to_vec_pretty(&trained.summary)?)?;
-    }
-    let published = match &store {
-        None => None,
-        Some(store) => Some((
-            registry::publish(store, trained.manifest, trained.artifacts).await?,
-            kindred_core::ObjectStore::location(store),
-        )),
+    let Some(store) = &store else {
+        let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
+        return finish_train(&args, &trained.summary, None).await;
     };
+    // Each artifact is written as soon as training hands it over, while the model is
+    // still measured; the report, the manifest and the pointer follow.
+    let (handed, mut received) = tokio::sync::mpsc::unbounded_channel::<(String, Vec<u8>)>();
+    let training = tokio::task::spawn_blocking({
+        let version = version.clone();
+        move || {
+            let sink = move |name: String, bytes: Vec<u8>| {
+                // The writer has stopped only on an error, which is reported below.
+                let _ = handed.send((name, bytes));
+            };
+            train::train_handing_over(&cfg, &version, &sink)
+        }
+    });
+    let writing = async {
+        let mut entries = Vec::new();
+        while let Some((name, bytes)) = received.recv().await {
+            entries.push(registry::put_artifact(store, &version, &name, bytes).await?);
+        }
+        Ok::<_, kindred_core::Error>(entries)
+    };
+    let (trained, written) = tokio::join!(training, writing);
+    let trained = trained??;
+    let mut manifest = trained.manifest;
+    manifest.artifacts = written?;
+    for (name, bytes) in trained.artifacts {
+        let entry = registry::put_artifact(store, &version, &name, bytes).await?;
+        manifest.artifacts.push(entry);
+    }
+    let published = registry::commit(store, manifest).await?;
+    finish_train(&args, &trained.summary, Some((published, store))).await
+}
+
+/// Writes the summary file, prints the run's report and prunes old versions.
+async fn finish_train(
+    args: &TrainArgs,
+    summary: &RunSummary,
+    published: Option<(Published, &Store)>,
+) -> anyhow::Result<()> {
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_vec_pretty(summary)?)?;
+    }
+    let store = published.as_ref().map(|(_, store)| *store);
+    let published = published.map(|(p, store)| (p, kindred_core::ObjectStore::location(store)));
     print!(
         "{}",
         report::render(
-            &trained.summary,
+            summary,
             published
                 .as_ref()
                 .map(|(p, s)| (p.version.as_str(), s.as_str()))
@@ -644,12 +682,9 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if args.emf {
         let version = published.as_ref().map(|(p, _)| p.version.as_str());
-        println!(
-            "{}",
-            report::emf(&trained.summary, version, registry::unix_millis())
-        );
+        println!("{}", report::emf(summary, version, registry::unix_millis()));
     }
-    if let (Some(store), Some(keep)) = (&store, args.keep_versions) {
+    if let (Some(store), Some(keep)) = (store, args.keep_versions) {
         match versions::prune(store, keep as usize, false).await {
             Ok(pruned) => println!(
                 "pruned: {} old version(s) removed, {} kept",
