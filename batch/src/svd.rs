@@ -548,36 +548,54 @@ fn seeded_block(n: usize, width: usize) -> Array2<f64> {
     })
 }
 
-/// User embeddings `U Σ^power` (= `A V Σ^(power-1)`), one `Vec<f32>` of length rank per row.
+/// User embeddings `U Σ^power` (= `A V Σ^(power-1)`), one `Vec<f32>` of length rank per row,
+/// computed over `threads` ranges of rows.
 ///
 /// `power = 1` keeps the geometry of the rows (cosine on the rank-k approximation of `A`);
 /// `power = 0` is the seed's choice (cosine on `U`, every component weighted equally).
 /// Components with a zero singular value are left at zero.
-pub fn embed(a: &Csr, svd: &Svd, power: f64) -> Vec<Vec<f32>> {
+pub fn embed(a: &Csr, svd: &Svd, power: f64, threads: usize) -> Vec<Vec<f32>> {
     let k = svd.singular_values.len();
     let scale = svd.scale(power);
-    let v = &svd.v;
-    (0..a.rows)
-        .map(|r| {
-            let mut acc = vec![0.0f64; k];
-            for (c, val) in a.row(r) {
-                let vrow = v.row(c as usize);
-                for (slot, &x) in acc.iter_mut().zip(vrow.iter()) {
-                    *slot += f64::from(val) * x;
-                }
+    let v = svd.v.as_standard_layout();
+    let v = v.as_slice().expect("a standard layout");
+    let row = |r: usize| -> Vec<f32> {
+        let mut acc = vec![0.0f64; k];
+        for (c, val) in a.row(r) {
+            let vrow = &v[c as usize * k..][..k];
+            for (slot, &x) in acc.iter_mut().zip(vrow) {
+                *slot += f64::from(val) * x;
             }
-            if let Some(c) = &svd.centring {
-                let m = c.row_means[r];
-                for (slot, &cs) in acc.iter_mut().zip(&c.v_colsums) {
-                    *slot -= m * cs;
-                }
+        }
+        if let Some(c) = &svd.centring {
+            let m = c.row_means[r];
+            for (slot, &cs) in acc.iter_mut().zip(&c.v_colsums) {
+                *slot -= m * cs;
             }
-            acc.iter()
-                .zip(&scale)
-                .map(|(x, s)| (x * s) as f32)
-                .collect()
-        })
-        .collect()
+        }
+        acc.iter()
+            .zip(&scale)
+            .map(|(x, s)| (x * s) as f32)
+            .collect()
+    };
+    let chunk = rows_per_thread(a.rows, threads);
+    let row = &row;
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..a.rows)
+            .step_by(chunk)
+            .map(|start| {
+                scope.spawn(move || {
+                    (start..(start + chunk).min(a.rows))
+                        .map(row)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().expect("embedding worker panicked"))
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -639,7 +657,7 @@ mod tests {
         }
         // and the full-rank embeddings U Σ reconstruct the centred rows (row sums are 0,
         // so rank 3 of 4 columns is full).
-        let e = embed(&a, &ours, 1.0);
+        let e = embed(&a, &ours, 1.0, 3);
         for r in 0..5 {
             for c in 0..4 {
                 let rec: f64 = (0..3).map(|j| f64::from(e[r][j]) * ours.v[[c, j]]).sum();
@@ -662,7 +680,7 @@ mod tests {
         let a = csr_from_dense(&d);
         // when factorised at full rank with power 1 (rows of U Σ),
         let svd = truncated_svd(&a, 4, 1, false).unwrap();
-        let e = embed(&a, &svd, 1.0);
+        let e = embed(&a, &svd, 1.0, 3);
         // then (U Σ) Vᵀ gives A back,
         for r in 0..6 {
             for c in 0..4 {
@@ -819,7 +837,7 @@ mod tests {
         let d = array![[1.0, 2.0], [3.0, 1.0], [0.0, 1.0], [2.0, 2.0]];
         let a = csr_from_dense(&d);
         let svd = truncated_svd(&a, 2, 2, false).unwrap();
-        let u = embed(&a, &svd, 0.0);
+        let u = embed(&a, &svd, 0.0, 2);
         for i in 0..2 {
             for j in 0..2 {
                 let dotp: f64 = u

@@ -100,7 +100,7 @@ pub fn embed(
     let svd = stages.run("svd", || {
         svd::truncated_svd(&csr, cfg.rank, cfg.threads, cfg.centre_rows)
     })?;
-    let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power));
+    let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power, cfg.threads));
     let projection = projection(cfg, &columns, &idf, &svd);
 
     // Users with an empty row have no signal: keep them out of the index.
