@@ -618,6 +618,7 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     };
     let Some(store) = &store else {
         let trained = tokio::task::spawn_blocking(move || train::train(&cfg, &version)).await??;
+        write_summary(&args, &trained.summary)?;
         return finish_train(&args, &trained.summary, None).await;
     };
     // Each artifact is written as soon as training hands it over, while the model is
@@ -627,21 +628,25 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         let version = version.clone();
         move || {
             let sink = move |name: String, bytes: Vec<u8>| {
-                // The writer has stopped only on an error, which is reported below.
+                // The writer stops only on an error, reported once training has ended;
+                // what it would have written is dropped meanwhile.
                 let _ = handed.send((name, bytes));
             };
             train::train_handing_over(&cfg, &version, &sink)
         }
     });
-    let writing = async {
+    // Owns the receiver, so a failed write drops it and later artifacts are not kept.
+    let named = version.as_str();
+    let writing = async move {
         let mut entries = Vec::new();
         while let Some((name, bytes)) = received.recv().await {
-            entries.push(registry::put_artifact(store, &version, &name, bytes).await?);
+            entries.push(registry::put_artifact(store, named, &name, bytes).await?);
         }
         Ok::<_, kindred_core::Error>(entries)
     };
     let (trained, written) = tokio::join!(training, writing);
     let trained = trained??;
+    write_summary(&args, &trained.summary)?;
     let mut manifest = trained.manifest;
     manifest.artifacts = written?;
     for (name, bytes) in trained.artifacts {
@@ -652,15 +657,20 @@ async fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     finish_train(&args, &trained.summary, Some((published, store))).await
 }
 
-/// Writes the summary file, prints the run's report and prunes old versions.
+/// Writes the run summary to `--summary-json`, if asked for.
+fn write_summary(args: &TrainArgs, summary: &RunSummary) -> anyhow::Result<()> {
+    if let Some(path) = &args.summary_json {
+        std::fs::write(path, serde_json::to_vec_pretty(summary)?)?;
+    }
+    Ok(())
+}
+
+/// Prints the run's report and prunes old versions.
 async fn finish_train(
     args: &TrainArgs,
     summary: &RunSummary,
     published: Option<(Published, &Store)>,
 ) -> anyhow::Result<()> {
-    if let Some(path) = &args.summary_json {
-        std::fs::write(path, serde_json::to_vec_pretty(summary)?)?;
-    }
     let store = published.as_ref().map(|(_, store)| *store);
     let published = published.map(|(p, store)| (p, kindred_core::ObjectStore::location(store)));
     print!(

@@ -263,7 +263,8 @@ pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>, Vec<f32>) {
 
 /// Sorts `items` by their `(row, column)` keys, as `sort_unstable_by_key` would (the order
 /// of equal keys unspecified), in time linear in the rows: a counting sort by row, then
-/// each row's few items sorted by column. At 10k users, a third of the time of a
+/// each row's few items sorted by column. Rows are matrix rows, numbered densely from 0:
+/// it allocates a counter for every row up to the largest. At 10k users, a third of the time of a
 /// comparison sort of the half million view observations or matrix entries.
 pub fn sort_by_row_and_column<T: Copy>(items: &mut [T], key: impl Fn(&T) -> (u32, u32)) {
     let Some(rows) = items.iter().map(|t| key(t).0 as usize + 1).max() else {

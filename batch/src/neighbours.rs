@@ -294,8 +294,8 @@ pub fn map_among<'c, T: Send>(
                     fill(best);
                     best.sort_unstable_by(nearest_first);
                     best.dedup_by_key(|c| c.1);
-                    best.truncate(k);
                 }
+                best.truncate(k);
                 f(i, best)
             })
             .collect()

@@ -13,11 +13,11 @@
 //! seeded block subspace iteration (Halko, Martinsson and Tropp 2011, algorithm 4.4)
 //! instead of a full eigendecomposition: a few products of `G` with a thin block, thin QR
 //! factorisations, and one small dense `eigh`. While the non-zeros are fewer than half of
-//! `G`'s entries, `G` is not even formed: each product is `Aᵀ(A Q)`, two passes over the
-//! non-zeros (at 10k users, 2 x 467k against 1,675² multiply-adds a column, and no `G` to
-//! build), in single precision but for the last product, whose Ritz pairs are kept. `G` is
-//! always formed for the full decomposition, when the rank is a third of the columns or
-//! more.
+//! `G`'s entries, `G` is not even formed: each product is `Aᵀ(A Q)` over the non-zeros (at
+//! 10k users, 2 x 467k against 1,675² multiply-adds a column, and no `G` to build): one
+//! fused single-precision pass for each step of the iteration, two `f64` passes for the
+//! last product, whose Ritz pairs are kept. `G` is always formed for the full
+//! decomposition, when the rank is a third of the columns or more.
 
 use ndarray::{Array1, Array2, s};
 use ndarray_linalg::{Cholesky, Diag, Eigh, QR, SolveTriangular, UPLO};

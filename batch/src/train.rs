@@ -25,7 +25,8 @@ use crate::summary::{HoldoutMethod, Quality, RunSummary, Stages, peak_rss_mib};
 use crate::svd;
 use crate::{eval, index};
 
-/// A trained model, encoded and ready to publish.
+/// A trained model, encoded and ready to publish (all of it from [`train`]; from
+/// [`train_handing_over`], what was not handed over).
 pub struct Trained {
     /// Manifest without artifact entries (the publisher fills them in).
     pub manifest: Manifest,
