@@ -127,38 +127,26 @@ pub fn blas_on_calling_thread() {
 /// `AᵀA` as a dense matrix, accumulated over `threads` row ranges in parallel.
 pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
     let n = a.cols;
-    let threads = threads.clamp(1, a.rows.max(1));
-    let chunk = rows_per_thread(a.rows, threads);
-    let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mut g = vec![0.0f64; n * n];
-                    let mut row_cols: Vec<usize> = Vec::new();
-                    let mut row_vals: Vec<f64> = Vec::new();
-                    for r in (t * chunk)..((t + 1) * chunk).min(a.rows) {
-                        row_cols.clear();
-                        row_vals.clear();
-                        for (c, v) in a.row(r) {
-                            row_cols.push(c as usize);
-                            row_vals.push(f64::from(v));
-                        }
-                        // Lower triangle only: columns are increasing within a row.
-                        for (i, (&ci, &vi)) in row_cols.iter().zip(&row_vals).enumerate() {
-                            let base = ci * n;
-                            for (&cj, &vj) in row_cols[..=i].iter().zip(&row_vals[..=i]) {
-                                g[base + cj] += vi * vj;
-                            }
-                        }
-                    }
-                    g
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("gram worker panicked"))
-            .collect()
+    let partials: Vec<Vec<f64>> = map_row_ranges(a.rows, threads, |rows| {
+        let mut g = vec![0.0f64; n * n];
+        let mut row_cols: Vec<usize> = Vec::new();
+        let mut row_vals: Vec<f64> = Vec::new();
+        for r in rows {
+            row_cols.clear();
+            row_vals.clear();
+            for (c, v) in a.row(r) {
+                row_cols.push(c as usize);
+                row_vals.push(f64::from(v));
+            }
+            // Lower triangle only: columns are increasing within a row.
+            for (i, (&ci, &vi)) in row_cols.iter().zip(&row_vals).enumerate() {
+                let base = ci * n;
+                for (&cj, &vj) in row_cols[..=i].iter().zip(&row_vals[..=i]) {
+                    g[base + cj] += vi * vj;
+                }
+            }
+        }
+        g
     });
     let mut g = Array2::<f64>::zeros((n, n));
     for part in partials {
@@ -312,23 +300,11 @@ impl Symmetric for GramOf<'_> {
             }
         });
         // Z = Aᵀ Y, and with centring Z - 1 (mᵀY): each thread sums its rows' share.
-        let chunk = rows_per_thread(a.rows, self.threads);
-        let partials: Vec<Vec<f64>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = y
-                .chunks(chunk * w)
-                .enumerate()
-                .map(|(t, y)| {
-                    scope.spawn(move || {
-                        let mut z = vec![0.0f64; a.cols * w];
-                        scatter_rows(a, t * chunk, y, &mut z);
-                        z
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("Gram product worker panicked"))
-                .collect()
+        let y = &y;
+        let partials: Vec<Vec<f64>> = map_row_ranges(a.rows, self.threads, |rows| {
+            let mut z = vec![0.0f64; a.cols * w];
+            scatter_rows(a, rows.start, &y[rows.start * w..rows.end * w], &mut z);
+            z
         });
         let mut z = Array2::<f64>::zeros((a.cols, w));
         let flat = z.as_slice_mut().expect("a fresh array");
@@ -361,44 +337,32 @@ impl Symmetric for GramOf<'_> {
                 .collect(),
             None => Vec::new(),
         };
-        let chunk = rows_per_thread(a.rows, self.threads);
-        let threads = a.rows.div_ceil(chunk);
         let (q32, column_sums) = (&q32, &column_sums);
         // Each thread's Z and, with centring, its share of mᵀY.
-        let partials: Vec<(Vec<f32>, Vec<f64>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    scope.spawn(move || {
-                        let mut z = vec![0.0f32; a.cols * w];
-                        let mut my = vec![0.0f64; if self.means.is_some() { w } else { 0 }];
-                        let mut y = vec![0.0f32; w];
-                        for r in t * chunk..((t + 1) * chunk).min(a.rows) {
-                            y.iter_mut().for_each(|v| *v = 0.0);
-                            for (c, v) in a.row(r) {
-                                let from = &q32[c as usize * w..][..w];
-                                y.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
-                            }
-                            if let Some(m) = self.means {
-                                let m = m[r] as f32;
-                                y.iter_mut().zip(column_sums).for_each(|(o, s)| *o -= m * s);
-                                let m = f64::from(m);
-                                my.iter_mut()
-                                    .zip(&y)
-                                    .for_each(|(o, &x)| *o += m * f64::from(x));
-                            }
-                            for (c, v) in a.row(r) {
-                                let to = &mut z[c as usize * w..][..w];
-                                to.iter_mut().zip(&y).for_each(|(o, x)| *o += v * x);
-                            }
-                        }
-                        (z, my)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("Gram product worker panicked"))
-                .collect()
+        let partials: Vec<(Vec<f32>, Vec<f64>)> = map_row_ranges(a.rows, self.threads, |rows| {
+            let mut z = vec![0.0f32; a.cols * w];
+            let mut my = vec![0.0f64; if self.means.is_some() { w } else { 0 }];
+            let mut y = vec![0.0f32; w];
+            for r in rows {
+                y.iter_mut().for_each(|v| *v = 0.0);
+                for (c, v) in a.row(r) {
+                    let from = &q32[c as usize * w..][..w];
+                    y.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+                }
+                if let Some(m) = self.means {
+                    let m = m[r] as f32;
+                    y.iter_mut().zip(column_sums).for_each(|(o, s)| *o -= m * s);
+                    let m = f64::from(m);
+                    my.iter_mut()
+                        .zip(&y)
+                        .for_each(|(o, &x)| *o += m * f64::from(x));
+                }
+                for (c, v) in a.row(r) {
+                    let to = &mut z[c as usize * w..][..w];
+                    to.iter_mut().zip(&y).for_each(|(o, x)| *o += v * x);
+                }
+            }
+            (z, my)
         });
         let mut z = Array2::<f64>::zeros((a.cols, w));
         let flat = z.as_slice_mut().expect("a fresh array");
@@ -456,6 +420,27 @@ fn scatter_rows(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) {
 /// into for threads; at least 1.
 fn rows_per_thread(rows: usize, threads: usize) -> usize {
     rows.div_ceil(threads.clamp(1, rows.max(1))).max(1)
+}
+
+/// `f(rows)` over (at most `threads`) consecutive ranges of `0..rows`, each on its own
+/// scoped thread; the results in range order.
+fn map_row_ranges<T: Send>(
+    rows: usize,
+    threads: usize,
+    f: impl Fn(std::ops::Range<usize>) -> T + Sync,
+) -> Vec<T> {
+    let chunk = rows_per_thread(rows, threads);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..rows)
+            .step_by(chunk)
+            .map(|start| scope.spawn(move || f(start..(start + chunk).min(rows))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a row-range worker panicked"))
+            .collect()
+    })
 }
 
 /// `f(rows, out)` over `threads` consecutive row ranges, `out` being each range's rows of
@@ -578,24 +563,10 @@ pub fn embed(a: &Csr, svd: &Svd, power: f64, threads: usize) -> Vec<Vec<f32>> {
             .map(|(x, s)| (x * s) as f32)
             .collect()
     };
-    let chunk = rows_per_thread(a.rows, threads);
-    let row = &row;
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = (0..a.rows)
-            .step_by(chunk)
-            .map(|start| {
-                scope.spawn(move || {
-                    (start..(start + chunk).min(a.rows))
-                        .map(row)
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|p| p.join().expect("embedding worker panicked"))
-            .collect()
-    })
+    map_row_ranges(a.rows, threads, |rows| rows.map(row).collect::<Vec<_>>())
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 #[cfg(test)]
