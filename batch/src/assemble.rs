@@ -36,7 +36,8 @@ pub fn strongest_features(
             let c = &columns[col as usize];
             Feature {
                 signal: [Signal::Views, Signal::Interests, Signal::Assessments][c.block],
-                tag: c.tag,
+                // Ingest refuses more than `MAX_TAGS` tags.
+                tag: c.tag as u16,
                 weight: v / norm,
             }
         })

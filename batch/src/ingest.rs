@@ -53,6 +53,14 @@ pub enum IngestError {
         /// Rows read.
         rows: u64,
     },
+    /// The files name more tags than a model's vocabulary may hold.
+    #[error("the files name {tags} tags, more than the {max} a model may have")]
+    TooManyTags {
+        /// Tags named.
+        tags: usize,
+        /// [`kindred_core::users::MAX_TAGS`].
+        max: usize,
+    },
     /// The file could not be read.
     #[error("cannot read {file}: {source}")]
     Read {
@@ -339,6 +347,15 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
     add_interests(interests, &mut ds);
     read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
     ds.name_tags();
+    within_vocabulary(ds)
+}
+
+/// The data set, unless its tags are more than a model may hold.
+fn within_vocabulary(ds: Dataset) -> Result<Dataset, IngestError> {
+    let (tags, max) = (ds.tags.len(), kindred_core::users::MAX_TAGS);
+    if tags > max {
+        return Err(IngestError::TooManyTags { tags, max });
+    }
     Ok(ds)
 }
 
@@ -380,7 +397,7 @@ pub fn read_dir_onto(
     for (name, model) in ds.tags.names.iter_mut().zip(tags) {
         name.clone_from(model);
     }
-    Ok(ds)
+    within_vocabulary(ds)
 }
 
 /// An open CSV file with its required columns located.

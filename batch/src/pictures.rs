@@ -56,7 +56,7 @@ impl Pictures {
         let mut counts: HashMap<u32, usize> = HashMap::new();
         for &row in &rows {
             if let Some(f) = by_weight(row).first() {
-                *counts.entry(f.tag).or_default() += 1;
+                *counts.entry(u32::from(f.tag)).or_default() += 1;
             }
         }
         let mut common: Vec<(usize, u32)> = counts.into_iter().map(|(t, c)| (c, t)).collect();
@@ -68,7 +68,7 @@ impl Pictures {
                 let e = shards.embedding(row);
                 let group = by_weight(row)
                     .iter()
-                    .map(|f| f.tag)
+                    .map(|f| u32::from(f.tag))
                     .find(|t| common.contains(t))
                     .unwrap_or(crate::model_report::UNGROUPED);
                 Some(crate::model_report::MapPoint {

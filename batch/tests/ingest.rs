@@ -222,6 +222,23 @@ fn a_file_of_only_malformed_rows_is_unusable() {
 }
 
 #[test]
+fn files_naming_more_tags_than_a_model_may_hold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    // One course tagged with 65,537 distinct tags: one more than a feature's 16-bit id.
+    let mut tags = String::from("course_id,course_tags\n");
+    for t in 0..=kindred_core::users::MAX_TAGS {
+        tags.push_str(&format!("many,tag-{t}\n"));
+    }
+    std::fs::write(dir.path().join(ingest::COURSE_TAGS), tags).unwrap();
+    let err = ingest::read_dir(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, IngestError::TooManyTags { tags, max: 65_536 } if tags > 65_536),
+        "{err}"
+    );
+}
+
+#[test]
 fn spellings_of_one_tag_across_files_become_one_tag_named_by_the_commonest() {
     // Given C# and Node.js spelled differently across the four files,
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/fixtures/spellings");

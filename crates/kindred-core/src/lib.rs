@@ -34,6 +34,7 @@ pub mod delta;
 pub mod embedding;
 pub mod error;
 pub mod graph;
+mod handles;
 pub mod hnsw;
 pub mod manifest;
 pub mod model;

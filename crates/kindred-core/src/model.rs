@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use crate::courses::CourseTable;
 use crate::delta::Delta;
 use crate::error::{Error, Result};
+use crate::handles::HandleRows;
 use crate::manifest::Manifest;
 use crate::projection::{self, Folded, Profile, Projection, Recency};
 use crate::search::Index;
 use crate::shard::{self, Shards};
-use crate::users::{UserTable, Users, check_user};
+use crate::users::{MAX_TAGS, UserTable, Users, check_user};
 
 /// Models with at most this many users (over all shards) answer queries by an exact scan
 /// of their embeddings (with 8-bit codes where they pay), which measured as fast as the HNSW search
@@ -27,7 +28,7 @@ pub struct Model {
     pub users: UserTable,
     /// The HNSW indexes of the shards held.
     pub shards: Shards,
-    by_handle: HashMap<u64, u32>,
+    by_handle: HandleRows,
     /// The fold-in projection for profile queries, when the version has one.
     projection: Option<Projection>,
     /// Tag ids by [`crate::tags::key`], built with the projection.
@@ -72,6 +73,12 @@ impl Model {
                 tags.len()
             )));
         }
+        if tags.len() > MAX_TAGS {
+            return Err(Error::Inconsistent(format!(
+                "{} tags, more than the {MAX_TAGS} a model may have",
+                tags.len()
+            )));
+        }
         let count = manifest.shard_count();
         let whole = parts.len() as u32 == count;
         // Each delta first: the counts below subtract its retired points.
@@ -91,7 +98,7 @@ impl Model {
             return Err(Error::Inconsistent("more than 2^32 users".into()));
         }
         let tag_count = tags.len() as u32;
-        let mut by_handle = HashMap::with_capacity(total as usize);
+        let mut by_handle = Vec::with_capacity(total as usize);
         let mut tables = Vec::with_capacity(2 * parts.len());
         let mut row = 0u32;
         let mut indexes = Vec::with_capacity(parts.len());
@@ -123,11 +130,8 @@ impl Model {
                     )));
                 }
                 let is_retired = retired.next_if_eq(&&(local as u32)).is_some();
-                if !is_retired && by_handle.insert(u.handle, row).is_some() {
-                    return Err(Error::Inconsistent(format!(
-                        "user {} appears twice",
-                        u.handle
-                    )));
+                if !is_retired {
+                    by_handle.push((u.handle, row));
                 }
                 row += 1;
             }
@@ -135,6 +139,8 @@ impl Model {
             tables.push(fresh);
             indexes.push((id, index, delta));
         }
+        let by_handle = HandleRows::new(by_handle)
+            .map_err(|handle| Error::Inconsistent(format!("user {handle} appears twice")))?;
         let users = Users::concat(tables)?;
         let exact = manifest.users <= EXACT_SCAN_MAX_USERS as u64;
         let recency = recency_of(&manifest.training);
@@ -201,7 +207,7 @@ impl Model {
 
     /// Row (= index point) of a user, if the shards held know them.
     pub fn row_of(&self, handle: u64) -> Option<u32> {
-        self.by_handle.get(&handle).copied()
+        self.by_handle.get(handle)
     }
 
     /// The shard a handle belongs to, by [`shard::shard_of`].
@@ -236,7 +242,7 @@ impl Model {
 
     /// True when the model holds no users.
     pub fn is_empty(&self) -> bool {
-        self.by_handle.is_empty()
+        self.by_handle.len() == 0
     }
 
     /// Name of tag `id`.

@@ -308,7 +308,8 @@ impl Projection {
             .into_iter()
             .map(|(signal, tag, v)| Feature {
                 signal,
-                tag,
+                // Below the vocabulary's size (`validate`), which is at most `MAX_TAGS`.
+                tag: tag as u16,
                 weight: if norm > 0.0 { v / norm } else { 0.0 },
             })
             .collect();

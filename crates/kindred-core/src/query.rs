@@ -35,7 +35,7 @@ pub fn explain(a: &[Feature], b: &[Feature], n: usize) -> Vec<Contribution> {
                 if weight > 0.0 {
                     out.push(Contribution {
                         signal: a[i].signal,
-                        tag: a[i].tag,
+                        tag: u32::from(a[i].tag),
                         weight,
                     });
                 }
@@ -105,7 +105,7 @@ pub fn smoothed_among(
 mod tests {
     use super::*;
 
-    fn f(signal: Signal, tag: u32, weight: f32) -> Feature {
+    fn f(signal: Signal, tag: u16, weight: f32) -> Feature {
         Feature {
             signal,
             tag,

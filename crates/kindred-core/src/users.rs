@@ -21,6 +21,10 @@ pub enum Signal {
     Assessments,
 }
 
+/// The most tags a model's vocabulary may hold: a [`Feature`]'s tag id is 16 bits. (The
+/// training's dense tags x tags Gram matrix would take 32 GiB at this size.)
+pub const MAX_TAGS: usize = 1 << 16;
+
 /// One entry of a user's weighted, unit-length training row: the dot product of two
 /// users' rows is their similarity before the SVD, and it splits into one term per shared
 /// feature, which is what explanations report.
@@ -28,8 +32,9 @@ pub enum Signal {
 pub struct Feature {
     /// The block.
     pub signal: Signal,
-    /// Tag id (index into [`UserTable::tags`]).
-    pub tag: u32,
+    /// Tag id (index into [`UserTable::tags`]); 16 bits, so a feature takes 8 bytes
+    /// (the vocabulary is at most [`MAX_TAGS`]). Encoded as a `u32` would be.
+    pub tag: u16,
     /// Weight in the user's unit-length row.
     pub weight: f32,
 }
@@ -433,7 +438,7 @@ pub(crate) fn check_user(u: User<'_>, tag_count: u32) -> Result<()> {
         .map(|t| t.0)
         .chain(u.interests.iter().copied())
         .chain(u.assessments.iter().map(|a| a.0))
-        .chain(u.features.iter().map(|f| f.tag))
+        .chain(u.features.iter().map(|f| u32::from(f.tag)))
         .any(|t| t >= tag_count);
     if bad_tag {
         return Err(Error::Inconsistent(format!(
@@ -472,7 +477,7 @@ mod tests {
             features: (0..n as u32)
                 .map(|t| Feature {
                     signal: Signal::Views,
-                    tag: t,
+                    tag: t as u16,
                     weight: 0.25,
                 })
                 .collect(),

@@ -763,7 +763,7 @@ async fn profile_and_batch_queries_answer_from_every_event_source() {
     let (router, _dir) = serving().await;
     let m = model();
     let u = &m.users.users.get(m.row_of(known_handle(5)).unwrap());
-    let tag = m.tag(u.features[0].tag).to_owned();
+    let tag = m.tag(u.features[0].tag.into()).to_owned();
     let (a, b) = (known_handle(1), known_handle(2));
     for source in SOURCES {
         // when a cold-start profile is asked for,

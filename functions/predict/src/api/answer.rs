@@ -374,7 +374,7 @@ pub(super) fn matched_features<'m>(
         .iter()
         .map(|f| Reason {
             signal: f.signal,
-            tag: model.tag(f.tag),
+            tag: model.tag(f.tag.into()),
             weight: f.weight,
         })
         .collect();

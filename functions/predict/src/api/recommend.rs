@@ -241,7 +241,7 @@ impl<'m> Recommender<'m, '_> {
             shown,
             Scoring::default(),
         );
-        let own: HashSet<u32> = learner.features.iter().map(|f| f.tag).collect();
+        let own: HashSet<u32> = learner.features.iter().map(|f| f.tag.into()).collect();
         let out = found
             .into_iter()
             .enumerate()

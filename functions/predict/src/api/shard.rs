@@ -264,13 +264,15 @@ pub fn answer_shard_search(
                 .features
                 .unwrap_or_default()
                 .into_iter()
+                .filter(|f| (f.tag.0 as usize) < model.users.tags.len())
                 .map(|f| Feature {
                     signal: f.signal,
-                    tag: f.tag.0,
+                    // Below the vocabulary's size, which is at most `MAX_TAGS`.
+                    tag: f.tag.0 as u16,
                     weight: f.weight as f32,
                 })
                 .collect();
-            features.retain(|f| (f.tag as usize) < model.users.tags.len() && f.weight.is_finite());
+            features.retain(|f| f.weight.is_finite());
             features.sort_by_key(|f| (f.signal, f.tag));
             features.dedup_by(|a, b| (a.signal, a.tag) == (b.signal, b.tag));
             filters.exclude.extend(req.exclude_handle.map(|h| h.0));
