@@ -17,160 +17,26 @@
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::fmt;
-use std::marker::PhantomData;
-
-use serde::de::{self, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, SerializeTuple};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::embedding::{Embedding, dot};
-use crate::graph::{EMPTY_SLOT, UPPER_SLOTS, ZERO_SLOTS};
+use crate::graph::{UPPER_SLOTS, ZERO_SLOTS};
+
+mod layout;
+
+use layout::{Lists, Points};
 
 /// An HNSW index over user embeddings; point `i` is shard row `i`.
 ///
 /// The fields are instant-distance's `Hnsw`, in its order: the encoded bytes are the same.
-/// In memory the points are one row-major array ([`Points`]), not a vector each.
+/// In memory the points are one row-major array, not a vector each, and each layer keeps
+/// only the slots that name a neighbour (see `layout`).
 #[derive(Serialize, Deserialize)]
 pub struct Index {
     ef_search: usize,
     points: Points,
-    zero: Vec<Slots<ZERO_SLOTS>>,
-    layers: Vec<Vec<Slots<UPPER_SLOTS>>>,
-}
-
-/// The index's points, row-major in one array; encoded as instant-distance encodes its
-/// `Vec` of points (a sequence of sequences), decoded straight into the array.
-#[derive(Default)]
-struct Points {
-    /// Values per point (0 while there are none).
-    dims: usize,
-    len: usize,
-    values: Vec<f32>,
-}
-
-impl Points {
-    fn get(&self, pid: u32) -> &[f32] {
-        let start = pid as usize * self.dims;
-        &self.values[start..start + self.dims]
-    }
-}
-
-impl Serialize for Points {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut seq = serializer.serialize_seq(Some(self.len))?;
-        for pid in 0..self.len {
-            seq.serialize_element(self.get(pid as u32))?;
-        }
-        seq.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Points {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct PointsVisitor;
-        impl<'de> Visitor<'de> for PointsVisitor {
-            type Value = Points;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a sequence of points of equal length")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Points, A::Error> {
-                let mut points = Points::default();
-                // A point is appended to the array where it is decoded: no point is a
-                // vector of its own, not even for a moment.
-                while let Some(dims) = seq.next_element_seed(Append(&mut points.values))? {
-                    if points.len == 0 {
-                        points.dims = dims;
-                        // The first point's length and the sequence's announce the size,
-                        // trusted up to 4 MiB (bytes not yet checked may announce
-                        // anything); a larger array grows as it is decoded.
-                        let rest = seq.size_hint().unwrap_or(0);
-                        points
-                            .values
-                            .reserve(rest.saturating_mul(dims).min(1 << 20));
-                    } else if dims != points.dims {
-                        return Err(de::Error::custom(format!(
-                            "point {} has {dims} values where point 0 has {}",
-                            points.len, points.dims
-                        )));
-                    }
-                    points.len += 1;
-                }
-                points.values.shrink_to_fit();
-                Ok(points)
-            }
-        }
-        deserializer.deserialize_seq(PointsVisitor)
-    }
-}
-
-/// Decodes one point's values onto the end of an array; its value is their number.
-struct Append<'a>(&'a mut Vec<f32>);
-
-impl<'de> de::DeserializeSeed<'de> for Append<'_> {
-    type Value = usize;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
-        struct AppendVisitor<'a>(&'a mut Vec<f32>);
-        impl<'de> Visitor<'de> for AppendVisitor<'_> {
-            type Value = usize;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a point's values")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
-                let mut n = 0;
-                while let Some(v) = seq.next_element::<f32>()? {
-                    self.0.push(v);
-                    n += 1;
-                }
-                Ok(n)
-            }
-        }
-        deserializer.deserialize_seq(AppendVisitor(self.0))
-    }
-}
-
-/// One node's neighbour ids, nearest first, empty slots ([`EMPTY_SLOT`]) last; encoded
-/// as a fixed-length tuple, as instant-distance encodes its nodes.
-#[derive(Clone, Copy)]
-struct Slots<const N: usize>([u32; N]);
-
-impl<const N: usize> Slots<N> {
-    fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.0.iter().copied().take_while(|&id| id != EMPTY_SLOT)
-    }
-}
-
-impl<const N: usize> Serialize for Slots<N> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut t = serializer.serialize_tuple(N)?;
-        for id in &self.0 {
-            t.serialize_element(id)?;
-        }
-        t.end()
-    }
-}
-
-impl<'de, const N: usize> Deserialize<'de> for Slots<N> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SlotsVisitor<const N: usize>(PhantomData<[u32; N]>);
-        impl<'de, const N: usize> Visitor<'de> for SlotsVisitor<N> {
-            type Value = Slots<N>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "{N} neighbour ids")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Slots<N>, A::Error> {
-                let mut ids = [EMPTY_SLOT; N];
-                for (i, id) in ids.iter_mut().enumerate() {
-                    *id = seq
-                        .next_element()?
-                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
-                }
-                Ok(Slots(ids))
-            }
-        }
-        deserializer.deserialize_tuple(N, SlotsVisitor::<N>(PhantomData))
-    }
+    zero: Lists<ZERO_SLOTS>,
+    layers: Vec<Lists<UPPER_SLOTS>>,
 }
 
 /// A point met by a search: its distance (`1 - cosine`) to the query and its id.
@@ -320,7 +186,7 @@ impl Index {
         for layer in self.layers.iter().rev() {
             loop {
                 let mut best = at;
-                for pid in layer[at.pid as usize].ids() {
+                for &pid in layer.get(at.pid) {
                     let c = Candidate {
                         distance: self.distance(query, pid),
                         pid,
@@ -349,7 +215,7 @@ impl Index {
             // each in turn is most of a search's time.
             let mut fresh = [0u32; ZERO_SLOTS];
             let mut n = 0;
-            for pid in self.zero[c.pid as usize].ids() {
+            for &pid in self.zero.get(c.pid) {
                 if s.visit(pid) {
                     fresh[n] = pid;
                     n += 1;
@@ -371,7 +237,7 @@ impl Index {
                 s.nearest.truncate(ef);
                 s.frontier.push(Reverse(new));
                 // Its neighbour list is likely read next.
-                prefetch(&self.zero[pid as usize].0);
+                prefetch(self.zero.get(pid));
             }
         }
     }

@@ -1,0 +1,256 @@
+//! How an [`Index`](super::Index) holds its graph in memory, and its encoding: the same
+//! bytes as instant-distance's `Hnsw`, laid out more compactly once decoded.
+//!
+//! - [`Points`]: every embedding in one row-major array.
+//! - [`Lists`]: a layer's neighbour lists back to back. instant-distance stores a fixed
+//!   number of slots per node, empty ones last; on the graphs of a million users about 50
+//!   of layer zero's 64 slots hold a neighbour, so only those are kept (and the empty
+//!   slots are written back when encoding).
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::ser::{SerializeSeq, SerializeTuple};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::graph::EMPTY_SLOT;
+
+/// The index's points, row-major in one array; encoded as instant-distance encodes its
+/// `Vec` of points (a sequence of sequences), decoded straight into the array.
+#[derive(Default)]
+pub(super) struct Points {
+    /// Values per point (0 while there are none).
+    pub(super) dims: usize,
+    pub(super) len: usize,
+    pub(super) values: Vec<f32>,
+}
+
+impl Points {
+    pub(super) fn get(&self, pid: u32) -> &[f32] {
+        let start = pid as usize * self.dims;
+        &self.values[start..start + self.dims]
+    }
+}
+
+impl Serialize for Points {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.len))?;
+        for pid in 0..self.len {
+            seq.serialize_element(self.get(pid as u32))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Points {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PointsVisitor;
+        impl<'de> Visitor<'de> for PointsVisitor {
+            type Value = Points;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a sequence of points of equal length")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Points, A::Error> {
+                let mut points = Points::default();
+                // A point is appended to the array where it is decoded: no point is a
+                // vector of its own, not even for a moment.
+                while let Some(dims) = seq.next_element_seed(Append(&mut points.values))? {
+                    if points.len == 0 {
+                        points.dims = dims;
+                        // The first point's length and the sequence's announce the size,
+                        // trusted up to 4 MiB (bytes not yet checked may announce
+                        // anything); a larger array grows as it is decoded.
+                        let rest = seq.size_hint().unwrap_or(0);
+                        points
+                            .values
+                            .reserve(rest.saturating_mul(dims).min(1 << 20));
+                    } else if dims != points.dims {
+                        return Err(de::Error::custom(format!(
+                            "point {} has {dims} values where point 0 has {}",
+                            points.len, points.dims
+                        )));
+                    }
+                    points.len += 1;
+                }
+                points.values.shrink_to_fit();
+                Ok(points)
+            }
+        }
+        deserializer.deserialize_seq(PointsVisitor)
+    }
+}
+
+/// Decodes one point's values onto the end of an array; its value is their number.
+struct Append<'a>(&'a mut Vec<f32>);
+
+impl<'de> de::DeserializeSeed<'de> for Append<'_> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<usize, D::Error> {
+        struct AppendVisitor<'a>(&'a mut Vec<f32>);
+        impl<'de> Visitor<'de> for AppendVisitor<'_> {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a point's values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+                let mut n = 0;
+                while let Some(v) = seq.next_element::<f32>()? {
+                    self.0.push(v);
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        deserializer.deserialize_seq(AppendVisitor(self.0))
+    }
+}
+
+/// A layer's neighbour lists, node after node, each nearest first: node `i`'s are
+/// `ids[ends[i - 1]..ends[i]]` (from 0 for node 0). Encoded as instant-distance encodes a
+/// layer: a sequence of nodes, each a tuple of `N` ids padded with [`EMPTY_SLOT`].
+pub(super) struct Lists<const N: usize> {
+    ends: Vec<u32>,
+    ids: Vec<u32>,
+}
+
+impl<const N: usize> Lists<N> {
+    /// Node `node`'s neighbours (panics when out of range).
+    #[inline]
+    pub(super) fn get(&self, node: u32) -> &[u32] {
+        let node = node as usize;
+        let start = if node == 0 { 0 } else { self.ends[node - 1] as usize };
+        &self.ids[start..self.ends[node] as usize]
+    }
+
+    /// Nodes in the layer.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+impl<const N: usize> Serialize for Lists<N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(self.ends.len()))?;
+        for node in 0..self.ends.len() as u32 {
+            seq.serialize_element(&Padded::<N>(self.get(node)))?;
+        }
+        seq.end()
+    }
+}
+
+/// One node's neighbours as `N` slots, empty ones last.
+struct Padded<'a, const N: usize>(&'a [u32]);
+
+impl<const N: usize> Serialize for Padded<'_, N> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut t = serializer.serialize_tuple(N)?;
+        for slot in 0..N {
+            t.serialize_element(self.0.get(slot).unwrap_or(&EMPTY_SLOT))?;
+        }
+        t.end()
+    }
+}
+
+impl<'de, const N: usize> Deserialize<'de> for Lists<N> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListsVisitor<const N: usize>;
+        impl<'de, const N: usize> Visitor<'de> for ListsVisitor<N> {
+            type Value = Lists<N>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a layer of nodes of {N} neighbour slots")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Lists<N>, A::Error> {
+                // The announced size is trusted up to 1 MiB of ids (bytes not yet checked
+                // may announce anything); a larger layer grows as it is decoded.
+                let nodes = seq.size_hint().unwrap_or(0).min(1 << 18);
+                let mut lists = Lists {
+                    ends: Vec::with_capacity(nodes),
+                    ids: Vec::with_capacity(nodes * N * 4 / 5),
+                };
+                while seq
+                    .next_element_seed(AppendNode::<N>(&mut lists.ids))?
+                    .is_some()
+                {
+                    let end = u32::try_from(lists.ids.len())
+                        .map_err(|_| de::Error::custom("a layer of more than 2^32 neighbour ids"))?;
+                    lists.ends.push(end);
+                }
+                lists.ends.shrink_to_fit();
+                lists.ids.shrink_to_fit();
+                Ok(lists)
+            }
+        }
+        deserializer.deserialize_seq(ListsVisitor::<N>)
+    }
+}
+
+/// Decodes one node's `N` slots, appending its neighbours to an array.
+struct AppendNode<'a, const N: usize>(&'a mut Vec<u32>);
+
+impl<'de, const N: usize> DeserializeSeed<'de> for AppendNode<'_, N> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        struct SlotsVisitor<'a, const N: usize>(&'a mut Vec<u32>, PhantomData<[u32; N]>);
+        impl<'de, const N: usize> Visitor<'de> for SlotsVisitor<'_, N> {
+            type Value = ();
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{N} neighbour ids, empty slots last")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+                let mut empty = false;
+                for i in 0..N {
+                    let id: u32 = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                    if id == EMPTY_SLOT {
+                        empty = true;
+                    } else if empty {
+                        // A search reads a node's ids up to its first empty slot; one
+                        // after it could not be encoded back.
+                        return Err(de::Error::custom("a neighbour after an empty slot"));
+                    } else {
+                        self.0.push(id);
+                    }
+                }
+                Ok(())
+            }
+        }
+        deserializer.deserialize_tuple(N, SlotsVisitor::<N>(self.0, PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{decode, encode};
+
+    /// A layer of nodes of 4 slots as instant-distance encodes it.
+    fn slots(nodes: &[[u32; 4]]) -> Vec<u8> {
+        encode("layer", &nodes.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_layer_keeps_only_its_neighbours_and_encodes_back_to_the_same_bytes() {
+        let e = EMPTY_SLOT;
+        let bytes = slots(&[[3, 1, e, e], [e, e, e, e], [0, 1, 2, 300], [2, e, e, e]]);
+        let lists: Lists<4> = decode("layer", &bytes).unwrap();
+        assert_eq!(lists.len(), 4);
+        let got: Vec<&[u32]> = (0..4).map(|n| lists.get(n)).collect();
+        assert_eq!(got, [&[3, 1][..], &[], &[0, 1, 2, 300], &[2]]);
+        assert_eq!(lists.ids.len(), 7);
+        assert_eq!(encode("layer", &lists).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_neighbour_after_an_empty_slot_is_refused() {
+        let bytes = slots(&[[3, EMPTY_SLOT, 1, EMPTY_SLOT]]);
+        let Err(err) = decode::<Lists<4>>("layer", &bytes) else {
+            panic!("decoded");
+        };
+        assert!(err.to_string().contains("after an empty slot"), "{err}");
+    }
+}
