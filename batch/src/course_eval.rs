@@ -235,7 +235,7 @@ pub fn compare(
         let voters: Vec<Voter> = fitted
             .shards
             .nearest(
-                fitted.shards.embedding(row),
+                &fitted.shards.embedding(row),
                 RECOMMEND_NEIGHBOURS,
                 Some(row),
             )

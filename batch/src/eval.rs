@@ -35,7 +35,7 @@ pub fn cohort_precision(
         let Some(c) = cohort_of.get(&handles[row as usize]) else {
             continue;
         };
-        let q = index.embedding(row);
+        let q = &*index.embedding(row);
         for n in index.approximate(q, k, Some(row)) {
             total += 1;
             if cohort_of.get(&handles[n.row as usize]) == Some(c) {

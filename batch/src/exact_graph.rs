@@ -387,7 +387,7 @@ mod tests {
         // then the search for each point's own embedding finds it first: every point
         // can be reached.
         for (pid, p) in index.iter() {
-            let found = kindred_core::search::approximate(&index, p, 1, None);
+            let found = kindred_core::search::approximate(&index, &p, 1, None);
             let found = found[0];
             assert!(
                 found.row == pid || found.similarity >= 1.0 - 1e-6,

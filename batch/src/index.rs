@@ -174,14 +174,20 @@ pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
     for s in index.shards() {
         // A shard's index points (a trained model has no folded-in users).
         let base = s.base_len() as u32;
+        let embeddings: Vec<_> = rows.iter().map(|&r| index.embedding(r)).collect();
         let queries: Vec<(&[f32], Option<u32>)> = rows
             .iter()
-            .map(|&r| {
+            .zip(&embeddings)
+            .map(|(&r, e)| {
                 let own = r.checked_sub(s.offset).filter(|&local| local < base);
-                (index.embedding(r), own)
+                (&**e, own)
             })
             .collect();
-        let found = nearest_to(s.index.values(), dims, &queries, k, threads);
+        let values = s
+            .index
+            .values()
+            .expect("the training never halves its indexes");
+        let found = nearest_to(values, dims, &queries, k, threads);
         for (truth, found) in truths.iter_mut().zip(found) {
             truth.extend(found.into_iter().map(|(similarity, local)| Neighbour {
                 row: s.offset + local,

@@ -30,7 +30,7 @@ impl Pictures {
         let sample = index::sample_rows(n, eval_sample, 23);
         let mut similarities = Vec::with_capacity(sample.len() * 10);
         for &row in &sample {
-            let q = shards.embedding(row);
+            let q = &*shards.embedding(row);
             similarities.extend(
                 shards
                     .approximate(q, 10, Some(row))

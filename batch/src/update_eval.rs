@@ -125,7 +125,7 @@ fn scratch() -> anyhow::Result<PathBuf> {
 /// The handles of a user's 10 nearest neighbours in `model`.
 fn neighbours(model: &Model, handle: u64) -> Option<HashSet<u64>> {
     let row = model.row_of(handle)?;
-    let found = model.shards.nearest(model.embedding(row), 10, Some(row));
+    let found = model.shards.nearest(&model.embedding(row), 10, Some(row));
     Some(
         found
             .iter()

@@ -75,7 +75,7 @@ async fn updates_replace_changed_users_carry_earlier_ones_forward_and_record_the
             assert!(u.courses >= before.users.users.get(old).courses, "{h}");
             assert!(after.shards.is_retired(old), "{h}");
         }
-        let near = after.shards.nearest(after.embedding(row), 10, Some(row));
+        let near = after.shards.nearest(&after.embedding(row), 10, Some(row));
         assert_eq!(near.len(), 10);
         assert!(near.iter().all(|n| !after.shards.is_retired(n.row)));
     }

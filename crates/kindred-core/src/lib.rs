@@ -33,6 +33,7 @@ pub mod courses;
 pub mod delta;
 pub mod embedding;
 pub mod error;
+pub mod fixed16;
 pub mod graph;
 mod handles;
 pub mod hnsw;

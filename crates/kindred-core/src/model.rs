@@ -226,7 +226,7 @@ impl Model {
     }
 
     /// The embedding of the user at `row`.
-    pub fn embedding(&self, row: u32) -> &[f32] {
+    pub fn embedding(&self, row: u32) -> std::borrow::Cow<'_, [f32]> {
         self.shards.embedding(row)
     }
 

@@ -56,7 +56,7 @@ pub fn explain(a: &[Feature], b: &[Feature], n: usize) -> Vec<Contribution> {
 /// The `k` users most similar to the user at `row` (never the user themself): an exact
 /// scan for small models, the HNSW indexes otherwise, merged over the shards held.
 pub fn similar_users(model: &Model, row: u32, k: usize) -> Vec<Neighbour> {
-    nearest(model, model.embedding(row), k, Some(row))
+    nearest(model, &model.embedding(row), k, Some(row))
 }
 
 /// The `k` users most similar to `query`, leaving out `exclude`: an exact scan for small
@@ -97,7 +97,8 @@ pub fn smoothed_among(
         return folded;
     }
     let near = shards.nearest(&folded.0, smoothing.neighbours as usize, exclude);
-    let points: Vec<&[f32]> = near.iter().map(|n| shards.embedding(n.row)).collect();
+    let points: Vec<_> = near.iter().map(|n| shards.embedding(n.row)).collect();
+    let points: Vec<&[f32]> = points.iter().map(|p| &**p).collect();
     crate::projection::smooth_towards(&folded, &points, smoothing.weight)
 }
 

@@ -489,6 +489,12 @@ pub struct LoadOptions {
     /// scan is the default up to [`crate::model::EXACT_SCAN_MAX_USERS`] users): for
     /// tests and fuzzing of the index path on small models.
     pub index_only: bool,
+    /// Hold the index points of shards searched by their graphs as 16-bit fixed point
+    /// ([`crate::shard::Shards::compact`]): half the embeddings' memory for a model above
+    /// [`crate::model::EXACT_SCAN_MAX_USERS`] users, whose searches and similarities then
+    /// come from the rounded points. The predict function sets it unless told otherwise;
+    /// the batch job and tools read the stored values.
+    pub compact_points: bool,
 }
 
 /// Loads and verifies the shards of one version that `options` selects.
@@ -550,6 +556,9 @@ pub async fn load_version_with<S: ObjectStore>(
     let mut model = fetch_model(store, manifest, selection).await?;
     if options.index_only {
         model.shards.index_only();
+    }
+    if options.compact_points {
+        model.shards.compact();
     }
     Ok(model)
 }

@@ -76,11 +76,11 @@ pub fn exact_where(
     if k == 0 {
         return best.into_vec();
     }
-    for (row, point) in index.iter() {
+    for row in 0..index.len() as u32 {
         if keep(row) {
             best.offer(Neighbour {
                 row,
-                similarity: dot(query, point),
+                similarity: index.dot(query, row),
             });
         }
     }
@@ -320,8 +320,8 @@ mod tests {
     fn exact_search_ranks_by_cosine_and_excludes_the_query() {
         let index = tiny_index();
         // Point order inside the index may differ from insertion; find the [1, 0] point.
-        let (pid, q) = index.iter().find(|(_, p)| *p == [1.0, 0.0]).unwrap();
-        let got = exact(&index, q, 3, Some(pid));
+        let (pid, q) = index.iter().find(|(_, p)| **p == [1.0, 0.0]).unwrap();
+        let got = exact(&index, &q, 3, Some(pid));
         assert_eq!(got.len(), 3);
         assert!(got.windows(2).all(|w| w[0].similarity >= w[1].similarity));
         assert!(got.iter().all(|n| n.row != pid));
@@ -333,12 +333,12 @@ mod tests {
     fn the_flat_scan_agrees_with_the_index_scan() {
         let index = tiny_index();
         let flat: Vec<f32> = index.iter().flat_map(|(_, p)| p.to_vec()).collect();
-        assert_eq!(flat, index.values());
+        assert_eq!(flat, index.values().unwrap());
         for row in 0..4u32 {
             let q = index.point(row);
             assert_eq!(
-                exact_flat(&flat, 2, q, 3, Some(row)),
-                exact(&index, q, 3, Some(row))
+                exact_flat(&flat, 2, &q, 3, Some(row)),
+                exact(&index, &q, 3, Some(row))
             );
         }
     }
@@ -417,8 +417,8 @@ mod tests {
         let index = tiny_index();
         for (row, q) in index.iter() {
             let (a, e) = (
-                approximate(&index, q, 2, Some(row)),
-                exact(&index, q, 2, Some(row)),
+                approximate(&index, &q, 2, Some(row)),
+                exact(&index, &q, 2, Some(row)),
             );
             // The same rows; the index reports 1 - distance, so the last bit may differ.
             let rows = |v: &[Neighbour]| v.iter().map(|n| n.row).collect::<Vec<_>>();

@@ -7,6 +7,8 @@
 //! per-shard top-k, which is exactly the top-k of the union: the answer equals that of
 //! one index over the same users, up to each shard's ANN recall.
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use crate::coded::{self, Codes};
@@ -250,13 +252,16 @@ impl Shard {
         mode: Mode,
     ) -> Vec<Neighbour> {
         let keep = |row: u32| Some(row) != excluded && !self.is_retired(row);
-        let mut found = match (mode, &self.flat) {
+        // A scanned shard's points are never compacted.
+        let flat = self.flat.as_ref().zip(self.index.values());
+        let mut found = match (mode, flat) {
             (Mode::Approximate, _) => search::approximate_where(&self.index, query, k, keep),
-            (Mode::Exact, Some(_)) | (Mode::Nearest, Some(Flat { codes: None })) => {
-                search::exact_flat_where(self.index.values(), dims, query, k, keep)
+            (Mode::Exact, Some((_, values)))
+            | (Mode::Nearest, Some((Flat { codes: None }, values))) => {
+                search::exact_flat_where(values, dims, query, k, keep)
             }
-            (Mode::Nearest, Some(Flat { codes: Some(codes) })) => {
-                search::exact_coded_where(self.index.values(), codes, dims, query, k, keep)
+            (Mode::Nearest, Some((Flat { codes: Some(codes) }, values))) => {
+                search::exact_coded_where(values, codes, dims, query, k, keep)
             }
             (Mode::Exact, None) => search::exact_where(&self.index, query, k, keep),
             (Mode::Nearest, None) => {
@@ -289,11 +294,10 @@ impl Shard {
 
     /// Every live (shard-local row, embedding), in row order: the index points less the
     /// retired ones, then the delta's users.
-    fn live_points(&self, dims: usize) -> impl Iterator<Item = (u32, &[f32])> + '_ {
-        let fresh = self
-            .fresh
-            .iter()
-            .flat_map(move |f| (0..f.users).map(move |i| (self.base + i, f.point(i, dims))));
+    fn live_points(&self, dims: usize) -> impl Iterator<Item = (u32, Cow<'_, [f32]>)> + '_ {
+        let fresh = self.fresh.iter().flat_map(move |f| {
+            (0..f.users).map(move |i| (self.base + i, Cow::Borrowed(f.point(i, dims))))
+        });
         self.index
             .iter()
             .filter(move |&(local, _)| !self.is_retired(local))
@@ -322,7 +326,7 @@ impl Shard {
             }
         };
         for (row, point) in self.live_points(dims) {
-            visit(row, point);
+            visit(row, &point);
         }
         tops.into_iter().map(TopK::into_vec).collect()
     }
@@ -366,8 +370,8 @@ impl Shards {
             let base = u32::try_from(index.len())
                 .map_err(|_| Error::Inconsistent("more than 2^32 users".into()))?;
             delta.validate_points(base as usize, dims)?;
-            let flat = exact.then(|| Flat {
-                codes: coded::accelerated().then(|| Codes::new(index.values(), dims)),
+            let flat = index.values().filter(|_| exact).map(|values| Flat {
+                codes: coded::accelerated().then(|| Codes::new(values, dims)),
             });
             let len = u64::from(base) + delta.points.len() as u64;
             if offset + len > u64::from(u32::MAX) {
@@ -452,18 +456,31 @@ impl Shards {
         s.is_retired(row - s.offset)
     }
 
-    /// The embedding at model row `row` (panics when out of range).
-    pub fn embedding(&self, row: u32) -> &[f32] {
+    /// The embedding at model row `row` (panics when out of range): borrowed, or decoded
+    /// from 16-bit codes ([`Shards::compact`]).
+    pub fn embedding(&self, row: u32) -> Cow<'_, [f32]> {
         let s = self.shard_of_row(row);
         let local = row - s.offset;
         match &s.fresh {
-            Some(f) if local >= s.base => f.point(local - s.base, self.dims),
+            Some(f) if local >= s.base => Cow::Borrowed(f.point(local - s.base, self.dims)),
             _ => s.index.point(local),
         }
     }
 
+    /// Holds the index points of every shard searched by its graph as 16-bit fixed point
+    /// ([`Index::compact`]): half the embeddings' memory for a large model, whose searches
+    /// then rank by the rounded points. Shards scanned exactly, and the users a delta
+    /// adds, keep their `f32` values.
+    pub fn compact(&mut self) {
+        for s in &mut self.shards {
+            if s.flat.is_none() {
+                s.index.compact();
+            }
+        }
+    }
+
     /// Every live (row, embedding), in row order: retired index points are left out.
-    pub fn iter(&self) -> impl Iterator<Item = (u32, &[f32])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (u32, Cow<'_, [f32]>)> + '_ {
         self.shards.iter().flat_map(|s| {
             s.live_points(self.dims)
                 .map(move |(local, p)| (local + s.offset, p))
@@ -550,9 +567,12 @@ impl Shards {
         let (mut found, mut wanted) = (0usize, 0usize);
         // Exact answers in batches: one read of every embedding per 64 queries.
         for batch in rows.chunks(64) {
-            let queries: Vec<(&[f32], Option<u32>)> = batch
+            let embeddings: Vec<Cow<'_, [f32]>> =
+                batch.iter().map(|&r| self.embedding(r)).collect();
+            let queries: Vec<(&[f32], Option<u32>)> = embeddings
                 .iter()
-                .map(|&r| (self.embedding(r), Some(r)))
+                .zip(batch)
+                .map(|(e, &r)| (&**e, Some(r)))
                 .collect();
             let (f, w) = self.found_of(batch, &self.exact_batch(&queries, k), k);
             found += f;
@@ -568,7 +588,7 @@ impl Shards {
     pub fn found_of(&self, rows: &[u32], truths: &[Vec<Neighbour>], k: usize) -> (usize, usize) {
         let (mut found, mut wanted) = (0usize, 0usize);
         for (&row, truth) in rows.iter().zip(truths) {
-            let got = self.approximate(self.embedding(row), k, Some(row));
+            let got = self.approximate(&self.embedding(row), k, Some(row));
             wanted += truth.len();
             let kth = truth.last().map_or(f32::INFINITY, |n| n.similarity);
             found += got
@@ -582,7 +602,7 @@ impl Shards {
 
     /// Cosine similarity of two rows.
     pub fn similarity(&self, a: u32, b: u32) -> f32 {
-        dot(self.embedding(a), self.embedding(b))
+        dot(&self.embedding(a), &self.embedding(b))
     }
 }
 
@@ -717,7 +737,7 @@ mod tests {
             assert_eq!(batch[1], split.exact(q, 10, Some(17)));
             // and each returned row's embedding has the similarity reported.
             for n in split.approximate(q, 10, None) {
-                assert!((dot(split.embedding(n.row), q) - n.similarity).abs() < 1e-6);
+                assert!((dot(&split.embedding(n.row), q) - n.similarity).abs() < 1e-6);
             }
         }
         // The approximate search over shards keeps a high recall,
@@ -725,9 +745,61 @@ mod tests {
         assert!(split.recall_at_k(&rows, 10) > 0.95);
         // and a row excluded is never returned, in whichever shard it lives.
         for row in [0u32, 250, 599] {
-            let q = split.embedding(row);
+            let q = &*split.embedding(row);
             assert!(split.nearest(q, 10, Some(row)).iter().all(|n| n.row != row));
             assert_eq!(split.shard_of_row(row).id, split.shard_of_row(row).id);
+        }
+    }
+
+    #[test]
+    fn compacting_leaves_scanned_shards_and_fresh_users_exact_and_moves_indexed_points_little() {
+        let pts = points(400, 5);
+        let fresh = points(30, 6);
+        let delta = Delta {
+            retired: vec![3],
+            users: Vec::new(),
+            points: fresh.clone(),
+        };
+        for exact in [true, false] {
+            let mut shards =
+                Shards::with_deltas(vec![(0, build(pts.clone()), delta.clone())], 8, exact)
+                    .unwrap();
+            let stored: Vec<Vec<f32>> = (0..430).map(|r| shards.embedding(r).to_vec()).collect();
+            shards.compact();
+            let index = &shards.shards()[0].index;
+            assert_eq!(
+                (index.is_compact(), index.values().is_some()),
+                (!exact, exact)
+            );
+            for (row, stored) in stored.iter().enumerate() {
+                let now = shards.embedding(row as u32);
+                if exact || row >= 400 {
+                    assert_eq!(*now, stored[..], "row {row}");
+                } else {
+                    let moved = now.iter().zip(stored).map(|(a, b)| (a - b).abs());
+                    assert!(moved.fold(0.0, f32::max) <= 1.0 / 65_000.0, "row {row}");
+                }
+            }
+            for q in points(15, 77) {
+                let q = &q.0[..];
+                let mut truth: Vec<Neighbour> = (0..430u32)
+                    .filter(|&row| row != 3)
+                    .map(|row| Neighbour {
+                        row,
+                        similarity: dot(q, &stored[row as usize]),
+                    })
+                    .collect();
+                merge_ranked(&mut truth, 10);
+                let near = shards.nearest(q, 10, None);
+                // Similarities are those of the points as held, close to the stored ones,
+                for n in &near {
+                    assert!((dot(q, &shards.embedding(n.row)) - n.similarity).abs() < 1e-6);
+                    assert!((dot(q, &stored[n.row as usize]) - n.similarity).abs() < 1e-4);
+                }
+                // and the answers are the exact ones, or nearly.
+                let found = near.iter().filter(|n| truth.iter().any(|t| t.row == n.row));
+                assert!(found.count() >= 9, "exact={exact}");
+            }
         }
     }
 
@@ -753,7 +825,7 @@ mod tests {
             let live: Vec<u32> = shards.iter().map(|(r, _)| r).collect();
             assert_eq!(live.len(), 420);
             assert!(live.iter().all(|&r| !shards.is_retired(r)));
-            assert_eq!(shards.embedding(400), &fresh[0].0[..]);
+            assert_eq!(*shards.embedding(400), fresh[0].0[..]);
             for q in points(15, 77).iter().chain(&fresh[..5]) {
                 let q = &q.0[..];
                 // a brute-force ranking over the live rows is what every search returns,
@@ -761,7 +833,7 @@ mod tests {
                     .iter()
                     .map(|&row| Neighbour {
                         row,
-                        similarity: dot(q, shards.embedding(row)),
+                        similarity: dot(q, &shards.embedding(row)),
                     })
                     .collect();
                 merge_ranked(&mut truth, 10);
@@ -781,7 +853,7 @@ mod tests {
                 assert!(found.count() >= 9, "exact={exact}");
             }
             // and a fresh row excluded is never returned.
-            let q = shards.embedding(401);
+            let q = &*shards.embedding(401);
             let got = shards.nearest(q, 5, Some(401));
             assert!(got.iter().all(|n| n.row != 401));
             assert_eq!(shards.nearest(q, 1, None)[0].row, 401);

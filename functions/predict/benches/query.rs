@@ -234,7 +234,7 @@ fn benches(c: &mut Criterion) {
             black_box(
                 model
                     .shards
-                    .approximate(model.embedding(row), 10, Some(row)),
+                    .approximate(&model.embedding(row), 10, Some(row)),
             )
         })
     });
@@ -243,7 +243,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             let row = rows[i % rows.len()];
             i += 1;
-            black_box(model.shards.exact(model.embedding(row), 10, Some(row)))
+            black_box(model.shards.exact(&model.embedding(row), 10, Some(row)))
         })
     });
     group.finish();

@@ -28,6 +28,11 @@ struct Cli {
     /// Neighbours per query (the latency's and the recall's k).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     k: u32,
+    /// Hold the embeddings in 32 bits, as `kindred-predict --full-precision` does (by
+    /// default a model above 50,000 users holds them as 16-bit fixed point, as the
+    /// function does).
+    #[arg(long)]
+    full_precision: bool,
 }
 
 /// The `q`-quantile of sorted values.
@@ -47,6 +52,37 @@ fn rows(n: usize, count: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
+/// Mean recall@k of `model`'s searches against exact search in `stored`, the same
+/// version holding its embeddings as stored: the share of each row's exact k nearest
+/// that the answer holds.
+fn recall_against(
+    model: &kindred_core::Model,
+    stored: &kindred_core::Model,
+    rows: &[u32],
+    k: usize,
+) -> f64 {
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for batch in rows.chunks(64) {
+        let embeddings: Vec<_> = batch.iter().map(|&r| stored.embedding(r)).collect();
+        let queries: Vec<(&[f32], Option<u32>)> = embeddings
+            .iter()
+            .zip(batch)
+            .map(|(e, &r)| (&**e, Some(r)))
+            .collect();
+        for (&row, truth) in batch.iter().zip(stored.shards.exact_batch(&queries, k)) {
+            let got = model
+                .shards
+                .approximate(&model.embedding(row), k, Some(row));
+            wanted += truth.len();
+            found += got
+                .iter()
+                .filter(|a| truth.iter().any(|t| t.row == a.row))
+                .count();
+        }
+    }
+    found as f64 / wanted.max(1) as f64
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new()?;
@@ -54,10 +90,11 @@ fn main() -> anyhow::Result<()> {
     let (pointer, _) = rt
         .block_on(registry::read_pointer(&store))?
         .ok_or_else(|| anyhow::anyhow!("no model in {}", cli.store))?;
-    let load = |shards: Option<Vec<u32>>| {
+    let load_as = |shards: Option<Vec<u32>>, compact_points: bool| {
         let options = LoadOptions {
             max_model_bytes: None,
             shards: shards.map(Into::into),
+            compact_points,
             ..LoadOptions::default()
         };
         let started = Instant::now();
@@ -69,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         ));
         model.map(|m| (m, started.elapsed().as_secs_f64()))
     };
+    let load = |shards: Option<Vec<u32>>| load_as(shards, !cli.full_precision);
 
     // Cold loads: each shard alone (three times, median), then the whole model.
     let (whole, whole_secs) = load(None)?;
@@ -130,10 +168,16 @@ fn main() -> anyhow::Result<()> {
         bytes / sample.len().max(1)
     );
 
-    // Recall@k of the merged HNSW search against an exact scan.
+    // Recall@k of the merged HNSW search against an exact scan of the stored 32-bit
+    // embeddings (a second copy of the model when this one holds 16-bit codes).
     let started = Instant::now();
     let recall_rows = rows(model.users.users.len(), cli.recall_sample, 0x52);
-    let recall = model.shards.recall_at_k(&recall_rows, cli.k as usize);
+    let recall = if model.shards.shards().iter().any(|s| s.index.is_compact()) {
+        let (stored, _) = load_as(None, false)?;
+        recall_against(&model, &stored, &recall_rows, cli.k as usize)
+    } else {
+        model.shards.recall_at_k(&recall_rows, cli.k as usize)
+    };
     println!(
         "recall@{} against exact search: {recall:.4} ({} users, {:.1} s)",
         cli.k,

@@ -111,7 +111,7 @@ async fn predict_answers_ranked_similar_users_for_every_event_source() {
         let q = m.embedding(m.row_of(handle).unwrap());
         for u in a.body["similar_users"].as_array().unwrap() {
             let other = m.embedding(m.row_of(u["user_handle"].as_u64().unwrap()).unwrap());
-            let cosine = kindred_core::embedding::dot(q, other) as f64;
+            let cosine = kindred_core::embedding::dot(&q, &other) as f64;
             assert!(
                 (u["similarity"].as_f64().unwrap() - cosine).abs() < 1e-4,
                 "{source:?}: {u} vs {cosine}"

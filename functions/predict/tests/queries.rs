@@ -200,7 +200,7 @@ fn recommended_courses_are_unseen_ranked_and_come_from_the_neighbours() {
     assert!(!seen.is_empty());
     let neighbours: Vec<u64> = api::neighbours(
         m,
-        m.embedding(m.row_of(handle).unwrap()),
+        &m.embedding(m.row_of(handle).unwrap()),
         m.row_of(handle),
         50,
         &Filters::default(),

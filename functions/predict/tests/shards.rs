@@ -158,7 +158,7 @@ fn a_process_serving_some_shards_answers_for_them_and_merges_into_the_whole() {
     for u in one.users.users.iter().take(200) {
         let own = neighbours(&one, u.handle, 10);
         let row = one.row_of(u.handle).unwrap();
-        let others = api::neighbours(&rest, one.embedding(row), None, 10, &Filters::default());
+        let others = api::neighbours(&rest, &one.embedding(row), None, 10, &Filters::default());
         let mut merged: Vec<(u64, f32)> = own
             .into_iter()
             .chain(
@@ -248,4 +248,72 @@ fn a_shard_the_version_lacks_is_refused() {
             common::version(SHARDS)
         )
     );
+}
+
+#[test]
+fn a_model_held_compactly_answers_as_its_stored_embeddings_do_within_their_rounding() {
+    // Given a model published once and loaded as a large model is served (its graphs
+    // searched), with 32-bit and with 16-bit embeddings,
+    let data = tempfile::tempdir().unwrap();
+    let config = kindred_datagen::GenConfig {
+        users: USERS,
+        seed: 8,
+        ..Default::default()
+    };
+    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let t = train_with(SHARDS, data.path());
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let [stored, compact] = rt.block_on(async {
+        let p = registry::publish(&store, t.manifest, t.artifacts)
+            .await
+            .unwrap();
+        let mut models = Vec::new();
+        for compact_points in [false, true] {
+            let options = LoadOptions {
+                index_only: true,
+                compact_points,
+                ..LoadOptions::default()
+            };
+            models.push(
+                registry::load_version_with(&store, &p.version, None, &options)
+                    .await
+                    .unwrap(),
+            );
+        }
+        <[Model; 2]>::try_from(models).ok().unwrap()
+    });
+    let held = |m: &Model| {
+        m.shards
+            .shards()
+            .iter()
+            .map(|s| s.index.is_compact())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(held(&stored), [false; SHARDS as usize]);
+    assert_eq!(held(&compact), [true; SHARDS as usize]);
+    // when users are asked for,
+    let (mut same, mut total) = (0, 0);
+    for u in stored.users.users.iter().step_by(4) {
+        let a = neighbours(&stored, u.handle, 10);
+        let b = neighbours(&compact, u.handle, 10);
+        // then the similarities of the users both return agree closely,
+        for (handle, similarity) in &b {
+            if let Some((_, s)) = a.iter().find(|(h, _)| h == handle) {
+                assert!(
+                    (s - similarity).abs() < 1e-4,
+                    "user {}: {s} {similarity}",
+                    u.handle
+                );
+            }
+        }
+        // and the answers are nearly all the same users.
+        same += b
+            .iter()
+            .filter(|(h, _)| a.iter().any(|(g, _)| g == h))
+            .count();
+        total += a.len();
+    }
+    assert!(same as f64 >= 0.99 * total as f64, "{same} of {total}");
 }

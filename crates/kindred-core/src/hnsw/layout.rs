@@ -1,12 +1,15 @@
 //! How an [`Index`](super::Index) holds its graph in memory, and its encoding: the same
 //! bytes as instant-distance's `Hnsw`, laid out more compactly once decoded.
 //!
-//! - [`Points`]: every embedding in one row-major array.
+//! - [`Points`]: every embedding in one row-major array, of `f32` as decoded or, once
+//!   compacted, of 16-bit codes with a scale per point (a model served by its graphs,
+//!   see [`Index::compact`](super::Index::compact)).
 //! - [`Lists`]: a layer's neighbour lists back to back. instant-distance stores a fixed
 //!   number of slots per node, empty ones last; on the graphs of a million users about 50
 //!   of layer zero's 64 slots hold a neighbour, so only those are kept (and the empty
 //!   slots are written back when encoding).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -14,6 +17,8 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::embedding::dot;
+use crate::fixed16;
 use crate::graph::EMPTY_SLOT;
 
 /// The index's points, row-major in one array; encoded as instant-distance encodes its
@@ -23,13 +28,76 @@ pub(super) struct Points {
     /// Values per point (0 while there are none).
     pub(super) dims: usize,
     pub(super) len: usize,
-    pub(super) values: Vec<f32>,
+    /// The values as decoded, until [`Points::compact`] moves them to `codes`.
+    values: Vec<f32>,
+    /// The values as 16-bit fixed point ([`crate::fixed16`]), one scale per point; empty
+    /// until [`Points::compact`].
+    codes: Vec<i16>,
+    scales: Vec<f32>,
 }
 
 impl Points {
-    pub(super) fn get(&self, pid: u32) -> &[f32] {
+    /// Every value, row-major, unless the points are held compactly.
+    pub(super) fn full(&self) -> Option<&[f32]> {
+        (!self.is_compact()).then_some(&self.values[..])
+    }
+
+    /// True once [`Points::compact`] has run on points that have values.
+    pub(super) fn is_compact(&self) -> bool {
+        !self.scales.is_empty()
+    }
+
+    /// Point `pid`'s values: borrowed, or decoded from their codes.
+    pub(super) fn get(&self, pid: u32) -> Cow<'_, [f32]> {
+        let range = self.range(pid);
+        if self.is_compact() {
+            Cow::Owned(fixed16::decode(&self.codes[range], self.scales[pid as usize]).collect())
+        } else {
+            Cow::Borrowed(&self.values[range])
+        }
+    }
+
+    /// `query · point pid`, as held.
+    #[inline]
+    pub(super) fn dot(&self, query: &[f32], pid: u32) -> f32 {
+        let range = self.range(pid);
+        if self.is_compact() {
+            fixed16::dot(query, &self.codes[range], self.scales[pid as usize])
+        } else {
+            dot(query, &self.values[range])
+        }
+    }
+
+    /// Asks the CPU for point `pid`'s values (see [`super::prefetch`]).
+    #[inline]
+    pub(super) fn prefetch(&self, pid: u32) {
+        let range = self.range(pid);
+        if self.is_compact() {
+            super::prefetch(&self.codes[range]);
+        } else {
+            super::prefetch(&self.values[range]);
+        }
+    }
+
+    /// Holds the values as 16-bit codes from now on: about half the memory, each value
+    /// within 1/65,534 of its point's largest magnitude.
+    pub(super) fn compact(&mut self) {
+        if self.is_compact() || self.len == 0 {
+            return;
+        }
+        let mut codes = Vec::with_capacity(self.values.len());
+        let scales = self
+            .values
+            .chunks_exact(self.dims)
+            .map(|point| fixed16::encode(point, &mut codes))
+            .collect();
+        (self.codes, self.scales, self.values) = (codes, scales, Vec::new());
+    }
+
+    #[inline]
+    fn range(&self, pid: u32) -> std::ops::Range<usize> {
         let start = pid as usize * self.dims;
-        &self.values[start..start + self.dims]
+        start..start + self.dims
     }
 }
 
@@ -37,7 +105,7 @@ impl Serialize for Points {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.len))?;
         for pid in 0..self.len {
-            seq.serialize_element(self.get(pid as u32))?;
+            seq.serialize_element(&*self.get(pid as u32))?;
         }
         seq.end()
     }
@@ -120,7 +188,11 @@ impl<const N: usize> Lists<N> {
     #[inline]
     pub(super) fn get(&self, node: u32) -> &[u32] {
         let node = node as usize;
-        let start = if node == 0 { 0 } else { self.ends[node - 1] as usize };
+        let start = if node == 0 {
+            0
+        } else {
+            self.ends[node - 1] as usize
+        };
         &self.ids[start..self.ends[node] as usize]
     }
 
@@ -174,8 +246,9 @@ impl<'de, const N: usize> Deserialize<'de> for Lists<N> {
                     .next_element_seed(AppendNode::<N>(&mut lists.ids))?
                     .is_some()
                 {
-                    let end = u32::try_from(lists.ids.len())
-                        .map_err(|_| de::Error::custom("a layer of more than 2^32 neighbour ids"))?;
+                    let end = u32::try_from(lists.ids.len()).map_err(|_| {
+                        de::Error::custom("a layer of more than 2^32 neighbour ids")
+                    })?;
                     lists.ends.push(end);
                 }
                 lists.ends.shrink_to_fit();

@@ -225,7 +225,7 @@ pub fn answer_handle<'m>(
     let row = model
         .row_of(handle)
         .ok_or_else(|| unknown_user(model, handle))?;
-    let found = neighbours(model, model.embedding(row), Some(row), k as usize, filters);
+    let found = neighbours(model, &model.embedding(row), Some(row), k as usize, filters);
     Ok(PredictResponse {
         user_handle: handle,
         model_version: &model.manifest.version,

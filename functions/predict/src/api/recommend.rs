@@ -186,8 +186,9 @@ impl<'m> Recommender<'m, '_> {
         let row = model
             .row_of(handle)
             .ok_or_else(|| unknown_user(model, handle))?;
+        let embedding = model.embedding(row);
         let learner = Learner {
-            embedding: model.embedding(row),
+            embedding: &embedding,
             features: model.users.users.get(row).features,
             row: Some(row),
             handle: Some(handle),
