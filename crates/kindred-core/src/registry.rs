@@ -495,6 +495,9 @@ pub struct LoadOptions {
     /// come from the rounded points. The predict function sets it unless told otherwise;
     /// the batch job and tools read the stored values.
     pub compact_points: bool,
+    /// Drop the learners' profiles once loaded ([`crate::users::Users::drop_profiles`]):
+    /// for a process whose answers never show one (about 130 MB less per million users).
+    pub drop_profiles: bool,
 }
 
 /// Loads and verifies the shards of one version that `options` selects.
@@ -559,6 +562,9 @@ pub async fn load_version_with<S: ObjectStore>(
     }
     if options.compact_points {
         model.shards.compact();
+    }
+    if options.drop_profiles {
+        model.users.users.drop_profiles();
     }
     Ok(model)
 }

@@ -177,6 +177,9 @@ pub struct Users {
     interests: Column<u32>,
     assessments: Column<(u32, u16)>,
     features: Column<Feature>,
+    /// Set by [`Users::drop_profiles`]: `counts`, `top_tags`, `interests` and
+    /// `assessments` are empty and stay so.
+    without_profiles: bool,
 }
 
 /// Lists of values, list `i` being `values[ends[i - 1]..ends[i]]` (from 0 for the first).
@@ -196,7 +199,11 @@ impl<T> Default for Column<T> {
 }
 
 impl<T: Copy> Column<T> {
+    /// List `i`; none from a column emptied by [`Users::drop_profiles`].
     fn get(&self, i: usize) -> &[T] {
+        if self.ends.is_empty() {
+            return &[];
+        }
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         &self.values[start..self.ends[i] as usize]
     }
@@ -264,12 +271,14 @@ impl Users {
             ));
         }
         self.handles.push(u.handle);
-        self.counts.push((u.courses, u.tags_viewed));
         // Each push fits: checked above for all four at once, so no column gets ahead.
-        self.top_tags.push(u.top_tags);
-        self.interests.push(u.interests);
-        self.assessments.push(u.assessments);
         self.features.push(u.features);
+        if !self.without_profiles {
+            self.counts.push((u.courses, u.tags_viewed));
+            self.top_tags.push(u.top_tags);
+            self.interests.push(u.interests);
+            self.assessments.push(u.assessments);
+        }
         Ok(())
     }
 
@@ -315,6 +324,23 @@ impl Users {
         Ok(users)
     }
 
+    /// Drops the learners' profiles (top tags, course and tag counts, interests,
+    /// assessments), keeping handles and features: a process whose answers never show a
+    /// profile need not hold one. From then on [`Users::get`] lends empty lists and zero
+    /// counts, and users pushed keep no profile either.
+    pub fn drop_profiles(&mut self) {
+        self.without_profiles = true;
+        self.counts = Vec::new();
+        self.top_tags = Column::default();
+        self.interests = Column::default();
+        self.assessments = Column::default();
+    }
+
+    /// False once [`Users::drop_profiles`] has run.
+    pub fn has_profiles(&self) -> bool {
+        !self.without_profiles
+    }
+
     /// Releases spare capacity.
     pub fn shrink_to_fit(&mut self) {
         self.handles.shrink_to_fit();
@@ -343,7 +369,7 @@ impl Users {
     /// The user at `row` (panics when out of range).
     pub fn get(&self, row: u32) -> User<'_> {
         let i = row as usize;
-        let (courses, tags_viewed) = self.counts[i];
+        let (courses, tags_viewed) = self.counts.get(i).copied().unwrap_or_default();
         User {
             handle: self.handles[i],
             top_tags: self.top_tags.get(i),
@@ -522,5 +548,23 @@ mod tests {
             .map(|p| Users::from_summaries(p.to_vec()).unwrap());
         assert_eq!(Users::concat(parts.to_vec()).unwrap(), built.users);
         assert_eq!(Users::concat(Vec::new()).unwrap(), Users::default());
+    }
+
+    #[test]
+    fn a_table_without_profiles_keeps_handles_and_features_only() {
+        let summaries: Vec<UserSummary> =
+            (0..5).map(|i| summary(100 + i, i as usize + 2)).collect();
+        let mut users = Users::from_summaries(summaries.clone()).unwrap();
+        assert!(users.has_profiles());
+        users.drop_profiles();
+        users.push(&summary(200, 4)).unwrap();
+        assert!(!users.has_profiles());
+        assert_eq!(users.len(), 6);
+        for (row, s) in summaries.iter().chain([&summary(200, 4)]).enumerate() {
+            let u = users.get(row as u32);
+            assert_eq!((u.handle, u.features), (s.handle, &s.features[..]));
+            assert!(u.top_tags.is_empty() && u.interests.is_empty() && u.assessments.is_empty());
+            assert_eq!((u.courses, u.tags_viewed), (0, 0));
+        }
     }
 }

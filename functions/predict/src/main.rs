@@ -201,6 +201,8 @@ async fn model_router(
         max_model_bytes,
         shards: cli.shards.clone(),
         compact_points: !cli.full_precision,
+        // Answers below `profiles` never show one: the process need not hold them.
+        drop_profiles: !cli.disclose.profiles(),
         ..LoadOptions::default()
     };
     let answer_cache_mb = match cli.answer_cache_mb {
@@ -219,7 +221,7 @@ async fn model_router(
         metrics: std::sync::Arc::new(Metrics::new(cli.listen.is_none())),
         answers: std::sync::Arc::new(AnswerCache::with_budget(answer_cache_mb << 20)),
     };
-    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, answer_cache_mb, shards = options.shards.as_ref().map(ToString::to_string), compact_points = options.compact_points, disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
+    info!(store = %cli.store, refresh_seconds = cli.refresh_seconds, max_model_bytes, answer_cache_mb, shards = options.shards.as_ref().map(ToString::to_string), compact_points = options.compact_points, drop_profiles = options.drop_profiles, disclose = %settings.disclosure, authenticated = !settings.keys.is_empty(), "model store");
     let cache = ModelCache::with_options(store, Duration::from_secs(cli.refresh_seconds), options);
     Ok(api::router_with(cache, settings))
 }
