@@ -556,7 +556,7 @@ pub async fn load_version_with<S: ObjectStore>(
             });
         }
     }
-    let mut model = fetch_model(store, manifest, selection).await?;
+    let mut model = fetch_model_as(store, manifest, selection, options).await?;
     if options.index_only {
         model.shards.index_only();
     }
@@ -564,6 +564,7 @@ pub async fn load_version_with<S: ObjectStore>(
         model.shards.compact();
     }
     if options.drop_profiles {
+        // Each shard's went as it was decoded; this also takes a delta's users'.
         model.users.users.drop_profiles();
     }
     Ok(model)
@@ -577,47 +578,79 @@ pub async fn fetch_model<S: ObjectStore>(
     manifest: Manifest,
     selection: Option<&[u32]>,
 ) -> Result<Model> {
+    fetch_model_as(store, manifest, selection, &LoadOptions::default()).await
+}
+
+/// [`fetch_model`], shard after shard: each shard's artifacts are read and decoded before
+/// the next one's are read, so only one shard's bytes are held beside what is decoded.
+/// What `options` asks to drop (the `f32` points of a model served by its graphs, the
+/// profiles) goes as soon as each shard is decoded (and checked), before the next is read.
+async fn fetch_model_as<S: ObjectStore>(
+    store: &S,
+    manifest: Manifest,
+    selection: Option<&[u32]>,
+    options: &LoadOptions,
+) -> Result<Model> {
     let started = std::time::Instant::now();
-    let mut fetched = Vec::new();
-    for (id, users, index) in manifest.shard_artifacts(selection) {
+    let mut read = std::time::Duration::ZERO;
+    // As `Model::from_shards` decides: a small model is scanned and keeps `f32`.
+    let compact =
+        options.compact_points && manifest.users > crate::model::EXACT_SCAN_MAX_USERS as u64;
+    let drop_profiles = options.drop_profiles;
+    let (format, dims) = (manifest.format_version, manifest.dimensions as usize);
+    let mut tags: Option<Vec<String>> = None;
+    let mut parts = Vec::new();
+    for (id, users, index_name) in manifest.shard_artifacts(selection) {
+        let reading = std::time::Instant::now();
         let users_bytes = fetch_verified(store, &manifest, &users).await?;
-        let index_bytes = fetch_verified(store, &manifest, &index).await?;
+        let index_bytes = fetch_verified(store, &manifest, &index_name).await?;
         let delta = match manifest.delta_of(id) {
             Some(name) => Some((fetch_verified(store, &manifest, &name).await?, name)),
             None => None,
         };
-        fetched.push((id, users_bytes, index, index_bytes, delta));
-    }
-    // Optional: versions published before cold-start queries have no projection, and
-    // those published before recommendations no course table.
-    let projection_bytes = fetch_optional(store, &manifest, PROJECTION).await?;
-    let courses_bytes = fetch_optional(store, &manifest, COURSES).await?;
-    let read_millis = started.elapsed().as_millis() as u64;
-    let version = manifest.version.clone();
-    let model = tokio::task::spawn_blocking(move || {
-        let mut tags: Option<Vec<String>> = None;
-        let mut parts = Vec::with_capacity(fetched.len());
-        for (id, users_bytes, index_name, index_bytes, delta) in fetched {
-            let table: UserTable = decode_users(manifest.format_version, &users_bytes)?;
+        read += reading.elapsed();
+        let (table, index, delta) = blocking(move || {
+            let mut table: UserTable = decode_users(format, &users_bytes)?;
             drop(users_bytes);
-            match &tags {
-                None => tags = Some(table.tags),
-                Some(t) if *t == table.tags => {}
-                Some(_) => {
-                    return Err(Error::Inconsistent(format!(
-                        "shard {id} has another tag vocabulary"
-                    )));
+            if drop_profiles {
+                // Checked before they go, as `Model::from_shards` checks the rest.
+                for u in &table.users {
+                    crate::users::check_user(u, table.tags.len() as u32)?;
                 }
+                table.users.drop_profiles();
             }
-            crate::graph::check_index(&index_name, &index_bytes, manifest.dimensions as usize)?;
-            let index: Index = decode(&index_name, &index_bytes)?;
+            crate::graph::check_index(&index_name, &index_bytes, dims)?;
+            let mut index: Index = decode(&index_name, &index_bytes)?;
             drop(index_bytes);
+            if compact {
+                index.compact();
+            }
             let delta: Delta = match delta {
                 Some((bytes, name)) => decode(&name, &bytes)?,
                 None => Delta::default(),
             };
-            parts.push((id, table.users, index, delta));
+            Ok((table, index, delta))
+        })
+        .await?;
+        match &tags {
+            None => tags = Some(table.tags),
+            Some(t) if *t == table.tags => {}
+            Some(_) => {
+                return Err(Error::Inconsistent(format!(
+                    "shard {id} has another tag vocabulary"
+                )));
+            }
         }
+        parts.push((id, table.users, index, delta));
+    }
+    // Optional: versions published before cold-start queries have no projection, and
+    // those published before recommendations no course table.
+    let reading = std::time::Instant::now();
+    let projection_bytes = fetch_optional(store, &manifest, PROJECTION).await?;
+    let courses_bytes = fetch_optional(store, &manifest, COURSES).await?;
+    read += reading.elapsed();
+    let version = manifest.version.clone();
+    let model = blocking(move || {
         let mut model = Model::from_shards(manifest, tags.unwrap_or_default(), parts)?;
         if let Some(bytes) = projection_bytes {
             model = model.with_projection(decode(PROJECTION, &bytes)?)?;
@@ -627,16 +660,25 @@ pub async fn fetch_model<S: ObjectStore>(
         }
         Ok(model)
     })
-    .await
-    .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))??;
+    .await?;
     // What of a load is the store's (reads and their digests) and what is decoding.
+    let read_millis = read.as_millis() as u64;
     tracing::debug!(
         %version,
         read_millis,
-        decode_millis = started.elapsed().as_millis() as u64 - read_millis,
+        decode_millis = (started.elapsed().as_millis() as u64).saturating_sub(read_millis),
         "model artifacts read and decoded"
     );
     Ok(model)
+}
+
+/// Runs decoding work off the async runtime's threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Inconsistent(format!("decoder task failed: {e}")))?
 }
 
 /// [`fetch_verified`] for an artifact a version may lack: `None` when the manifest does
