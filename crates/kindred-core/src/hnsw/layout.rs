@@ -175,25 +175,38 @@ impl<'de> de::DeserializeSeed<'de> for Append<'_> {
     }
 }
 
-/// A layer's neighbour lists, node after node, each nearest first: node `i`'s are
-/// `ids[ends[i - 1]..ends[i]]` (from 0 for node 0). Encoded as instant-distance encodes a
-/// layer: a sequence of nodes, each a tuple of `N` ids padded with [`EMPTY_SLOT`].
+/// A layer's neighbour lists, node after node, each nearest first: node `i`'s are ids
+/// `ends[i - 1]..ends[i]` (from 0 for node 0) of `ids`. Encoded as instant-distance
+/// encodes a layer: a sequence of nodes, each a tuple of `N` ids padded with
+/// [`EMPTY_SLOT`].
 pub(super) struct Lists<const N: usize> {
     ends: Vec<u32>,
-    ids: Vec<u32>,
+    ids: Ids,
 }
 
 impl<const N: usize> Lists<N> {
     /// Node `node`'s neighbours (panics when out of range).
     #[inline]
-    pub(super) fn get(&self, node: u32) -> &[u32] {
+    pub(super) fn get(&self, node: u32) -> impl Iterator<Item = u32> + '_ {
+        self.range(node).map(|i| self.ids.get(i))
+    }
+
+    /// The bytes that hold node `node`'s neighbours (to prefetch them).
+    #[inline]
+    pub(super) fn bytes(&self, node: u32) -> &[u8] {
+        let range = self.range(node);
+        &self.ids.bytes[range.start * self.ids.width..range.end * self.ids.width]
+    }
+
+    #[inline]
+    fn range(&self, node: u32) -> std::ops::Range<usize> {
         let node = node as usize;
         let start = if node == 0 {
             0
         } else {
             self.ends[node - 1] as usize
         };
-        &self.ids[start..self.ends[node] as usize]
+        start..self.ends[node] as usize
     }
 
     /// Nodes in the layer.
@@ -203,24 +216,92 @@ impl<const N: usize> Lists<N> {
     }
 }
 
+/// Neighbour ids, little-endian, in 3 bytes each while every id is below 2²⁴ (shards of
+/// up to 16.7 million points), in 4 once one is not; then 3 spare bytes, so that any id
+/// reads as one 4-byte load.
+struct Ids {
+    bytes: Vec<u8>,
+    /// Bytes per id: 3 or 4.
+    width: usize,
+    /// The bits of a 4-byte load that belong to the id.
+    mask: u32,
+    len: usize,
+}
+
+impl Ids {
+    fn with_capacity(ids: usize) -> Ids {
+        Ids {
+            bytes: Vec::with_capacity(ids * 3 + 3),
+            width: 3,
+            mask: 0x00ff_ffff,
+            len: 0,
+        }
+    }
+
+    /// Ids held.
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends an id (before [`Ids::finish`]).
+    fn push(&mut self, id: u32) {
+        if id > self.mask {
+            self.widen();
+        }
+        self.bytes.extend_from_slice(&id.to_le_bytes()[..self.width]);
+        self.len += 1;
+    }
+
+    /// From 3 bytes an id to 4.
+    fn widen(&mut self) {
+        let ids: Vec<u32> = (0..self.len()).map(|i| self.get_unpadded(i)).collect();
+        self.bytes = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+        (self.width, self.mask) = (4, u32::MAX);
+    }
+
+    fn get_unpadded(&self, i: usize) -> u32 {
+        let mut id = [0u8; 4];
+        id[..self.width].copy_from_slice(&self.bytes[i * self.width..(i + 1) * self.width]);
+        u32::from_le_bytes(id)
+    }
+
+    /// Adds the spare bytes and releases spare capacity: the ids are complete.
+    fn finish(&mut self) {
+        self.bytes.extend_from_slice(&[0; 3]);
+        self.bytes.shrink_to_fit();
+    }
+
+    /// Id `i` (after [`Ids::finish`]; panics when out of range).
+    #[inline]
+    fn get(&self, i: usize) -> u32 {
+        let at = i * self.width;
+        let load: [u8; 4] = self.bytes[at..at + 4].try_into().expect("4 bytes");
+        u32::from_le_bytes(load) & self.mask
+    }
+}
+
 impl<const N: usize> Serialize for Lists<N> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut seq = serializer.serialize_seq(Some(self.ends.len()))?;
         for node in 0..self.ends.len() as u32 {
-            seq.serialize_element(&Padded::<N>(self.get(node)))?;
+            let mut slots = [EMPTY_SLOT; N];
+            for (slot, id) in slots.iter_mut().zip(self.get(node)) {
+                *slot = id;
+            }
+            seq.serialize_element(&Slots(slots))?;
         }
         seq.end()
     }
 }
 
-/// One node's neighbours as `N` slots, empty ones last.
-struct Padded<'a, const N: usize>(&'a [u32]);
+/// One node's `N` slots, as a tuple.
+struct Slots<const N: usize>([u32; N]);
 
-impl<const N: usize> Serialize for Padded<'_, N> {
+impl<const N: usize> Serialize for Slots<N> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut t = serializer.serialize_tuple(N)?;
-        for slot in 0..N {
-            t.serialize_element(self.0.get(slot).unwrap_or(&EMPTY_SLOT))?;
+        for id in &self.0 {
+            t.serialize_element(id)?;
         }
         t.end()
     }
@@ -240,7 +321,7 @@ impl<'de, const N: usize> Deserialize<'de> for Lists<N> {
                 let nodes = seq.size_hint().unwrap_or(0).min(1 << 18);
                 let mut lists = Lists {
                     ends: Vec::with_capacity(nodes),
-                    ids: Vec::with_capacity(nodes * N * 4 / 5),
+                    ids: Ids::with_capacity(nodes * N * 4 / 5),
                 };
                 while seq
                     .next_element_seed(AppendNode::<N>(&mut lists.ids))?
@@ -252,7 +333,7 @@ impl<'de, const N: usize> Deserialize<'de> for Lists<N> {
                     lists.ends.push(end);
                 }
                 lists.ends.shrink_to_fit();
-                lists.ids.shrink_to_fit();
+                lists.ids.finish();
                 Ok(lists)
             }
         }
@@ -261,13 +342,13 @@ impl<'de, const N: usize> Deserialize<'de> for Lists<N> {
 }
 
 /// Decodes one node's `N` slots, appending its neighbours to an array.
-struct AppendNode<'a, const N: usize>(&'a mut Vec<u32>);
+struct AppendNode<'a, const N: usize>(&'a mut Ids);
 
 impl<'de, const N: usize> DeserializeSeed<'de> for AppendNode<'_, N> {
     type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        struct SlotsVisitor<'a, const N: usize>(&'a mut Vec<u32>, PhantomData<[u32; N]>);
+        struct SlotsVisitor<'a, const N: usize>(&'a mut Ids, PhantomData<[u32; N]>);
         impl<'de, const N: usize> Visitor<'de> for SlotsVisitor<'_, N> {
             type Value = ();
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -312,9 +393,23 @@ mod tests {
         let bytes = slots(&[[3, 1, e, e], [e, e, e, e], [0, 1, 2, 300], [2, e, e, e]]);
         let lists: Lists<4> = decode("layer", &bytes).unwrap();
         assert_eq!(lists.len(), 4);
-        let got: Vec<&[u32]> = (0..4).map(|n| lists.get(n)).collect();
-        assert_eq!(got, [&[3, 1][..], &[], &[0, 1, 2, 300], &[2]]);
-        assert_eq!(lists.ids.len(), 7);
+        let got: Vec<Vec<u32>> = (0..4).map(|n| lists.get(n).collect()).collect();
+        assert_eq!(got, [vec![3, 1], vec![], vec![0, 1, 2, 300], vec![2]]);
+        // Seven ids of 3 bytes, and the spare bytes.
+        assert_eq!((lists.ids.len(), lists.ids.bytes.len()), (7, 7 * 3 + 3));
+        assert_eq!(lists.bytes(2).len(), 4 * 3);
+        assert_eq!(encode("layer", &lists).unwrap(), bytes);
+    }
+
+    #[test]
+    fn ids_of_24_bits_or_more_widen_the_layer_to_4_bytes_an_id() {
+        let e = EMPTY_SLOT;
+        let big = [0x00ff_ffff, 0x0100_0000, e - 1];
+        let bytes = slots(&[[5, big[0], e, e], [big[1], 7, big[2], e], [9, e, e, e]]);
+        let lists: Lists<4> = decode("layer", &bytes).unwrap();
+        let got: Vec<Vec<u32>> = (0..3).map(|n| lists.get(n).collect()).collect();
+        assert_eq!(got, [vec![5, big[0]], vec![big[1], 7, big[2]], vec![9]]);
+        assert_eq!(lists.ids.width, 4);
         assert_eq!(encode("layer", &lists).unwrap(), bytes);
     }
 

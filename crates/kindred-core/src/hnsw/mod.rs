@@ -207,7 +207,7 @@ impl Index {
         for layer in self.layers.iter().rev() {
             loop {
                 let mut best = at;
-                for &pid in layer.get(at.pid) {
+                for pid in layer.get(at.pid) {
                     let c = Candidate {
                         distance: self.distance(query, pid),
                         pid,
@@ -236,7 +236,7 @@ impl Index {
             // each in turn is most of a search's time.
             let mut fresh = [0u32; ZERO_SLOTS];
             let mut n = 0;
-            for &pid in self.zero.get(c.pid) {
+            for pid in self.zero.get(c.pid) {
                 if s.visit(pid) {
                     fresh[n] = pid;
                     n += 1;
@@ -258,7 +258,7 @@ impl Index {
                 s.nearest.truncate(ef);
                 s.frontier.push(Reverse(new));
                 // Its neighbour list is likely read next.
-                prefetch(self.zero.get(pid));
+                prefetch(self.zero.bytes(pid));
             }
         }
     }
