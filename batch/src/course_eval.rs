@@ -127,8 +127,8 @@ pub fn score(plan: &CoursePlan, k: usize, ranked: impl Fn(u64) -> Vec<u32>) -> C
 /// Every course, most viewers (distinct users) first.
 pub fn by_popularity(table: &CourseTable) -> Vec<u32> {
     let mut viewers = vec![0u32; table.len()];
-    for v in &table.viewed {
-        viewers[v.course as usize] += 1;
+    for (_, course, _) in table.rows() {
+        viewers[course as usize] += 1;
     }
     let mut order: Vec<u32> = (0..table.len() as u32).collect();
     order.sort_by(|&a, &b| {
@@ -160,8 +160,8 @@ impl ItemKnn {
     pub fn build(table: &CourseTable) -> ItemKnn {
         let n = table.len();
         let mut viewers: Vec<Vec<u32>> = vec![Vec::new(); n];
-        for (u, w) in table.offsets.windows(2).enumerate() {
-            for v in &table.viewed[w[0] as usize..w[1] as usize] {
+        for u in 0..table.users() {
+            for v in table.viewed_at(u) {
                 viewers[v.course as usize].push(u as u32);
             }
         }
@@ -170,8 +170,7 @@ impl ItemKnn {
             .map(|i| {
                 co.clear();
                 for &u in &viewers[i] {
-                    let w = &table.offsets[u as usize..u as usize + 2];
-                    for v in &table.viewed[w[0] as usize..w[1] as usize] {
+                    for v in table.viewed_at(u as usize) {
                         if v.course as usize != i {
                             *co.entry(v.course).or_default() += 1;
                         }
@@ -248,7 +247,7 @@ pub fn compare(
         recommend::recommend(
             &table,
             &voters,
-            table.viewed_by(h),
+            &table.viewed_by(h),
             &HashSet::new(),
             K,
             0,

@@ -149,7 +149,7 @@ mod tests {
         let got = recommend(
             &t,
             &voters,
-            t.viewed_by(1),
+            &t.viewed_by(1),
             &HashSet::new(),
             10,
             2,

@@ -222,7 +222,7 @@ impl<'m> Recommender<'m, '_> {
                 similarity: n.similarity,
             })
             .collect();
-        let seen = learner.handle.map_or(&[][..], |h| courses.viewed_by(h));
+        let seen = learner.handle.map_or_else(Vec::new, |h| courses.viewed_by(h));
         let exclude: HashSet<u32> = filters
             .exclude_courses
             .iter()
@@ -236,7 +236,7 @@ impl<'m> Recommender<'m, '_> {
         let found = recommend::recommend(
             courses,
             &voters,
-            seen,
+            &seen,
             &exclude,
             k as usize,
             shown,
