@@ -156,12 +156,15 @@ impl Index {
     }
 
     /// Holds the points as 16-bit fixed point ([`crate::fixed16`]) from now on: half
-    /// their memory, so the index takes about a quarter less. Each value moves by at most
-    /// 1/65,534 of its point's largest, so searches and the similarities they report are
-    /// those of the rounded points, close to but not those of the stored `f32` points;
-    /// encoding writes the rounded values.
+    /// their memory. Each value moves by at most 1/65,534 of its point's largest, so
+    /// searches and the similarities they report are those of the rounded points, close
+    /// to but not those of the stored `f32` points; encoding writes the rounded values.
+    /// Layer zero's neighbour lists are held sorted by id and delta-coded, about 2 bytes a
+    /// neighbour instead of 3: a search meets the same neighbours in another order, and
+    /// encoding writes them in that order. Together about 40% less memory.
     pub fn compact(&mut self) {
         self.points.compact();
+        self.zero.sort();
     }
 
     /// True once [`Index::compact`]ed (an index without points never is).
@@ -207,7 +210,7 @@ impl Index {
         for layer in self.layers.iter().rev() {
             loop {
                 let mut best = at;
-                for pid in layer.get(at.pid) {
+                layer.for_each(at.pid, |pid| {
                     let c = Candidate {
                         distance: self.distance(query, pid),
                         pid,
@@ -215,7 +218,7 @@ impl Index {
                     if c < best {
                         best = c;
                     }
-                }
+                });
                 // By id: a NaN distance (from a query that is not finite) equals nothing.
                 if best.pid == at.pid {
                     break;
@@ -236,12 +239,12 @@ impl Index {
             // each in turn is most of a search's time.
             let mut fresh = [0u32; ZERO_SLOTS];
             let mut n = 0;
-            for pid in self.zero.get(c.pid) {
+            self.zero.for_each(c.pid, |pid| {
                 if s.visit(pid) {
                     fresh[n] = pid;
                     n += 1;
                 }
-            }
+            });
             for &pid in &fresh[..n] {
                 self.points.prefetch(pid);
             }
