@@ -312,7 +312,7 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
                     "model loaded"
                 );
                 self.current.store(Some(Arc::clone(&model)));
-                release_freed_memory();
+                crate::memory::release_freed_memory();
                 self.last_load_micros
                     .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 self.loads.fetch_add(1, Ordering::Relaxed);
@@ -362,23 +362,6 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
     fn checks(&self) -> MutexGuard<'_, Checks> {
         // Nothing panics while holding the lock; recover the data if something ever did.
         self.checks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-/// Hands the memory freed while a version was decoded (its artifacts' bytes, the profiles
-/// and 32-bit points dropped) back to the kernel. glibc otherwise keeps freed blocks that
-/// lie between live ones inside its heaps, where they still count as resident: about
-/// 40 MB at a million users (docs/scaling.md). Elsewhere than glibc it does nothing.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> std::ffi::c_int;
-        }
-        // SAFETY: glibc's own maintenance call, safe at any time from any thread; it only
-        // returns free pages to the kernel.
-        unsafe {
-            malloc_trim(0);
-        }
     }
 }
 

@@ -8,5 +8,6 @@
 
 pub mod api;
 pub mod cache;
+pub mod memory;
 pub mod metrics;
 pub mod scatter;

@@ -113,6 +113,7 @@ const LAMBDA_VARIABLES: [&str; 3] = [
 ];
 
 fn main() -> ExitCode {
+    kindred_predict::memory::limit_arenas();
     let cli = Cli::parse();
     let in_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let json = cli.log_format.as_deref().map_or(in_lambda, |f| f == "json");
