@@ -364,4 +364,3 @@ impl<S: ObjectStore + 'static> ModelCache<S> {
         self.checks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
-

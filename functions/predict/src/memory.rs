@@ -6,12 +6,14 @@
 //! on several threads, so its freed buffers end up spread over arenas where they stay
 //! resident: at a million users 20 to 50 MB of the process (docs/scaling.md).
 
-/// Caps the allocator's arenas at one per core, unless `MALLOC_ARENA_MAX` says
-/// otherwise. Call it before any thread is started.
+/// Caps the allocator's arenas at one per core, unless `MALLOC_ARENA_MAX` or a
+/// `glibc.malloc.arena_max` in `GLIBC_TUNABLES` says otherwise. Call it before any thread
+/// is started.
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max"));
+        if tuned || std::env::var_os("MALLOC_ARENA_MAX").is_some() {
             return;
         }
         const M_ARENA_MAX: std::ffi::c_int = -8;

@@ -184,7 +184,10 @@ mod tests {
         );
         let built = CourseTable::build(s.ids.clone(), s.tags.clone(), table.rows().collect());
         assert_eq!(built, table);
-        for empty in [CourseTable::default(), CourseTable::build(vec![], vec![], vec![])] {
+        for empty in [
+            CourseTable::default(),
+            CourseTable::build(vec![], vec![], vec![]),
+        ] {
             let bytes = encode("courses.bin", &empty).unwrap();
             assert_eq!(decode::<CourseTable>("courses.bin", &bytes).unwrap(), empty);
         }
@@ -192,7 +195,12 @@ mod tests {
 
     #[test]
     fn offsets_that_do_not_ascend_from_zero_to_the_last_course_are_refused_when_read() {
-        for offsets in [vec![0, 2, 4], vec![1, 2, 4, 5], vec![0, 4, 2, 5], vec![0, 2, 4, 6]] {
+        for offsets in [
+            vec![0, 2, 4],
+            vec![1, 2, 4, 5],
+            vec![0, 4, 2, 5],
+            vec![0, 2, 4, 6],
+        ] {
             let s = Stored {
                 offsets: offsets.clone(),
                 ..stored()
@@ -204,7 +212,10 @@ mod tests {
 
     #[test]
     fn tables_whose_references_do_not_hold_are_refused_by_validation() {
-        assert!(read(&stored()).unwrap().validate(1).is_err(), "tag 1 of 1 tag");
+        assert!(
+            read(&stored()).unwrap().validate(1).is_err(),
+            "tag 1 of 1 tag"
+        );
         let mut unsorted = stored();
         unsorted.viewed.swap(0, 1);
         let mut unknown = stored();

@@ -267,8 +267,8 @@ impl<const N: usize> Lists<N> {
 
     /// Holds each list sorted by id and delta-coded from now on: on the graphs of a
     /// million users, about 2 bytes a neighbour instead of 3. A search meets the same
-    /// neighbours in another order, which can only change which of two equally distant
-    /// points it keeps; encoding writes the lists in id order. Refused (false, nothing
+    /// neighbours in another order, which matters only where distances tie (it may then
+    /// expand and keep other tied points); encoding writes the lists in id order. Refused (false, nothing
     /// changed) when the bytes would not fit the 32-bit ends.
     pub(super) fn sort(&mut self) -> bool {
         let Store::Ids(ids) = &self.store else {
@@ -312,15 +312,8 @@ impl<const N: usize> Lists<N> {
 
 /// One node's neighbours, from [`Lists::get`].
 pub(super) enum Neighbours<'a> {
-    Ids {
-        ids: &'a Ids,
-        at: usize,
-        end: usize,
-    },
-    Sorted {
-        bytes: &'a [u8],
-        last: Option<u32>,
-    },
+    Ids { ids: &'a Ids, at: usize, end: usize },
+    Sorted { bytes: &'a [u8], last: Option<u32> },
 }
 
 impl Iterator for Neighbours<'_> {
@@ -396,7 +389,8 @@ impl Ids {
         if id > self.mask {
             self.widen();
         }
-        self.bytes.extend_from_slice(&id.to_le_bytes()[..self.width]);
+        self.bytes
+            .extend_from_slice(&id.to_le_bytes()[..self.width]);
         self.len += 1;
     }
 
@@ -578,15 +572,18 @@ mod tests {
             [e, e, e, e],
             [far[3], far[2], far[1], 5],
             [9, e, e, e],
+            // A gap of exactly 2^16 takes the escape, and so does a repeated id.
+            [7 + 65_536, 7, 7 + 65_536, e],
         ];
         let mut lists: Lists<4> = decode("layer", &slots(&nodes)).unwrap();
         assert!(lists.sort());
-        let got: Vec<Vec<u32>> = (0..4).map(|n| lists.get(n).collect()).collect();
+        let got: Vec<Vec<u32>> = (0..5).map(|n| lists.get(n).collect()).collect();
         let sorted = [
             vec![3, far[0], far[1]],
             vec![],
             vec![5, far[1], far[2], far[3]],
             vec![9],
+            vec![7, 7 + 65_536, 7 + 65_536],
         ];
         assert_eq!(got, sorted);
         for (n, list) in sorted.iter().enumerate() {
@@ -595,9 +592,9 @@ mod tests {
             assert_eq!(&walked, list);
         }
         // Node 0: 4, then 2 + 4 (escape), then 2; node 2: 4, 2 + 4, 2 (a gap of 65,535),
-        // 2 + 4.
-        let sizes: Vec<usize> = (0..4).map(|n| lists.bytes(n).len()).collect();
-        assert_eq!(sizes, [12, 0, 18, 4]);
+        // 2 + 4; node 4: 4, then two escapes.
+        let sizes: Vec<usize> = (0..5).map(|n| lists.bytes(n).len()).collect();
+        assert_eq!(sizes, [12, 0, 18, 4, 16]);
         let padded: Vec<[u32; 4]> = sorted
             .iter()
             .map(|l| std::array::from_fn(|i| l.get(i).copied().unwrap_or(e)))

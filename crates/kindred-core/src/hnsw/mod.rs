@@ -5,7 +5,9 @@
 //! [`crate::graph::assemble`]), and `index.bin` holds it as instant-distance encodes its
 //! `Hnsw`. [`Index`] decodes the same bytes field for field (the search width, the points,
 //! layer zero with [`ZERO_SLOTS`] neighbour slots per point, the upper layers with
-//! [`UPPER_SLOTS`]) and encodes them back unchanged, so the format is instant-distance's.
+//! [`UPPER_SLOTS`]) and encodes them back unchanged, so the format is instant-distance's
+//! (a compacted index, [`Index::compact`], writes its rounded points and layer zero's
+//! lists in id order).
 //!
 //! The search is instant-distance's algorithm: greedy descent through the upper layers
 //! from point 0, then a best-first beam of width `ef_search` on layer zero. It differs in
@@ -29,7 +31,8 @@ use layout::{Lists, Points};
 
 /// An HNSW index over user embeddings; point `i` is shard row `i`.
 ///
-/// The fields are instant-distance's `Hnsw`, in its order: the encoded bytes are the same.
+/// The fields are instant-distance's `Hnsw`, in its order: the encoded bytes are the same
+/// until the index is compacted.
 /// In memory the points are one row-major array, not a vector each, and each layer keeps
 /// only the slots that name a neighbour (see `layout`).
 #[derive(Serialize, Deserialize)]
@@ -160,8 +163,9 @@ impl Index {
     /// searches and the similarities they report are those of the rounded points, close
     /// to but not those of the stored `f32` points; encoding writes the rounded values.
     /// Layer zero's neighbour lists are held sorted by id and delta-coded, about 2 bytes a
-    /// neighbour instead of 3: a search meets the same neighbours in another order, and
-    /// encoding writes them in that order. Together about 40% less memory.
+    /// neighbour instead of 3: a search meets the same neighbours in another order, which
+    /// changes nothing unless distances tie (then it may expand and keep other tied
+    /// points), and encoding writes them in that order. Together about 40% less memory.
     pub fn compact(&mut self) {
         self.points.compact();
         self.zero.sort();
@@ -336,6 +340,16 @@ mod tests {
         // inside and outside the index.
         for (q, expected) in queries.iter().zip(&expected) {
             let got: Vec<(u32, f32)> = ours.search(&q.0, 0, |found| {
+                found.iter().map(|c| (c.pid, c.distance)).collect()
+            });
+            assert_eq!(&got, expected);
+        }
+        // The same searches over layer zero's lists sorted by id find the same: without
+        // ties, the order a node's neighbours are met in changes nothing.
+        let mut sorted = ours;
+        assert!(sorted.zero.sort());
+        for (q, expected) in queries.iter().zip(&expected) {
+            let got: Vec<(u32, f32)> = sorted.search(&q.0, 0, |found| {
                 found.iter().map(|c| (c.pid, c.distance)).collect()
             });
             assert_eq!(&got, expected);

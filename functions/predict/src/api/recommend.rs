@@ -222,7 +222,9 @@ impl<'m> Recommender<'m, '_> {
                 similarity: n.similarity,
             })
             .collect();
-        let seen = learner.handle.map_or_else(Vec::new, |h| courses.viewed_by(h));
+        let seen = learner
+            .handle
+            .map_or_else(Vec::new, |h| courses.viewed_by(h));
         let exclude: HashSet<u32> = filters
             .exclude_courses
             .iter()
