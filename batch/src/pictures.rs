@@ -50,7 +50,10 @@ impl Pictures {
         let rows = index::sample_rows(n, MAP_USERS, 29);
         let by_weight = |row: u32| {
             let mut f: Vec<&Feature> = user(row).features.iter().collect();
-            f.sort_by(|a, b| b.weight.total_cmp(&a.weight));
+            f.sort_by(|a, b| {
+                let (wa, wb) = (a.weight, b.weight);
+                wb.total_cmp(&wa)
+            });
             f
         };
         let mut counts: HashMap<u32, usize> = HashMap::new();
