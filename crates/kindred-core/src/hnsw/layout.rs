@@ -196,26 +196,9 @@ enum Store {
 }
 
 impl<const N: usize> Lists<N> {
-    /// Node `node`'s neighbours (panics when out of range).
-    #[inline]
-    pub(super) fn get(&self, node: u32) -> Neighbours<'_> {
-        let range = self.range(node);
-        match &self.store {
-            Store::Ids(ids) => Neighbours::Ids {
-                ids,
-                at: range.start,
-                end: range.end,
-            },
-            Store::Sorted(bytes) => Neighbours::Sorted {
-                bytes: &bytes[range],
-                last: None,
-            },
-        }
-    }
-
-    /// Calls `f` with each of node `node`'s neighbours, in the order [`Lists::get`]
-    /// yields them (panics when out of range): the search's loop, which decides the
-    /// layer's form once a node rather than once a neighbour.
+    /// Calls `f` with each of node `node`'s neighbours, nearest first as decoded or by
+    /// id once [`Lists::sort`]ed (panics when out of range). The layer's form is decided
+    /// once a node rather than once a neighbour, as the search's loops want.
     #[inline]
     pub(super) fn for_each(&self, node: u32, mut f: impl FnMut(u32)) {
         let range = self.range(node);
@@ -279,7 +262,7 @@ impl<const N: usize> Lists<N> {
         let mut list = Vec::with_capacity(N);
         for node in 0..self.ends.len() as u32 {
             list.clear();
-            list.extend(self.get(node));
+            self.for_each(node, |id| list.push(id));
             list.sort_unstable();
             for (i, &id) in list.iter().enumerate() {
                 let gap = if i == 0 { 0 } else { id - list[i - 1] };
@@ -307,53 +290,6 @@ impl<const N: usize> Lists<N> {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.ends.len()
-    }
-}
-
-/// One node's neighbours, from [`Lists::get`].
-pub(super) enum Neighbours<'a> {
-    Ids { ids: &'a Ids, at: usize, end: usize },
-    Sorted { bytes: &'a [u8], last: Option<u32> },
-}
-
-impl Iterator for Neighbours<'_> {
-    type Item = u32;
-
-    #[inline]
-    fn next(&mut self) -> Option<u32> {
-        match self {
-            Neighbours::Ids { ids, at, end } => {
-                if at == end {
-                    return None;
-                }
-                *at += 1;
-                Some(ids.get(*at - 1))
-            }
-            Neighbours::Sorted { bytes, last } => {
-                let read4 = |b: &mut &[u8]| {
-                    let id = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-                    *b = &b[4..];
-                    id
-                };
-                if bytes.is_empty() {
-                    return None;
-                }
-                let id = match *last {
-                    None => read4(bytes),
-                    Some(prev) => {
-                        let gap = u16::from_le_bytes([bytes[0], bytes[1]]);
-                        *bytes = &bytes[2..];
-                        if gap == 0 {
-                            read4(bytes)
-                        } else {
-                            prev + u32::from(gap)
-                        }
-                    }
-                };
-                *last = Some(id);
-                Some(id)
-            }
-        }
     }
 }
 
@@ -427,9 +363,11 @@ impl<const N: usize> Serialize for Lists<N> {
         let mut seq = serializer.serialize_seq(Some(self.ends.len()))?;
         for node in 0..self.ends.len() as u32 {
             let mut slots = [EMPTY_SLOT; N];
-            for (slot, id) in slots.iter_mut().zip(self.get(node)) {
-                *slot = id;
-            }
+            let mut n = 0;
+            self.for_each(node, |id| {
+                slots[n] = id;
+                n += 1;
+            });
             seq.serialize_element(&Slots(slots))?;
         }
         seq.end()
@@ -522,6 +460,13 @@ mod tests {
     use super::*;
     use crate::codec::{decode, encode};
 
+    /// Node `node`'s neighbours, as [`Lists::for_each`] walks them.
+    fn list<const N: usize>(lists: &Lists<N>, node: u32) -> Vec<u32> {
+        let mut ids = Vec::new();
+        lists.for_each(node, |id| ids.push(id));
+        ids
+    }
+
     /// A layer of nodes of 4 slots as instant-distance encodes it.
     fn slots(nodes: &[[u32; 4]]) -> Vec<u8> {
         encode("layer", &nodes.to_vec()).unwrap()
@@ -533,11 +478,8 @@ mod tests {
         let bytes = slots(&[[3, 1, e, e], [e, e, e, e], [0, 1, 2, 300], [2, e, e, e]]);
         let lists: Lists<4> = decode("layer", &bytes).unwrap();
         assert_eq!(lists.len(), 4);
-        let got: Vec<Vec<u32>> = (0..4).map(|n| lists.get(n).collect()).collect();
+        let got: Vec<Vec<u32>> = (0..4).map(|n| list(&lists, n)).collect();
         assert_eq!(got, [vec![3, 1], vec![], vec![0, 1, 2, 300], vec![2]]);
-        let mut walked = Vec::new();
-        lists.for_each(2, |id| walked.push(id));
-        assert_eq!(walked, got[2]);
         // Seven ids of 3 bytes, and the spare bytes.
         let Store::Ids(ids) = &lists.store else {
             panic!("decoded lists hold ids");
@@ -553,7 +495,7 @@ mod tests {
         let big = [0x00ff_ffff, 0x0100_0000, e - 1];
         let bytes = slots(&[[5, big[0], e, e], [big[1], 7, big[2], e], [9, e, e, e]]);
         let lists: Lists<4> = decode("layer", &bytes).unwrap();
-        let got: Vec<Vec<u32>> = (0..3).map(|n| lists.get(n).collect()).collect();
+        let got: Vec<Vec<u32>> = (0..3).map(|n| list(&lists, n)).collect();
         assert_eq!(got, [vec![5, big[0]], vec![big[1], 7, big[2]], vec![9]]);
         let Store::Ids(ids) = &lists.store else {
             panic!("decoded lists hold ids");
@@ -577,7 +519,7 @@ mod tests {
         ];
         let mut lists: Lists<4> = decode("layer", &slots(&nodes)).unwrap();
         assert!(lists.sort());
-        let got: Vec<Vec<u32>> = (0..5).map(|n| lists.get(n).collect()).collect();
+        let got: Vec<Vec<u32>> = (0..5).map(|n| list(&lists, n)).collect();
         let sorted = [
             vec![3, far[0], far[1]],
             vec![],
@@ -586,11 +528,6 @@ mod tests {
             vec![7, 7 + 65_536, 7 + 65_536],
         ];
         assert_eq!(got, sorted);
-        for (n, list) in sorted.iter().enumerate() {
-            let mut walked = Vec::new();
-            lists.for_each(n as u32, |id| walked.push(id));
-            assert_eq!(&walked, list);
-        }
         // Node 0: 4, then 2 + 4 (escape), then 2; node 2: 4, 2 + 4, 2 (a gap of 65,535),
         // 2 + 4; node 4: 4, then two escapes.
         let sizes: Vec<usize> = (0..5).map(|n| lists.bytes(n).len()).collect();
