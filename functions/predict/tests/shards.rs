@@ -47,6 +47,18 @@ fn publish_and_load(t: Trained, selection: Option<Selection>) -> (tempfile::Temp
     (dir, model)
 }
 
+/// A generated data set of `users` users from `seed`, in a fresh folder.
+fn generated(users: u64, seed: u64) -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    let config = kindred_datagen::GenConfig {
+        users,
+        seed,
+        ..Default::default()
+    };
+    kindred_datagen::generate(&config, data.path()).expect("generate");
+    data
+}
+
 struct Setup {
     _data: tempfile::TempDir,
     whole: (tempfile::TempDir, Model),
@@ -55,13 +67,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let data = tempfile::tempdir().unwrap();
-    let config = kindred_datagen::GenConfig {
-        users: USERS,
-        seed: 5,
-        ..Default::default()
-    };
-    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let data = generated(USERS, 5);
     let whole = publish_and_load(train_with(1, data.path()), None);
     let sharded = publish_and_load(train_with(SHARDS, data.path()), None);
     Setup {
@@ -216,13 +222,7 @@ fn shard_groups_take_their_share_of_any_shard_count_and_replicate_beyond_it() {
 fn a_shard_the_version_lacks_is_refused() {
     // Given a 3-shard version, when a process asks for shard 5, then loading fails with
     // an error naming the shard and the count.
-    let data = tempfile::tempdir().unwrap();
-    let config = kindred_datagen::GenConfig {
-        users: 300,
-        seed: 2,
-        ..Default::default()
-    };
-    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let data = generated(300, 2);
     let t = train_with(SHARDS, data.path());
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path());
@@ -254,13 +254,7 @@ fn a_shard_the_version_lacks_is_refused() {
 fn a_model_held_compactly_answers_as_its_stored_embeddings_do_within_their_rounding() {
     // Given a model published once and loaded as a large model is served (its graphs
     // searched), with 32-bit and with 16-bit embeddings,
-    let data = tempfile::tempdir().unwrap();
-    let config = kindred_datagen::GenConfig {
-        users: USERS,
-        seed: 8,
-        ..Default::default()
-    };
-    kindred_datagen::generate(&config, data.path()).expect("generate");
+    let data = generated(USERS, 8);
     let t = train_with(SHARDS, data.path());
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::new(dir.path());

@@ -337,23 +337,23 @@ mod tests {
         assert_eq!(crate::codec::encode("i", &ours).unwrap(), bytes);
         assert_eq!((ours.len(), ours.ef_search()), (2_000, 24));
         // and a search returns instant-distance's candidates, in its order, for queries
-        // inside and outside the index.
-        for (q, expected) in queries.iter().zip(&expected) {
-            let got: Vec<(u32, f32)> = ours.search(&q.0, 0, |found| {
-                found.iter().map(|c| (c.pid, c.distance)).collect()
-            });
-            assert_eq!(&got, expected);
-        }
-        // The same searches over layer zero's lists sorted by id find the same: without
-        // ties, the order a node's neighbours are met in changes nothing.
+        // inside and outside the index,
+        let answers = |index: &Index| -> Vec<Vec<(u32, f32)>> {
+            queries
+                .iter()
+                .map(|q| {
+                    index.search(&q.0, 0, |found| {
+                        found.iter().map(|c| (c.pid, c.distance)).collect()
+                    })
+                })
+                .collect()
+        };
+        assert_eq!(answers(&ours), expected);
+        // also over layer zero's lists sorted by id: without ties, the order a node's
+        // neighbours are met in changes nothing.
         let mut sorted = ours;
         assert!(sorted.zero.sort());
-        for (q, expected) in queries.iter().zip(&expected) {
-            let got: Vec<(u32, f32)> = sorted.search(&q.0, 0, |found| {
-                found.iter().map(|c| (c.pid, c.distance)).collect()
-            });
-            assert_eq!(&got, expected);
-        }
+        assert_eq!(answers(&sorted), expected);
     }
 
     #[test]
