@@ -301,6 +301,8 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
+    // BLAS runs on the calling thread; OpenBLAS's own pool would spin beside the read.
+    kindred_batch::svd::blas_on_calling_thread();
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
