@@ -3,6 +3,7 @@
 //! publish the versioned model through `kindred_core`.
 
 pub mod assemble;
+pub mod blas;
 pub mod config;
 pub mod course_eval;
 pub mod eval;

@@ -300,11 +300,12 @@ struct TrainArgs {
 }
 
 fn main() -> ExitCode {
+    // BLAS on the calling thread only: OpenBLAS's own pool would spin beside the read.
+    kindred_batch::blas::on_calling_thread();
     keep_freed_memory_mapped();
-    // BLAS runs on the calling thread; OpenBLAS's own pool would spin beside the read.
-    kindred_batch::svd::blas_on_calling_thread();
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    tracing::debug!(kernels = %kindred_batch::blas::kernels(), "OpenBLAS");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

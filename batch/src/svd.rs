@@ -107,33 +107,6 @@ pub enum SvdError {
     Lapack(#[from] ndarray_linalg::error::LinalgError),
 }
 
-unsafe extern "C" {
-    /// OpenBLAS's size of its own thread pool (the library linked by `openblas-system`).
-    fn openblas_set_num_threads(threads: std::ffi::c_int);
-    /// Stops and joins OpenBLAS's pool threads (what OpenBLAS itself calls before a fork).
-    fn blas_thread_shutdown_() -> std::ffi::c_int;
-}
-
-/// Makes OpenBLAS compute on the calling thread only. Training spreads its work over
-/// its own `--threads` threads, each of which calls BLAS (the smoothing's matrix
-/// products); OpenBLAS's pool on top of them oversubscribes the cores. Measured on
-/// 10k users on 2 cores: smoothing 0.47 s with OpenBLAS's pool, 0.32 s without; the
-/// decomposition 0.32 s and 0.22 s.
-///
-/// The pool's threads are also stopped: OpenBLAS starts them when it is loaded, and each
-/// spins on `sched_yield` for about 0.1 s before it sleeps, taking a core from whatever
-/// runs first. Called first thing in `kindred-batch`, it took the 10k-user read from
-/// 0.159 to 0.126 s (medians of 7).
-pub fn blas_on_calling_thread() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    // SAFETY: a plain setter of the linked OpenBLAS and its own shutdown (what it runs
-    // before a fork), called once; BLAS calls after it run on the calling thread.
-    ONCE.call_once(|| unsafe {
-        openblas_set_num_threads(1);
-        blas_thread_shutdown_();
-    });
-}
-
 /// `AᵀA` as a dense matrix, accumulated over `threads` row ranges in parallel.
 pub fn gram(a: &Csr, threads: usize) -> Array2<f64> {
     let n = a.cols;

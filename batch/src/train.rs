@@ -86,7 +86,7 @@ pub fn embed(
     hidden: &FastSet<(u64, u32)>,
     stages: &mut Stages,
 ) -> Result<Embedded, TrainError> {
-    svd::blas_on_calling_thread();
+    crate::blas::on_calling_thread();
     let built = stages.run("matrix", || build_matrix_hiding(ds, cfg, hidden));
     let Built {
         handles,
