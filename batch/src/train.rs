@@ -331,6 +331,18 @@ fn finish(
             let encoded = encode_artifacts(ds, &fitted, &tags, sink);
             (encoded, start.elapsed().as_secs_f64())
         });
+        // The report's pictures search on one thread, beside the measures (which spread
+        // over the threads only for part of their time).
+        let drawing = scope.spawn(|| {
+            let start = Instant::now();
+            let pictures = Pictures::of(
+                &fitted.shards,
+                |row| fitted.users[row as usize].as_user(),
+                &fitted.svd.singular_values,
+                cfg.eval_sample,
+            );
+            (pictures, start.elapsed().as_secs_f64())
+        });
         let recall = stages.run("recall", || {
             index::recall(&fitted.shards, &sample, 10, cfg.threads)
         });
@@ -341,14 +353,8 @@ fn finish(
             }
             _ => None,
         };
-        let pictures = stages.run("pictures", || {
-            Pictures::of(
-                &fitted.shards,
-                |row| fitted.users[row as usize].as_user(),
-                &fitted.svd.singular_values,
-                cfg.eval_sample,
-            )
-        });
+        let (pictures, seconds) = drawing.join().expect("drawing the pictures panicked");
+        stages.record_beside("pictures", seconds);
         let (encoded, seconds) = encoding.join().expect("encoding the artifacts panicked");
         stages.record_beside("encode", seconds);
         encoded.map(|()| (recall, quality, folded, pictures))
