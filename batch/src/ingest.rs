@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fast_hash::{FastMap, FastSet, fingerprint};
+use crate::fast_hash::{FastMap, FastSet, FingerprintSet, fingerprint};
 
 /// Name of the course views file (required).
 pub const VIEWS: &str = "user_course_views.csv";
@@ -537,7 +537,7 @@ fn normalise_tag<'a>(raw: &'a [u8], report: &mut FileReport) -> Option<Cow<'a, s
 fn read_course_tags(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     let mut report = FileReport::new(COURSE_TAGS);
     let table = Table::open(path, COURSE_TAGS, &["course_id", "course_tags"])?;
-    let mut seen = FastSet::default();
+    let mut seen = FingerprintSet::default();
     table.for_each(&mut report, |line, f, report| {
         let course = text(f[0]);
         if course.is_empty() {
@@ -594,7 +594,7 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             "view_time_seconds",
         ],
     )?;
-    let mut seen = FastSet::default();
+    let mut seen = FingerprintSet::default();
     let known_courses = ds.courses.len();
     table.for_each(&mut report, |line, f, report| {
         let Some(user) = parse_u64(f[0]) else {
@@ -665,7 +665,7 @@ fn parse_interests(path: &Path) -> Result<ParsedInterests, IngestError> {
             INTERESTS,
             &["user_handle", "interest_tag", "date_followed"],
         )?;
-        let mut seen_rows = FastSet::default();
+        let mut seen_rows = FingerprintSet::default();
         let mut ids: FastMap<String, u32> = FastMap::default();
         table.for_each(&mut report, |line, f, report| {
             let Some(user) = parse_u64(f[0]) else {
@@ -754,7 +754,7 @@ fn read_assessments(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
             "user_assessment_score",
         ],
     )?;
-    let mut seen = FastSet::default();
+    let mut seen = FingerprintSet::default();
     // (user, tag) -> (date, score): the latest assessment wins.
     let mut latest: FastMap<(u64, u32), (String, u16)> = FastMap::default();
     table.for_each(&mut report, |line, f, report| {
