@@ -6,6 +6,7 @@
 //! computed once for both of its points instead ([`half`]).
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kindred_core::embedding::{Embedding, dot};
 use ndarray::linalg::general_mat_mul;
@@ -314,19 +315,24 @@ fn each_block<T: Send, S: Default>(
 ) -> Vec<T> {
     let block = block.max(1);
     let blocks = n.div_ceil(block);
-    let per_thread = blocks.div_ceil(threads.max(1)).max(1) * block;
-    let f = &f;
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..n)
-            .step_by(per_thread)
-            .map(|start| {
-                let end = (start + per_thread).min(n);
+    // Each worker takes the next block not taken, so a worker slowed down (a busy core)
+    // holds up the others by one block at most rather than by its share of them.
+    let next = AtomicUsize::new(0);
+    let (f, next) = (&f, &next);
+    let mut done: Vec<(usize, Vec<T>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads.clamp(1, blocks.max(1)))
+            .map(|_| {
                 scope.spawn(move || {
                     let mut scratch = S::default();
-                    (start..end)
-                        .step_by(block)
-                        .flat_map(|b| f(&mut scratch, b..(b + block).min(end)))
-                        .collect::<Vec<_>>()
+                    let mut done = Vec::new();
+                    loop {
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        if b >= blocks {
+                            return done;
+                        }
+                        let start = b * block;
+                        done.push((b, f(&mut scratch, start..(start + block).min(n))));
+                    }
                 })
             })
             .collect();
@@ -334,7 +340,9 @@ fn each_block<T: Send, S: Default>(
             .into_iter()
             .flat_map(|h| h.join().expect("neighbour worker panicked"))
             .collect()
-    })
+    });
+    done.sort_unstable_by_key(|&(b, _)| b);
+    done.into_iter().flat_map(|(_, results)| results).collect()
 }
 
 #[cfg(test)]
