@@ -335,16 +335,30 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
         }
     }
     read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
-    // The interests file is parsed on its own thread while the views are read; its tags
-    // join the vocabulary afterwards, in the order a row-by-row read would add them.
+    // The interests file is read on its own thread while the views are read. The views
+    // add no tags, so the interests take the vocabulary along and bring it back: their
+    // tags get the ids a row-by-row read would give them.
+    let mut tagged = Dataset {
+        tags: std::mem::take(&mut ds.tags),
+        spellings: std::mem::take(&mut ds.spellings),
+        ..Dataset::default()
+    };
     let (views, interests) = std::thread::scope(|scope| {
-        let interests = scope.spawn(|| parse_interests(&dir.join(INTERESTS)));
+        let into = &mut tagged;
+        let interests = scope.spawn(move || {
+            add_interests(parse_interests(&dir.join(INTERESTS))?, into);
+            Ok::<(), IngestError>(())
+        });
         let views = read_views(&dir.join(VIEWS), &mut ds);
         (views, interests.join())
     });
     views?;
-    let interests = interests.expect("the interests reader panicked")?;
-    add_interests(interests, &mut ds);
+    interests.expect("the interests reader panicked")?;
+    ds.tags = tagged.tags;
+    ds.spellings = tagged.spellings;
+    ds.interests = tagged.interests;
+    ds.interest_days = tagged.interest_days;
+    ds.reports.append(&mut tagged.reports);
     read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
     ds.name_tags();
     within_vocabulary(ds)
