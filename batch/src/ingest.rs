@@ -335,9 +335,9 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
         }
     }
     read_course_tags(&dir.join(COURSE_TAGS), &mut ds)?;
-    // The interests file is read on its own thread while the views are read. The views
-    // add no tags, so the interests take the vocabulary along and bring it back: their
-    // tags get the ids a row-by-row read would give them.
+    // The interests and assessments files are read on their own thread while the views
+    // are read. The views add no tags, so that thread takes the vocabulary along and
+    // brings it back: their tags get the ids a row-by-row read would give them.
     let mut tagged = Dataset {
         tags: std::mem::take(&mut ds.tags),
         spellings: std::mem::take(&mut ds.spellings),
@@ -347,7 +347,7 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
         let into = &mut tagged;
         let interests = scope.spawn(move || {
             add_interests(parse_interests(&dir.join(INTERESTS))?, into);
-            Ok::<(), IngestError>(())
+            read_assessments(&dir.join(ASSESSMENTS), into)
         });
         let views = read_views(&dir.join(VIEWS), &mut ds);
         (views, interests.join())
@@ -358,8 +358,9 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
     ds.spellings = tagged.spellings;
     ds.interests = tagged.interests;
     ds.interest_days = tagged.interest_days;
+    ds.assessments = tagged.assessments;
+    ds.assessment_days = tagged.assessment_days;
     ds.reports.append(&mut tagged.reports);
-    read_assessments(&dir.join(ASSESSMENTS), &mut ds)?;
     ds.name_tags();
     within_vocabulary(ds)
 }
