@@ -15,12 +15,13 @@ use kindred_core::search::Neighbour;
 use kindred_core::shard::Shards;
 
 use crate::fast_hash::{FastMap, FastSet};
-use crate::index::sample_rows;
+use crate::index::{sample_rows, served_neighbours};
 use crate::ingest::Dataset;
 
-/// Cohort precision@k of `index` (approximate search, as served at scale) over the points
-/// at `rows`, with `handles[point]` the point's user and `cohort_of` mapping a handle to
-/// its planted cohort. Users without a known cohort are skipped. Returns (precision,
+/// Cohort precision@k of `index` as served ([`served_neighbours`]: exact search up to
+/// 50,000 users, the indexes above) over the points at `rows`, with `handles[point]` the
+/// point's user and `cohort_of` mapping a handle to its planted cohort; searched on
+/// `threads` threads. Users without a known cohort are skipped. Returns (precision,
 /// chance level).
 pub fn cohort_precision(
     index: &Shards,
@@ -28,17 +29,23 @@ pub fn cohort_precision(
     cohort_of: &HashMap<u64, u32>,
     rows: &[u32],
     k: usize,
+    threads: usize,
 ) -> (f64, f64) {
+    let known: Vec<u32> = rows
+        .iter()
+        .copied()
+        .filter(|&row| cohort_of.contains_key(&handles[row as usize]))
+        .collect();
     let mut hits = 0usize;
     let mut total = 0usize;
-    for &row in rows {
-        let Some(c) = cohort_of.get(&handles[row as usize]) else {
-            continue;
-        };
-        let q = &*index.embedding(row);
-        for n in index.approximate(q, k, Some(row)) {
+    for (&row, found) in known
+        .iter()
+        .zip(served_neighbours(index, &known, k, threads))
+    {
+        let c = cohort_of.get(&handles[row as usize]);
+        for n in found {
             total += 1;
-            if cohort_of.get(&handles[n.row as usize]) == Some(c) {
+            if cohort_of.get(&handles[n.row as usize]) == c {
                 hits += 1;
             }
         }

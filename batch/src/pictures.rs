@@ -25,19 +25,15 @@ impl Pictures {
         user: impl Fn(u32) -> User<'u>,
         singular_values: &[f64],
         eval_sample: usize,
+        threads: usize,
     ) -> Pictures {
         let n = shards.len();
         let sample = index::sample_rows(n, eval_sample, 23);
-        let mut similarities = Vec::with_capacity(sample.len() * 10);
-        for &row in &sample {
-            let q = &*shards.embedding(row);
-            similarities.extend(
-                shards
-                    .approximate(q, 10, Some(row))
-                    .iter()
-                    .map(|n| n.similarity),
-            );
-        }
+        let similarities: Vec<f32> = index::served_neighbours(shards, &sample, 10, threads)
+            .iter()
+            .flatten()
+            .map(|n| n.similarity)
+            .collect();
         // Components 2 and 3: the first mostly says how much of the popular tags a
         // user has (the matrix is not centred), the next two separate tastes.
         let (cx, cy) = if singular_values.len() >= 3 {

@@ -442,7 +442,7 @@ pub async fn publish<S: ObjectStore>(
             let handles: Vec<u64> = model.users.users.iter().map(|u| u.handle).collect();
             let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
             let (p, chance) = stages.run("cohorts", || {
-                eval::cohort_precision(&model.shards, &handles, &cohort_of, &rows, 10)
+                eval::cohort_precision(&model.shards, &handles, &cohort_of, &rows, 10, cfg.threads)
             });
             summary.quality.cohort_precision_at_10 = Some(p);
             summary.quality.cohort_chance = Some(chance);
@@ -453,6 +453,7 @@ pub async fn publish<S: ObjectStore>(
                 |row| model.users.users.get(row),
                 &plan.singular_values,
                 cfg.eval_sample,
+                cfg.threads,
             )
         });
         summary.stages.push(StageTime {

@@ -340,6 +340,7 @@ fn finish(
                 |row| fitted.users[row as usize].as_user(),
                 &fitted.svd.singular_values,
                 cfg.eval_sample,
+                cfg.threads,
             );
             (pictures, start.elapsed().as_secs_f64())
         });
@@ -491,7 +492,14 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
                 let handles = fitted.point_handles();
                 let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
                 let (p, chance) = stages.run("cohorts", || {
-                    eval::cohort_precision(&fitted.shards, &handles, &cohort_of, &rows, 10)
+                    eval::cohort_precision(
+                        &fitted.shards,
+                        &handles,
+                        &cohort_of,
+                        &rows,
+                        10,
+                        cfg.threads,
+                    )
                 });
                 q.cohort_precision_at_10 = Some(p);
                 q.cohort_chance = Some(chance);
@@ -505,7 +513,15 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
                     let (all, stable): (Vec<u32>, Vec<u32>) =
                         (0..handles.len() as u32).partition(drifted);
                     let precision = |rows: &[u32]| {
-                        eval::cohort_precision(&fitted.shards, &handles, &cohort_of, rows, 10).0
+                        eval::cohort_precision(
+                            &fitted.shards,
+                            &handles,
+                            &cohort_of,
+                            rows,
+                            10,
+                            cfg.threads,
+                        )
+                        .0
                     };
                     q.cohort_precision_drifted = Some(precision(&all));
                     q.cohort_precision_stable = Some(precision(&stable));

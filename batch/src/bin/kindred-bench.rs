@@ -143,7 +143,8 @@ fn main() -> anyhow::Result<()> {
             ];
             for (label, keep) in &groups {
                 let sub: Vec<u32> = rows.iter().copied().filter(|&r| keep(r)).collect();
-                let (p, _) = eval::cohort_precision(&idx, &handles, &cohort_of, &sub, 10);
+                let (p, _) =
+                    eval::cohort_precision(&idx, &handles, &cohort_of, &sub, 10, cfg.threads);
                 println!("    {label:<20} {:>6} users  prec@10 {p:.3}", sub.len());
             }
         }
