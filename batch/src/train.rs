@@ -331,8 +331,8 @@ fn finish(
             let encoded = encode_artifacts(ds, &fitted, &tags, sink);
             (encoded, start.elapsed().as_secs_f64())
         });
-        // The report's pictures search on one thread, beside the measures (which spread
-        // over the threads only for part of their time).
+        // The report's pictures are drawn beside the measures, which leave a core idle for
+        // part of their time.
         let drawing = scope.spawn(|| {
             let start = Instant::now();
             let pictures = Pictures::of(
