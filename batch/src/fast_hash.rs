@@ -90,14 +90,16 @@ fn tail_word(tail: &[u8]) -> u64 {
 }
 
 /// The fingerprint of a row's fields, for spotting exact duplicates in 8 bytes a row:
-/// each field's 8-byte words, then its [`tail_word`] (which ends the field), folded as
-/// [`FastHasher`] folds them, but alternately into two states that are combined at the
-/// end. Two chains of mixing run side by side in the processor, where one chain made
-/// each row wait for about 18 mixes in turn: fingerprinting was two fifths of reading
-/// the views file. A row differing from another in one word still always differs in its
-/// fingerprint (that word's state differs, the other's does not).
+/// each field's 8-byte words, then its [`tail_word`], folded as [`FastHasher`] folds
+/// them, but alternately into two states; a third state folds the fields' lengths (a
+/// full word can look like a tail word, so the words alone do not say where a field
+/// ends). Independent chains of mixing run side by side in the processor, where one
+/// chain made each row wait for about 18 mixes in turn: fingerprinting was two fifths
+/// of reading the views file. A row differing from another in one word, with fields of
+/// the same lengths, still always differs in its fingerprint (that word's state differs,
+/// the others do not).
 pub fn fingerprint(fields: &[&[u8]]) -> u64 {
-    let (mut this, mut other) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
+    let (mut this, mut other, mut lengths) = (0u64, 0x9e37_79b9_7f4a_7c15u64, 0u64);
     let mut fold = |word: u64| {
         this = mix64(this ^ word);
         std::mem::swap(&mut this, &mut other);
@@ -108,8 +110,9 @@ pub fn fingerprint(fields: &[&[u8]]) -> u64 {
             fold(u64::from_le_bytes(*word));
         }
         fold(tail_word(tail));
+        lengths = mix64(lengths ^ f.len() as u64);
     }
-    mix64(this ^ other.rotate_left(32))
+    mix64(this ^ other.rotate_left(32) ^ lengths.rotate_left(16))
 }
 
 #[cfg(test)]
@@ -119,13 +122,16 @@ mod tests {
     #[test]
     fn fingerprints_tell_apart_rows_that_differ_anywhere() {
         // Given rows that differ in one byte, in where a field ends, or in trailing bytes,
-        let rows: [&[&[u8]]; 6] = [
+        let rows: [&[&[u8]]; 8] = [
             &[b"1", b"2019-01-01", b"course-a"],
             &[b"1", b"2019-01-01", b"course-b"],
             &[b"1", b"2019-01-0", b"1course-a"],
             &[b"1", b"2019-01-01", b"course-a\0"],
             &[b"12345678", b"", b"x"],
             &[b"1234567", b"8", b"x"],
+            // a full word whose top byte reads as a tail's length, against that tail
+            &[b"abcdefg\x07", b"x"],
+            &[b"abcdefg", b"\0\0\0\0\0\0\0\0x"],
         ];
         // then their fingerprints all differ, and a row's is stable.
         let prints: FastSet<u64> = rows.iter().map(|r| fingerprint(r)).collect();

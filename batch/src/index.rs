@@ -165,16 +165,28 @@ pub fn build_sharded(
 
 /// Each of `rows`' `k` nearest other rows as a served model finds them: by exact search
 /// ([`exact_neighbours`]) up to [`EXACT_SCAN_MAX_USERS`] users, the models served by a
-/// scan, else by the indexes (on `threads` threads). The quality measures' searches: at
-/// 10k users, 1,000 rows' exact neighbours by matrix products cost a third of their
-/// searches through the index.
+/// scan, else by [`Shards::nearest`] through the indexes (on `threads` threads; over the
+/// training's `f32` points, where a served model above that size ranks by 16-bit ones).
+/// The quality measures' searches: at 10k users, 1,000 rows' exact neighbours by matrix
+/// products cost a third of their searches through the index.
 pub fn served_neighbours(
     index: &Shards,
     rows: &[u32],
     k: usize,
     threads: usize,
 ) -> Vec<Vec<Neighbour>> {
-    if index.len() <= EXACT_SCAN_MAX_USERS {
+    neighbours_scanned_up_to(index, rows, k, threads, EXACT_SCAN_MAX_USERS)
+}
+
+/// [`served_neighbours`] with models of up to `scanned` users searched exactly.
+fn neighbours_scanned_up_to(
+    index: &Shards,
+    rows: &[u32],
+    k: usize,
+    threads: usize,
+    scanned: usize,
+) -> Vec<Vec<Neighbour>> {
+    if index.len() <= scanned {
         return exact_neighbours(index, rows, k, threads);
     }
     let chunk = rows.len().div_ceil(threads.max(1)).max(1);
@@ -184,7 +196,7 @@ pub fn served_neighbours(
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|&r| index.approximate(&index.embedding(r), k, Some(r)))
+                        .map(|&r| index.nearest(&index.embedding(r), k, Some(r)))
                         .collect::<Vec<_>>()
                 })
             })
@@ -400,5 +412,36 @@ pub(crate) mod tests {
         assert_eq!(d.len(), 1000);
         assert_eq!(a, sample_rows(10_000, 1000, 9));
         assert_ne!(a, sample_rows(10_000, 1000, 10));
+    }
+
+    #[test]
+    fn the_measures_search_exactly_up_to_the_scanned_size_and_by_the_index_above() {
+        // Given a 600-point index of clustered points and a sample of its rows,
+        let pts = clustered(600, 16, 12, 5);
+        let exact: Vec<Embedding> = pts.clone();
+        let params = HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: true,
+            seed: 1,
+        };
+        let (idx, order) = build(pts, &params, 2);
+        let shards = Shards::new(vec![(0, idx)], 16, false).unwrap();
+        let rows: Vec<u32> = (0..600).step_by(7).collect();
+        // when neighbours are found for a model scanned at its size and for one above it,
+        let scanned = neighbours_scanned_up_to(&shards, &rows, 10, 2, 600);
+        let indexed = neighbours_scanned_up_to(&shards, &rows, 10, 2, 599);
+        // then the first are a plain scan's and the second the index's, row by row.
+        for ((&r, s), i) in rows.iter().zip(&scanned).zip(&indexed) {
+            let q = &exact[order[r as usize] as usize].0;
+            let plain: Vec<u32> = shards.exact(q, 10, Some(r)).iter().map(|n| n.row).collect();
+            assert_eq!(s.iter().map(|n| n.row).collect::<Vec<_>>(), plain);
+            let searched: Vec<u32> = shards
+                .nearest(q, 10, Some(r))
+                .iter()
+                .map(|n| n.row)
+                .collect();
+            assert_eq!(i.iter().map(|n| n.row).collect::<Vec<_>>(), searched);
+        }
     }
 }

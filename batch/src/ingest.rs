@@ -353,14 +353,27 @@ pub fn read_dir(dir: &Path) -> Result<Dataset, IngestError> {
         (views, interests.join())
     });
     views?;
-    interests.expect("the interests reader panicked")?;
-    ds.tags = tagged.tags;
-    ds.spellings = tagged.spellings;
-    ds.interests = tagged.interests;
-    ds.interest_days = tagged.interest_days;
-    ds.assessments = tagged.assessments;
-    ds.assessment_days = tagged.assessment_days;
-    ds.reports.append(&mut tagged.reports);
+    interests.expect("the interests and assessments reader panicked")?;
+    // Every field that thread may fill, named: one it starts filling must be moved too.
+    let Dataset {
+        tags,
+        spellings,
+        interests,
+        interest_days,
+        assessments,
+        assessment_days,
+        mut reports,
+        courses: _,
+        course_tags: _,
+        views: _,
+    } = tagged;
+    ds.tags = tags;
+    ds.spellings = spellings;
+    ds.interests = interests;
+    ds.interest_days = interest_days;
+    ds.assessments = assessments;
+    ds.assessment_days = assessment_days;
+    ds.reports.append(&mut reports);
     ds.name_tags();
     within_vocabulary(ds)
 }
@@ -660,8 +673,8 @@ fn read_views(path: &Path, ds: &mut Dataset) -> Result<(), IngestError> {
     Ok(())
 }
 
-/// The interests file read apart from the data set, so that it can be read beside the
-/// views: each row's tag is an index into `spellings`.
+/// The interests file read apart from the data set's vocabulary, its tags interned
+/// afterwards by [`add_interests`]: each row's tag is an index into `spellings`.
 struct ParsedInterests {
     report: FileReport,
     /// (user, spelling, day) of each usable row, in file order.

@@ -301,7 +301,8 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     // BLAS on the calling thread only: OpenBLAS's own pool would spin beside the read.
-    kindred_batch::blas::on_calling_thread();
+    // SAFETY: first thing in the process, before any other thread or BLAS call.
+    unsafe { kindred_batch::blas::stop_pool() };
     keep_freed_memory_mapped();
     let cli = Cli::parse();
     init_logs(cli.log_format);

@@ -90,7 +90,8 @@ const BLOCK_SCORES: usize = BLOCK * 50_000;
 /// The `k` points of `flat` (`dims` values a point, row-major) most similar to each of
 /// `queries` (`dims` values each), never the query's own index when it names one, as
 /// (similarity, index) nearest first; by blocks of matrix products over `threads`. The
-/// exact answers recall is measured against.
+/// exact answers recall is measured against, and the training's other measures' up to
+/// the models served by a scan.
 pub fn nearest_to(
     flat: &[f32],
     dims: usize,
@@ -189,8 +190,8 @@ fn largest(
     }
 }
 
-/// Scores compared with the floor together: the comparisons of a chunk become one
-/// vector comparison and a bit mask, and only the chunk's set bits are visited.
+/// Scores compared with the floor together: the comparisons of a chunk become a bit mask
+/// ([`above`]), and only the chunk's set bits are visited.
 const CHUNK: usize = 16;
 
 /// Appends to `best` every (score, index) of `scores` above `floor`, except `skip`'s,
@@ -218,7 +219,7 @@ fn collect_above(scores: &[f32], floor: f32, skip: usize, best: &mut Vec<(f32, u
 }
 
 /// The bit mask of `chunk`'s scores above `floor`: bit `lane` for `chunk[lane]`, false
-/// for NaN. On x86-64, four SSE2 comparisons and their sign masks: the compiler made a
+/// for NaN. On x86-64, four SSE comparisons and their sign masks: the compiler made a
 /// comparison and a flag a score of the plain loop, which took a fifth of the
 /// smoothing's time.
 #[inline]
@@ -376,6 +377,41 @@ fn each_block<T: Send, S: Default>(
 mod tests {
     use super::*;
     use crate::index::tests::clustered;
+
+    #[test]
+    fn a_chunks_mask_is_the_plain_comparison_of_each_score() {
+        // Given chunks holding NaN, both zeros, both infinities and ordinary scores,
+        let specials = [
+            f32::NAN,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.5,
+            -0.5,
+            1.0,
+        ];
+        for floor in [
+            0.0,
+            -0.0,
+            0.5,
+            -1.0,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
+            for shift in 0..specials.len() {
+                let chunk: [f32; CHUNK] =
+                    std::array::from_fn(|lane| specials[(lane * 3 + shift) % specials.len()]);
+                // when the chunk's mask is taken,
+                let mask = above(&chunk, floor);
+                // then bit `lane` is set exactly when `chunk[lane] > floor`.
+                for (lane, &v) in chunk.iter().enumerate() {
+                    assert_eq!(mask >> lane & 1 == 1, v > floor, "{v} > {floor}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn the_nearest_are_those_of_a_plain_scan_whatever_the_threads() {

@@ -331,16 +331,16 @@ fn finish(
             let encoded = encode_artifacts(ds, &fitted, &tags, sink);
             (encoded, start.elapsed().as_secs_f64())
         });
-        // The report's pictures are drawn beside the measures, which leave a core idle for
-        // part of their time.
-        let drawing = scope.spawn(|| {
+        // The report's pictures are drawn beside the measures (on one thread: they are
+        // the smallest of them), which leave a core idle for part of their time.
+        let picturing = scope.spawn(|| {
             let start = Instant::now();
             let pictures = Pictures::of(
                 &fitted.shards,
                 |row| fitted.users[row as usize].as_user(),
                 &fitted.svd.singular_values,
                 cfg.eval_sample,
-                cfg.threads,
+                1,
             );
             (pictures, start.elapsed().as_secs_f64())
         });
@@ -354,7 +354,7 @@ fn finish(
             }
             _ => None,
         };
-        let (pictures, seconds) = drawing.join().expect("drawing the pictures panicked");
+        let (pictures, seconds) = picturing.join().expect("drawing the pictures panicked");
         stages.record_beside("pictures", seconds);
         let (encoded, seconds) = encoding.join().expect("encoding the artifacts panicked");
         stages.record_beside("encode", seconds);

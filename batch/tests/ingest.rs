@@ -222,6 +222,43 @@ fn a_file_of_only_malformed_rows_is_unusable() {
 }
 
 #[test]
+fn an_unusable_views_file_is_the_error_named_when_the_interests_and_assessments_are_bad_too() {
+    // Given a views file of malformed rows, and interests and assessments files without
+    // their required columns (read on another thread while the views are read),
+    let dir = tempfile::tempdir().unwrap();
+    copy_fixture(dir.path());
+    std::fs::write(
+        dir.path().join(ingest::VIEWS),
+        "\"user_handle\",\"view_date\",\"course_id\",\"author_handle\",\"level\",\"view_time_seconds\"\nx,y\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(ingest::INTERESTS), "user_handle\n1\n").unwrap();
+    std::fs::write(dir.path().join(ingest::ASSESSMENTS), "user_handle\n1\n").unwrap();
+    // when the folder is read, then the views' error is the one named, as a row-by-row
+    // read would name it;
+    assert!(matches!(
+        ingest::read_dir(dir.path()),
+        Err(IngestError::Unusable {
+            file: ingest::VIEWS,
+            rows: 1
+        })
+    ));
+    // and with usable views, the interests' error comes before the assessments'.
+    std::fs::copy(
+        fixture().join(ingest::VIEWS),
+        dir.path().join(ingest::VIEWS),
+    )
+    .unwrap();
+    assert!(matches!(
+        ingest::read_dir(dir.path()),
+        Err(IngestError::MissingColumn {
+            file: ingest::INTERESTS,
+            ..
+        })
+    ));
+}
+
+#[test]
 fn files_naming_more_tags_than_a_model_may_hold_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
