@@ -203,8 +203,8 @@ fn a_missing_required_file_stops_the_run_but_optional_files_may_be_absent() {
     ));
 }
 
-#[test]
-fn a_file_of_only_malformed_rows_is_unusable() {
+/// The fixture folder with a views file whose one row is malformed.
+fn fixture_with_malformed_views() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     copy_fixture(dir.path());
     std::fs::write(
@@ -212,6 +212,12 @@ fn a_file_of_only_malformed_rows_is_unusable() {
         "\"user_handle\",\"view_date\",\"course_id\",\"author_handle\",\"level\",\"view_time_seconds\"\nx,y\n",
     )
     .unwrap();
+    dir
+}
+
+#[test]
+fn a_file_of_only_malformed_rows_is_unusable() {
+    let dir = fixture_with_malformed_views();
     assert!(matches!(
         ingest::read_dir(dir.path()),
         Err(IngestError::Unusable {
@@ -225,13 +231,7 @@ fn a_file_of_only_malformed_rows_is_unusable() {
 fn an_unusable_views_file_is_the_error_named_when_the_interests_and_assessments_are_bad_too() {
     // Given a views file of malformed rows, and interests and assessments files without
     // their required columns (read on another thread while the views are read),
-    let dir = tempfile::tempdir().unwrap();
-    copy_fixture(dir.path());
-    std::fs::write(
-        dir.path().join(ingest::VIEWS),
-        "\"user_handle\",\"view_date\",\"course_id\",\"author_handle\",\"level\",\"view_time_seconds\"\nx,y\n",
-    )
-    .unwrap();
+    let dir = fixture_with_malformed_views();
     std::fs::write(dir.path().join(ingest::INTERESTS), "user_handle\n1\n").unwrap();
     std::fs::write(dir.path().join(ingest::ASSESSMENTS), "user_handle\n1\n").unwrap();
     // when the folder is read, then the views' error is the one named, as a row-by-row
