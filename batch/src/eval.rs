@@ -19,9 +19,9 @@ use crate::index::{sample_rows, served_neighbours};
 use crate::ingest::Dataset;
 
 /// Cohort precision@k of `index` as served ([`served_neighbours`]: exact search up to
-/// [`kindred_core::model::EXACT_SCAN_MAX_USERS`] users, the indexes above) over the points at `rows`, with `handles[point]` the
-/// point's user and `cohort_of` mapping a handle to its planted cohort; searched on
-/// `threads` threads. Users without a known cohort are skipped. Returns (precision,
+/// [`kindred_core::model::EXACT_SCAN_MAX_USERS`] users, the indexes above) over the
+/// points at `rows`, with `handles[point]` the point's user and `cohort_of` mapping a
+/// handle to its planted cohort; searched on `threads` threads. Users without a known cohort are skipped. Returns (precision,
 /// chance level).
 pub fn cohort_precision(
     index: &Shards,

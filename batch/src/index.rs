@@ -219,10 +219,10 @@ pub fn exact_neighbours(
 ) -> Vec<Vec<Neighbour>> {
     let dims = index.dimensions();
     let mut truths: Vec<Vec<Neighbour>> = vec![Vec::new(); rows.len()];
+    let embeddings: Vec<_> = rows.iter().map(|&r| index.embedding(r)).collect();
     for s in index.shards() {
         // A shard's index points (a trained model has no folded-in users).
         let base = s.base_len() as u32;
-        let embeddings: Vec<_> = rows.iter().map(|&r| index.embedding(r)).collect();
         let queries: Vec<(&[f32], Option<u32>)> = rows
             .iter()
             .zip(&embeddings)
@@ -418,14 +418,13 @@ pub(crate) mod tests {
     fn the_measures_search_exactly_up_to_the_scanned_size_and_by_the_index_above() {
         // Given a 600-point index of clustered points and a sample of its rows,
         let pts = clustered(600, 16, 12, 5);
-        let exact: Vec<Embedding> = pts.clone();
         let params = HnswParams {
             ef_construction: 64,
             ef_search: 64,
             heuristic: true,
             seed: 1,
         };
-        let (idx, order) = build(pts, &params, 2);
+        let (idx, _) = build(pts, &params, 2);
         let shards = Shards::new(vec![(0, idx)], 16, false).unwrap();
         let rows: Vec<u32> = (0..600).step_by(7).collect();
         // when neighbours are found for a model scanned at its size and for one above it,
@@ -433,7 +432,7 @@ pub(crate) mod tests {
         let indexed = neighbours_scanned_up_to(&shards, &rows, 10, 2, 599);
         // then the first are a plain scan's and the second the index's, row by row.
         for ((&r, s), i) in rows.iter().zip(&scanned).zip(&indexed) {
-            let q = &exact[order[r as usize] as usize].0;
+            let q = &*shards.embedding(r);
             let plain: Vec<u32> = shards.exact(q, 10, Some(r)).iter().map(|n| n.row).collect();
             assert_eq!(s.iter().map(|n| n.row).collect::<Vec<_>>(), plain);
             let searched: Vec<u32> = shards
