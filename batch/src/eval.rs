@@ -36,16 +36,27 @@ pub fn cohort_precision(
         .copied()
         .filter(|&row| cohort_of.contains_key(&handles[row as usize]))
         .collect();
+    let near = served_neighbours(index, &known, k, threads);
+    cohort_precision_of(handles, cohort_of, &known, &near)
+}
+
+/// [`cohort_precision`] from neighbours searched elsewhere: `near[i]`, those of the point
+/// at `rows[i]` (rows whose user has no known cohort are skipped).
+pub fn cohort_precision_of(
+    handles: &[u64],
+    cohort_of: &HashMap<u64, u32>,
+    rows: &[u32],
+    near: &[Vec<Neighbour>],
+) -> (f64, f64) {
     let mut hits = 0usize;
     let mut total = 0usize;
-    for (&row, found) in known
-        .iter()
-        .zip(served_neighbours(index, &known, k, threads))
-    {
-        let c = cohort_of.get(&handles[row as usize]);
+    for (&row, found) in rows.iter().zip(near) {
+        let Some(c) = cohort_of.get(&handles[row as usize]) else {
+            continue;
+        };
         for n in found {
             total += 1;
-            if cohort_of.get(&handles[n.row as usize]) == c {
+            if cohort_of.get(&handles[n.row as usize]) == Some(c) {
                 hits += 1;
             }
         }

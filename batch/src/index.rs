@@ -256,6 +256,21 @@ pub fn recall(index: &Shards, rows: &[u32], k: usize, threads: usize) -> f64 {
         return 1.0;
     }
     let truths = exact_neighbours(index, rows, k, threads);
+    recall_against(index, rows, &truths, k, threads)
+}
+
+/// [`recall`] against exact answers found elsewhere: `truths[i]`, the `k` nearest other
+/// rows of `rows[i]`, nearest first.
+pub fn recall_against(
+    index: &Shards,
+    rows: &[u32],
+    truths: &[Vec<Neighbour>],
+    k: usize,
+    threads: usize,
+) -> f64 {
+    if rows.is_empty() {
+        return 1.0;
+    }
     let chunk = rows.len().div_ceil(threads.max(1));
     let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = rows

@@ -12,6 +12,7 @@ pub mod fast_hash;
 pub mod index;
 pub mod ingest;
 pub mod matrix;
+pub mod measured;
 pub mod model_report;
 pub mod neighbours;
 pub mod pictures;

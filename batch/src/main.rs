@@ -259,10 +259,11 @@ struct TrainArgs {
     /// Target users per shard when --shards is not given.
     #[arg(long, env = "KINDRED_SHARD_USERS", default_value_t = config::DEFAULT_SHARD_USERS)]
     shard_users: usize,
-    /// Seed for the index build and the recall sample.
+    /// Seed for the index build and the hold-out measure's draw.
     #[arg(long, env = "KINDRED_SEED", default_value_t = 42)]
     seed: u64,
-    /// Users sampled to measure the index's recall@10 against exact search.
+    /// Users sampled to measure the index's recall@10 against exact search (the first
+    /// of the users the quality measures sample, whose neighbours are searched once).
     #[arg(long, env = "KINDRED_RECALL_SAMPLE", default_value_t = 1000)]
     recall_sample: usize,
     /// Worker threads (default: all cores).

@@ -19,21 +19,17 @@ pub struct Pictures {
 }
 
 impl Pictures {
-    /// Gathers the pictures of a model: `user(i)` is row `i` of `shards`.
+    /// Gathers the pictures of a model: `user(i)` is row `i` of `shards`, and
+    /// `similarities` those of sampled users to their neighbours ([`Measured`]).
+    ///
+    /// [`Measured`]: crate::measured::Measured
     pub fn of<'u>(
         shards: &Shards,
         user: impl Fn(u32) -> User<'u>,
         singular_values: &[f64],
-        eval_sample: usize,
-        threads: usize,
+        similarities: Vec<f32>,
     ) -> Pictures {
         let n = shards.len();
-        let sample = index::sample_rows(n, eval_sample, 23);
-        let similarities: Vec<f32> = index::served_neighbours(shards, &sample, 10, threads)
-            .iter()
-            .flatten()
-            .map(|n| n.similarity)
-            .collect();
         // Components 2 and 3: the first mostly says how much of the popular tags a
         // user has (the matrix is not centred), the next two separate tastes.
         let (cx, cy) = if singular_values.len() >= 3 {

@@ -32,10 +32,11 @@ use tracing::info;
 
 use crate::config::TrainConfig;
 use crate::fast_hash::FastSet;
+use crate::measured::Measured;
 use crate::pictures::Pictures;
 use crate::summary::{self, RunSummary, StageTime, Stages};
 use crate::train::{self, TrainError};
-use crate::{eval, index, ingest};
+use crate::{index, ingest};
 
 /// What a step of a split run can fail on.
 #[derive(Debug, thiserror::Error)]
@@ -423,14 +424,21 @@ pub async fn publish<S: ObjectStore>(
     let (summary, html) = tokio::task::spawn_blocking(move || {
         let plan = plan_for_job;
         let mut stages = Stages::quiet();
-        let n = model.len();
-        let sample = index::sample_rows(n, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
+        let handles: Vec<u64> = model.users.users.iter().map(|u| u.handle).collect();
+        let measured = stages.run("sample", || {
+            Measured::sample(
+                &model.shards,
+                &handles,
+                cfg.recall_sample.max(cfg.eval_sample),
+                cfg.threads,
+            )
+        });
         let recall = stages.run("recall", || {
-            index::recall(&model.shards, &sample, 10, cfg.threads)
+            measured.recall(&model.shards, cfg.recall_sample, cfg.threads)
         });
         let mut summary = plan.summary.clone();
         summary.recall_at_10 = recall;
-        summary.recall_sample = sample.len();
+        summary.recall_sample = cfg.recall_sample.min(measured.len());
         summary.quality.index_recall_at_10 = recall;
         summary
             .quality
@@ -439,10 +447,8 @@ pub async fn publish<S: ObjectStore>(
         if let Some(truth) = truth {
             let cohort_of: std::collections::HashMap<u64, u32> =
                 truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
-            let handles: Vec<u64> = model.users.users.iter().map(|u| u.handle).collect();
-            let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
             let (p, chance) = stages.run("cohorts", || {
-                eval::cohort_precision(&model.shards, &handles, &cohort_of, &rows, 10, cfg.threads)
+                measured.cohort_precision(&handles, &cohort_of, cfg.eval_sample)
             });
             summary.quality.cohort_precision_at_10 = Some(p);
             summary.quality.cohort_chance = Some(chance);
@@ -452,8 +458,7 @@ pub async fn publish<S: ObjectStore>(
                 &model.shards,
                 |row| model.users.users.get(row),
                 &plan.singular_values,
-                cfg.eval_sample,
-                cfg.threads,
+                measured.similarities(cfg.eval_sample),
             )
         });
         summary.stages.push(StageTime {

@@ -20,6 +20,7 @@ use crate::assemble::{
 use crate::config::{AUTO_HOLDOUT_MAX_USERS, BLOCK_NAMES, Evaluate, HOLDOUT_SHARE, TrainConfig};
 use crate::fast_hash::{FastMap, FastSet};
 use crate::ingest::{self, Dataset};
+use crate::measured::Measured;
 use crate::pictures::Pictures;
 use crate::summary::{HoldoutMethod, Quality, RunSummary, Stages, peak_rss_mib};
 use crate::svd;
@@ -319,10 +320,10 @@ fn finish(
 ) -> Result<Trained, TrainError> {
     let users_in_model = fitted.users.len();
     let hnsw = cfg.hnsw_for(users_in_model);
-    let sample = index::sample_rows(users_in_model, cfg.recall_sample, cfg.hnsw.seed ^ 0x5eed);
+    let point_handles = fitted.point_handles();
     let tags = ds.tags.names.clone();
     let refits = cfg.evaluate == Evaluate::Refit;
-    let (recall, mut quality, folded, pictures) = std::thread::scope(|scope| {
+    let (recall, recall_sample, mut quality, folded, pictures) = std::thread::scope(|scope| {
         // Encoding reads the model as the measures do, and its artifacts do not depend
         // on them: it runs beside them (at 10k users it and the artifacts' writing took
         // 0.08 s after them).
@@ -331,23 +332,32 @@ fn finish(
             let encoded = encode_artifacts(ds, &fitted, &tags, sink);
             (encoded, start.elapsed().as_secs_f64())
         });
+        let measured = stages.run("sample", || {
+            Measured::sample(
+                &fitted.shards,
+                &point_handles,
+                cfg.recall_sample.max(cfg.eval_sample),
+                cfg.threads,
+            )
+        });
         // The report's pictures are drawn beside the measures (on one thread: they are
         // the smallest of them), which leave a core idle for part of their time.
+        let similarities = measured.similarities(cfg.eval_sample);
         let picturing = scope.spawn(|| {
             let start = Instant::now();
             let pictures = Pictures::of(
                 &fitted.shards,
                 |row| fitted.users[row as usize].as_user(),
                 &fitted.svd.singular_values,
-                cfg.eval_sample,
-                1,
+                similarities,
             );
             (pictures, start.elapsed().as_secs_f64())
         });
         let recall = stages.run("recall", || {
-            index::recall(&fitted.shards, &sample, 10, cfg.threads)
+            measured.recall(&fitted.shards, cfg.recall_sample, cfg.threads)
         });
-        let quality = evaluate(cfg, &fitted, recall, &mut stages);
+        let recall_sample = cfg.recall_sample.min(measured.len());
+        let quality = evaluate(cfg, &fitted, &point_handles, &measured, recall, &mut stages);
         let folded = match holdout {
             Ok(plan) if !refits => {
                 Some(stages.run("holdout", || holdout_folded(ds, cfg, plan, &fitted)))
@@ -358,7 +368,7 @@ fn finish(
         stages.record_beside("pictures", seconds);
         let (encoded, seconds) = encoding.join().expect("encoding the artifacts panicked");
         stages.record_beside("encode", seconds);
-        encoded.map(|()| (recall, quality, folded, pictures))
+        encoded.map(|()| (recall, recall_sample, quality, folded, pictures))
     })?;
 
     let Fitted {
@@ -410,7 +420,7 @@ fn finish(
         explained_variance: svd.explained_variance,
         singular_values: svd.singular_values.iter().take(10).copied().collect(),
         recall_at_10: recall,
-        recall_sample: sample.len(),
+        recall_sample,
         quality,
         stages: stages.into_times(),
         peak_rss_mib: peak_rss_mib(),
@@ -477,8 +487,16 @@ fn encode_artifacts(
     Ok(())
 }
 
-/// The index's recall and, on generated data, cohort precision.
-fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages) -> Quality {
+/// The index's recall and, on generated data, cohort precision: over `measured`'s sample
+/// of the users (`handles`, by point), and the drifted and stable users' precision apart.
+fn evaluate(
+    cfg: &TrainConfig,
+    fitted: &Fitted,
+    handles: &[u64],
+    measured: &Measured,
+    recall: f64,
+    stages: &mut Stages,
+) -> Quality {
     let mut q = Quality {
         index_recall_at_10: recall,
         ..Default::default()
@@ -489,17 +507,8 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
             Ok(truth) => {
                 let cohort_of: HashMap<u64, u32> =
                     truth.iter().map(|(h, t)| (*h, t.primary_cohort)).collect();
-                let handles = fitted.point_handles();
-                let rows = eval::sample_users(&handles, cfg.eval_sample, 11);
                 let (p, chance) = stages.run("cohorts", || {
-                    eval::cohort_precision(
-                        &fitted.shards,
-                        &handles,
-                        &cohort_of,
-                        &rows,
-                        10,
-                        cfg.threads,
-                    )
+                    measured.cohort_precision(handles, &cohort_of, cfg.eval_sample)
                 });
                 q.cohort_precision_at_10 = Some(p);
                 q.cohort_chance = Some(chance);
@@ -515,7 +524,7 @@ fn evaluate(cfg: &TrainConfig, fitted: &Fitted, recall: f64, stages: &mut Stages
                     let precision = |rows: &[u32]| {
                         eval::cohort_precision(
                             &fitted.shards,
-                            &handles,
+                            handles,
                             &cohort_of,
                             rows,
                             10,
