@@ -311,6 +311,19 @@ pub(crate) mod tests {
 
     type Builder = dyn Fn(Vec<Embedding>, &HnswParams, usize) -> (Index, Vec<u32>);
 
+    /// A one-shard model of `n` [`clustered`] points, its index built with the defaults'
+    /// parameters (seed 1).
+    pub(crate) fn one_shard(n: usize, dims: usize, clusters: usize, seed: u64) -> Shards {
+        let params = HnswParams {
+            ef_construction: 64,
+            ef_search: 64,
+            heuristic: true,
+            seed: 1,
+        };
+        let (idx, _) = build(clustered(n, dims, clusters, seed), &params, 2);
+        Shards::new(vec![(0, idx)], dims, false).unwrap()
+    }
+
     /// Seeded clustered points: `clusters` random centres, points scattered around them.
     pub(crate) fn clustered(n: usize, dims: usize, clusters: usize, seed: u64) -> Vec<Embedding> {
         let mut state = seed;
@@ -479,15 +492,7 @@ pub(crate) mod tests {
     #[test]
     fn the_measures_search_exactly_up_to_the_scanned_size_and_by_the_index_above() {
         // Given a 600-point index of clustered points and a sample of its rows,
-        let pts = clustered(600, 16, 12, 5);
-        let params = HnswParams {
-            ef_construction: 64,
-            ef_search: 64,
-            heuristic: true,
-            seed: 1,
-        };
-        let (idx, _) = build(pts, &params, 2);
-        let shards = Shards::new(vec![(0, idx)], 16, false).unwrap();
+        let shards = one_shard(600, 16, 12, 5);
         let rows: Vec<u32> = (0..600).step_by(7).collect();
         // when neighbours are found for a model scanned at its size and for one above it,
         let scanned = neighbours_scanned_up_to(&shards, &rows, 10, 2, 600);

@@ -10,6 +10,7 @@ use kindred_core::model::EXACT_SCAN_MAX_USERS;
 use kindred_core::search::Neighbour;
 use kindred_core::shard::Shards;
 
+use crate::config::TrainConfig;
 use crate::eval;
 use crate::index;
 
@@ -28,6 +29,14 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// The users `cfg`'s measures sample ([`TrainConfig::recall_sample`] or
+    /// [`TrainConfig::eval_sample`], whichever is more) of `shards` (`handles[row]` a
+    /// row's user), searched on `cfg.threads` threads.
+    pub fn of_config(shards: &Shards, handles: &[u64], cfg: &TrainConfig) -> Measured {
+        let count = cfg.recall_sample.max(cfg.eval_sample);
+        Measured::sample(shards, handles, count, cfg.threads)
+    }
+
     /// Samples `count` of `shards`' rows (`handles[row]` its user) and searches their
     /// neighbours on `threads` threads.
     pub fn sample(shards: &Shards, handles: &[u64], count: usize, threads: usize) -> Measured {
@@ -84,21 +93,12 @@ impl Measured {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::tests::clustered;
-    use kindred_core::manifest::HnswParams;
+    use crate::index::tests::one_shard;
 
     #[test]
     fn the_measures_read_one_search_as_each_would_have_searched_alone() {
         // Given a 600-point model (served by a scan) whose users fall in 12 cohorts,
-        let pts = clustered(600, 16, 12, 5);
-        let params = HnswParams {
-            ef_construction: 64,
-            ef_search: 64,
-            heuristic: true,
-            seed: 1,
-        };
-        let (idx, _) = index::build(pts, &params, 2);
-        let shards = Shards::new(vec![(0, idx)], 16, false).unwrap();
+        let shards = one_shard(600, 16, 12, 5);
         let handles: Vec<u64> = (0..600).map(|i| 1000 + 7 * i).collect();
         let cohort_of: HashMap<u64, u32> = handles
             .iter()

@@ -453,19 +453,22 @@ mod tests {
     use super::*;
     use crate::index::tests::clustered;
 
+    /// Scores a comparison can get wrong: NaN, both zeros, both infinities, and ordinary
+    /// ones either side of zero.
+    const SPECIALS: [f32; 8] = [
+        f32::NAN,
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.5,
+        -0.5,
+        1.0,
+    ];
+
     #[test]
     fn a_chunks_mask_is_the_plain_comparison_of_each_score() {
         // Given chunks holding NaN, both zeros, both infinities and ordinary scores,
-        let specials = [
-            f32::NAN,
-            0.0,
-            -0.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            0.5,
-            -0.5,
-            1.0,
-        ];
         for floor in [
             0.0,
             -0.0,
@@ -475,9 +478,9 @@ mod tests {
             f32::INFINITY,
             f32::NAN,
         ] {
-            for shift in 0..specials.len() {
+            for shift in 0..SPECIALS.len() {
                 let chunk: [f32; CHUNK] =
-                    std::array::from_fn(|lane| specials[(lane * 3 + shift) % specials.len()]);
+                    std::array::from_fn(|lane| SPECIALS[(lane * 3 + shift) % SPECIALS.len()]);
                 // when the chunk's mask is taken,
                 let mask = above(&chunk, floor);
                 // then bit `lane` is set exactly when `chunk[lane] > floor`.
@@ -492,18 +495,8 @@ mod tests {
     fn the_scores_collected_above_a_floor_are_those_a_plain_filter_keeps() {
         // Given rows of every length up to three chunks and a tail, holding NaN, both
         // zeros, both infinities and ordinary scores,
-        let specials = [
-            f32::NAN,
-            0.0,
-            -0.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            0.5,
-            -0.5,
-            0.7,
-        ];
         for len in 0..3 * CHUNK + 5 {
-            let scores: Vec<f32> = (0..len).map(|j| specials[(j * 5 + len) % 8]).collect();
+            let scores: Vec<f32> = (0..len).map(|j| SPECIALS[(j * 5 + len) % 8]).collect();
             for floor in [0.0, 0.6, -1.0, f32::NEG_INFINITY, f32::NAN] {
                 for skip in [0, len / 2, len.saturating_sub(1), usize::MAX] {
                     // when the scores above the floor are collected,

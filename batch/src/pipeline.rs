@@ -426,12 +426,7 @@ pub async fn publish<S: ObjectStore>(
         let mut stages = Stages::quiet();
         let handles: Vec<u64> = model.users.users.iter().map(|u| u.handle).collect();
         let measured = stages.run("sample", || {
-            Measured::sample(
-                &model.shards,
-                &handles,
-                cfg.recall_sample.max(cfg.eval_sample),
-                cfg.threads,
-            )
+            Measured::of_config(&model.shards, &handles, &cfg)
         });
         let recall = stages.run("recall", || {
             measured.recall(&model.shards, cfg.recall_sample, cfg.threads)

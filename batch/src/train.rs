@@ -333,12 +333,7 @@ fn finish(
             (encoded, start.elapsed().as_secs_f64())
         });
         let measured = stages.run("sample", || {
-            Measured::sample(
-                &fitted.shards,
-                &point_handles,
-                cfg.recall_sample.max(cfg.eval_sample),
-                cfg.threads,
-            )
+            Measured::of_config(&fitted.shards, &point_handles, cfg)
         });
         // The report's pictures are drawn beside the measures (on one thread: they are
         // the smallest of them), which leave a core idle for part of their time.
