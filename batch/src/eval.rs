@@ -15,14 +15,14 @@ use kindred_core::search::Neighbour;
 use kindred_core::shard::Shards;
 
 use crate::fast_hash::{FastMap, FastSet};
-use crate::index::{sample_rows, served_neighbours};
+use crate::index::{permutation, sample_rows, served_neighbours};
 use crate::ingest::Dataset;
 
 /// Cohort precision@k of `index` as served ([`served_neighbours`]: exact search up to
 /// [`kindred_core::model::EXACT_SCAN_MAX_USERS`] users, the indexes above) over the
 /// points at `rows`, with `handles[point]` the point's user and `cohort_of` mapping a
-/// handle to its planted cohort; searched on `threads` threads. Users without a known cohort are skipped. Returns (precision,
-/// chance level).
+/// handle to its planted cohort; searched on `threads` threads. Users without a known
+/// cohort are skipped. Returns (precision, chance level).
 pub fn cohort_precision(
     index: &Shards,
     handles: &[u64],
@@ -80,14 +80,19 @@ pub fn cohort_precision_of(
 }
 
 /// The rows of a reproducible sample of `count` users drawn in handle order, so that the
-/// same users are measured whatever order the index gave its points.
+/// same users are measured whatever order the index gave its points. The draw is always
+/// shuffled, even of every user: the first `m` of a sample are the sample of `m`
+/// ([`crate::measured`] reads several measures' samples from one).
 pub fn sample_users(handles: &[u64], count: usize, seed: u64) -> Vec<u32> {
-    let mut by_handle: Vec<u32> = (0..handles.len() as u32).collect();
+    let n = handles.len();
+    let mut by_handle: Vec<u32> = (0..n as u32).collect();
     by_handle.sort_unstable_by_key(|&row| handles[row as usize]);
-    sample_rows(handles.len(), count, seed)
-        .into_iter()
-        .map(|i| by_handle[i as usize])
-        .collect()
+    let drawn = if count >= n {
+        permutation(n, seed)
+    } else {
+        sample_rows(n, count, seed)
+    };
+    drawn.into_iter().map(|i| by_handle[i as usize]).collect()
 }
 
 fn ratio(a: usize, b: usize) -> f64 {

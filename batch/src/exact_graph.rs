@@ -73,9 +73,10 @@ pub fn build(
                 .all(|l| l.len() >= candidates.min(n.saturating_sub(1)))
     };
     let (zero, upper) = std::thread::scope(|scope| {
-        // The upper layers need only the points: they are linked beside layer zero, whose
-        // lists are laid out on one thread (at 10k users the upper layers took a quarter
-        // of the index stage, and laying out layer zero a sixth).
+        // The upper layers need only the points: they are linked beside layer zero (whose
+        // lists are then laid out on one thread), each with its own `threads` workers;
+        // at 10k users the upper layers took a quarter of the index stage, and laying
+        // out layer zero a sixth.
         let upper = scope.spawn(|| {
             upper_layer_sizes(n)
                 .into_iter()

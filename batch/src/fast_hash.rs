@@ -90,7 +90,7 @@ fn tail_word(tail: &[u8]) -> u64 {
 }
 
 /// The fingerprint of a row's fields, for spotting exact duplicates in 8 bytes a row:
-/// each field's 8-byte words, then its [`tail_word`], folded as [`FastHasher`] folds
+/// each field's 8-byte words, then its `tail_word`, folded as [`FastHasher`] folds
 /// them, but alternately into two states; a third state folds the fields' lengths (a
 /// full word can look like a tail word, so the words alone do not say where a field
 /// ends). Independent chains of mixing run side by side in the processor, where one

@@ -54,8 +54,9 @@ fn incremental(points: Vec<Embedding>, params: &HnswParams) -> (Index, Vec<u32>)
     (index, order)
 }
 
-/// [`build`] on one thread: the same points and seed always give the same bytes (the
-/// parallel build inserts points in a racy order). A split run's shard step uses it, so
+/// [`build`] on one thread (up to [`exact_graph::MAX_POINTS`] points, one for layer zero
+/// and one for the upper layers): the same points and seed always give the same bytes
+/// (the parallel build inserts points in a racy order). A split run's shard step uses it, so
 /// a retried step rewrites identical artifacts; its parallelism is across shard tasks.
 /// Fails only when the one-thread pool cannot be created (threads exhausted): a parallel
 /// build would then write other bytes than the step's first attempt.

@@ -209,7 +209,7 @@ pub fn decay(age_days: f32, half_life_days: Option<f32>, floor: f32) -> f32 {
 ///
 /// Only tags that occur in a block get a column in it. Returns the matrix, what each
 /// column stands for and each column's idf factor (1 where the block has no idf). The
-/// blocks are weighed on threads of their own ([`weigh`]; at 10k users stacking them
+/// blocks are weighed on threads of their own (`weigh`; at 10k users stacking them
 /// took 20 ms on one thread, a quarter of the matrix stage), then stacked row by row.
 pub fn assemble(rows: usize, blocks: &[Block]) -> (Csr, Vec<Column>, Vec<f32>) {
     let used = |block: &&Block| block.weighting.weight != 0.0 && !block.entries.is_empty();

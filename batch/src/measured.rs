@@ -106,12 +106,9 @@ mod tests {
             .filter(|&(i, _)| i % 5 != 0)
             .map(|(i, &h)| (h, (i % 12) as u32))
             .collect();
-        // when 200 users are sampled and measured,
-        let measured = Measured::sample(&shards, &handles, 200, 2);
-        assert_eq!(measured.len(), 200);
-        // then each measure over a prefix equals the same measure searching on its own:
-        // recall against exact search,
-        for count in [50, 200] {
+        // Each measure over the first `count` sampled users, against the same measure
+        // searching those users on its own: recall against exact search,
+        let check = |measured: &Measured, count: usize| {
             let rows = eval::sample_users(&handles, count, SEED);
             assert_eq!(
                 measured.recall(&shards, count, 2),
@@ -134,6 +131,16 @@ mod tests {
             let got = measured.similarities(count);
             assert_eq!(got.len(), plain.len());
             assert!(got.iter().zip(&plain).all(|(a, b)| (a - b).abs() < 1e-5));
+        };
+        // when 200 users are sampled and measured, and every user (more than there are),
+        for (drawn, counts) in [(200, vec![50, 200]), (700, vec![50, 200, 600])] {
+            let measured = Measured::sample(&shards, &handles, drawn, 2);
+            assert_eq!(measured.len(), drawn.min(600));
+            // then each measure over a prefix equals the same measure searching on its
+            // own (a prefix of every user is a random sample too).
+            for count in counts {
+                check(&measured, count);
+            }
         }
     }
 }

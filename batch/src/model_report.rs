@@ -45,7 +45,7 @@ pub struct MapPoint {
     pub x: f32,
     /// Vertical coordinate, any scale; NaN/inf skipped.
     pub y: f32,
-    /// Index into [`ReportInput::groups`]; ids without a name show as "group <id>";
+    /// Index into [`ReportInput::groups`]; ids without a name show as "group `<id>`";
     /// [`UNGROUPED`] is drawn grey and never takes a colour.
     pub group: u32,
     /// User handle, shown in the point's tooltip.

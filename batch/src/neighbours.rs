@@ -1,9 +1,9 @@
 //! Every point's exact nearest neighbours, found a block of points at a time: the
 //! similarities of a block to every point are one matrix product (each point's row is
 //! then read once per block instead of once per point), and each row's `k` largest are
-//! kept by [`largest`]. Smoothing and the exact-neighbour graph builder both use it.
+//! kept by `largest`. Smoothing and the exact-neighbour graph builder both use it.
 //! When a point keeps no more neighbours than it has dimensions, each similarity is
-//! computed once for both of its points instead ([`half`]).
+//! computed once for both of its points instead (`half`).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -195,8 +195,9 @@ fn largest(
 const CHUNK: usize = 16;
 
 /// Appends to `best` every (score, index) of `scores` above `floor`, except `skip`'s,
-/// in index order. Each chunk's comparisons make a bit mask (one AVX-512 comparison
-/// where the CPU has it, else [`above`]), and only its set bits are visited.
+/// in index order. Each chunk's comparisons make a bit mask: one AVX-512 comparison,
+/// whose selected lanes are compressed and stored whole, where the CPU has it; else
+/// [`above`], whose set bits are visited.
 fn collect_above(scores: &[f32], floor: f32, skip: usize, best: &mut Vec<(f32, u32)>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
