@@ -147,9 +147,8 @@ pub fn gather_at(
         // tag). The largest part of the gathering: each half of the views is observed
         // and sorted on a thread of its own beside the rest (at 10k users one thread
         // took 48 ms, the rest 18), so its observations (16 bytes each, about two a
-        // view) are held while the courses are totalled (12 bytes a view), and merged
-        // into one list before averaging (the halves held until then, as a whole sort
-        // held its copy): at 10k users the run's peak rose by about 10 MiB.
+        // view) are held while the courses are totalled (12 bytes a view), then averaged
+        // as the two halves are merged: at 10k users the run's peak rose by about 10 MiB.
         let observe = |views: &[View]| {
             let mut observations: Vec<matrix::Observation> = Vec::with_capacity(views.len() * 2);
             for v in views {

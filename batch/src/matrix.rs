@@ -149,41 +149,35 @@ pub fn average_by_row_and_tag(
     observations: &mut [Observation],
 ) -> (Vec<(u32, u32, f32)>, Vec<f32>) {
     sort_by_row_and_column(observations, |o| (o.0, o.1));
-    average_sorted(observations)
+    average_sorted(observations.iter().copied())
 }
 
 /// [`average_by_row_and_tag`] of the observations of two lists each sorted by row and
-/// tag (as [`sort_by_row_and_column`] sorts): merged, then averaged.
+/// tag (as [`sort_by_row_and_column`] sorts), averaged as they are merged (no merged
+/// copy: at 1M users the observations are about 0.8 GB).
 pub fn average_merged(a: &[Observation], b: &[Observation]) -> (Vec<(u32, u32, f32)>, Vec<f32>) {
-    let mut merged = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        if (b[j].0, b[j].1) < (a[i].0, a[i].1) {
-            merged.push(b[j]);
-            j += 1;
-        } else {
-            merged.push(a[i]);
-            i += 1;
-        }
-    }
-    merged.extend_from_slice(&a[i..]);
-    merged.extend_from_slice(&b[j..]);
-    average_sorted(&merged)
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    let merged = std::iter::from_fn(|| match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if (y.0, y.1) < (x.0, x.1) => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    });
+    average_sorted(merged.copied())
 }
 
 /// [`average_by_row_and_tag`] of observations sorted by row and tag.
-fn average_sorted(observations: &[Observation]) -> (Vec<(u32, u32, f32)>, Vec<f32>) {
+fn average_sorted(
+    observations: impl Iterator<Item = Observation>,
+) -> (Vec<(u32, u32, f32)>, Vec<f32>) {
     let mut out: Vec<(u32, u32, f32)> = Vec::new();
     let mut decays = Vec::new();
-    let mut i = 0;
-    while i < observations.len() {
-        let (r, t, _, _) = observations[i];
+    let mut observations = observations.peekable();
+    while let Some(&(r, t, _, _)) = observations.peek() {
         let (mut sum, mut decay, mut n) = (0u64, 0f64, 0u64);
-        while i < observations.len() && observations[i].0 == r && observations[i].1 == t {
-            sum += u64::from(observations[i].2);
-            decay += f64::from(observations[i].3);
+        while let Some((_, _, seconds, factor)) = observations.next_if(|o| o.0 == r && o.1 == t) {
+            sum += u64::from(seconds);
+            decay += f64::from(factor);
             n += 1;
-            i += 1;
         }
         out.push((r, t, (sum as f64 / n as f64) as f32));
         decays.push((decay / n as f64) as f32);

@@ -55,11 +55,16 @@ impl Measured {
         self.rows.is_empty()
     }
 
+    /// Users a measure of `count` of the sample reads: the first `count`, or all.
+    pub fn prefix(&self, count: usize) -> usize {
+        count.min(self.rows.len())
+    }
+
     /// Recall@[`K`] of `shards`' indexes against exact search over the first `count`
     /// sampled rows: the served answers are exact up to [`EXACT_SCAN_MAX_USERS`] users;
     /// above, the exact ones are searched here ([`index::recall`]).
     pub fn recall(&self, shards: &Shards, count: usize, threads: usize) -> f64 {
-        let count = count.min(self.rows.len());
+        let count = self.prefix(count);
         let rows = &self.rows[..count];
         if shards.len() > EXACT_SCAN_MAX_USERS {
             return index::recall(shards, rows, K, threads);
@@ -75,13 +80,13 @@ impl Measured {
         cohort_of: &HashMap<u64, u32>,
         count: usize,
     ) -> (f64, f64) {
-        let count = count.min(self.rows.len());
+        let count = self.prefix(count);
         eval::cohort_precision_of(handles, cohort_of, &self.rows[..count], &self.near[..count])
     }
 
     /// The similarity of each of the first `count` sampled rows to each of its neighbours.
     pub fn similarities(&self, count: usize) -> Vec<f32> {
-        let count = count.min(self.rows.len());
+        let count = self.prefix(count);
         self.near[..count]
             .iter()
             .flatten()

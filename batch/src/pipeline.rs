@@ -433,7 +433,7 @@ pub async fn publish<S: ObjectStore>(
         });
         let mut summary = plan.summary.clone();
         summary.recall_at_10 = recall;
-        summary.recall_sample = cfg.recall_sample.min(measured.len());
+        summary.recall_sample = measured.prefix(cfg.recall_sample);
         summary.quality.index_recall_at_10 = recall;
         summary
             .quality

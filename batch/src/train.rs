@@ -351,7 +351,7 @@ fn finish(
         let recall = stages.run("recall", || {
             measured.recall(&fitted.shards, cfg.recall_sample, cfg.threads)
         });
-        let recall_sample = cfg.recall_sample.min(measured.len());
+        let recall_sample = measured.prefix(cfg.recall_sample);
         let quality = evaluate(cfg, &fitted, &point_handles, &measured, recall, &mut stages);
         let folded = match holdout {
             Ok(plan) if !refits => {
