@@ -367,17 +367,22 @@ pub fn sort_by_row_and_column<T: Copy>(items: &mut [T], key: impl Fn(&T) -> (u32
 mod tests {
     use super::*;
 
-    #[test]
-    fn sorting_by_row_and_column_orders_as_a_comparison_sort_does() {
-        // Given items with repeated keys, rows without items and a payload to tell
-        // repeats apart,
-        let mut state = 7u64;
-        let mut next = |below: u64| {
+    /// A seeded generator of numbers below its argument (a 64-bit LCG's high bits).
+    fn below(seed: u64) -> impl FnMut(u64) -> u32 {
+        let mut state = seed;
+        move |below: u64| {
             state = state
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((state >> 33) % below) as u32
-        };
+        }
+    }
+
+    #[test]
+    fn sorting_by_row_and_column_orders_as_a_comparison_sort_does() {
+        // Given items with repeated keys, rows without items and a payload to tell
+        // repeats apart,
+        let mut next = below(7);
         let items: Vec<(u32, u32, u32)> =
             (0..5_000).map(|i| (next(300) * 2, next(40), i)).collect();
         // when sorted by (row, column) in linear time,
@@ -399,13 +404,7 @@ mod tests {
     #[test]
     fn two_sorted_halves_average_as_the_whole_does() {
         // Given observations with repeated (row, tag) pairs, some split between halves,
-        let mut state = 3u64;
-        let mut next = |below: u64| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 33) % below) as u32
-        };
+        let mut next = below(3);
         let all: Vec<Observation> = (0..2_000)
             .map(|_| (next(50), next(8), next(1000), next(100) as f32 / 100.0))
             .collect();
