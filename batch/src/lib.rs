@@ -26,3 +26,4 @@ pub mod train;
 pub mod update;
 pub mod update_eval;
 pub mod versions;
+mod wide;
