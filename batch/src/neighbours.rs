@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kindred_core::embedding::{Embedding, dot};
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, s};
+use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, s};
 
 mod half;
 mod scan;
@@ -44,7 +44,7 @@ pub fn map_nearest<T: Send>(
     let half = k > 0 && k <= dims;
     let scanned = k > 0 && scan::available();
     let floors = if scanned {
-        scan::floors(&flat, n, dims, k, threads)
+        scan::floors(&flat, &flat, n, dims, k, threads)
     } else if half {
         half::floors(all, k, threads)
     } else {
@@ -57,7 +57,7 @@ pub fn map_nearest<T: Send>(
                 rows.map(|i| {
                     best.clear();
                     best.extend_from_slice(candidates.of(i));
-                    keep_nearest(all, i, k, best);
+                    keep_nearest(all, all.row(i), i, k, best);
                     f(i, best)
                 })
                 .collect()
@@ -70,7 +70,7 @@ pub fn map_nearest<T: Send>(
             rows.map(|i| {
                 scratch.best.clear();
                 scratch.best.extend(scratch.lists.of(i - start, i));
-                keep_nearest(all, i, k, &mut scratch.best);
+                keep_nearest(all, all.row(i), i, k, &mut scratch.best);
                 f(i, &mut scratch.best)
             })
             .collect()
@@ -100,16 +100,23 @@ pub fn map_nearest<T: Send>(
     })
 }
 
-/// Keeps in `best`, point `i`'s candidates above its floor, the `k` nearest; when fewer
-/// than `k` are above it (a sample is only a sample), the `k` nearest of its whole row.
-fn keep_nearest(all: ArrayView2<f32>, i: usize, k: usize, best: &mut Vec<(f32, u32)>) {
+/// Keeps in `best`, the candidates above `query`'s floor, the `k` nearest; when fewer
+/// than `k` are above it (a sample is only a sample), the `k` nearest of all the points
+/// of `all` but `skip`.
+fn keep_nearest(
+    all: ArrayView2<f32>,
+    query: ArrayView1<f32>,
+    skip: usize,
+    k: usize,
+    best: &mut Vec<(f32, u32)>,
+) {
     if best.len() >= k {
         best.select_nth_unstable_by(k - 1, nearest_first);
         best.truncate(k);
     } else {
-        let row = all.dot(&all.row(i));
+        let row = all.dot(&query);
         let row = row.as_slice().expect("a fresh vector");
-        largest(row, i, k, best, &mut Vec::new());
+        largest(row, skip, k, best, &mut Vec::new());
     }
 }
 
@@ -126,7 +133,8 @@ const BLOCK_SCORES: usize = BLOCK * 50_000;
 
 /// The `k` points of `flat` (`dims` values a point, row-major) most similar to each of
 /// `queries` (`dims` values each), never the query's own index when it names one, as
-/// (similarity, index) nearest first; by blocks of matrix products over `threads`. The
+/// (similarity, index) nearest first; by blocks of matrix products (of [`scan`]s where
+/// the CPU has AVX-512) over `threads`. The
 /// exact answers recall is measured against, and the training's other measures' up to
 /// the models served by a scan.
 pub fn nearest_to(
@@ -141,6 +149,39 @@ pub fn nearest_to(
         return vec![Vec::new(); queries.len()];
     }
     let all = ArrayView2::from_shape((n, dims), &flat[..n * dims]).expect("n rows of dims values");
+    let k = k.min(n);
+    if k > 0 && scan::available() {
+        let rows: Vec<f32> = queries
+            .iter()
+            .flat_map(|&(q, _)| q[..dims].iter().copied())
+            .collect();
+        if let Some(floors) = scan::floors(&rows, flat, n, dims, k, threads) {
+            let packed = scan::Packed::new(flat, n, dims);
+            let rows = &rows;
+            return each_block(
+                queries.len(),
+                BLOCK,
+                threads,
+                |scratch: &mut Scanned, block| {
+                    scan::scan(rows, &packed, block.clone(), &floors, &mut scratch.lists);
+                    let start = block.start;
+                    block
+                        .map(|q| {
+                            let skip = queries[q].1.map_or(usize::MAX, |s| s as usize);
+                            let best = &mut scratch.best;
+                            best.clear();
+                            best.extend(scratch.lists.of(q - start, skip));
+                            let query = ArrayView1::from(&rows[q * dims..][..dims]);
+                            keep_nearest(all, query, skip, k, best);
+                            let mut best = best.clone();
+                            best.sort_unstable_by(nearest_first);
+                            best
+                        })
+                        .collect()
+                },
+            );
+        }
+    }
     let block = (BLOCK_SCORES / n).clamp(1, BLOCK);
     each_block(
         queries.len(),
@@ -162,7 +203,7 @@ pub fn nearest_to(
                 .map(|(q, row)| {
                     let row = row.to_slice().expect("the block's scores are row-major");
                     let skip = queries[q].1.map_or(usize::MAX, |s| s as usize);
-                    largest(row, skip, k.min(n), &mut scratch.best, &mut scratch.sample);
+                    largest(row, skip, k, &mut scratch.best, &mut scratch.sample);
                     let mut best = scratch.best.clone();
                     best.sort_unstable_by(nearest_first);
                     best

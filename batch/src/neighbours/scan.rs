@@ -83,34 +83,36 @@ impl Lists {
     }
 }
 
-/// The floor of each of the `n` points of `flat` (`dims` values a point) for its `k`
-/// nearest ([`super::sampled_floor`] of its similarities to every [`SAMPLE_STRIDE`]-th
-/// point, as scanned), over `threads`; `None` when there are too few points for a
-/// sample. Call only where [`available`].
+/// The floor of each of the `queries` (`dims` values a query, row-major) for its `k`
+/// nearest among the `n` points of `flat` ([`super::sampled_floor`] of its similarities
+/// to every [`SAMPLE_STRIDE`]-th point, as scanned), over `threads`; `None` when there
+/// are too few points for a sample. Call only where [`available`].
 pub(super) fn floors(
+    queries: &[f32],
     flat: &[f32],
     n: usize,
     dims: usize,
     k: usize,
     threads: usize,
 ) -> Option<Vec<f32>> {
-    if n < 16 * k {
+    if n < 16 * k || dims == 0 {
         return None;
     }
     let sampled: Vec<f32> = flat[..n * dims]
-        .chunks_exact(dims.max(1))
+        .chunks_exact(dims)
         .step_by(SAMPLE_STRIDE)
         .flatten()
         .copied()
         .collect();
     let packed = Packed::new(&sampled, n.div_ceil(SAMPLE_STRIDE), dims);
-    let everything = vec![f32::NEG_INFINITY; n];
+    let count = queries.len() / dims;
+    let everything = vec![f32::NEG_INFINITY; count];
     let per_block = each_block(
-        n,
+        count,
         BLOCK,
         threads,
         |(lists, sample): &mut (Lists, Vec<f32>), rows| {
-            scan(flat, &packed, rows.clone(), &everything, lists);
+            scan(queries, &packed, rows.clone(), &everything, lists);
             (0..rows.len())
                 .map(|r| {
                     sample.clear();
