@@ -227,34 +227,51 @@ fn neighbours_scanned_up_to(
     })
 }
 
-/// Each of `rows`' `k` nearest other rows of the (sharded) index by exact search, found by
-/// matrix products ([`nearest_to`]) rather than one dot product at a time, spread over
-/// `threads`.
+/// Each of `rows`' `k` nearest other rows of the (sharded) index by exact search
+/// ([`exact_answers`]).
 pub fn exact_neighbours(
     index: &Shards,
     rows: &[u32],
     k: usize,
     threads: usize,
 ) -> Vec<Vec<Neighbour>> {
-    let dims = index.dimensions();
-    let mut truths: Vec<Vec<Neighbour>> = vec![Vec::new(); rows.len()];
     let embeddings: Vec<_> = rows.iter().map(|&r| index.embedding(r)).collect();
+    let queries: Vec<(&[f32], Option<u32>)> = embeddings
+        .iter()
+        .zip(rows)
+        .map(|(e, &r)| (&**e, Some(r)))
+        .collect();
+    exact_answers(index, &queries, k, threads)
+}
+
+/// Each query's `k` nearest rows of the (sharded) index by exact search, never the row
+/// it names, nearest first: found by matrix products ([`nearest_to`]) rather than one
+/// dot product at a time, spread over `threads`.
+pub fn exact_answers(
+    index: &Shards,
+    queries: &[(&[f32], Option<u32>)],
+    k: usize,
+    threads: usize,
+) -> Vec<Vec<Neighbour>> {
+    let dims = index.dimensions();
+    let mut truths: Vec<Vec<Neighbour>> = vec![Vec::new(); queries.len()];
     for s in index.shards() {
         // A shard's index points (a trained model has no folded-in users).
         let base = s.base_len() as u32;
-        let queries: Vec<(&[f32], Option<u32>)> = rows
+        let local: Vec<(&[f32], Option<u32>)> = queries
             .iter()
-            .zip(&embeddings)
-            .map(|(&r, e)| {
-                let own = r.checked_sub(s.offset).filter(|&local| local < base);
-                (&**e, own)
+            .map(|&(q, row)| {
+                let own = row
+                    .and_then(|r| r.checked_sub(s.offset))
+                    .filter(|&local| local < base);
+                (q, own)
             })
             .collect();
         let values = s
             .index
             .values()
             .expect("the training never halves its indexes");
-        let found = nearest_to(values, dims, &queries, k, threads);
+        let found = nearest_to(values, dims, &local, k, threads);
         for (truth, found) in truths.iter_mut().zip(found) {
             truth.extend(found.into_iter().map(|(similarity, local)| Neighbour {
                 row: s.offset + local,

@@ -97,9 +97,21 @@ pub fn smoothed_among(
         return folded;
     }
     let near = shards.nearest(&folded.0, smoothing.neighbours as usize, exclude);
+    smoothed_towards(shards, smoothing, &folded, &near)
+}
+
+/// [`smoothed_among`]'s step once `folded`'s nearest rows of `shards` (`near`) are
+/// found: towards their mean with `smoothing`'s weight. For a caller that searches many
+/// folded embeddings at once.
+pub fn smoothed_towards(
+    shards: &Shards,
+    smoothing: Smoothing,
+    folded: &Embedding,
+    near: &[Neighbour],
+) -> Embedding {
     let points: Vec<_> = near.iter().map(|n| shards.embedding(n.row)).collect();
     let points: Vec<&[f32]> = points.iter().map(|p| &**p).collect();
-    crate::projection::smooth_towards(&folded, &points, smoothing.weight)
+    crate::projection::smooth_towards(folded, &points, smoothing.weight)
 }
 
 #[cfg(test)]
