@@ -178,6 +178,9 @@ fn lay_out(chosen: &[Split], slots: usize) -> Vec<u32> {
         }
     }
     let mut ids = vec![EMPTY_SLOT; n * slots];
+    // The node whose row last took each id: a row's duplicates found without searching
+    // it (searching took a tenth of the index stage at 10k users).
+    let mut taken_by = vec![usize::MAX; n];
     for (i, ((useful, redundant), mut back)) in chosen.iter().zip(back).enumerate() {
         back.sort_unstable_by(nearest_first);
         let row = &mut ids[i * slots..(i + 1) * slots];
@@ -186,7 +189,8 @@ fn lay_out(chosen: &[Split], slots: usize) -> Vec<u32> {
             if filled == slots {
                 break;
             }
-            if !row[..filled].contains(&j) {
+            if taken_by[j as usize] != i {
+                taken_by[j as usize] = i;
                 row[filled] = j;
                 filled += 1;
             }
