@@ -590,25 +590,9 @@ fn holdout_folded(
     fitted: &Fitted,
 ) -> (f64, f64) {
     const K: usize = 10;
-    let chosen: FastSet<u64> = plan.users.iter().copied().collect();
-    let gathered = gather_at(&ds.of_users(&chosen), cfg, &plan.hidden, ds.newest_day());
-    let rows = entries_by_row(
-        &gathered.blocks,
-        gathered.handles.len(),
-        ds.tags.len() as u32,
-    );
     let handles = fitted.point_handles();
-    let point_of: FastMap<u64, u32> = handles
-        .iter()
-        .enumerate()
-        .map(|(p, &h)| (h, p as u32))
-        .collect();
-    let queries: Vec<(u32, &[Entry])> = gathered
-        .handles
-        .iter()
-        .zip(&rows)
-        .filter_map(|(h, entries)| Some((*point_of.get(h)?, entries.as_slice())))
-        .collect();
+    let rows = holdout_rows(ds, cfg, plan, &handles);
+    let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
     let found: FastMap<u32, Vec<Neighbour>> = if fitted.shards.len() <= EXACT_SCAN_MAX_USERS {
         holdout_scanned(fitted, &queries, K, cfg.threads)
     } else {
@@ -617,6 +601,34 @@ fn holdout_folded(
     eval::holdout_recall(plan, &handles, K, |point, _| {
         found.get(&point).cloned().unwrap_or_default()
     })
+}
+
+/// Each of `plan`'s users in the model (its point, by `handles[point]`) with its rows
+/// without the hidden tags, as a profile's entries.
+fn holdout_rows(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    plan: &eval::HoldoutPlan,
+    handles: &[u64],
+) -> Vec<(u32, Vec<Entry>)> {
+    let chosen: FastSet<u64> = plan.users.iter().copied().collect();
+    let gathered = gather_at(&ds.of_users(&chosen), cfg, &plan.hidden, ds.newest_day());
+    let rows = entries_by_row(
+        &gathered.blocks,
+        gathered.handles.len(),
+        ds.tags.len() as u32,
+    );
+    let point_of: FastMap<u64, u32> = handles
+        .iter()
+        .enumerate()
+        .map(|(p, &h)| (h, p as u32))
+        .collect();
+    gathered
+        .handles
+        .iter()
+        .zip(rows)
+        .filter_map(|(h, entries)| Some((*point_of.get(h)?, entries)))
+        .collect()
 }
 
 /// [`holdout_folded`]'s answers for a model served by a scan: every user folded in,
@@ -689,4 +701,48 @@ fn holdout_searched(
             .flat_map(|w| w.join().expect("a hold-out worker panicked"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::default_config;
+
+    #[test]
+    fn the_hold_out_users_scanned_at_once_get_the_answers_their_searches_find() {
+        // Given a model of 1,500 generated users and its hold-out plan,
+        let data = tempfile::tempdir().unwrap();
+        let generated = kindred_datagen::GenConfig {
+            users: 1500,
+            seed: 4,
+            ..Default::default()
+        };
+        kindred_datagen::generate(&generated, data.path()).unwrap();
+        let ds = ingest::read_dir(data.path()).unwrap();
+        let cfg = default_config(data.path().to_path_buf());
+        let plan = eval::HoldoutPlan::draw(&ds, 300, HOLDOUT_SHARE, 1);
+        let fitted = fit(&ds, &cfg, &FastSet::default(), &mut Stages::quiet()).unwrap();
+        let rows = holdout_rows(&ds, &cfg, &plan, &fitted.point_handles());
+        let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
+        assert!(queries.len() > 200, "{} users folded in", queries.len());
+        // when they are folded in and searched all at once, and one at a time through the
+        // index,
+        let scanned = holdout_scanned(&fitted, &queries, 10, 2);
+        let searched = holdout_searched(&fitted, &queries, 10, 2);
+        // then each gets 10 answers, never itself, nearest first,
+        let mut same = 0;
+        for &(point, _) in &queries {
+            let (a, b) = (&scanned[&point], &searched[&point]);
+            assert_eq!(a.len(), 10);
+            assert!(a.iter().all(|n| n.row != point), "{point} answers itself");
+            assert!(a.windows(2).all(|w| w[0].similarity >= w[1].similarity));
+            same += a
+                .iter()
+                .filter(|n| b.iter().any(|m| m.row == n.row))
+                .count();
+        }
+        // and the index's answers are nearly all of them (it finds 99% of exact ones).
+        let share = same as f64 / (10 * queries.len()) as f64;
+        assert!(share > 0.95, "{share} of the answers agree");
+    }
 }
