@@ -85,23 +85,22 @@ pub fn build(
         });
         let zero = match near.filter(usable) {
             Some(near) => {
-                // The lists in index order, naming index points.
+                // The lists in index order, naming index points, one after another (one
+                // list a point had taken 6-9 ms at 10k users, on one thread).
                 let mut position = vec![0u32; n];
                 for (p, &i) in order.iter().enumerate() {
                     position[i as usize] = p as u32;
                 }
-                let lists: Vec<Vec<u32>> = order
-                    .iter()
-                    .map(|&i| {
-                        near[i as usize]
-                            .iter()
-                            .map(|&j| position[j as usize])
-                            .collect()
-                    })
-                    .collect();
+                let mut starts = Vec::with_capacity(n + 1);
+                starts.push(0);
+                let mut lists = Vec::with_capacity(near.iter().map(Vec::len).sum());
+                for &i in &order {
+                    lists.extend(near[i as usize].iter().map(|&j| position[j as usize]));
+                    starts.push(lists.len());
+                }
                 let chosen = map_among(
                     &points,
-                    |p| &lists[p],
+                    |p| &lists[starts[p]..starts[p + 1]],
                     candidates,
                     threads,
                     |_, best| split(best, &points, heuristic),
