@@ -364,59 +364,44 @@ wide! {
         w: usize,
         means: Option<&[f64]>,
         column_sums: &[f32],
-    ) -> (Vec<f32>, Vec<f64>) = rough_rows_of;
-}
-
-/// [`rough_rows`]'s body.
-#[inline(always)]
-fn rough_rows_of(
-    a: &Csr,
-    rows: std::ops::Range<usize>,
-    q32: &[f32],
-    w: usize,
-    means: Option<&[f64]>,
-    column_sums: &[f32],
-) -> (Vec<f32>, Vec<f64>) {
-    let mut z = vec![0.0f32; a.cols * w];
-    let mut my = vec![0.0f64; if means.is_some() { w } else { 0 }];
-    let mut y = vec![0.0f32; w];
-    for r in rows {
-        y.iter_mut().for_each(|v| *v = 0.0);
-        for (c, v) in a.row(r) {
-            let from = &q32[c as usize * w..][..w];
-            y.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+    ) -> (Vec<f32>, Vec<f64>) {
+        let mut z = vec![0.0f32; a.cols * w];
+        let mut my = vec![0.0f64; if means.is_some() { w } else { 0 }];
+        let mut y = vec![0.0f32; w];
+        for r in rows {
+            y.iter_mut().for_each(|v| *v = 0.0);
+            for (c, v) in a.row(r) {
+                let from = &q32[c as usize * w..][..w];
+                y.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+            }
+            if let Some(m) = means {
+                let m = m[r] as f32;
+                y.iter_mut().zip(column_sums).for_each(|(o, s)| *o -= m * s);
+                let m = f64::from(m);
+                my.iter_mut()
+                    .zip(&y)
+                    .for_each(|(o, &x)| *o += m * f64::from(x));
+            }
+            for (c, v) in a.row(r) {
+                let to = &mut z[c as usize * w..][..w];
+                to.iter_mut().zip(&y).for_each(|(o, x)| *o += v * x);
+            }
         }
-        if let Some(m) = means {
-            let m = m[r] as f32;
-            y.iter_mut().zip(column_sums).for_each(|(o, s)| *o -= m * s);
-            let m = f64::from(m);
-            my.iter_mut()
-                .zip(&y)
-                .for_each(|(o, &x)| *o += m * f64::from(x));
-        }
-        for (c, v) in a.row(r) {
-            let to = &mut z[c as usize * w..][..w];
-            to.iter_mut().zip(&y).for_each(|(o, x)| *o += v * x);
-        }
+        (z, my)
     }
-    (z, my)
 }
 
 wide! {
     /// `out += A[rows] Q`, `out` holding the rows' products (`w` values a row, `q` being
     /// `A.cols x w`); 8 lanes wide where the CPU has AVX-512 ([`wide`]).
-    fn gather_rows(a: &Csr, rows: std::ops::Range<usize>, q: &[f64], out: &mut [f64]) -> () = gather_rows_of;
-}
-
-/// [`gather_rows`]'s body.
-#[inline(always)]
-fn gather_rows_of(a: &Csr, rows: std::ops::Range<usize>, q: &[f64], out: &mut [f64]) {
-    let w = out.len() / rows.len().max(1);
-    for (r, out) in rows.zip(out.chunks_exact_mut(w)) {
-        for (c, v) in a.row(r) {
-            let v = f64::from(v);
-            let from = &q[c as usize * w..][..w];
-            out.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+    fn gather_rows(a: &Csr, rows: std::ops::Range<usize>, q: &[f64], out: &mut [f64]) {
+        let w = out.len() / rows.len().max(1);
+        for (r, out) in rows.zip(out.chunks_exact_mut(w)) {
+            for (c, v) in a.row(r) {
+                let v = f64::from(v);
+                let from = &q[c as usize * w..][..w];
+                out.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+            }
         }
     }
 }
@@ -424,18 +409,14 @@ fn gather_rows_of(a: &Csr, rows: std::ops::Range<usize>, q: &[f64], out: &mut [f
 wide! {
     /// `z += A[first..]ᵀ y`, `y` holding consecutive rows' values from row `first` (`w` a
     /// row, `z` being `A.cols x w`); 8 lanes wide where the CPU has AVX-512 ([`wide`]).
-    fn scatter_rows(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) -> () = scatter_rows_of;
-}
-
-/// [`scatter_rows`]'s body.
-#[inline(always)]
-fn scatter_rows_of(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) {
-    let w = z.len() / a.cols.max(1);
-    for (r, from) in (first..).zip(y.chunks_exact(w)) {
-        for (c, v) in a.row(r) {
-            let v = f64::from(v);
-            let to = &mut z[c as usize * w..][..w];
-            to.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+    fn scatter_rows(a: &Csr, first: usize, y: &[f64], z: &mut [f64]) {
+        let w = z.len() / a.cols.max(1);
+        for (r, from) in (first..).zip(y.chunks_exact(w)) {
+            for (c, v) in a.row(r) {
+                let v = f64::from(v);
+                let to = &mut z[c as usize * w..][..w];
+                to.iter_mut().zip(from).for_each(|(o, x)| *o += v * x);
+            }
         }
     }
 }
