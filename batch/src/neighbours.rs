@@ -42,8 +42,8 @@ pub fn map_nearest<T: Send>(
     // keeps more neighbours than it has dimensions: at 10k points of 64 dimensions, the
     // graph's 64 took 15% less time, smoothing's 200 the same time and 40 MB more.
     let half = k > 0 && k <= dims;
-    let scanned = k > 0 && scan::available();
-    let floors = if scanned {
+    let scans = k > 0 && scan::available();
+    let floors = if scans {
         scan::floors(&flat, &flat, n, dims, k, threads)
     } else if half {
         half::floors(all, k, threads)
@@ -63,18 +63,7 @@ pub fn map_nearest<T: Send>(
                 .collect()
             });
         }
-        let packed = scan::Packed::new(&flat, n, dims);
-        return each_block(n, BLOCK, threads, |scratch: &mut Scanned, rows| {
-            scan::scan(&flat, &packed, rows.clone(), &floors, &mut scratch.lists);
-            let start = rows.start;
-            rows.map(|i| {
-                scratch.best.clear();
-                scratch.best.extend(scratch.lists.of(i - start, i));
-                keep_nearest(all, all.row(i), i, k, &mut scratch.best);
-                f(i, &mut scratch.best)
-            })
-            .collect()
-        });
+        return scan_nearest(all, &flat, &floors, |i| i, k, threads, f);
     }
     each_block(n, BLOCK, threads, |scratch: &mut Scratch, rows| {
         // The block's product is written over the previous block's, so no block pays for
@@ -120,6 +109,43 @@ fn keep_nearest(
     }
 }
 
+/// `f(q, best)` for each of the query `rows` (`dims` values a row, as `all`'s points),
+/// `best` holding its `k` nearest points of `all` but `skip(q)`, from the [`scan`]'s
+/// candidates above `floors[q]` (or its whole row, when fewer are); in query order, over
+/// `threads`. Call only where [`scan::available`].
+fn scan_nearest<T: Send>(
+    all: ArrayView2<f32>,
+    rows: &[f32],
+    floors: &[f32],
+    skip: impl Fn(usize) -> usize + Sync,
+    k: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut Vec<(f32, u32)>) -> T + Sync,
+) -> Vec<T> {
+    let (n, dims) = all.dim();
+    let points = all.as_slice().expect("the points are row-major");
+    let packed = scan::Packed::new(points, n, dims);
+    each_block(
+        floors.len(),
+        BLOCK,
+        threads,
+        |scratch: &mut Scanned, block| {
+            scan::scan(rows, &packed, block.clone(), floors, &mut scratch.lists);
+            let start = block.start;
+            block
+                .map(|q| {
+                    let (skip, best) = (skip(q), &mut scratch.best);
+                    best.clear();
+                    best.extend(scratch.lists.of(q - start, skip));
+                    let query = ArrayView1::from(&rows[q * dims..][..dims]);
+                    keep_nearest(all, query, skip, k, best);
+                    f(q, best)
+                })
+                .collect()
+        },
+    )
+}
+
 /// A scanning worker's buffers ([`scan`]), reused from block to block.
 #[derive(Default)]
 struct Scanned {
@@ -134,9 +160,8 @@ const BLOCK_SCORES: usize = BLOCK * 50_000;
 /// The `k` points of `flat` (`dims` values a point, row-major) most similar to each of
 /// `queries` (`dims` values each), never the query's own index when it names one, as
 /// (similarity, index) nearest first; by blocks of matrix products (of [`scan`]s where
-/// the CPU has AVX-512) over `threads`. The
-/// exact answers recall is measured against, and the training's other measures' up to
-/// the models served by a scan.
+/// the CPU has AVX-512) over `threads`. The exact answers recall is measured against,
+/// and the training's other measures' up to the models served by a scan.
 pub fn nearest_to(
     flat: &[f32],
     dims: usize,
@@ -156,30 +181,12 @@ pub fn nearest_to(
             .flat_map(|&(q, _)| q[..dims].iter().copied())
             .collect();
         if let Some(floors) = scan::floors(&rows, flat, n, dims, k, threads) {
-            let packed = scan::Packed::new(flat, n, dims);
-            let rows = &rows;
-            return each_block(
-                queries.len(),
-                BLOCK,
-                threads,
-                |scratch: &mut Scanned, block| {
-                    scan::scan(rows, &packed, block.clone(), &floors, &mut scratch.lists);
-                    let start = block.start;
-                    block
-                        .map(|q| {
-                            let skip = queries[q].1.map_or(usize::MAX, |s| s as usize);
-                            let best = &mut scratch.best;
-                            best.clear();
-                            best.extend(scratch.lists.of(q - start, skip));
-                            let query = ArrayView1::from(&rows[q * dims..][..dims]);
-                            keep_nearest(all, query, skip, k, best);
-                            let mut best = best.clone();
-                            best.sort_unstable_by(nearest_first);
-                            best
-                        })
-                        .collect()
-                },
-            );
+            let skip = |q: usize| queries[q].1.map_or(usize::MAX, |s| s as usize);
+            return scan_nearest(all, &rows, &floors, skip, k, threads, |_, best| {
+                let mut best = best.clone();
+                best.sort_unstable_by(nearest_first);
+                best
+            });
         }
     }
     let block = (BLOCK_SCORES / n).clamp(1, BLOCK);
