@@ -159,7 +159,7 @@ const BLOCK_SCORES: usize = BLOCK * 50_000;
 
 /// The `k` points of `flat` (`dims` values a point, row-major) most similar to each of
 /// `queries` (`dims` values each), never the query's own index when it names one, as
-/// (similarity, index) nearest first; by blocks of matrix products (of [`scan`]s where
+/// (similarity, index) nearest first; by blocks of matrix products (scanned in registers where
 /// the CPU has AVX-512) over `threads`. The exact answers recall is measured against,
 /// and the training's other measures' up to the models served by a scan.
 pub fn nearest_to(

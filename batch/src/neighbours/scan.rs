@@ -4,7 +4,8 @@
 //! The points are packed once, 32 to a panel ([`Packed`]): a panel holds each
 //! dimension's 32 values together, two AVX-512 registers. Eight rows are scored against
 //! a panel at a time, in sixteen registers, each similarity summed over the dimensions
-//! in order with fused multiply-adds, as the BLAS product sums it. Each register is then
+//! in order with fused multiply-adds (OpenBLAS's blocking sums some in another order, so
+//! a few of its similarities differ from these in the last bit). Each register is then
 //! compared with its row's floor, and the similarities above it are compressed to the
 //! end of the row's list with their points, so every list is in point order. Panels are
 //! taken a chunk at a time (256 kB at 64 dimensions, kept in L2) for every row of the
@@ -85,8 +86,9 @@ impl Lists {
 
 /// The floor of each of the `queries` (`dims` values a query, row-major) for its `k`
 /// nearest among the `n` points of `flat` ([`super::sampled_floor`] of its similarities
-/// to every [`SAMPLE_STRIDE`]-th point, as scanned), over `threads`; `None` when there
-/// are too few points for a sample. Call only where [`available`].
+/// to every [`SAMPLE_STRIDE`]-th point, as scanned: a NaN similarity, above no floor,
+/// leaves the sample), over `threads`; `None` when there are too few points for a
+/// sample. Call only where [`available`].
 pub(super) fn floors(
     queries: &[f32],
     flat: &[f32],
