@@ -182,40 +182,53 @@ pub fn build_sharded(
     (shards, order)
 }
 
-/// Each of `rows`' `k` nearest other rows as a served model finds them: by exact search
-/// ([`exact_neighbours`]) up to [`EXACT_SCAN_MAX_USERS`] users, the models served by a
-/// scan, else by [`Shards::nearest`] through the indexes (on `threads` threads; over the
-/// training's `f32` points, where a served model above that size ranks by 16-bit ones).
-/// The quality measures' searches: at 10k users, 1,000 rows' exact neighbours by matrix
-/// products cost a third of their searches through the index.
+/// Each of `rows`' `k` nearest other rows as a served model finds them
+/// ([`served_answers`]). The quality measures' searches: at 10k users, 1,000 rows' exact
+/// neighbours by matrix products cost a third of their searches through the index.
 pub fn served_neighbours(
     index: &Shards,
     rows: &[u32],
     k: usize,
     threads: usize,
 ) -> Vec<Vec<Neighbour>> {
-    neighbours_scanned_up_to(index, rows, k, threads, EXACT_SCAN_MAX_USERS)
+    of_rows(index, rows, |queries| {
+        served_answers(index, queries, k, threads)
+    })
 }
 
-/// [`served_neighbours`] with models of up to `scanned` users searched exactly.
-fn neighbours_scanned_up_to(
+/// Each query's `k` nearest rows, never the row it names, as a served model finds them:
+/// by exact search ([`exact_answers`]) up to [`EXACT_SCAN_MAX_USERS`] users, the models
+/// served by a scan, else by [`Shards::nearest`] through the indexes (on `threads`
+/// threads; over the training's `f32` points, where a served model above that size
+/// ranks by 16-bit ones).
+pub fn served_answers(
     index: &Shards,
-    rows: &[u32],
+    queries: &[(&[f32], Option<u32>)],
+    k: usize,
+    threads: usize,
+) -> Vec<Vec<Neighbour>> {
+    answers_scanned_up_to(index, queries, k, threads, EXACT_SCAN_MAX_USERS)
+}
+
+/// [`served_answers`] with models of up to `scanned` users searched exactly.
+pub(crate) fn answers_scanned_up_to(
+    index: &Shards,
+    queries: &[(&[f32], Option<u32>)],
     k: usize,
     threads: usize,
     scanned: usize,
 ) -> Vec<Vec<Neighbour>> {
     if index.len() <= scanned {
-        return exact_neighbours(index, rows, k, threads);
+        return exact_answers(index, queries, k, threads);
     }
-    let chunk = rows.len().div_ceil(threads.max(1)).max(1);
+    let chunk = queries.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
+        let handles: Vec<_> = queries
             .chunks(chunk)
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|&r| index.nearest(&index.embedding(r), k, Some(r)))
+                        .map(|&(q, own)| index.nearest(q, k, own))
                         .collect::<Vec<_>>()
                 })
             })
@@ -235,13 +248,24 @@ pub fn exact_neighbours(
     k: usize,
     threads: usize,
 ) -> Vec<Vec<Neighbour>> {
+    of_rows(index, rows, |queries| {
+        exact_answers(index, queries, k, threads)
+    })
+}
+
+/// `search(queries)` with a query for each of `rows`: its embedding, naming the row.
+fn of_rows<T>(
+    index: &Shards,
+    rows: &[u32],
+    search: impl FnOnce(&[(&[f32], Option<u32>)]) -> T,
+) -> T {
     let embeddings: Vec<_> = rows.iter().map(|&r| index.embedding(r)).collect();
     let queries: Vec<(&[f32], Option<u32>)> = embeddings
         .iter()
         .zip(rows)
         .map(|(e, &r)| (&**e, Some(r)))
         .collect();
-    exact_answers(index, &queries, k, threads)
+    search(&queries)
 }
 
 /// Each query's `k` nearest rows of the (sharded) index by exact search, never the row
@@ -513,8 +537,12 @@ pub(crate) mod tests {
         let shards = one_shard(600, 16, 12, 5);
         let rows: Vec<u32> = (0..600).step_by(7).collect();
         // when neighbours are found for a model scanned at its size and for one above it,
-        let scanned = neighbours_scanned_up_to(&shards, &rows, 10, 2, 600);
-        let indexed = neighbours_scanned_up_to(&shards, &rows, 10, 2, 599);
+        let search = |scanned| {
+            of_rows(&shards, &rows, |queries| {
+                answers_scanned_up_to(&shards, queries, 10, 2, scanned)
+            })
+        };
+        let (scanned, indexed) = (search(600), search(599));
         // then the first are a plain scan's and the second the index's, row by row.
         for ((&r, s), i) in rows.iter().zip(&scanned).zip(&indexed) {
             let q = &*shards.embedding(r);

@@ -9,7 +9,7 @@ use kindred_core::embedding::Embedding;
 use kindred_core::manifest::{self, COURSES, Manifest, PROJECTION, REPORT};
 use kindred_core::model::EXACT_SCAN_MAX_USERS;
 use kindred_core::projection::{Entry, Projection};
-use kindred_core::query::{smoothed_among, smoothed_towards};
+use kindred_core::query::smoothed_towards;
 use kindred_core::search::{Neighbour, exact_flat};
 use kindred_core::shard::Shards;
 use kindred_core::users::{UserSummary, UserTable, Users};
@@ -578,9 +578,9 @@ fn holdout_recall(
 /// is left out of its own answers, its rows without the hidden tags are folded into the
 /// model as `kindred-batch update` folds a user in (the stored projection, then one
 /// smoothing step towards its nearest users), and its neighbours are searched as the
-/// model is served: exactly up to [`EXACT_SCAN_MAX_USERS`] users, all of them at once
-/// ([`holdout_scanned`]; at 10k users a third of the time of their index searches),
-/// through the indexes above.
+/// model is served, all of them at once ([`holdout_answers`]): exactly up to
+/// [`EXACT_SCAN_MAX_USERS`] users (at 10k users a third of the time of their index
+/// searches), through the indexes above.
 /// The model was trained on the user's whole rows, so its basis and its neighbours'
 /// smoothing saw the hidden tags; a refit ([`Evaluate::Refit`]) hides them from both.
 fn holdout_folded(
@@ -593,11 +593,7 @@ fn holdout_folded(
     let handles = fitted.point_handles();
     let rows = holdout_rows(ds, cfg, plan, &handles);
     let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
-    let found: FastMap<u32, Vec<Neighbour>> = if fitted.shards.len() <= EXACT_SCAN_MAX_USERS {
-        holdout_scanned(fitted, &queries, K, cfg.threads)
-    } else {
-        holdout_searched(fitted, &queries, K, cfg.threads)
-    };
+    let found = holdout_answers(fitted, &queries, K, cfg.threads, EXACT_SCAN_MAX_USERS);
     eval::holdout_recall(plan, &handles, K, |point, _| {
         found.get(&point).cloned().unwrap_or_default()
     })
@@ -631,14 +627,16 @@ fn holdout_rows(
         .collect()
 }
 
-/// [`holdout_folded`]'s answers for a model served by a scan: every user folded in,
-/// then all of them searched exactly at once ([`index::exact_answers`]), first for their
-/// smoothing neighbours, then for their `k` nearest.
-fn holdout_scanned(
+/// [`holdout_folded`]'s answers: every user folded in, then all of them searched at
+/// once as the model is served ([`index::answers_scanned_up_to`]: exactly up to `scanned`
+/// users, through the indexes above), first for their smoothing neighbours, then for
+/// their `k` nearest.
+fn holdout_answers(
     fitted: &Fitted,
     queries: &[(u32, &[Entry])],
     k: usize,
     threads: usize,
+    scanned: usize,
 ) -> FastMap<u32, Vec<Neighbour>> {
     let (shards, smoothing) = (&fitted.shards, fitted.projection.smoothing);
     let search = |embeddings: &[Embedding], k: usize| {
@@ -647,22 +645,22 @@ fn holdout_scanned(
             .zip(queries)
             .map(|(e, &(point, _))| (&e.0[..], Some(point)))
             .collect();
-        index::exact_answers(shards, &asked, k, threads)
+        index::answers_scanned_up_to(shards, &asked, k, threads, scanned)
     };
     let folded: Vec<Embedding> = queries
         .iter()
         .map(|&(_, entries)| fitted.projection.fold_entries(entries).embedding)
         .collect();
-    // As `smoothed_among` smooths one profile.
-    let smoothed: Vec<Embedding> = if smoothing.neighbours == 0 || smoothing.weight == 0.0 {
-        folded
-    } else {
+    // As `kindred_core::query::smoothed_among` smooths one profile.
+    let smoothed: Vec<Embedding> = if smoothing.moves() {
         let near = search(&folded, smoothing.neighbours as usize);
         folded
             .iter()
             .zip(&near)
             .map(|(f, near)| smoothed_towards(shards, smoothing, f, near))
             .collect()
+    } else {
+        folded
     };
     let answers = search(&smoothed, k);
     queries
@@ -672,44 +670,13 @@ fn holdout_scanned(
         .collect()
 }
 
-/// [`holdout_folded`]'s answers for a model served by its indexes: each user folded in
-/// and searched as a profile is, spread over `threads`.
-fn holdout_searched(
-    fitted: &Fitted,
-    queries: &[(u32, &[Entry])],
-    k: usize,
-    threads: usize,
-) -> FastMap<u32, Vec<Neighbour>> {
-    let search = |&(point, entries): &(u32, &[Entry])| {
-        let folded = fitted.projection.fold_entries(entries).embedding;
-        let smoothed = smoothed_among(
-            &fitted.shards,
-            fitted.projection.smoothing,
-            folded,
-            Some(point),
-        );
-        (point, fitted.shards.nearest(&smoothed.0, k, Some(point)))
-    };
-    let chunk = queries.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = queries
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(search).collect::<Vec<_>>()))
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().expect("a hold-out worker panicked"))
-            .collect()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::default_config;
 
     #[test]
-    fn the_hold_out_users_scanned_at_once_get_the_answers_their_searches_find() {
+    fn the_hold_out_users_scanned_get_the_answers_their_index_searches_find() {
         // Given a model of 1,500 generated users and its hold-out plan,
         let data = tempfile::tempdir().unwrap();
         let generated = kindred_datagen::GenConfig {
@@ -725,10 +692,9 @@ mod tests {
         let rows = holdout_rows(&ds, &cfg, &plan, &fitted.point_handles());
         let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
         assert!(queries.len() > 200, "{} users folded in", queries.len());
-        // when they are folded in and searched all at once, and one at a time through the
-        // index,
-        let scanned = holdout_scanned(&fitted, &queries, 10, 2);
-        let searched = holdout_searched(&fitted, &queries, 10, 2);
+        // when they are folded in and searched exactly, and through the index,
+        let scanned = holdout_answers(&fitted, &queries, 10, 2, usize::MAX);
+        let searched = holdout_answers(&fitted, &queries, 10, 2, 0);
         // then each gets 10 answers, never itself, nearest first,
         let mut same = 0;
         for &(point, _) in &queries {

@@ -86,6 +86,13 @@ pub struct Smoothing {
     pub weight: f32,
 }
 
+impl Smoothing {
+    /// Whether the step moves an embedding at all: some neighbours, a weight not 0.
+    pub fn moves(&self) -> bool {
+        self.neighbours > 0 && self.weight != 0.0
+    }
+}
+
 /// Everything needed to embed a profile like a training row.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Projection {

@@ -71,7 +71,7 @@ pub fn smoothing(model: &Model) -> Option<Smoothing> {
     model
         .projection()
         .map(|p| p.smoothing)
-        .filter(|s| s.neighbours > 0 && s.weight != 0.0)
+        .filter(Smoothing::moves)
 }
 
 /// A folded-in embedding smoothed as training smoothed its users: one step towards the
@@ -93,7 +93,7 @@ pub fn smoothed_among(
     folded: Embedding,
     exclude: Option<u32>,
 ) -> Embedding {
-    if smoothing.neighbours == 0 || smoothing.weight == 0.0 {
+    if !smoothing.moves() {
         return folded;
     }
     let near = shards.nearest(&folded.0, smoothing.neighbours as usize, exclude);
