@@ -100,52 +100,64 @@ pub fn embed(
         users_with_views,
     } = built;
     drop(blocks);
-    let svd = stages.run("svd", || {
-        svd::truncated_svd(&csr, cfg.rank, cfg.threads, cfg.centre_rows)
-    })?;
-    let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power, cfg.threads));
-    let projection = projection(cfg, &columns, &idf, &svd);
-
-    // Users with an empty row have no signal: keep them out of the index.
-    let mut points = Vec::new();
-    let mut kept = Vec::new();
-    for (row, e) in embeddings.into_iter().enumerate() {
-        if csr.row_nnz(row) > 0 {
-            points.push(Embedding::normalized(e));
-            kept.push(row);
-        }
-    }
-    let neighbours =
-        crate::smooth::effective_neighbours(points.len(), cfg.smooth_share, cfg.smooth_neighbours);
-    // A folded-in profile gets the same step, towards at most `ef_search` of its nearest
-    // (smoothed) users: more would leave the HNSW path for an exact scan of every user at
-    // query time. Their mean is about the same, the smoothed users being concentrated
-    // already: on the six 10k-user data sets of docs/quality.md, a user's own data folded in
-    // this way finds neighbours as good with 64 as with 200 (cohort precision@10 within
-    // 0.002, one data set 0.010 lower) and is among its own 10 nearest 99% of the time.
-    let mut projection = projection;
-    projection.smoothing.neighbours = neighbours.min(cfg.hnsw.ef_search) as u32;
-    let mut near = None;
-    if neighbours > 0 {
-        let smoothed = stages.run("smooth", || {
-            crate::smooth::smooth(
-                &points,
-                cfg.smooth_neighbours,
-                cfg.smooth_share,
-                cfg.smooth_weight,
-                cfg.threads,
-            )
+    // Users with an empty row have no signal: they are kept out of the index.
+    let kept: Vec<usize> = (0..csr.rows).filter(|&row| csr.row_nnz(row) > 0).collect();
+    let (svd, projection, points, near, features) = std::thread::scope(|scope| {
+        // Their explanation features need only the matrix: they are picked beside the
+        // decomposition (at 10k users 15-20 ms on one thread, while the SVD leaves a core
+        // idle for part of its time).
+        let picking = scope.spawn(|| {
+            kept.iter()
+                .map(|&row| strongest_features(&csr, &columns, row, cfg.explain_features))
+                .collect::<Vec<_>>()
         });
-        points = smoothed.points;
-        near = smoothed.near;
-    }
+        let svd = stages.run("svd", || {
+            svd::truncated_svd(&csr, cfg.rank, cfg.threads, cfg.centre_rows)
+        })?;
+        let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power, cfg.threads));
+        let mut projection = projection(cfg, &columns, &idf, &svd);
+        let mut points: Vec<Embedding> = embeddings
+            .into_iter()
+            .enumerate()
+            .filter(|(row, _)| csr.row_nnz(*row) > 0)
+            .map(|(_, e)| Embedding::normalized(e))
+            .collect();
+        let neighbours = crate::smooth::effective_neighbours(
+            points.len(),
+            cfg.smooth_share,
+            cfg.smooth_neighbours,
+        );
+        // A folded-in profile gets the same step, towards at most `ef_search` of its nearest
+        // (smoothed) users: more would leave the HNSW path for an exact scan of every user at
+        // query time. Their mean is about the same, the smoothed users being concentrated
+        // already: on the six 10k-user data sets of docs/quality.md, a user's own data folded in
+        // this way finds neighbours as good with 64 as with 200 (cohort precision@10 within
+        // 0.002, one data set 0.010 lower) and is among its own 10 nearest 99% of the time.
+        projection.smoothing.neighbours = neighbours.min(cfg.hnsw.ef_search) as u32;
+        let mut near = None;
+        if neighbours > 0 {
+            let smoothed = stages.run("smooth", || {
+                crate::smooth::smooth(
+                    &points,
+                    cfg.smooth_neighbours,
+                    cfg.smooth_share,
+                    cfg.smooth_weight,
+                    cfg.threads,
+                )
+            });
+            points = smoothed.points;
+            near = smoothed.near;
+        }
+        let features = picking.join().expect("picking the features panicked");
+        Ok::<_, TrainError>((svd, projection, points, near, features))
+    })?;
     let mut summaries = summaries;
     let users: Vec<UserSummary> = kept
         .iter()
-        .map(|&row| {
-            let mut u = std::mem::take(&mut summaries[row]);
-            u.features = strongest_features(&csr, &columns, row, cfg.explain_features);
-            u
+        .zip(features)
+        .map(|(&row, features)| UserSummary {
+            features,
+            ..std::mem::take(&mut summaries[row])
         })
         .collect();
     let mut col_counts = HashMap::new();
