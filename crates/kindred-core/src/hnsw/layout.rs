@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::embedding::dot;
+use crate::embedding::{Embedding, dot};
 use crate::fixed16;
 use crate::graph::EMPTY_SLOT;
 
@@ -38,6 +38,20 @@ pub(super) struct Points {
 }
 
 impl Points {
+    /// The points `rows`, copied into one array; `None` when their lengths differ.
+    pub(super) fn from_rows(rows: &[Embedding]) -> Option<Points> {
+        let dims = rows.first().map_or(0, |p| p.0.len());
+        if rows.iter().any(|p| p.0.len() != dims) {
+            return None;
+        }
+        Some(Points {
+            dims,
+            len: rows.len(),
+            values: rows.iter().flat_map(|p| p.0.iter().copied()).collect(),
+            ..Points::default()
+        })
+    }
+
     /// Every value, row-major, unless the points are held compactly.
     pub(super) fn full(&self) -> Option<&[f32]> {
         (!self.is_compact()).then_some(&self.values[..])
@@ -196,6 +210,28 @@ enum Store {
 }
 
 impl<const N: usize> Lists<N> {
+    /// The lists of a layer laid out in `N` slots a node, empty slots ([`EMPTY_SLOT`])
+    /// last, as instant-distance stores it; the first node with a neighbour after an empty
+    /// slot otherwise (as decoding refuses it).
+    pub(super) fn from_slots(slots: &[u32]) -> Result<Lists<N>, usize> {
+        let nodes = slots.len() / N;
+        let mut ends = Vec::with_capacity(nodes);
+        let mut ids = Ids::with_capacity(slots.len());
+        for (node, row) in slots.chunks_exact(N).enumerate() {
+            let filled = row.iter().position(|&id| id == EMPTY_SLOT).unwrap_or(N);
+            if row[filled..].iter().any(|&id| id != EMPTY_SLOT) {
+                return Err(node);
+            }
+            row[..filled].iter().for_each(|&id| ids.push(id));
+            ends.push(u32::try_from(ids.len()).map_err(|_| node)?);
+        }
+        ids.finish();
+        Ok(Lists {
+            ends,
+            store: Store::Ids(ids),
+        })
+    }
+
     /// Calls `f` with each of node `node`'s neighbours, nearest first as decoded or by
     /// id once [`Lists::sort`]ed (panics when out of range). The layer's form is decided
     /// once a node rather than once a neighbour, as the search's loops want.

@@ -184,6 +184,35 @@ impl Index {
         crate::codec::decode("index", &bytes)
     }
 
+    /// The index of a graph laid out as instant-distance stores it (see
+    /// [`crate::graph::Layers`]), built without encoding it; `Err` says what is malformed.
+    /// Its neighbour ids are not checked here ([`crate::graph::assemble`] does).
+    pub(crate) fn from_layers(layers: &crate::graph::Layers) -> std::result::Result<Index, String> {
+        let points = Points::from_rows(layers.points)
+            .ok_or_else(|| "points of different lengths".to_owned())?;
+        let zero = Lists::from_slots(layers.zero)
+            .map_err(|node| format!("layer 0 node {node} has a neighbour after an empty slot"))?;
+        let layers_above = layers
+            .upper
+            .iter()
+            .enumerate()
+            .map(|(l, slots)| {
+                Lists::from_slots(slots).map_err(|node| {
+                    format!(
+                        "layer {} node {node} has a neighbour after an empty slot",
+                        l + 1
+                    )
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Index {
+            ef_search: layers.ef_search,
+            points,
+            zero,
+            layers: layers_above,
+        })
+    }
+
     /// The `ef` points nearest to `query` that the graph leads to, or the stored
     /// `ef_search` when that is more (fewer when the graph reaches fewer), nearest first,
     /// passed to `found`. The list lives in this thread's reused search memory, so
