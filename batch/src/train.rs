@@ -299,18 +299,30 @@ pub fn train_handing_over(
                     (measured, start.elapsed().as_secs_f64())
                 })
             });
-        let drawing = (!refits).then(|| scope.spawn(|| holdout_plan(&ds, cfg, small)));
+        // A fold-in's users' rows need only the data too: they are gathered on the same
+        // thread (at 10k users 8 ms, which had been on the critical path after the fit).
+        let drawing = (!refits).then(|| {
+            scope.spawn(|| {
+                let plan = holdout_plan(&ds, cfg, small);
+                let rows = plan
+                    .as_ref()
+                    .map_or_else(|_| Vec::new(), |plan| holdout_rows(&ds, cfg, plan));
+                (plan, rows)
+            })
+        });
         let fitted = fit(&ds, cfg, &FastSet::default(), &mut stages)?;
         let drawn;
-        let holdout = match (drawing, &refit_plan) {
+        let (holdout, folds) = match (drawing, &refit_plan) {
             (Some(drawing), _) => {
                 drawn = drawing.join().expect("drawing the hold-out plan panicked");
-                &drawn
+                (&drawn.0, &drawn.1[..])
             }
-            (None, Some(plan)) => plan,
+            (None, Some(plan)) => (plan, &[][..]),
             (None, None) => unreachable!("a plan is drawn one way or the other"),
         };
-        finish(&ds, cfg, version, fitted, stages, holdout, refit, sink)
+        finish(
+            &ds, cfg, version, fitted, stages, holdout, folds, refit, sink,
+        )
     })
 }
 
@@ -318,7 +330,8 @@ pub fn train_handing_over(
 type Refit<'scope> = std::thread::ScopedJoinHandle<'scope, (Result<(f64, f64), TrainError>, f64)>;
 
 /// Measures, encodes and describes the model `fitted` from `ds`; `refit` is the hold-out
-/// measure running beside it, if it is (else it runs here, or `holdout` says why not).
+/// measure running beside it, if it is (else it runs here, or `holdout` says why not);
+/// `folds` are a fold-in measure's users' rows ([`holdout_rows`]).
 /// The artifacts are encoded into `sink` on a thread beside the measures.
 #[allow(clippy::too_many_arguments)]
 fn finish(
@@ -328,6 +341,7 @@ fn finish(
     fitted: Fitted,
     mut stages: Stages,
     holdout: &Result<eval::HoldoutPlan, String>,
+    folds: &[(u64, Vec<Entry>)],
     refit: Option<Refit<'_>>,
     sink: Sink<'_>,
 ) -> Result<Trained, TrainError> {
@@ -368,7 +382,7 @@ fn finish(
         let quality = evaluate(cfg, &fitted, &point_handles, &measured, recall, &mut stages);
         let folded = match holdout {
             Ok(plan) if !refits => {
-                Some(stages.run("holdout", || holdout_folded(ds, cfg, plan, &fitted)))
+                Some(stages.run("holdout", || holdout_folded(cfg, plan, folds, &fitted)))
             }
             _ => None,
         };
@@ -596,29 +610,27 @@ fn holdout_recall(
 /// The model was trained on the user's whole rows, so its basis and its neighbours'
 /// smoothing saw the hidden tags; a refit ([`Evaluate::Refit`]) hides them from both.
 fn holdout_folded(
-    ds: &Dataset,
     cfg: &TrainConfig,
     plan: &eval::HoldoutPlan,
+    folds: &[(u64, Vec<Entry>)],
     fitted: &Fitted,
 ) -> (f64, f64) {
     const K: usize = 10;
     let handles = fitted.point_handles();
-    let rows = holdout_rows(ds, cfg, plan, &handles);
-    let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
+    let queries = fold_queries(folds, &handles);
     let found = holdout_answers(fitted, &queries, K, cfg.threads, EXACT_SCAN_MAX_USERS);
     eval::holdout_recall(plan, &handles, K, |point, _| {
         found.get(&point).cloned().unwrap_or_default()
     })
 }
 
-/// Each of `plan`'s users in the model (its point, by `handles[point]`) with its rows
-/// without the hidden tags, as a profile's entries.
+/// Each of `plan`'s users (by handle) with its rows without the hidden tags, as a
+/// profile's entries.
 fn holdout_rows(
     ds: &Dataset,
     cfg: &TrainConfig,
     plan: &eval::HoldoutPlan,
-    handles: &[u64],
-) -> Vec<(u32, Vec<Entry>)> {
+) -> Vec<(u64, Vec<Entry>)> {
     let chosen: FastSet<u64> = plan.users.iter().copied().collect();
     let gathered = gather_at(&ds.of_users(&chosen), cfg, &plan.hidden, ds.newest_day());
     let rows = entries_by_row(
@@ -626,16 +638,19 @@ fn holdout_rows(
         gathered.handles.len(),
         ds.tags.len() as u32,
     );
+    gathered.handles.into_iter().zip(rows).collect()
+}
+
+/// The rows of `folds` whose users are in the model, by their point (`handles[point]`).
+fn fold_queries<'a>(folds: &'a [(u64, Vec<Entry>)], handles: &[u64]) -> Vec<(u32, &'a [Entry])> {
     let point_of: FastMap<u64, u32> = handles
         .iter()
         .enumerate()
         .map(|(p, &h)| (h, p as u32))
         .collect();
-    gathered
-        .handles
+    folds
         .iter()
-        .zip(rows)
-        .filter_map(|(h, entries)| Some((*point_of.get(h)?, entries)))
+        .filter_map(|(h, entries)| Some((*point_of.get(h)?, entries.as_slice())))
         .collect()
 }
 
@@ -701,8 +716,8 @@ mod tests {
         let cfg = default_config(data.path().to_path_buf());
         let plan = eval::HoldoutPlan::draw(&ds, 300, HOLDOUT_SHARE, 1);
         let fitted = fit(&ds, &cfg, &FastSet::default(), &mut Stages::quiet()).unwrap();
-        let rows = holdout_rows(&ds, &cfg, &plan, &fitted.point_handles());
-        let queries: Vec<(u32, &[Entry])> = rows.iter().map(|(p, e)| (*p, e.as_slice())).collect();
+        let folds = holdout_rows(&ds, &cfg, &plan);
+        let queries = fold_queries(&folds, &fitted.point_handles());
         assert!(queries.len() > 200, "{} users folded in", queries.len());
         // when they are folded in and searched exactly, and through the index,
         let scanned = holdout_answers(&fitted, &queries, 10, 2, usize::MAX);
