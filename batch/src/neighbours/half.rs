@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2, s};
 
-use super::{BLOCK, CHUNK, SAMPLE_STRIDE, floor_of_sample};
+use super::{BLOCK, CHUNK, SAMPLE_STRIDE, floor_of_sample, order_key};
 
 /// A strip's candidate: (point, similarity, other point).
 type Entry = (u32, f32, u32);
@@ -67,7 +67,7 @@ pub(super) fn floors(all: ArrayView2<f32>, k: usize, threads: usize) -> Option<V
             .into_iter()
             .map(|row| {
                 sample.clear();
-                sample.extend(row.iter());
+                sample.extend(row.iter().map(|&v| order_key(v)));
                 floor_of_sample(&mut sample, k)
             })
             .collect()

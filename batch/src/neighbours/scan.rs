@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use super::{BLOCK, SAMPLE_STRIDE, each_block, floor_of_sample};
+use super::{BLOCK, SAMPLE_STRIDE, each_block, floor_of_sample, order_key};
 
 /// Lanes of a register: the points of half a panel.
 const LANES: usize = 16;
@@ -113,12 +113,12 @@ pub(super) fn floors(
         count,
         BLOCK,
         threads,
-        |(lists, sample): &mut (Lists, Vec<f32>), rows| {
+        |(lists, sample): &mut (Lists, Vec<i32>), rows| {
             scan(queries, &packed, rows.clone(), &everything, lists);
             (0..rows.len())
                 .map(|r| {
                     sample.clear();
-                    sample.extend(lists.of(r, usize::MAX).map(|(v, _)| v));
+                    sample.extend(lists.of(r, usize::MAX).map(|(v, _)| order_key(v)));
                     floor_of_sample(sample, k)
                 })
                 .collect()
