@@ -180,12 +180,12 @@ pub fn holdout_recall(
     k: usize,
     nearest: impl Fn(u32, usize) -> Vec<Neighbour>,
 ) -> (f64, f64) {
-    let point_of: HashMap<u64, u32> = handles
+    let point_of: FastMap<u64, u32> = handles
         .iter()
         .enumerate()
         .map(|(p, &h)| (h, p as u32))
         .collect();
-    let mut by_user: HashMap<u64, Vec<u32>> = HashMap::new();
+    let mut by_user: FastMap<u64, Vec<u32>> = FastMap::default();
     for &(h, t) in &plan.hidden {
         by_user.entry(h).or_default().push(t);
     }
