@@ -5,8 +5,8 @@
 //! | object | encoding | content |
 //! |---|---|---|
 //! | `manifest.json` | JSON | [`Manifest`]: format version, parameters, counts, quality figures, size and SHA-256 of every artifact |
-//! | `users.bin` | bincode 2 | [`UserTable`]: tag vocabulary and one [`UserSummary`] per user |
-//! | `index.bin` | bincode 2 | [`Index`]: the HNSW graph over the users' unit embeddings |
+//! | `users.bin` | bincode 2 | [`UserTable`](crate::users::UserTable): tag vocabulary and one [`UserSummary`](crate::users::UserSummary) per user |
+//! | `index.bin` | bincode 2 | [`Index`](crate::search::Index): the HNSW graph over the users' unit embeddings |
 //! | `projection.bin` | bincode 2 | [`crate::projection::Projection`]: the fold-in basis for profile queries (optional) |
 //! | `courses.bin` | bincode 2 | [`crate::courses::CourseTable`]: the catalogue and each user's viewed courses, for recommendations (optional) |
 //!
@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 /// Format version written by this build.
 ///
 /// - 1: users, index, manifest.
-/// - 2: each user also carries its strongest [`Feature`]s, for explanations.
+/// - 2: each user also carries its strongest [`Feature`](crate::users::Feature)s, for explanations.
 /// - 3: users split into shards, each with its own user table and index
 ///   ([`Manifest::shards`]). Unsharded models are still written as format 2, so functions
 ///   built before sharding keep reading them.

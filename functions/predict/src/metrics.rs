@@ -104,7 +104,8 @@ fn class_of(status: u16) -> usize {
 }
 
 impl Metrics {
-    /// Counters at zero; with `emf`, [`Metrics::record`] also writes an EMF line.
+    /// Counters at zero; `emf`: whether an EMF line ([`Metrics::emf_line`]) is written
+    /// for each answer.
     pub fn new(emf: bool) -> Self {
         Metrics {
             routes: Default::default(),

@@ -4,16 +4,16 @@
 //! an unavailable model is 503 with `Retry-After`, and internal details go to the
 //! logs, never into a response.
 //!
-//! * [`routes`]: the router, stage stripping and the handlers;
-//! * [`request`]: request parsing and validation into a [`Query`];
-//! * [`answer`]: answers built from a model (the in-process query path);
-//! * [`answers`]: a bounded cache of encoded answers, by model version;
-//! * [`recommend`]: `POST /recommend`, courses from similar learners;
-//! * [`error`]: [`ApiError`], every failure as a JSON response;
-//! * [`explore`]: the index, the OpenAPI document and the explorer page;
-//! * [`shard`]: `POST /shard/search`, the call a scatter-gather coordinator makes;
-//! * [`settings`]: what a deployment allows: disclosure, API keys, shard mode;
-//! * [`throttle`]: a token bucket per caller.
+//! * `routes`: the router, stage stripping and the handlers;
+//! * `request`: request parsing and validation into a [`Query`];
+//! * `answer`: answers built from a model (the in-process query path);
+//! * `answers`: a bounded cache of encoded answers, by model version;
+//! * `recommend`: `POST /recommend`, courses from similar learners;
+//! * `error`: [`ApiError`], every failure as a JSON response;
+//! * `explore`: the index, the OpenAPI document and the explorer page;
+//! * `shard`: `POST /shard/search`, the call a scatter-gather coordinator makes;
+//! * `settings`: what a deployment allows: disclosure, API keys, shard mode;
+//! * `throttle`: a token bucket per caller.
 
 mod answer;
 mod answers;
