@@ -114,14 +114,13 @@ pub fn embed(
         let svd = stages.run("svd", || {
             svd::truncated_svd(&csr, cfg.rank, cfg.threads, cfg.centre_rows)
         })?;
-        let embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power, cfg.threads));
+        let mut embeddings = stages.run("embed", || svd::embed(&csr, &svd, cfg.power, cfg.threads));
         let mut projection = projection(cfg, &columns, &idf, &svd);
-        let mut points: Vec<Embedding> = embeddings
-            .into_iter()
-            .enumerate()
-            .filter(|(row, _)| csr.row_nnz(*row) > 0)
-            .map(|(_, e)| Embedding::normalized(e))
+        let mut points: Vec<Embedding> = kept
+            .iter()
+            .map(|&row| Embedding::normalized(std::mem::take(&mut embeddings[row])))
             .collect();
+        drop(embeddings);
         let neighbours = crate::smooth::effective_neighbours(
             points.len(),
             cfg.smooth_share,
