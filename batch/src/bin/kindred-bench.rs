@@ -18,7 +18,7 @@ use kindred_core::users::UserTable;
 
 /// Compare weightings of the training matrix on a generated data set with ground truth.
 #[derive(Parser, Debug)]
-#[command(name = "kindred-bench", version, about)]
+#[command(name = "kindred-bench", version)]
 struct Cli {
     /// Generated data folder (with ground_truth.csv), e.g. from kindred-datagen.
     #[arg(long, env = "KINDRED_DATA")]
