@@ -11,7 +11,7 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kindred_core::embedding::{Embedding, dot};
+use kindred_core::embedding::{Embedding, dot, row_major};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView1, ArrayView2, ArrayViewMut2, s};
 
@@ -35,7 +35,7 @@ pub fn map_nearest<T: Send>(
 ) -> Vec<T> {
     let n = points.len();
     let dims = points.first().map_or(0, |p| p.0.len());
-    let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let flat = row_major(points);
     let all = ArrayView2::from_shape((n, dims), &flat).expect("n rows of dims values");
     let k = k.min(n.saturating_sub(1));
     // Half the products cost more in gathering candidates than they save when a point

@@ -14,7 +14,7 @@
 //! precision@10 from 0.870 to 0.892 at 10k users but drop it from 0.875 to 0.783 at
 //! 1,500 users, where 2% (30 neighbours) gives 0.878.
 
-use kindred_core::embedding::Embedding;
+use kindred_core::embedding::{Embedding, row_major};
 use kindred_core::projection::smooth_towards;
 use kindred_core::shard::mix64;
 
@@ -150,7 +150,7 @@ fn smooth_exact(
     // The neighbours are read from one contiguous copy rather than through each
     // embedding's own allocation (a fifth less summing time at 10k users).
     let dims = points.first().map_or(0, |p| p.0.len());
-    let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let flat = row_major(points);
     map_nearest(points, k, threads, |i, best| {
         let near: Vec<&[f32]> = best
             .iter()

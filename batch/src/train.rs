@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use kindred_core::codec::encode;
-use kindred_core::embedding::Embedding;
+use kindred_core::embedding::{Embedding, row_major};
 use kindred_core::manifest::{self, COURSES, Manifest, PROJECTION, REPORT};
 use kindred_core::model::EXACT_SCAN_MAX_USERS;
 use kindred_core::projection::{Entry, Projection};
@@ -598,7 +598,7 @@ fn holdout_recall(
     let Embedded { points, users, .. } = embed(ds, cfg, &plan.hidden, &mut Stages::quiet())?;
     let handles: Vec<u64> = users.iter().map(|u| u.handle).collect();
     let dims = points.first().map_or(0, |p| p.0.len());
-    let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let flat = row_major(&points);
     Ok(eval::holdout_recall(plan, &handles, 10, |point, k| {
         let query = &points[point as usize].0;
         exact_flat(&flat, dims, query, k, Some(point))

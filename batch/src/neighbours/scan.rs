@@ -261,7 +261,7 @@ mod tests {
         // Sizes off every multiple: a short last panel, a short last group of rows.
         for (n, dims) in [(1000, 64), (203, 13), (37, 1)] {
             let points = clustered(n, dims, 5, n as u64);
-            let flat: Vec<f32> = points.iter().flat_map(|p| p.0.iter().copied()).collect();
+            let flat = kindred_core::embedding::row_major(&points);
             // Each similarity summed in dimension order, one fused multiply-add a term.
             let similarity = |i: usize, j: usize| {
                 (0..dims).fold(0.0f32, |sum, d| {

@@ -29,6 +29,16 @@ impl Point for Embedding {
     }
 }
 
+/// Every embedding's values in one row-major array: embedding `i` is
+/// `[i * d..(i + 1) * d]` for `d` values each.
+pub fn row_major(embeddings: &[Embedding]) -> Vec<f32> {
+    let mut values = Vec::with_capacity(embeddings.iter().map(|e| e.0.len()).sum());
+    for e in embeddings {
+        values.extend_from_slice(&e.0);
+    }
+    values
+}
+
 /// Dot product of two equal-length slices, with an AVX2 + FMA kernel when the CPU has it.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]

@@ -383,11 +383,7 @@ impl Shards {
                     retired[r as usize] = true;
                 }
                 Fresh {
-                    flat: delta
-                        .points
-                        .iter()
-                        .flat_map(|p| p.0.iter().copied())
-                        .collect(),
+                    flat: crate::embedding::row_major(&delta.points),
                     users: delta.points.len() as u32,
                     retired,
                     retired_count: delta.retired.len() as u32,

@@ -18,7 +18,7 @@ use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeTuple};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::embedding::{Embedding, dot};
+use crate::embedding::{Embedding, dot, row_major};
 use crate::fixed16;
 use crate::graph::EMPTY_SLOT;
 
@@ -47,7 +47,7 @@ impl Points {
         Some(Points {
             dims,
             len: rows.len(),
-            values: rows.iter().flat_map(|p| p.0.iter().copied()).collect(),
+            values: row_major(rows),
             ..Points::default()
         })
     }
